@@ -1,0 +1,57 @@
+"""`python -m devcluster build|up|down|status|kubeconfig|env`: the dev cluster's commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from devcluster import build, cluster
+from devcluster.paths import state_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build (or reuse) the binaries from the pinned Go modules")
+    commands.add_parser("up", help="start the cluster; returns once nodes are Ready and ServiceAccounts work")
+    commands.add_parser("down", help="stop exactly the processes `up` started and remove the cluster's state")
+    commands.add_parser("status", help="show each component; exit 0 only if all are running")
+    commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
+    commands.add_parser("env", help="print shell exports: KUBECONFIG, and PATH with kubectl and helm")
+    args = parser.parse_args(argv)
+
+    if args.command == "build":
+        return build.main()
+    if args.command == "up":
+        started = time.monotonic()
+        try:
+            running = cluster.up()
+        except cluster.AlreadyRunning as error:
+            print(f"devcluster: {error}")
+            return 0
+        except (cluster.ClusterError, build.BuildError) as error:
+            print(f"devcluster: up failed: {error}", file=sys.stderr)
+            return 1
+        print(f"devcluster: up in {time.monotonic() - started:.1f}s, {running.server}")
+        print(f"devcluster: export KUBECONFIG={running.kubeconfig}")
+        return 0
+    if args.command == "down":
+        print("devcluster: stopped" if cluster.down() else "devcluster: was not running")
+        return 0
+    if args.command == "status":
+        healthy, text = cluster.status()
+        print(text)
+        return 0 if healthy else 1
+    if args.command == "kubeconfig":
+        print(state_dir() / "kubeconfig")
+        return 0
+    if args.command == "env":
+        print(f"export KUBECONFIG={state_dir() / 'kubeconfig'}")
+        print(f'export PATH="{build.bin_dir()}:$PATH"')
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

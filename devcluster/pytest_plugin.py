@@ -1,0 +1,97 @@
+"""pytest fixtures: a session-wide Kubernetes cluster and a fresh namespace per test.
+
+By default the session uses the dev cluster: it reuses one that is already running (and leaves it
+running), or starts one and stops it when the session ends. With
+``FLOWRUN_USE_EXISTING_CLUSTER=true`` it uses whatever cluster ``KUBECONFIG`` points at instead
+(like controller-runtime's envtest ``USE_EXISTING_CLUSTER``); that cluster needs KWOK with
+``devcluster/stages.yaml`` for the tests that drive pod outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from devcluster import cluster as devcluster
+
+T = TypeVar("T")
+
+USE_EXISTING_CLUSTER = os.environ.get("FLOWRUN_USE_EXISTING_CLUSTER", "").lower() in ("1", "true", "yes")
+TEST_NAMESPACE_LABEL = "flowrun.dev/test-namespace"
+
+
+@dataclass(frozen=True)
+class KubeCluster:
+    """The cluster the tests run against."""
+
+    kubeconfig: Path
+    api: client.ApiClient
+    # Set only for the dev cluster: where kubectl and helm are.
+    bin_dir: Path | None
+
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll `check` until it returns something truthy, and return that; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except ApiException as error:
+            last_error = error
+        time.sleep(interval)
+    detail = f" (last error: {last_error})" if last_error else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    if USE_EXISTING_CLUSTER:
+        kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
+        yield KubeCluster(kubeconfig, config.new_client_from_config(str(kubeconfig)), None)
+        return
+    running = devcluster.running_cluster()
+    started_here = running is None
+    if running is None:
+        running = devcluster.up()
+    try:
+        api = config.new_client_from_config(str(running.kubeconfig))
+        yield KubeCluster(running.kubeconfig, api, running.bin_dir)
+    finally:
+        if started_here:
+            devcluster.down()
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for each test, deleted afterwards."""
+    core = kube_cluster.core()
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{secrets.token_hex(3)}"
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: "true"}))
+    )
+    # Pods are refused until the ServiceAccount controller made the namespace's `default` account.
+    wait_for(f"the default ServiceAccount in {name}", lambda: core.read_namespaced_service_account("default", name))
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

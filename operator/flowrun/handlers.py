@@ -1,0 +1,141 @@
+"""kopf wiring, kept thin: one daemon per FlowRun drives reconcile passes; events of the run and of
+its labelled children wake it; the delete handler holds the finalizer until cleanup is done.
+
+Children are watched with `@kopf.on.event` only (never on.field/on.update on pods, which would make
+kopf patch every pod). A pass is level-triggered, so a missed event costs at most one resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+from kubernetes import config
+
+from flowrun import api
+from flowrun.kube import Kube
+from flowrun.reconciler import PassResult, Reconciler
+
+logger = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 30.0  # the longest a run goes without a pass, whatever happens
+DELETE_HANDLER_SLICE = 20.0  # the delete handler hands back to kopf this often (a checkpoint)
+MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+
+
+class Runtime:
+    """Per-process state: the reconciler and, per FlowRun UID, a wake-up event and a lock."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.wakeups: dict[str, asyncio.Event] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    def wake(self, uid: str | None) -> None:
+        if uid and uid in self.wakeups:
+            self.wakeups[uid].set()
+
+    async def run_pass(self, uid: str, namespace: str, name: str) -> PassResult:
+        # One pass at a time per run: the daemon and the delete handler may overlap briefly.
+        async with self.locks.setdefault(uid, asyncio.Lock()):
+            self.wakeups.setdefault(uid, asyncio.Event()).clear()
+            return await asyncio.to_thread(self.reconciler.run_pass, namespace, name)
+
+    async def wait(self, uid: str, timeout: float, stopped: Any = None) -> None:
+        """Until something about the run changed, `timeout` passed, or the daemon is stopped."""
+        waiters = {asyncio.ensure_future(self.wakeups.setdefault(uid, asyncio.Event()).wait())}
+        if stopped is not None:
+            waiters.add(asyncio.ensure_future(stopped.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def forget(self, uid: str) -> None:
+        self.wakeups.pop(uid, None)
+        self.locks.pop(uid, None)
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the operator has not started")
+    return _runtime
+
+
+def _next_wait(result: PassResult) -> float:
+    if result.waiting_for_finalizer:
+        return 1.0
+    return min(result.requeue_after if result.requeue_after is not None else RESYNC_SECONDS, RESYNC_SECONDS)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _runtime
+    settings.persistence.finalizer = api.FINALIZER
+    # The operator posts its own events, one per transition; kopf's per-handler events are noise.
+    settings.posting.enabled = False
+    # Watches that stall silently are restarted (kopf issues 204, 585, 847).
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    try:
+        api_client = config.new_client_from_config()
+    except config.ConfigException:
+        config.load_incluster_config()
+        from kubernetes import client
+
+        api_client = client.ApiClient()
+    _runtime = Runtime(Reconciler(Kube(api_client)))
+
+
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=5.0)
+async def drive(uid: str, name: str, namespace: str, stopped: Any, **_: Any) -> None:
+    """Reconcile the run until it is deleted (then the delete handler takes over)."""
+    rt = runtime()
+    while not stopped:
+        try:
+            result = await rt.run_pass(uid, namespace, name)
+        except Exception:  # a failed pass is retried; the operator never crashes on one run
+            logger.exception("reconcile pass of %s/%s failed", namespace, name)
+            await rt.wait(uid, 5.0, stopped)
+            continue
+        if result.gone or result.deleting:
+            return
+        await rt.wait(uid, _next_wait(result), stopped)
+
+
+@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
+async def release(uid: str, name: str, namespace: str, **_: Any) -> None:
+    """Hold the finalizer until every started block is cleaned up (or skip-cleanup is set).
+
+    Never a PermanentError: that would release the finalizer with cleanup undone."""
+    rt = runtime()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DELETE_HANDLER_SLICE
+    while True:
+        result = await rt.run_pass(uid, namespace, name)
+        if result.gone or result.finalizer_releasable:
+            rt.forget(uid)
+            return
+        if loop.time() > deadline:
+            raise kopf.TemporaryError(f"waiting for cleanup: {result.message or result.phase}", delay=1.0)
+        await rt.wait(uid, min(_next_wait(result), 2.0))
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def flowrun_changed(uid: str, **_: Any) -> None:
+    runtime().wake(uid)
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
+async def child_changed(labels: dict[str, str], **_: Any) -> None:
+    runtime().wake(labels.get(api.LABEL_UID))

@@ -1,0 +1,219 @@
+"""The operator's only door to the Kubernetes API: read FlowRuns and their children, create and
+delete children, dry-run them, read logs, write status and post events. Synchronous: handlers run
+it in a worker thread."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from flowrun import api
+
+logger = logging.getLogger(__name__)
+
+# Children of every run, whatever its spec says; setup.manifests may add other kinds.
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "Pod"),
+    ("batch/v1", "Job"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+)
+REQUEST_TIMEOUT = 30  # seconds: no call may hang a reconcile pass forever
+
+
+class ForeignObject(RuntimeError):
+    """A child name is taken by an object that does not belong to this run."""
+
+
+class UnknownKind(RuntimeError):
+    """The API server serves no such apiVersion/kind."""
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Resource] = {}
+
+    # --- discovery ---------------------------------------------------------------------------
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api_client)
+        return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        key = (api_version, kind)
+        if key not in self._resources:
+            try:
+                self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                # A CRD installed after start-up: refresh discovery once before giving up.
+                self.dynamic.invalidate_cache()
+                try:
+                    self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError as error:
+                    raise UnknownKind(f"the API server serves no {kind} in {api_version}") from error
+        return self._resources[key]
+
+    def flowruns(self) -> Resource:
+        return self.resource(api.API_VERSION, api.KIND)
+
+    # --- FlowRuns ----------------------------------------------------------------------------
+
+    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A JSON merge patch: keys set to None are removed, `status.kopf` is left alone."""
+        self.flowruns().status.patch(
+            name=name,
+            namespace=namespace,
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def delete_flowrun(self, namespace: str, name: str) -> None:
+        try:
+            self.flowruns().delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # --- children ----------------------------------------------------------------------------
+
+    def list_children(self, namespace: str, uid: str, extra_kinds: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every object of the listed kinds labelled with the run's UID (a fresh, consistent read)."""
+        selector = f"{api.LABEL_UID}={uid}"
+        objects: list[dict[str, Any]] = []
+        kinds = list(dict.fromkeys([*CHILD_KINDS, *extra_kinds]))
+        for api_version, kind in kinds:
+            try:
+                resource = self.resource(api_version, kind)
+            except UnknownKind:
+                continue  # the dry run reports it as a spec error; nothing of that kind exists
+            listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            for item in listed.to_dict().get("items", []):
+                # List items carry no apiVersion/kind of their own.
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                objects.append(item)
+        return objects
+
+    def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
+        """Create if absent. Returns True if created, False if this run's object already exists."""
+        metadata = manifest["metadata"]
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            resource.create(body=dict(manifest), namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT)
+            return True
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        existing = resource.get(name=metadata["name"], namespace=metadata["namespace"]).to_dict()
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        if labels.get(api.LABEL_UID) != uid:
+            raise ForeignObject(
+                f"{manifest['kind']} {metadata['name']} already exists and does not belong to this FlowRun"
+            )
+        return False
+
+    def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
+        """Server-side dry run: raises ApiException (or UnknownKind) if the server would refuse it."""
+        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        resource.create(
+            body=dict(manifest),
+            namespace=manifest["metadata"]["namespace"],
+            dry_run="All",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None:
+        """Delete; NotFound is success (the object is gone, which is what was asked)."""
+        try:
+            resource = self.resource(api_version, kind)
+        except UnknownKind:
+            return
+        try:
+            resource.delete(
+                name=name,
+                namespace=namespace,
+                body={"propagationPolicy": propagation},
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        try:
+            return self.core.read_namespaced_pod_log(
+                pod, namespace, container=container, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            return f"(logs unavailable: {error.status} {error.reason})"
+
+    # --- events ------------------------------------------------------------------------------
+
+    def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        metadata = flowrun["metadata"]
+        now = datetime.now(timezone.utc)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                name=f"{metadata['name']}.{secrets.token_hex(8)}", namespace=metadata["namespace"]
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=api.API_VERSION,
+                kind=api.KIND,
+                name=metadata["name"],
+                namespace=metadata["namespace"],
+                uid=metadata["uid"],
+                resource_version=metadata.get("resourceVersion"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=client.V1EventSource(component=api.MANAGED_BY),
+            reporting_component=api.MANAGED_BY,
+            reporting_instance=api.MANAGED_BY,
+            first_timestamp=now,
+            last_timestamp=now,
+            event_time=None,
+            count=1,
+        )
+        try:
+            self.core.create_namespaced_event(metadata["namespace"], event, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as error:
+            # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
+            logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+
+
+def manifest_kinds(spec: object) -> list[tuple[str, str]]:
+    """The (apiVersion, kind) of every setup manifest, read leniently from a raw spec."""
+    kinds: list[tuple[str, str]] = []
+    resources = spec.get("resources") if isinstance(spec, Mapping) else None
+    for resource in resources if isinstance(resources, list) else []:
+        setup = resource.get("setup") if isinstance(resource, Mapping) else None
+        manifests = setup.get("manifests") if isinstance(setup, Mapping) else None
+        for manifest in manifests if isinstance(manifests, list) else []:
+            if isinstance(manifest, Mapping) and isinstance(manifest.get("apiVersion"), str) and isinstance(
+                manifest.get("kind"), str
+            ):
+                kinds.append((manifest["apiVersion"], manifest["kind"]))
+    return kinds

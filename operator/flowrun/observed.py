@@ -1,0 +1,245 @@
+"""The children of a FlowRun as the engine sees them, built from raw API objects.
+
+Handlers list the objects labelled with the run's UID and pass the raw dicts (camelCase keys, as
+the API returns them) to `observed_from_objects`. Parsing is lenient: a missing or malformed
+field becomes an empty value, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flowrun.timestamps import parse_time
+
+
+@dataclass(frozen=True)
+class Terminated:
+    exit_code: int
+    reason: str = ""
+    message: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    name: str
+    terminated: Terminated | None = None
+    running_started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    labels: Mapping[str, str]
+    phase: str = "Pending"  # Pending | Running | Succeeded | Failed | Unknown
+    deleting: bool = False
+    containers: tuple[ContainerStatus, ...] = ()
+    start_time: datetime | None = None
+    reason: str = ""  # e.g. DeadlineExceeded, Evicted
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class JobCondition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    name: str
+    labels: Mapping[str, str]
+    conditions: tuple[JobCondition, ...] = ()
+    deleting: bool = False
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    def condition(self, kind: str) -> JobCondition | None:
+        return next((c for c in self.conditions if c.type == kind and c.status == "True"), None)
+
+    @property
+    def complete(self) -> bool:
+        return self.condition("Complete") is not None
+
+    @property
+    def failed_condition(self) -> JobCondition | None:
+        return self.condition("Failed")
+
+
+@dataclass(frozen=True)
+class DeploymentCondition:
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    name: str
+    labels: Mapping[str, str]
+    replicas: int = 1
+    available_replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    conditions: tuple[DeploymentCondition, ...] = ()
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    name: str
+    labels: Mapping[str, str]
+    cluster_ip: str = ""
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class ObservedObject:
+    """Any other child (a manifest): identified by apiVersion, kind and name."""
+
+    api_version: str
+    kind: str
+    name: str
+    labels: Mapping[str, str]
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Observed:
+    pods: tuple[ObservedPod, ...] = ()
+    jobs: tuple[ObservedJob, ...] = ()
+    deployments: tuple[ObservedDeployment, ...] = ()
+    services: tuple[ObservedService, ...] = ()
+    others: tuple[ObservedObject, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: object, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _labels(metadata: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): v for k, v in _map(metadata.get("labels")).items() if isinstance(v, str)}
+
+
+def _container(raw: Mapping[str, Any]) -> ContainerStatus:
+    state = _map(raw.get("state"))
+    terminated = None
+    if "terminated" in state:
+        term = _map(state["terminated"])
+        terminated = Terminated(
+            exit_code=_count(term.get("exitCode")),
+            reason=_text(term.get("reason")),
+            message=_text(term.get("message")),
+            started_at=parse_time(term.get("startedAt")),
+            finished_at=parse_time(term.get("finishedAt")),
+        )
+    running = _map(state.get("running"))
+    return ContainerStatus(
+        name=_text(raw.get("name")),
+        terminated=terminated,
+        running_started_at=parse_time(running.get("startedAt")) if "running" in state else None,
+    )
+
+
+def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedPod:
+    status = _map(obj.get("status"))
+    return ObservedPod(
+        name=_text(metadata.get("name")),
+        labels=_labels(metadata),
+        phase=_text(status.get("phase")) or "Pending",
+        deleting=deleting,
+        containers=tuple(_container(c) for c in _items(status.get("containerStatuses"))),
+        start_time=parse_time(status.get("startTime")),
+        reason=_text(status.get("reason")),
+        message=_text(status.get("message")),
+    )
+
+
+def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedJob:
+    status = _map(obj.get("status"))
+    return ObservedJob(
+        name=_text(metadata.get("name")),
+        labels=_labels(metadata),
+        conditions=tuple(
+            JobCondition(_text(c.get("type")), _text(c.get("status")), _text(c.get("reason")), _text(c.get("message")))
+            for c in _items(status.get("conditions"))
+        ),
+        deleting=deleting,
+        active=_count(status.get("active")),
+        succeeded=_count(status.get("succeeded")),
+        failed=_count(status.get("failed")),
+    )
+
+
+def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedDeployment:
+    status = _map(obj.get("status"))
+    return ObservedDeployment(
+        name=_text(metadata.get("name")),
+        labels=_labels(metadata),
+        # The API defaults spec.replicas to 1 when it is unset.
+        replicas=_count(_map(obj.get("spec")).get("replicas"), 1),
+        available_replicas=_count(status.get("availableReplicas")),
+        ready_replicas=_count(status.get("readyReplicas")),
+        updated_replicas=_count(status.get("updatedReplicas")),
+        conditions=tuple(
+            DeploymentCondition(
+                _text(c.get("type")), _text(c.get("status")), _text(c.get("reason")), _text(c.get("message"))
+            )
+            for c in _items(status.get("conditions"))
+        ),
+        deleting=deleting,
+    )
+
+
+def observed_from_objects(objects: Iterable[object]) -> Observed:
+    """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed."""
+    pods: list[ObservedPod] = []
+    jobs: list[ObservedJob] = []
+    deployments: list[ObservedDeployment] = []
+    services: list[ObservedService] = []
+    others: list[ObservedObject] = []
+    for obj in objects:
+        if not isinstance(obj, Mapping):
+            continue
+        metadata = _map(obj.get("metadata"))
+        deleting = bool(metadata.get("deletionTimestamp"))
+        api_version, kind = _text(obj.get("apiVersion")), _text(obj.get("kind"))
+        if (api_version, kind) == ("v1", "Pod"):
+            pods.append(_pod(obj, metadata, deleting))
+        elif (api_version, kind) == ("batch/v1", "Job"):
+            jobs.append(_job(obj, metadata, deleting))
+        elif (api_version, kind) == ("apps/v1", "Deployment"):
+            deployments.append(_deployment(obj, metadata, deleting))
+        elif (api_version, kind) == ("v1", "Service"):
+            cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
+            services.append(ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting))
+        else:
+            others.append(ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting))
+    return Observed(tuple(pods), tuple(jobs), tuple(deployments), tuple(services), tuple(others))

@@ -1,0 +1,130 @@
+"""The dev cluster's commands, on a private cluster of their own (its own state directory and
+ports), so the shared session cluster is never disturbed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from devcluster.pytest_plugin import USE_EXISTING_CLUSTER, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(USE_EXISTING_CLUSTER, reason="manages dev clusters of its own; needs the dev cluster build"),
+]
+
+
+def listening_ports() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class PrivateCluster:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, FLOWRUN_DEVCLUSTER_STATE=str(self.state))
+        return subprocess.run([sys.executable, "-m", "devcluster", *args], env=env, capture_output=True, text=True, timeout=300)
+
+    def recorded(self) -> dict:
+        return json.loads((self.state / "state.json").read_text())
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(tmp_path / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.run("down")
+
+
+def test_up_down_up_leaves_nothing_behind(private_cluster: PrivateCluster) -> None:
+    started = private_cluster.run("up")
+    assert started.returncode == 0, started.stderr
+    recorded = private_cluster.recorded()
+    pids = [p["pid"] for p in recorded["processes"]]
+    ports = set(recorded["ports"].values())
+    assert [p["name"] for p in recorded["processes"]] == [
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+    ]
+    assert all(alive(pid) for pid in pids)
+    assert private_cluster.run("status").returncode == 0
+
+    again = private_cluster.run("up")
+    assert again.returncode == 0 and "already running" in again.stdout
+    assert [p["pid"] for p in private_cluster.recorded()["processes"]] == pids
+
+    stopped = private_cluster.run("down")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert not any(alive(pid) for pid in pids)
+    assert not ports & listening_ports()
+    assert not private_cluster.state.exists()
+    assert private_cluster.run("status").returncode == 1
+
+    idempotent = private_cluster.run("down")
+    assert idempotent.returncode == 0 and "was not running" in idempotent.stdout
+
+    restarted = private_cluster.run("up")
+    assert restarted.returncode == 0, restarted.stderr
+    kubeconfig = private_cluster.run("kubeconfig").stdout.strip()
+    nodes = subprocess.run(
+        [str(Path(private_cluster.run("env").stdout.split('PATH="')[1].split(":")[0]) / "kubectl"),
+         f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert nodes.stdout.split() == ["node/kwok-node-0", "node/kwok-node-1"]
+
+
+def test_busy_well_known_ports_do_not_stop_up(private_cluster: PrivateCluster) -> None:
+    squatters = []
+    for port in (2379, 2380, 6443):
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            squatters.append(sock)
+        except OSError:
+            sock.close()  # already taken by something else: busy either way
+    try:
+        started = private_cluster.run("up")
+        assert started.returncode == 0, started.stderr
+        assert not {2379, 2380, 6443} & set(private_cluster.recorded()["ports"].values())
+    finally:
+        for sock in squatters:
+            sock.close()
+
+
+def test_status_names_a_component_that_died_with_its_log_tail(private_cluster: PrivateCluster) -> None:
+    assert private_cluster.run("up").returncode == 0
+    scheduler = next(p for p in private_cluster.recorded()["processes"] if p["name"] == "kube-scheduler")
+    os.kill(scheduler["pid"], signal.SIGKILL)
+    wait_for("the scheduler to exit", lambda: not alive(scheduler["pid"]))
+    status = private_cluster.run("status")
+    assert status.returncode == 1
+    line = next(line for line in status.stdout.splitlines() if line.startswith("kube-scheduler"))
+    assert "exited" in line
+    # The log tail follows the component's line.
+    assert status.stdout.split(line, 1)[1].strip()
