@@ -8,6 +8,8 @@ stops exactly those processes and nothing else, then removes the state. Ports ar
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -21,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from devcluster import build
 from devcluster.paths import state_dir
@@ -336,7 +338,25 @@ def _cluster_of(data: dict[str, Any]) -> Cluster:
     )
 
 
-def up(timeout: float = 180.0) -> Cluster:
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One `up` or `down` at a time per state directory (two test sessions may start together)."""
+    lock_file = state_dir().with_name(state_dir().name + ".lock")
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def up() -> Cluster:
+    with _exclusive():
+        return _up()
+
+
+def _up() -> Cluster:
     root = state_dir()
     state = _State(root)
     previous = state.load()
@@ -344,10 +364,11 @@ def up(timeout: float = 180.0) -> Cluster:
         if not _dead_components(previous) and len(previous["processes"]) == len(COMPONENTS):
             raise AlreadyRunning(f"the dev cluster is already running (kubeconfig: {root / 'kubeconfig'})")
         # A partial or dead cluster: clear it away before starting afresh.
-        down()
+        _down()
     started = time.monotonic()
     bins = build.build(verbose=False)
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # leftovers of a crashed run, never of a live one (lock held)
+    root.mkdir(parents=True)
     (root / "logs").mkdir()
     pki = root / "pki"
     _make_pki(pki)
@@ -444,7 +465,7 @@ def up(timeout: float = 180.0) -> Cluster:
             60,
         )
     except BaseException:
-        down()
+        _down()
         raise
     data["upSeconds"] = round(time.monotonic() - started, 1)
     state.save(data)
@@ -453,6 +474,11 @@ def up(timeout: float = 180.0) -> Cluster:
 
 def down() -> bool:
     """Stop exactly what `up` started and remove the state. Returns whether anything was running."""
+    with _exclusive():
+        return _down()
+
+
+def _down() -> bool:
     root = state_dir()
     data = _State(root).load()
     if data is None and not root.exists():

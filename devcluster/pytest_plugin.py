@@ -65,9 +65,15 @@ def kube_cluster() -> Iterator[KubeCluster]:
         yield KubeCluster(kubeconfig, config.new_client_from_config(str(kubeconfig)), None)
         return
     running = devcluster.running_cluster()
-    started_here = running is None
+    started_here = False
     if running is None:
-        running = devcluster.up()
+        try:
+            running = devcluster.up()
+            started_here = True
+        except devcluster.AlreadyRunning:
+            # Another session started it meanwhile: use it, and leave stopping it to that session.
+            running = devcluster.running_cluster()
+            assert running is not None
     try:
         api = config.new_client_from_config(str(running.kubeconfig))
         yield KubeCluster(running.kubeconfig, api, running.bin_dir)

@@ -16,6 +16,9 @@ def _run(args: argparse.Namespace) -> int:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.log_level != "debug":
+        # kopf reports every handled watch event at INFO: one line per child change is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         # One replica (the chart's Deployment uses strategy Recreate): kopf's peering is priority
         # pausing, not leader election.

@@ -224,7 +224,7 @@ def _optional_int(obj: Mapping[str, Any], key: str, path: str, minimum: int) -> 
 
 def _name(value: object, path: str) -> str:
     name = _string(value, path)
-    if not DNS1123_LABEL.match(name):
+    if not DNS1123_LABEL.fullmatch(name):
         raise SpecError(path, f"{name!r} is not a DNS-1123 label (lower-case letters, digits, '-', at most 63)")
     return name
 
@@ -335,7 +335,7 @@ def _params(raw: object) -> tuple[Param, ...]:
         item = _mapping(item, path)
         _known_keys(item, path, ("name", "value"))
         name = _string(item.get("name"), f"{path}.name")
-        if not PARAM_NAME.match(name):
+        if not PARAM_NAME.fullmatch(name):
             raise SpecError(
                 f"{path}.name",
                 f"{name!r} is not a valid param name (a letter or '_', then letters, digits, '_' or '-')",
@@ -457,7 +457,7 @@ def _replicas(value: object, path: str) -> int | str:
             raise SpecError(path, str(err)) from None
         if refs:
             return value
-        if value.isdigit():
+        if value.isascii() and value.isdigit():
             return int(value)
         raise SpecError(path, f"must be an integer or a $(...) reference, not {value!r}")
     return _int(value, path, 0)
@@ -470,7 +470,7 @@ def _ports(raw: object, path: str) -> tuple[Port, ...]:
         item = _mapping(item, ppath)
         _known_keys(item, ppath, ("name", "port", "targetPort", "protocol"))
         name = _string(item.get("name"), f"{ppath}.name")
-        if not _PORT_NAME.match(name):
+        if not _PORT_NAME.fullmatch(name):
             raise SpecError(
                 f"{ppath}.name", f"{name!r} is not a port name (at most 15 lower-case letters, digits, '-')"
             )
@@ -733,7 +733,7 @@ class _References:
                 r.kind is RefKind.PARAM for r in find_references(deployment.replicas)
             ):
                 value = substitute(deployment.replicas, Context(params=self.flow.param_values))
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):
                     raise SpecError(
                         f"{path}.setup.deployments[{i}].replicas",
                         f"{deployment.replicas!r} resolves to {value!r}, not a non-negative integer",

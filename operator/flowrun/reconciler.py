@@ -43,6 +43,9 @@ class PassResult:
 class Reconciler:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
+        # Per run: the refused actions already reported, so a refusal repeated on every pass
+        # gives one Warning event, not one per pass.
+        self._reported_failures: dict[str, set[str]] = {}
 
     def run_pass(self, namespace: str, name: str) -> PassResult:
         body = self.kube.get_flowrun(namespace, name)
@@ -65,8 +68,12 @@ class Reconciler:
             self.kube.patch_status(namespace, name, status)
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
+        reported = self._reported_failures.setdefault(metadata["uid"], set())
         for failure in failures:
-            self.kube.post_event(body, "Warning", "ActionFailed", failure)
+            if failure not in reported:
+                self.kube.post_event(body, "Warning", "ActionFailed", failure)
+        reported.intersection_update(failures)
+        reported.update(failures)
         return PassResult(
             deleting=deleting,
             finalizer_releasable=outcome.finalizer_releasable,

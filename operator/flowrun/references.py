@@ -94,14 +94,14 @@ def _parse(text: str) -> Reference:
     body = text[2:-1]
     parts = body.split(".")
     kind = parts[0]
-    if kind == "params" and len(parts) == 2 and PARAM_NAME.match(parts[1]):
+    if kind == "params" and len(parts) == 2 and PARAM_NAME.fullmatch(parts[1]):
         return Reference(text, RefKind.PARAM, parts[1])
-    if kind == "tasks" and len(parts) == 3 and parts[2] == "result" and DNS1123_LABEL.match(parts[1]):
+    if kind == "tasks" and len(parts) == 3 and parts[2] == "result" and DNS1123_LABEL.fullmatch(parts[1]):
         return Reference(text, RefKind.TASK_RESULT, parts[1])
-    if kind == "resources" and len(parts) >= 3 and DNS1123_LABEL.match(parts[1]):
+    if kind == "resources" and len(parts) >= 3 and DNS1123_LABEL.fullmatch(parts[1]):
         if len(parts) == 3 and parts[2] == "value":
             return Reference(text, RefKind.RESOURCE_VALUE, parts[1])
-        if len(parts) == 4 and parts[2] == "services" and DNS1123_LABEL.match(parts[3]):
+        if len(parts) == 4 and parts[2] == "services" and DNS1123_LABEL.fullmatch(parts[3]):
             return Reference(text, RefKind.SERVICE, parts[1], parts[3])
     if kind == "flowrun" and len(parts) == 2 and parts[1] in FLOWRUN_FIELDS:
         return Reference(text, RefKind.FLOWRUN, parts[1])

@@ -592,3 +592,20 @@ def test_accepted_reference_forms() -> None:
         ],
     )
     parse_spec(spec, "team")
+
+
+def test_names_with_a_trailing_newline_are_refused() -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec({"tasks": [{"name": "a\n", "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}]})
+    assert error.value.field == "spec.tasks[0].name"
+
+
+def test_replicas_of_non_ascii_digits_are_refused() -> None:
+    spec = {
+        "resources": [{"name": "r", "setup": {"deployments": [{"name": "d", "replicas": "²", "template": {
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}}]}}],
+        "tasks": [{"name": "a", "resources": ["r"], "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}],
+    }
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+    assert "replicas" in error.value.field
