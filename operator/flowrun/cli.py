@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import kopf
+import prometheus_client
+
+from flowrun import structured_logging
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -15,10 +17,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.all_namespaces and not args.namespace:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.log_level != "debug":
-        # kopf reports every handled watch event at INFO: one line per child change is noise.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    structured_logging.configure(args.log_level, args.log_format)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.run(
         # One replica (the chart's Deployment uses strategy Recreate): kopf's peering is priority
         # pausing, not leader election.
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     run.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
+    run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds to")
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)

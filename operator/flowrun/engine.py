@@ -415,7 +415,7 @@ def _group(api_version: str) -> str:
 
 def _label_int(labels: Mapping[str, str], key: str) -> int:
     value = labels.get(key, "")
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 class _Children:
@@ -1363,7 +1363,7 @@ def _replicas(deployment: DeploymentSpec, context: Context) -> int | None:
     if isinstance(deployment.replicas, int):
         return deployment.replicas
     value = substitute(deployment.replicas, context).strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def _expected_pods(state: _State) -> set[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 from kubernetes import config
 
-from flowrun import api
+from flowrun import api, metrics
 from flowrun.kube import Kube
 from flowrun.reconciler import PassResult, Reconciler
 
@@ -41,7 +41,15 @@ class Runtime:
         # One pass at a time per run: the daemon and the delete handler may overlap briefly.
         async with self.locks.setdefault(uid, asyncio.Lock()):
             self.wakeups.setdefault(uid, asyncio.Event()).clear()
-            return await asyncio.to_thread(self.reconciler.run_pass, namespace, name)
+            try:
+                with metrics.RECONCILE_DURATION.time():
+                    result = await asyncio.to_thread(self.reconciler.run_pass, namespace, name)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                raise
+        if result.gone:
+            self.forget(uid)
+        return result
 
     async def wait(self, uid: str, timeout: float, stopped: Any = None) -> None:
         """Until something about the run changed, `timeout` passed, or the daemon is stopped."""
@@ -57,6 +65,7 @@ class Runtime:
     def forget(self, uid: str) -> None:
         self.wakeups.pop(uid, None)
         self.locks.pop(uid, None)
+        metrics.forget_run(uid)
 
 
 _runtime: Runtime | None = None

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun import api, engine
+from flowrun import api, engine, metrics
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, ValidateObjects
 from flowrun.kube import ForeignObject, Kube, UnknownKind, manifest_kinds
 from flowrun.observed import observed_from_objects
@@ -64,6 +64,7 @@ class Reconciler:
         outcome, logs, failures = self._apply(body, outcome, observed, now)
 
         status = _with_logs(outcome.status, logs)
+        metrics.record_pass(metadata["uid"], body.get("status") or {}, status)
         if _pruned(status) != _pruned({k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}):
             self.kube.patch_status(namespace, name, status)
         for event in outcome.events:

@@ -1,0 +1,87 @@
+"""Prometheus metrics, derived from what each reconcile pass changed in a run's status.
+
+Transitions are found by comparing the status before and after a pass, so a restarted operator
+never counts a finished task twice: it sees no transition for what was already terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from flowrun.timestamps import parse_time
+
+TERMINAL_TASK_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")
+CLEANUP_END_PHASES = ("CleanedUp", "CleanupFailed")
+_DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+
+RUNS = Gauge("flowrun_runs", "FlowRuns known to this operator, by phase", ["phase"])
+TASK_DURATION = Histogram(
+    "flowrun_task_duration_seconds", "Task duration from first start to finish, by final phase", ["phase"],
+    buckets=_DURATION_BUCKETS,
+)
+CLEANUP_DURATION = Histogram(
+    "flowrun_cleanup_duration_seconds", "Resource block cleanup duration, by outcome", ["phase"],
+    buckets=_DURATION_BUCKETS,
+)
+CLEANUP_FAILURES = Counter("flowrun_cleanup_failures_total", "Resource block cleanups that failed")
+RECONCILE_DURATION = Histogram(
+    "flowrun_reconcile_duration_seconds", "Duration of one reconcile pass (read, decide, act, write)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
+)
+RECONCILE_ERRORS = Counter("flowrun_reconcile_errors_total", "Reconcile passes that raised an error")
+
+_run_phases: dict[str, str] = {}
+
+
+def _seconds_between(start: object, end: object) -> float | None:
+    started, finished = parse_time(start), parse_time(end)
+    if started is None or finished is None:
+        return None
+    return max((finished - started).total_seconds(), 0.0)
+
+
+def _entries(status: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    entries = status.get(key)
+    return entries if isinstance(entries, Mapping) else {}
+
+
+def record_pass(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+    """Account for what one pass changed in a run's status."""
+    phase = str(after.get("phase") or "Pending")
+    _run_phases[uid] = phase
+    old_tasks = _entries(before, "tasks")
+    for name, task in _entries(after, "tasks").items():
+        if not isinstance(task, Mapping) or task.get("phase") not in TERMINAL_TASK_PHASES:
+            continue
+        if (old_tasks.get(name) or {}).get("phase") == task.get("phase"):
+            continue
+        duration = _seconds_between(task.get("startedAt"), task.get("finishedAt"))
+        if duration is not None:
+            TASK_DURATION.labels(phase=task["phase"]).observe(duration)
+    old_resources = _entries(before, "resources")
+    for name, resource in _entries(after, "resources").items():
+        if not isinstance(resource, Mapping) or resource.get("phase") not in CLEANUP_END_PHASES:
+            continue
+        if (old_resources.get(name) or {}).get("phase") == resource.get("phase"):
+            continue
+        if resource["phase"] == "CleanupFailed":
+            CLEANUP_FAILURES.inc()
+        duration = _seconds_between(resource.get("cleanupStartedAt"), resource.get("cleanedUpAt"))
+        if duration is not None:
+            CLEANUP_DURATION.labels(phase=resource["phase"]).observe(duration)
+    _publish_run_phases()
+
+
+def forget_run(uid: str) -> None:
+    _run_phases.pop(uid, None)
+    _publish_run_phases()
+
+
+def _publish_run_phases() -> None:
+    counts: dict[str, int] = {}
+    for phase in _run_phases.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    for phase in ("Pending", "Running", "Succeeded", "Failed", "Cancelled", *counts):
+        RUNS.labels(phase=phase).set(counts.get(phase, 0))
