@@ -1,0 +1,167 @@
+"""Run examples/dask-flowrun.yaml on the dev cluster and show, live, what happens to it.
+
+Usage: scripts/demo [--example examples/dask-flowrun.yaml] [--keep]
+  --keep  leave the FlowRun and the dev cluster running afterwards (to explore with kubectl)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from devcluster import build, cluster as devcluster  # noqa: E402
+from flowrun import api  # noqa: E402
+
+NAMESPACE = "flowrun-demo"
+TIMEOUT = 300
+
+
+def kubectl(running: devcluster.Cluster, *args: str) -> str:
+    result = subprocess.run(
+        [str(running.bin_dir / "kubectl"), f"--kubeconfig={running.kubeconfig}", *args],
+        capture_output=True, text=True, check=True,
+    )
+    return result.stdout
+
+
+def describe(status: dict[str, Any]) -> list[str]:
+    """One line for the run, one per task and per resource block."""
+    lines = [f"run       {status.get('phase', 'Pending'):<10} {status.get('progress', '')}  {status.get('message') or ''}"]
+    for name, resource in sorted((status.get("resources") or {}).items()):
+        lines.append(f"resource  {name:<12} {resource.get('phase', ''):<12} {resource.get('reason') or ''}")
+    for name, task in sorted((status.get("tasks") or {}).items()):
+        result = task.get("result")
+        shown = f" result={result}" if result else ""
+        lines.append(f"task      {name:<12} {task.get('phase', ''):<12} {task.get('reason') or ''}{shown}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--example", default=str(REPO / "examples" / "dask-flowrun.yaml"))
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    body = yaml.safe_load(Path(args.example).read_text())
+    name = body["metadata"]["name"]
+
+    build.build(verbose=False)
+    running = devcluster.running_cluster()
+    started_cluster = running is None
+    if running is None:
+        print("starting the dev cluster ...", flush=True)
+        running = devcluster.up()
+    operator: subprocess.Popen[bytes] | None = None
+    # A SIGTERM (CI, a closed terminal) unwinds like Ctrl-C, through the `finally` below.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        print(f"dev cluster: {running.server}  (eval \"$(python -m devcluster env)\" for kubectl)")
+        kubectl(running, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "flowrun.yaml"))
+        kubectl(running, "wait", "--for=condition=Established", "crd/flowruns.flowrun.dev", "--timeout=60s")
+        api_client = config.new_client_from_config(str(running.kubeconfig))
+        core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+        try:
+            core.create_namespace({"metadata": {"name": NAMESPACE}})
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                core.read_namespaced_service_account("default", NAMESPACE)
+                break
+            except client.ApiException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        # A leftover from an earlier --keep run: remove it so this run starts fresh.
+        try:
+            custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"flowrun-demo-operator-{secrets.token_hex(3)}.log", "wb")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "flowrun.cli", "run", "--namespace", NAMESPACE],
+            env=dict(os.environ, KUBECONFIG=str(running.kubeconfig)), stdout=log, stderr=subprocess.STDOUT,
+        )
+        print(f"operator: pid {operator.pid}, log {log.name}")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                created = custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, body)
+                break
+            except client.ApiException as error:
+                # The previous run of the same name may still be finishing its own deletion.
+                if error.status != 409 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        uid = created["metadata"]["uid"]
+        print(f"\napplied {Path(args.example).relative_to(REPO)}: FlowRun {NAMESPACE}/{name}\n")
+
+        started = time.monotonic()
+        shown: list[str] = []
+        status: dict[str, Any] = {}
+        while time.monotonic() - started < TIMEOUT:
+            run = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+            status = run.get("status") or {}
+            lines = describe(status)
+            if lines != shown:
+                print(f"--- {time.monotonic() - started:5.1f}s")
+                print("\n".join(lines), flush=True)
+                shown = lines
+            if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+                break
+            if operator.poll() is not None:
+                raise SystemExit(f"the operator exited ({operator.returncode}); see {log.name}")
+            time.sleep(0.2)
+        else:
+            raise SystemExit(f"the FlowRun did not finish in {TIMEOUT}s")
+
+        print(f"\nFlowRun {name}: {status['phase']} in {status.get('duration')}")
+        left = kubectl(running, "get", "deployments,services,jobs,configmaps,persistentvolumeclaims",
+                       "-n", NAMESPACE, "-l", f"{api.LABEL_UID}={uid},{api.LABEL_ROLE}=setup", "-o", "name")
+        print("objects of the resource blocks still present:", left.strip() or "none (cleaned up)")
+        for resource_name, resource in sorted((status.get("resources") or {}).items()):
+            print(f"  {resource_name}: {resource.get('phase')}, cleaned up at {resource.get('cleanedUpAt')}, "
+                  f"objects were {', '.join(resource.get('objects') or [])}")
+        print("task pods kept for their logs:", " ".join(kubectl(
+            running, "get", "pods", "-n", NAMESPACE, "-l", f"{api.LABEL_UID}={uid}", "-o", "name").split()))
+        if not args.keep:
+            custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+            while True:
+                try:
+                    custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+                    time.sleep(0.2)
+                except client.ApiException as error:
+                    if error.status == 404:
+                        break
+                    raise
+            print(f"deleted FlowRun {name}: its finalizer was released and its pods garbage-collected")
+        return 0 if status["phase"] == "Succeeded" else 1
+    finally:
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        if started_cluster and not args.keep:
+            devcluster.down()
+            print("stopped the dev cluster")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
