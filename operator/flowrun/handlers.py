@@ -20,7 +20,8 @@ from flowrun.reconciler import PassResult, Reconciler
 
 logger = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 30.0  # the longest a run goes without a pass, whatever happens
+RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever happens
+FINISHED_RESYNC_SECONDS = 600.0
 DELETE_HANDLER_SLICE = 20.0  # the delete handler hands back to kopf this often (a checkpoint)
 MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
 
@@ -80,7 +81,10 @@ def runtime() -> Runtime:
 def _next_wait(result: PassResult) -> float:
     if result.waiting_for_finalizer:
         return 1.0
-    return min(result.requeue_after if result.requeue_after is not None else RESYNC_SECONDS, RESYNC_SECONDS)
+    # A finished run has nothing left to drive: only a change (an event) or its TTL matters, so
+    # thousands of finished runs do not cost a pass each every resync period.
+    resync = FINISHED_RESYNC_SECONDS if result.done else RESYNC_SECONDS
+    return min(result.requeue_after if result.requeue_after is not None else resync, resync)
 
 
 @kopf.on.startup()

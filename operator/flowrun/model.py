@@ -2,7 +2,7 @@
 
 `parse_spec` checks everything the engine relies on, including what the CRD schema may have
 missed, so the engine never meets input it cannot handle. The first problem found is raised as a
-`SpecError` naming the offending field, e.g. `spec.tasks[2].runAfter[0]: unknown task "lod"`.
+`SpecError` naming the offending field, e.g. `spec.tasks[2].runAfter[0]: unknown task 'lod'`.
 Pod templates and manifests are kept as plain dicts: only the parts the operator reads or rewrites
 are checked here; the API server's dry run judges the rest.
 """

@@ -110,7 +110,31 @@ def operator(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_p
             "the operator exited during the test:\n" + running.log_tail()
         )
     finally:
+        _release_leftover_flowruns(kube_cluster, namespace, running)
         running.stop()
+
+
+def _release_leftover_flowruns(kube_cluster: KubeCluster, namespace: str, running: Operator) -> None:
+    """A test that failed before its leak check leaves FlowRuns behind. Delete them while the
+    operator still runs (it cleans up and releases the finalizers), so the namespace can go."""
+    custom = client.CustomObjectsApi(kube_cluster.api)
+    leftovers = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"]
+    if not leftovers:
+        return
+    if running.process is None or running.process.poll() is not None:
+        running.start()
+    for run in leftovers:
+        name = run["metadata"]["name"]
+        custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, name,
+            {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}},
+        )
+        custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+    wait_for(
+        f"leftover FlowRuns in {namespace} to be released",
+        lambda: not custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"],
+        timeout=60,
+    )
 
 
 class FlowRuns:
@@ -240,6 +264,7 @@ class PodWatch:
         self.pods: dict[str, client.V1Pod] = {}  # pod name -> its latest state (until DELETED)
         self.alive: dict[str, str] = {}  # uid -> name: Pending/Running and not being deleted
         self.max_alive = 0
+        self.gaps = 0  # times the watch had to list again (410 Gone): events may have been missed
         self.error: BaseException | None = None
         self._changed = threading.Condition()
         self._stopped = threading.Event()
@@ -273,6 +298,7 @@ class PodWatch:
                         break
             except ApiException as error:
                 if error.status == 410:  # too old: list again, then watch from there
+                    self.gaps += 1
                     self._resource_version = self._relist()
                 else:
                     self.error = error
