@@ -739,7 +739,8 @@ class _Engine:
             and pod.start_time is not None
             and self.now >= pod.start_time + timedelta(seconds=task.active_deadline_seconds)
         ):
-            message = f"attempt {ts.attempts} ran longer than activeDeadlineSeconds={task.active_deadline_seconds}"
+            # No attempt number here: _attempt_failed adds it where it says which attempt failed.
+            message = f"ran longer than activeDeadlineSeconds={task.active_deadline_seconds}"
             self._attempt_failed(task, ts, "DeadlineExceeded", message, self.now, stop)
         else:
             ts.reason = POD_RUNNING if pod.phase == "Running" else POD_PENDING
@@ -974,10 +975,21 @@ class _Engine:
         if rs.phase == CLEANING_UP and self.now >= started + timedelta(seconds=timeout):
             # Whatever is left is deleted best-effort by plan(); the block stays CleanupFailed.
             error = f"cleanup did not finish within timeoutSeconds={timeout}"
-            if rs.cleanup_error:
-                error = f"{rs.cleanup_error}; {error}"
+            # Say why it did not finish: a failed cleanup job attempt (e.g. timed out in backoff).
+            cause = rs.cleanup_error or self._last_cleanup_job_failure(resource, rs)
+            if cause:
+                error = f"{cause}; {error}"
             rs.phase, rs.reason, rs.message, rs.cleanup_error = CLEANUP_FAILED, "CleanupTimeout", error, error
             rs.next_cleanup_attempt_at = None
+
+    def _last_cleanup_job_failure(self, resource: ResourceSpec, rs: ResourceState) -> str | None:
+        """Why the latest failed cleanup job attempt failed, from the observed Jobs; else None."""
+        for attempt in range(rs.cleanup_attempts, 0, -1):
+            job = self.children.jobs.get(names.cleanup_job_name(self.run.name, resource.name, attempt))
+            failed = job.failed_condition if job is not None else None
+            if failed is not None:
+                return f"cleanup job attempt {attempt} failed ({failed.reason or 'Failed'}: {failed.message})"
+        return None
 
     def _cleanup_steps(self, resource: ResourceSpec, rs: ResourceState) -> None:
         """Stop the setup job, run the cleanup job attempts, delete what setup created."""

@@ -339,6 +339,19 @@ def test_task_deadline_is_enforced_from_the_pod_start() -> None:
     assert (a["phase"], a["reason"]) == ("Failed", "DeadlineExceeded")
 
 
+def test_a_timed_out_attempt_is_named_once_in_the_messages() -> None:
+    sim = Sim(flow(task("a", activeDeadlineSeconds=30, retries={"limit": 1, "backoffSeconds": 0})))
+    sim.step(at(0))
+    sim.cluster.run_pod(pod_name("a"), start=at(0))
+    assert creates(sim.step(at(30))) == ["Pod/demo-a-2"]
+    assert sim.task("a")["message"] == "attempt 1 failed (DeadlineExceeded: ran longer than activeDeadlineSeconds=30)"
+    sim.cluster.run_pod(pod_name("a", 2), start=at(31))
+    sim.step(at(61))
+    a = sim.task("a")
+    assert (a["phase"], a["reason"]) == ("Failed", "DeadlineExceeded")
+    assert a["message"] == "attempt 2: ran longer than activeDeadlineSeconds=30"
+
+
 def test_task_deadline_reported_by_the_kubelet() -> None:
     sim = Sim(flow(task("a", activeDeadlineSeconds=30)))
     sim.step(at(0))

@@ -381,6 +381,23 @@ def test_cleanup_timeout_fails_cleanup_and_deletes_what_it_can() -> None:
     assert outcome.done and sim.status["phase"] == "Failed"
 
 
+def test_cleanup_timeout_during_backoff_says_which_attempt_failed() -> None:
+    # A cleanup job that fails, then the timeout passes before the retry: the error names the
+    # failed attempt, not only the timeout (it is what the CleanupBlocked event shows).
+    sim = ready_sim(block(cleanup={"job": job(), "retries": 1, "timeoutSeconds": 5}))
+    succeed(sim, "use")
+    sim.step(at(2))
+    sim.cluster.finish_job("demo-r-cleanup-1", succeeded=False)
+    sim.step(at(3))
+    assert sim.res("r")["reason"] == "CleanupJobBackoff"
+    sim.step(at(8))
+    r = sim.res("r")
+    assert (r["phase"], r["reason"]) == ("CleanupFailed", "CleanupTimeout")
+    assert r["cleanupError"].startswith("cleanup job attempt 1 failed ("), r["cleanupError"]
+    assert r["cleanupError"].endswith("cleanup did not finish within timeoutSeconds=5")
+    assert r["message"] == r["cleanupError"]
+
+
 def test_run_deadline_never_cuts_cleanup_short() -> None:
     spec = flow(
         task("use", resources=["r"]), resources=[resource("r", cleanup={"job": job()})], activeDeadlineSeconds=30

@@ -1,0 +1,842 @@
+"""Resource blocks end to end (DESIGN sections 2-5, docs/semantics.md "Resource blocks"): setup,
+the value handed to tasks, cleanup whatever happens (failed task, failed or stuck setup, deletion
+at every stage, a cleanup that keeps failing, an operator killed mid-way), nested blocks and
+setup manifests, on the dev cluster with the real operator."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from functools import partial
+from typing import Any, Callable
+
+import pytest
+import yaml
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from devcluster.pytest_plugin import wait_for
+from flowrun import api
+from flowrun.timestamps import parse_time
+from tests.e2e.conftest import CHILD_LISTERS, REPO, FlowRuns, Operator, sim_task
+
+pytestmark = pytest.mark.e2e
+
+SIM = "sim.flowrun.dev/"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+class Recorder:
+    """Every watch event (ADDED, MODIFIED, DELETED) of one kind in a namespace, in order, from the
+    moment it is made until stop(): the raw objects as the API server sent them."""
+
+    def __init__(self, list_fn: Callable[..., Any], namespace: str) -> None:
+        self.list_fn = list_fn
+        self.namespace = namespace
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._relist()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _relist(self) -> None:
+        response = self.list_fn(self.namespace, _preload_content=False)
+        listed = json.loads(response.data)
+        with self._lock:
+            for item in listed.get("items", []):
+                self.events.append(("ADDED", item))
+        self.resource_version = listed["metadata"]["resourceVersion"]
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.list_fn, self.namespace, resource_version=self.resource_version, timeout_seconds=5
+                ):
+                    obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        self._relist()  # 410 Gone: the watch fell behind; start again from a list
+                        break
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self.resource_version = obj["metadata"]["resourceVersion"]
+                    with self._lock:
+                        self.events.append((event["type"], obj))
+                    if self._stopped.is_set():
+                        stream.stop()
+                        break
+            except Exception:  # noqa: BLE001 - a dropped connection: resume from the last version
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def snapshot(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return list(self.events)
+
+    def uids_by_name(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for kind, obj in self.snapshot():
+            if kind == "ADDED":
+                found.setdefault(obj["metadata"]["name"], set()).add(obj["metadata"]["uid"])
+        return found
+
+    def first(self, name: str, kind: str = "ADDED") -> dict[str, Any] | None:
+        return next((o for k, o in self.snapshot() if k == kind and o["metadata"]["name"] == name), None)
+
+    def index(self, predicate: Callable[[str, dict[str, Any]], bool]) -> int | None:
+        """Position of the first event that satisfies `predicate(type, object)`."""
+        return next((i for i, (k, o) in enumerate(self.snapshot()) if predicate(k, o)), None)
+
+
+@pytest.fixture
+def recorders(flowruns: FlowRuns, namespace: str):
+    """Start Recorders for the test (`recorders("jobs")`), stop them all at the end."""
+    batch = client.BatchV1Api(flowruns.api_client)
+    apps = client.AppsV1Api(flowruns.api_client)
+    lists: dict[str, Callable[..., Any]] = {
+        "jobs": batch.list_namespaced_job,
+        "deployments": apps.list_namespaced_deployment,
+        "services": client.CoreV1Api(flowruns.api_client).list_namespaced_service,
+        "flowruns": partial(flowruns.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.PLURAL),
+    }
+    started: list[Recorder] = []
+
+    def start(kind: str) -> Recorder:
+        recorder = Recorder(lists[kind], namespace)
+        started.append(recorder)
+        return recorder
+
+    yield start
+    for recorder in started:
+        recorder.stop()
+
+
+def sim_template(
+    *,
+    outcome: str | None = "succeed",
+    duration: str | None = "300ms",
+    message: str | None = None,
+    annotations: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    container: str = "main",
+    env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A pod template the dev cluster finishes as told (no outcome: runs until deleted)."""
+    notes: dict[str, str] = {}
+    if outcome is not None:
+        notes[SIM + "outcome"] = outcome
+    if duration is not None:
+        notes[SIM + "duration"] = duration
+    if message is not None:
+        notes[SIM + "message"] = message
+    notes.update(annotations or {})
+    main: dict[str, Any] = {"name": container, "image": "busybox"}
+    if args is not None:
+        main["args"] = args
+    if env is not None:
+        main["env"] = env
+    template: dict[str, Any] = {"spec": {"containers": [main]}}
+    if notes:
+        template["metadata"] = {"annotations": notes}
+    return template
+
+
+def job(**template: Any) -> dict[str, Any]:
+    return {"template": sim_template(**template)}
+
+
+def deployment(name: str, *, replicas: int | str = 1, ports: bool = False, ready: bool = True) -> dict[str, Any]:
+    """A setup Deployment whose pods run until deleted (Ready, unless ready=False)."""
+    annotations = {} if ready else {SIM + "ready": "false"}
+    spec: dict[str, Any] = {
+        "name": name,
+        "replicas": replicas,
+        "template": sim_template(outcome=None, duration=None, annotations=annotations, container=name),
+    }
+    if ports:
+        spec["ports"] = [{"name": "http", "port": 8080}]
+    return spec
+
+
+def block_task(name: str, resources: list[str], **kwargs: Any) -> dict[str, Any]:
+    return sim_task(name, resources=resources, **kwargs)
+
+
+def block_is(resource: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]:
+    """A wait_status check: status.resources.<resource>.<key> == value."""
+    return lambda status: ((status.get("resources") or {}).get(resource) or {}).get(key) == value
+
+
+def task_is(name: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: ((status.get("tasks") or {}).get(name) or {}).get(key) == value
+
+
+def res(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return run["status"]["resources"][name]
+
+
+def task(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return run["status"]["tasks"][name]
+
+
+def at(value: str | None):
+    moment = parse_time(value)
+    assert moment is not None, f"not a timestamp: {value!r}"
+    return moment
+
+
+def setup_children(flowruns: FlowRuns, uid: str, resource: str | None = None) -> dict[str, list[str]]:
+    """What setup created for a run (or one of its blocks) that still exists, by kind."""
+    selector = f"{api.LABEL_UID}={uid},{api.LABEL_ROLE}={api.ROLE_SETUP}"
+    if resource is not None:
+        selector += f",{api.LABEL_RESOURCE}={resource}"
+    found = {}
+    for kind, lister in CHILD_LISTERS.items():
+        names = [item.metadata.name for item in lister(flowruns.api_client, flowruns.namespace, selector)]
+        if names:
+            found[kind] = names
+    return found
+
+
+def read_pod(flowruns: FlowRuns, name: str) -> client.V1Pod:
+    return client.CoreV1Api(flowruns.api_client).read_namespaced_pod(name, flowruns.namespace)
+
+
+def main_container(pod: client.V1Pod) -> client.V1Container:
+    return pod.spec.containers[0]
+
+
+def env_of(container: Any) -> dict[str, str]:
+    """A container's env as name -> value, from a typed object or a raw dict."""
+    items = container.env if hasattr(container, "env") else container.get("env")
+    result = {}
+    for item in items or []:
+        name, value = (item.name, item.value) if hasattr(item, "name") else (item["name"], item.get("value"))
+        result[name] = value
+    return result
+
+
+def job_condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind and c["status"] == "True"), None)
+
+
+def job_finished(obj: dict[str, Any], kind: str = "Complete") -> bool:
+    return job_condition(obj, kind) is not None
+
+
+def jobs_with_role(jobs: Recorder, role: str) -> list[dict[str, Any]]:
+    return [o for k, o in jobs.snapshot() if k == "ADDED" and o["metadata"]["labels"].get(api.LABEL_ROLE) == role]
+
+
+def live_job(flowruns: FlowRuns, name: str) -> client.V1Job | None:
+    try:
+        return client.BatchV1Api(flowruns.api_client).read_namespaced_job(name, flowruns.namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def job_succeeded(flowruns: FlowRuns, name: str) -> bool:
+    found = live_job(flowruns, name)
+    return found is not None and found.status is not None and found.status.succeeded == 1
+
+
+def job_has_running_pod(flowruns: FlowRuns, job_name: str) -> bool:
+    pods = client.CoreV1Api(flowruns.api_client).list_namespaced_pod(
+        flowruns.namespace, label_selector=f"job-name={job_name}"
+    ).items
+    return any(p.status.phase == "Running" for p in pods)
+
+
+def deleted_object(recorder: Recorder, name: str) -> dict[str, Any]:
+    """The last state of an object, as its DELETED event carried it."""
+    try:
+        return wait_for(f"the DELETED event of {name}", lambda: recorder.first(name, "DELETED"), timeout=10)
+    except AssertionError:
+        seen = [(k, o["metadata"]["name"]) for k, o in recorder.snapshot()]
+        raise AssertionError(f"no DELETED event for {name}: {seen}") from None
+
+
+def load_example(name: str) -> dict[str, Any]:
+    body = yaml.safe_load((REPO / "examples" / name).read_text())
+    body.pop("apiVersion")
+    body.pop("kind")
+    return body
+
+
+# ---------------------------------------------------------------------------------------------
+# The examples
+
+
+def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
+    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+) -> None:
+    deployments = recorders("deployments")
+    services = recorders("services")
+    body = load_example("dask-flowrun.yaml")
+    name = body["metadata"]["name"]
+    flowruns.create(body)
+
+    run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=120)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    dask = res(run, "dask")
+    scheduler_dns = f"{name}-dask-scheduler.{namespace}.svc"
+    assert dask["phase"] == "CleanedUp" and dask["reason"] == "CleanedUp", dask
+    assert dask["value"] == f"tcp://{scheduler_dns}:8786"
+    assert sorted(dask["objects"]) == sorted(
+        [f"Deployment/{name}-dask-scheduler", f"Service/{name}-dask-scheduler", f"Deployment/{name}-dask-workers"]
+    )
+
+    # The cluster went as soon as the block's tasks were done: write-csv, outside the block, ran
+    # meanwhile and the cluster was gone when it finished (or within a moment of it).
+    summarize, write_csv = task(run, "summarize"), task(run, "write-csv")
+    assert at(dask["cleanupStartedAt"]) >= at(summarize["finishedAt"])
+    assert at(dask["cleanupStartedAt"]) <= at(write_csv["finishedAt"]), "cleanup waited for write-csv"
+    assert at(dask["cleanedUpAt"]) <= at(write_csv["finishedAt"]) + timedelta(seconds=3), (dask, write_csv)
+    assert at(write_csv["startedAt"]) <= at(dask["cleanedUpAt"]), "write-csv waited for the cleanup"
+    assert not setup_children(flowruns, run["metadata"]["uid"]), "the Dask cluster outlived its block"
+    for deployment_name in (f"{name}-dask-scheduler", f"{name}-dask-workers"):
+        deleted_object(deployments, deployment_name)
+    deleted_object(services, f"{name}-dask-scheduler")
+
+    # The workers Deployment had replicas = $(params.n-workers) and found the scheduler by DNS.
+    workers = deployments.first(f"{name}-dask-workers")
+    assert workers is not None
+    assert workers["spec"]["replicas"] == 2
+    assert any(
+        o["metadata"]["name"] == workers["metadata"]["name"] and (o.get("status") or {}).get("availableReplicas") == 2
+        for _, o in deployments.snapshot()
+    ), "the two workers never ran"
+    assert workers["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "dask",
+        "worker",
+        f"tcp://{scheduler_dns}:8786",
+    ]
+    scheduler_service = services.first(f"{name}-dask-scheduler")
+    assert scheduler_service is not None and scheduler_service["spec"]["ports"][0]["port"] == 8786
+
+    # Results flow: load-data -> summarize -> write-csv (with the out-path param).
+    assert task(run, "load-data")["result"] == "flowrun-data"
+    summary = '{"mean": 0.5, "std": 0.2887, "count": 20000000}'
+    assert summarize["result"] == summary
+    load_pod = main_container(read_pod(flowruns, f"{name}-load-data-1"))
+    assert env_of(load_pod)["FLOWRUN_RESOURCE_DASK"] == dask["value"]
+    assert f'Client("{dask["value"]}")' in load_pod.args[0]
+    summarize_args = main_container(read_pod(flowruns, f"{name}-summarize-1")).args
+    assert 'client.get_dataset("flowrun-data")' in summarize_args[0], summarize_args
+    write_container = main_container(read_pod(flowruns, f"{name}-write-csv-1"))
+    assert write_container.args[1:] == [summary, "/data/summary.csv"]
+    assert "FLOWRUN_RESOURCE_DASK" not in env_of(write_container), "write-csv is outside the block"
+    assert write_csv["result"] == "/data/summary.csv"
+    flowruns.delete_and_check_nothing_leaked(name)
+
+
+def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    jobs = recorders("jobs")
+    body = load_example("vm-flowrun.yaml")
+    name = body["metadata"]["name"]
+    created = flowruns.create(body)
+    uid = created["metadata"]["uid"]
+
+    run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=90)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    vm = res(run, "vm")
+    assert vm["phase"] == "CleanedUp"
+    assert vm["value"] == "vm-0f3a9c"  # the setup job's termination message
+    assert at(vm["readyAt"]) <= at(task(run, "run-on-vm")["startedAt"])
+
+    setup_job = jobs.first(f"{name}-vm-setup")
+    assert setup_job is not None
+    assert f'id="vm-{uid}"' in setup_job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "(type small)" in setup_job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+    pod = main_container(read_pod(flowruns, f"{name}-run-on-vm-1"))
+    assert pod.args == ["printf 'ran on %s' 'vm-0f3a9c' | tee /dev/termination-log"]
+    assert env_of(pod)["FLOWRUN_RESOURCE_VM"] == "vm-0f3a9c"
+    assert task(run, "run-on-vm")["result"] == "ran on vm-0f3a9c"
+
+    cleanup_jobs = jobs_with_role(jobs, api.ROLE_CLEANUP)
+    assert [j["metadata"]["name"] for j in cleanup_jobs] == [f"{name}-vm-cleanup-1"]
+    cleanup_env = env_of(cleanup_jobs[0]["spec"]["template"]["spec"]["containers"][0])
+    assert cleanup_env["FLOWRUN_RESOURCE_VALUE"] == "vm-0f3a9c"
+    # The cleanup job ran to completion before the block was called cleaned up, and the setup
+    # job is gone; the cleanup job stays (for its logs) until the FlowRun goes.
+    cleanup_job = live_job(flowruns, f"{name}-vm-cleanup-1")
+    assert cleanup_job is not None and cleanup_job.status.succeeded == 1
+    completed = cleanup_job.status.completion_time
+    assert completed is not None and completed <= at(vm["cleanedUpAt"]) + timedelta(seconds=1)
+    assert live_job(flowruns, f"{name}-vm-setup") is None
+    events = sorted(flowruns.events(name), key=lambda e: (e.first_timestamp, e.metadata.creation_timestamp))
+    lifecycle = ["SetupStarted", "ResourceReady", "CleanupStarted", "CleanedUp"]
+    block_events = [e.reason for e in events if e.reason in lifecycle]
+    assert block_events == lifecycle, block_events
+    flowruns.delete_and_check_nothing_leaked(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup whatever happens
+
+
+def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+    jobs = recorders("jobs")
+    flowruns.create({
+        "metadata": {"name": "failing"},
+        "spec": {
+            "resources": [{
+                "name": "svc",
+                "setup": {"job": job(message="svc-1"), "deployments": [deployment("server", ports=True)]},
+                "cleanup": {"job": job(duration="500ms"), "retries": 0},
+            }],
+            "tasks": [
+                block_task("first", ["svc"]),
+                block_task("second", ["svc"], run_after=["first"], outcome="fail"),
+                sim_task("never", run_after=["second"]),
+            ],
+        },
+    })
+    run = flowruns.wait_phase("failing", ("Succeeded", "Failed"), timeout=90)
+    assert run["status"]["phase"] == "Failed"
+    assert task(run, "first")["phase"] == "Succeeded"
+    assert (task(run, "second")["phase"], task(run, "second")["reason"]) == ("Failed", "Error")
+    assert (task(run, "never")["phase"], task(run, "never")["reason"]) == ("Skipped", "UpstreamFailed")
+    svc = res(run, "svc")
+    assert (svc["phase"], svc["reason"]) == ("CleanedUp", "CleanedUp"), svc
+    assert svc["value"] == "svc-1"
+    assert at(svc["cleanupStartedAt"]) >= at(task(run, "second")["finishedAt"])
+    assert sorted(svc["objects"]) == sorted(
+        ["Job/failing-svc-setup", "Deployment/failing-svc-server", "Service/failing-svc-server"]
+    )
+    assert not setup_children(flowruns, run["metadata"]["uid"])
+    cleanup = live_job(flowruns, "failing-svc-cleanup-1")
+    assert cleanup is not None and cleanup.status.succeeded == 1
+    assert env_of(cleanup.spec.template.spec.containers[0])["FLOWRUN_RESOURCE_VALUE"] == "svc-1"
+    assert [j["metadata"]["name"] for j in jobs_with_role(jobs, api.ROLE_CLEANUP)] == ["failing-svc-cleanup-1"]
+    conditions = {c["type"]: c for c in run["status"]["conditions"]}
+    assert conditions["ResourcesReleased"]["status"] == "True"
+    flowruns.delete_and_check_nothing_leaked("failing")
+
+
+def test_setup_job_failure_deletes_the_deployment_already_created(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    deployments = recorders("deployments")
+    flowruns.create({
+        "metadata": {"name": "half"},
+        "spec": {
+            "resources": [{
+                "name": "db",
+                "setup": {
+                    "deployments": [deployment("server", ports=True)],
+                    "job": job(outcome="fail", duration="1500ms", message="could not migrate"),
+                },
+                "cleanup": {"job": job()},
+            }],
+            "tasks": [block_task("load", ["db"]), block_task("query", ["db"], run_after=["load"])],
+        },
+    })
+    # The Deployment exists (and rolls out) while the setup job is still running.
+    wait_for("the Deployment to be created", lambda: deployments.first("half-db-server"))
+    run = flowruns.wait_phase("half", ("Succeeded", "Failed"), timeout=90)
+    assert run["status"]["phase"] == "Failed"
+    db = res(run, "db")
+    assert (db["phase"], db["reason"]) == ("CleanedUp", "SetupFailed"), db
+    assert db["setupError"].startswith("SetupJobFailed: setup job failed"), db
+    assert "could not migrate" in db["setupError"]
+    assert db.get("readyAt") is None
+    for name in ("load", "query"):
+        assert (task(run, name)["phase"], task(run, name)["reason"]) == ("Skipped", "SetupFailed"), task(run, name)
+        assert task(run, name)["attempts"] == 0
+    # The Deployment was created before the setup job failed, and cleanup deleted it.
+    created = at(deployments.first("half-db-server")["metadata"]["creationTimestamp"])
+    assert job_succeeded(flowruns, "half-db-cleanup-1"), "the cleanup job runs after a failed setup too"
+    assert created <= at(db["cleanupStartedAt"])
+    deleted_object(deployments, "half-db-server")
+    assert not setup_children(flowruns, run["metadata"]["uid"])
+    reasons = [(e.type, e.reason) for e in flowruns.events("half")]
+    assert ("Warning", "SetupFailed") in reasons and ("Normal", "CleanedUp") in reasons, reasons
+    assert {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]["reason"] == "SetupFailed"
+    flowruns.delete_and_check_nothing_leaked("half")
+
+
+def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    deployments = recorders("deployments")
+    flowruns.create({
+        "metadata": {"name": "stuck"},
+        "spec": {
+            "resources": [{
+                "name": "cache",
+                "setup": {"deployments": [deployment("redis", replicas=2, ready=False)], "timeoutSeconds": 3},
+            }],
+            "tasks": [block_task("use", ["cache"]), sim_task("other")],
+        },
+    })
+    run = flowruns.wait_phase("stuck", ("Succeeded", "Failed"), timeout=60)
+    assert run["status"]["phase"] == "Failed"
+    cache = res(run, "cache")
+    assert (cache["phase"], cache["reason"]) == ("CleanedUp", "SetupFailed"), cache
+    assert cache["setupError"] == "SetupTimeout: not Ready within timeoutSeconds=3"
+    assert cache.get("readyAt") is None
+    waited = at(cache["cleanupStartedAt"]) - at(cache["setupStartedAt"])
+    assert timedelta(seconds=3) <= waited <= timedelta(seconds=10), waited
+    assert (task(run, "use")["phase"], task(run, "use")["reason"]) == ("Skipped", "SetupFailed")
+    assert task(run, "other")["phase"] == "Succeeded"
+    # The pods ran but were never Ready; the Deployment, its ReplicaSet and pods are all gone.
+    assert deployments.first("stuck-cache-redis") is not None
+    last = deleted_object(deployments, "stuck-cache-redis")
+    assert not (last.get("status") or {}).get("readyReplicas")
+    assert not setup_children(flowruns, run["metadata"]["uid"])
+    flowruns.delete_and_check_nothing_leaked("stuck")
+
+
+# ---------------------------------------------------------------------------------------------
+# Deletion: the finalizer holds the FlowRun until cleanup has finished
+
+
+def _deletable_run(name: str, *, setup: str = "300ms", work: str = "300ms", cleanup: str = "300ms") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "resources": [{
+                "name": "env",
+                "setup": {"job": job(duration=setup, message="env-7"), "deployments": [deployment("api")]},
+                "cleanup": {"job": job(duration=cleanup)},
+            }],
+            "tasks": [block_task("work", ["env"], duration=work), sim_task("report", run_after=["work"])],
+        },
+    }
+
+
+def _check_cleaned_up_before_gone(flowrun_events: Recorder, jobs: Recorder, name: str) -> dict[str, Any]:
+    """The FlowRun's last state (its DELETED event): every block cleaned up; and the one cleanup
+    job ran to completion."""
+    final = deleted_object(flowrun_events, name)
+    env = final["status"]["resources"]["env"]
+    assert env["phase"] == "CleanedUp", env
+    cleanup_jobs = jobs_with_role(jobs, api.ROLE_CLEANUP)
+    assert [j["metadata"]["name"] for j in cleanup_jobs] == [f"{name}-env-cleanup-1"]
+    assert any(
+        k == "MODIFIED" and o["metadata"]["name"] == f"{name}-env-cleanup-1" and job_finished(o)
+        for k, o in jobs.snapshot()
+    ), "the cleanup job never completed"
+    return final
+
+
+def test_delete_while_setting_up_stops_setup_and_cleans_up(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+    flowruns.create(_deletable_run("del-setup", setup="60s"))
+    flowruns.wait_status("del-setup", "setting up", block_is("env", "phase", "SettingUp"))
+    wait_for("the setup pod to run", lambda: job_has_running_pod(flowruns, "del-setup-env-setup"))
+    started = time.monotonic()
+    flowruns.delete_and_check_nothing_leaked("del-setup", timeout=45)
+    assert time.monotonic() - started < 40, "deletion waited for the 60 s setup job"
+
+    final = _check_cleaned_up_before_gone(flowrun_events, jobs, "del-setup")
+    assert (final["status"]["tasks"]["work"]["phase"], final["status"]["tasks"]["work"]["reason"]) == (
+        "Cancelled",
+        "FlowRunDeleted",
+    )
+    assert final["status"]["tasks"]["work"]["attempts"] == 0
+    # The setup job was stopped, never completed.
+    assert not any(
+        o["metadata"]["name"] == "del-setup-env-setup" and job_finished(o) for _, o in jobs.snapshot()
+    )
+
+
+def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+    flowruns.create(_deletable_run("del-work", work="60s"))
+    flowruns.wait_status("del-work", "work running", task_is("work", "reason", "PodRunning"))
+    started = time.monotonic()
+    flowruns.delete_and_check_nothing_leaked("del-work", timeout=45)
+    assert time.monotonic() - started < 40, "deletion waited for the 60 s task"
+
+    final = _check_cleaned_up_before_gone(flowrun_events, jobs, "del-work")
+    tasks = final["status"]["tasks"]
+    assert (tasks["work"]["phase"], tasks["work"]["reason"]) == ("Cancelled", "FlowRunDeleted")
+    assert (tasks["report"]["phase"], tasks["report"]["reason"]) == ("Cancelled", "FlowRunDeleted")
+    assert final["status"]["resources"]["env"]["value"] == "env-7"
+
+
+def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+    flowruns.create(_deletable_run("del-clean", cleanup="4s"))
+    flowruns.wait_status(
+        "del-clean", "cleanup job running", block_is("env", "reason", "CleanupJobRunning")
+    )
+    wait_for("the cleanup pod to run", lambda: job_has_running_pod(flowruns, "del-clean-env-cleanup-1"))
+    flowruns.delete_and_check_nothing_leaked("del-clean", timeout=45)
+
+    final = _check_cleaned_up_before_gone(flowrun_events, jobs, "del-clean")
+    assert final["status"]["tasks"]["work"]["phase"] == "Succeeded"
+    env = final["status"]["resources"]["env"]
+    # The cleanup job ran its full 4 s although the FlowRun was deleted meanwhile.
+    assert at(env["cleanedUpAt"]) - at(env["cleanupStartedAt"]) >= timedelta(seconds=3), env
+
+
+def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    jobs = recorders("jobs")
+    created = flowruns.create({
+        "metadata": {"name": "leaky"},
+        "spec": {
+            "resources": [{
+                "name": "vm",
+                "setup": {"job": job(message="vm-9"), "deployments": [deployment("agent")]},
+                "cleanup": {"job": job(outcome="fail", message="cloud API down"), "retries": 1, "timeoutSeconds": 5},
+            }],
+            "tasks": [block_task("work", ["vm"], duration="60s")],
+        },
+    })
+    uid = created["metadata"]["uid"]
+    flowruns.wait_status("leaky", "work running", task_is("work", "reason", "PodRunning"))
+    flowruns.delete("leaky")
+
+    run = flowruns.wait_status(
+        "leaky", "cleanup failed", block_is("vm", "phase", "CleanupFailed"), timeout=45
+    )
+    assert run["metadata"].get("deletionTimestamp"), "the FlowRun is being deleted"
+    assert api.FINALIZER in run["metadata"]["finalizers"]
+    vm = res(run, "vm")
+    assert vm["reason"] == "CleanupTimeout", vm
+    assert "cleanup job attempt 1 failed" in vm["message"] and "timeoutSeconds=5" in vm["message"], vm
+    assert (task(run, "work")["phase"], task(run, "work")["reason"]) == ("Cancelled", "FlowRunDeleted")
+
+    def blocked_event() -> Any:
+        return next((e for e in flowruns.events("leaky") if e.reason == "CleanupBlocked"), None)
+
+    event = wait_for("a CleanupBlocked event", blocked_event)
+    assert event.type == "Warning"
+    assert "vm" in event.message and api.SKIP_CLEANUP_ANNOTATION in event.message, event.message
+    assert "cleanup job attempt 1 failed" in event.message, event.message
+    released = {c["type"]: c for c in run["status"]["conditions"]}["ResourcesReleased"]
+    assert (released["status"], released["reason"]) == ("False", "CleanupBlocked")
+    # What setup created is deleted even though the cleanup job failed.
+    wait_for("the setup objects to be gone", lambda: not setup_children(flowruns, uid))
+
+    # The finalizer holds: no further cleanup job, the FlowRun stays.
+    time.sleep(3)  # nothing to wait for: the point is that nothing happens
+    still = flowruns.get("leaky")
+    assert still is not None and api.FINALIZER in still["metadata"]["finalizers"]
+    assert [j["metadata"]["name"] for j in jobs_with_role(jobs, api.ROLE_CLEANUP)] == ["leaky-vm-cleanup-1"]
+
+    flowruns.patch("leaky", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+    wait_for("the FlowRun to be released", lambda: flowruns.get("leaky") is None, timeout=30)
+    wait_for("every child to be garbage-collected", lambda: not flowruns.children(uid), timeout=60)
+    # delete_and_check_nothing_leaked cannot be used: the FlowRun is gone already (checked above).
+
+
+# ---------------------------------------------------------------------------------------------
+# Restart safety
+
+
+def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
+    operator: Operator, flowruns: FlowRuns, recorders
+) -> None:
+    jobs, deployments = recorders("jobs"), recorders("deployments")
+    flowruns.create({
+        "metadata": {"name": "crash"},
+        "spec": {
+            "resources": [{
+                "name": "env",
+                "setup": {"job": job(duration="3s", message="env-42"), "deployments": [deployment("api", replicas=2)]},
+                "cleanup": {"job": job(duration="3s"), "retries": 2},
+            }],
+            "tasks": [
+                block_task("work", ["env"], args=["$(resources.env.value)"]),
+                sim_task("report", run_after=["work"]),
+            ],
+        },
+    })
+    # Killed the moment the setup Job appears: maybe before the Deployment was created and the
+    # status written. The setup job then finishes while nobody watches.
+    wait_for("the setup job to be created", lambda: jobs.first("crash-env-setup"), interval=0.02)
+    operator.kill()
+    wait_for("the setup job to complete", lambda: job_succeeded(flowruns, "crash-env-setup"), timeout=30)
+    operator.start()
+
+    # Again the moment the cleanup Job appears; it completes while the operator is down.
+    wait_for("the cleanup job to be created", lambda: jobs.first("crash-env-cleanup-1"), timeout=60, interval=0.02)
+    operator.kill()
+    wait_for("the cleanup job to complete", lambda: job_succeeded(flowruns, "crash-env-cleanup-1"), timeout=30)
+    operator.start()
+
+    run = flowruns.wait_phase("crash", ("Succeeded", "Failed"), timeout=90)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    env = res(run, "env")
+    assert (env["phase"], env["value"], env["cleanupAttempts"]) == ("CleanedUp", "env-42", 1), env
+    assert main_container(read_pod(flowruns, "crash-work-1")).args == ["env-42"]
+    assert task(run, "work")["attempts"] == 1 and task(run, "report")["attempts"] == 1
+
+    uids = jobs.uids_by_name()
+    assert set(uids) == {"crash-env-setup", "crash-env-cleanup-1"}, uids
+    assert all(len(found) == 1 for found in uids.values()), f"a job was created twice: {uids}"
+    per_attempt: dict[str, list[str]] = {}
+    for obj in jobs_with_role(jobs, api.ROLE_CLEANUP):
+        per_attempt.setdefault(obj["metadata"]["labels"][api.LABEL_ATTEMPT], []).append(obj["metadata"]["uid"])
+    assert {a: len(u) for a, u in per_attempt.items()} == {"1": 1}, per_attempt
+    assert {n: len(u) for n, u in deployments.uids_by_name().items()} == {"crash-env-api": 1}
+    task_pods = client.CoreV1Api(flowruns.api_client).list_namespaced_pod(
+        flowruns.namespace, label_selector=f"{api.LABEL_ROLE}={api.ROLE_TASK}"
+    ).items
+    assert sorted(p.metadata.name for p in task_pods) == ["crash-report-1", "crash-work-1"]
+    flowruns.delete_and_check_nothing_leaked("crash")
+
+
+# ---------------------------------------------------------------------------------------------
+# Nesting and manifests
+
+
+def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
+    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+) -> None:
+    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+    flowruns.create({
+        "metadata": {"name": "nest"},
+        "spec": {
+            "resources": [
+                {
+                    "name": "cluster",
+                    "setup": {"deployments": [deployment("head", ports=True)]},
+                    "cleanup": {"job": job()},
+                },
+                {
+                    # Inner: its setup needs the outer cluster, so it is set up after and torn down before it.
+                    "name": "db",
+                    "setup": {"job": job(message="db-1", args=["attach", "$(resources.cluster.services.head)"])},
+                    "cleanup": {"job": job(duration="2s")},
+                },
+            ],
+            "tasks": [
+                block_task("prep", ["cluster"]),
+                block_task(
+                    "work",
+                    ["cluster", "db"],
+                    run_after=["prep"],
+                    args=["$(resources.cluster.value)", "$(resources.db.value)"],
+                ),
+                block_task("report", ["cluster"], run_after=["work"], duration="200ms"),
+            ],
+        },
+    })
+    run = flowruns.wait_phase("nest", ("Succeeded", "Failed"), timeout=90)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    cluster, db = res(run, "cluster"), res(run, "db")
+    head_dns = f"nest-cluster-head.{namespace}.svc"
+    assert (cluster["phase"], cluster["value"]) == ("CleanedUp", head_dns)
+    assert (db["phase"], db["value"]) == ("CleanedUp", "db-1")
+
+    # Timestamps (whole seconds): db's setup after the cluster is Ready and prep is done (db is
+    # only needed by work); db cleaned up once work is done; the cluster after db and report.
+    assert at(db["setupStartedAt"]) >= at(cluster["readyAt"])
+    assert at(db["setupStartedAt"]) >= at(task(run, "prep")["finishedAt"])
+    assert at(db["cleanupStartedAt"]) >= at(task(run, "work")["finishedAt"])
+    assert at(cluster["cleanupStartedAt"]) >= at(db["cleanedUpAt"])
+    assert at(cluster["cleanupStartedAt"]) >= at(task(run, "report")["finishedAt"])
+
+    # Every status the operator wrote keeps the nesting: db is only set up or in use while the
+    # cluster is Ready, and the cluster is only cleaned up once db is.
+    statuses = [o.get("status") or {} for _, o in flowrun_events.snapshot() if o["metadata"]["name"] == "nest"]
+    phases = [
+        (s["resources"]["cluster"]["phase"], s["resources"]["db"]["phase"])
+        for s in statuses
+        if "cluster" in s.get("resources", {})
+    ]
+    assert ("Ready", "Ready") in phases
+    for outer, inner in phases:
+        if inner in ("SettingUp", "Ready", "CleaningUp"):
+            assert outer == "Ready", phases
+        if outer in ("CleaningUp", "CleanedUp"):
+            assert inner == "CleanedUp", phases
+
+    # And the jobs: the cluster's cleanup job was created after db's cleanup job completed.
+    db_cleanup_done = jobs.index(lambda k, o: o["metadata"]["name"] == "nest-db-cleanup-1" and job_finished(o))
+    cluster_cleanup = jobs.index(lambda k, o: k == "ADDED" and o["metadata"]["name"] == "nest-cluster-cleanup-1")
+    assert db_cleanup_done is not None and cluster_cleanup is not None and db_cleanup_done < cluster_cleanup
+
+    db_setup = jobs.first("nest-db-setup")
+    assert db_setup["spec"]["template"]["spec"]["containers"][0]["args"] == ["attach", head_dns]
+    work = main_container(read_pod(flowruns, "nest-work-1"))
+    assert work.args == [head_dns, "db-1"]
+    assert env_of(work)["FLOWRUN_RESOURCE_CLUSTER"] == head_dns and env_of(work)["FLOWRUN_RESOURCE_DB"] == "db-1"
+    prep_env = env_of(main_container(read_pod(flowruns, "nest-prep-1")))
+    assert "FLOWRUN_RESOURCE_DB" not in prep_env and prep_env["FLOWRUN_RESOURCE_CLUSTER"] == head_dns
+    flowruns.delete_and_check_nothing_leaked("nest")
+
+
+def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowruns: FlowRuns, namespace: str) -> None:
+    core = client.CoreV1Api(flowruns.api_client)
+    created = flowruns.create({
+        "metadata": {"name": "store"},
+        "spec": {
+            "resources": [{
+                "name": "store",
+                "setup": {
+                    "manifests": [
+                        {
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {"name": "store-settings", "labels": {"team": "data"}},
+                            "data": {"greeting": "hello"},
+                        },
+                        {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "metadata": {"name": "store-scratch"},
+                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
+                        },
+                    ],
+                },
+                "value": "store-settings",
+            }],
+            "tasks": [
+                block_task("use", ["store"], duration="2s", args=["--config", "$(resources.store.value)"]),
+                sim_task("after", run_after=["use"]),
+            ],
+        },
+    })
+    uid = created["metadata"]["uid"]
+    run = flowruns.wait_status("store", "the block Ready", block_is("store", "phase", "Ready"))
+    assert res(run, "store")["value"] == "store-settings"
+    config_map = core.read_namespaced_config_map("store-settings", namespace)
+    claim = core.read_namespaced_persistent_volume_claim("store-scratch", namespace)
+    assert config_map.data == {"greeting": "hello"}
+    for obj in (config_map, claim):
+        labels = obj.metadata.labels
+        assert labels[api.LABEL_UID] == uid and labels[api.LABEL_ROLE] == api.ROLE_SETUP, labels
+        assert labels[api.LABEL_RESOURCE] == "store" and labels[api.LABEL_MANAGED_BY] == api.MANAGED_BY, labels
+        owners = obj.metadata.owner_references
+        assert [(o.kind, o.name, o.uid, o.controller) for o in owners] == [(api.KIND, "store", uid, True)]
+    assert config_map.metadata.labels["team"] == "data"
+
+    run = flowruns.wait_phase("store", ("Succeeded", "Failed"), timeout=60)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    store = res(run, "store")
+    assert store["phase"] == "CleanedUp"
+    assert sorted(store["objects"]) == ["ConfigMap/store-settings", "PersistentVolumeClaim/store-scratch"]
+    use = main_container(read_pod(flowruns, "store-use-1"))
+    assert use.args == ["--config", "store-settings"]
+    assert env_of(use)["FLOWRUN_RESOURCE_STORE"] == "store-settings"
+    assert not setup_children(flowruns, uid), "the manifests outlived their block"
+    names = {i.metadata.name for i in core.list_namespaced_config_map(namespace).items}
+    names |= {i.metadata.name for i in core.list_namespaced_persistent_volume_claim(namespace).items}
+    assert not names & {"store-settings", "store-scratch"}, names
+    flowruns.delete_and_check_nothing_leaked("store")
