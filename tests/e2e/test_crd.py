@@ -1,0 +1,39 @@
+"""The CRD behaves like a first-class API for kubectl users: documented fields, useful columns."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from devcluster.pytest_plugin import KubeCluster
+from tests.e2e.conftest import FlowRuns, Operator, sim_task
+
+pytestmark = pytest.mark.e2e
+
+
+def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
+    binary = str(kube_cluster.bin_dir / "kubectl") if kube_cluster.bin_dir else "kubectl"
+    return subprocess.run(
+        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
+def test_kubectl_explain_describes_the_task_fields(kube_cluster: KubeCluster, flowrun_crd: None) -> None:
+    explained = kubectl(kube_cluster, "explain", "flowrun.spec.tasks")
+    for field in ("runAfter", "trigger", "resources", "retries", "template", "activeDeadlineSeconds"):
+        assert f"  {field}\t" in explained, f"{field} is not explained:\n{explained}"
+    assert "DESCRIPTION:" in explained and "DAG" in explained
+
+
+def test_kubectl_get_shows_phase_progress_duration_and_short_name(
+    kube_cluster: KubeCluster, operator: Operator, flowruns: FlowRuns
+) -> None:
+    flowruns.create({"metadata": {"name": "columns"}, "spec": {"tasks": [sim_task("a"), sim_task("b", run_after=["a"])]}})
+    flowruns.wait_phase("columns", "Succeeded")
+    header, row = kubectl(kube_cluster, "get", "fr", "columns", "-n", flowruns.namespace).splitlines()
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "DURATION", "AGE"]
+    name, phase, progress, duration, _age = row.split()
+    assert (name, phase, progress) == ("columns", "Succeeded", "2/2")
+    assert duration.endswith("s")
+    flowruns.delete_and_check_nothing_leaked("columns")
