@@ -9,6 +9,7 @@ running), or starts one and stops it when the session ends. With
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -82,11 +83,11 @@ def kube_cluster() -> Iterator[KubeCluster]:
             devcluster.down()
 
 
-@pytest.fixture
-def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A namespace of its own for each test, deleted afterwards."""
+@contextlib.contextmanager
+def fresh_namespace(kube_cluster: KubeCluster, base: str) -> Iterator[str]:
+    """A namespace of its own (`base` plus a random suffix), ready for pods, deleted afterwards."""
     core = kube_cluster.core()
-    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    base = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:40].strip("-")
     name = f"{base}-{secrets.token_hex(3)}"
     core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: "true"}))
@@ -101,3 +102,10 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+@pytest.fixture
+def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of its own for each test, deleted afterwards."""
+    with fresh_namespace(kube_cluster, request.node.name) as name:
+        yield name

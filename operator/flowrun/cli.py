@@ -12,11 +12,12 @@ from flowrun import structured_logging
 
 
 def _run(args: argparse.Namespace) -> int:
-    import flowrun.handlers  # noqa: F401  (registers the handlers with kopf)
+    from flowrun import handlers  # registers the handlers with kopf
 
     if not args.all_namespaces and not args.namespace:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
+    handlers.CLUSTERWIDE = args.all_namespaces
     structured_logging.configure(args.log_level, args.log_format)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)

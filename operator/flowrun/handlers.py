@@ -87,10 +87,17 @@ def _next_wait(result: PassResult) -> float:
     return min(result.requeue_after if result.requeue_after is not None else resync, resync)
 
 
+# Set by the CLI before kopf starts: whether the operator watches every namespace.
+CLUSTERWIDE = True
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _runtime
     settings.persistence.finalizer = api.FINALIZER
+    # Namespace-scoped, the operator has no right to list namespaces or CRDs cluster-wide; kopf's
+    # scan for them would be refused and retried for about a minute before anything is handled.
+    settings.scanning.disabled = not CLUSTERWIDE
     # The operator posts its own events, one per transition; kopf's per-handler events are noise.
     settings.posting.enabled = False
     # Watches that stall silently are restarted (kopf issues 204, 585, 847).

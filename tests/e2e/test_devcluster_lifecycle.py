@@ -16,6 +16,8 @@ import pytest
 
 from devcluster.pytest_plugin import USE_EXISTING_CLUSTER, wait_for
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(USE_EXISTING_CLUSTER, reason="manages dev clusters of its own; needs the dev cluster build"),
@@ -46,7 +48,9 @@ class PrivateCluster:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, FLOWRUN_DEVCLUSTER_STATE=str(self.state))
-        return subprocess.run([sys.executable, "-m", "devcluster", *args], env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "devcluster", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
 
     def recorded(self) -> dict:
         return json.loads((self.state / "state.json").read_text())

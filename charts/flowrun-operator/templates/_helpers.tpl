@@ -1,0 +1,110 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "flowrun-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: the release name, with the chart name unless the release name contains it. */}}
+{{- define "flowrun-operator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flowrun-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "flowrun-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flowrun-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* On every object the chart creates: `helm uninstall` leaves nothing with these labels. */}}
+{{- define "flowrun-operator.labels" -}}
+helm.sh/chart: {{ include "flowrun-operator.chart" . }}
+{{ include "flowrun-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "flowrun-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "flowrun-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "flowrun-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces a namespace-scoped operator watches (a JSON list). */}}
+{{- define "flowrun-operator.watchNamespaces" -}}
+{{- if eq .Values.rbac.scope "cluster" -}}
+{{- if .Values.watchNamespaces -}}
+{{- fail "watchNamespaces must be empty with rbac.scope=cluster (the operator watches every namespace); use rbac.scope=namespaces to watch only some" -}}
+{{- end -}}
+[]
+{{- else -}}
+{{- default (list .Release.Namespace) .Values.watchNamespaces | uniq | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does in a namespace it serves (the same rules cluster-wide or per namespace).
+Every verb is one the operator or kopf uses; docs/install.md explains each rule.
+*/}}
+{{- define "flowrun-operator.namespacedRules" -}}
+# FlowRuns: kopf lists and watches them and patches its finalizer and progress annotations in;
+# the operator reads one per reconcile pass and deletes it after ttlSecondsAfterFinished.
+- apiGroups: [flowrun.dev]
+  resources: [flowruns]
+  verbs: [get, list, watch, patch, delete]
+# Status is written with merge patches (the operator's status, kopf's status.kopf).
+- apiGroups: [flowrun.dev]
+  resources: [flowruns/status]
+  verbs: [patch]
+# Children carry an owner reference with blockOwnerDeletion: clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin require this.
+- apiGroups: [flowrun.dev]
+  resources: [flowruns/finalizers]
+  verbs: [update]
+# Children: task pods, setup Deployments and their Services (watched by kopf, listed by run UID,
+# created, server-side dry-run created, read on a name conflict, deleted by cleanup).
+- apiGroups: [""]
+  resources: [pods, services]
+  verbs: [get, list, watch, create, delete]
+# The last log lines of failed or cancelled tasks are copied into status.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+# Setup and cleanup Jobs.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete]
+# Setup Deployments (a Dask scheduler, its workers).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, delete]
+# An Event on the FlowRun for every transition (core/v1 Events, the API kopf posts to as well).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- with .Values.rbac.extraRules }}
+# rbac.extraRules: the kinds of setup.manifests.
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,558 @@
+"""The Helm chart on a real API server: lint and schema, server-side dry runs of both RBAC scopes,
+install and uninstall, and its namespace-scoped RBAC proven by running the operator with the
+chart's ServiceAccount token (and by what that token is refused)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from devcluster.pytest_plugin import KubeCluster, fresh_namespace, wait_for
+from tests.e2e.conftest import FlowRuns, Operator
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "flowrun-operator"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+class Tools:
+    """helm and kubectl bound to the test cluster, with Helm's caches kept out of HOME."""
+
+    def __init__(self, kube_cluster: KubeCluster, home: Path) -> None:
+        self.helm = self._find(kube_cluster, "helm")
+        self.kubectl = self._find(kube_cluster, "kubectl")
+        self.env = dict(
+            os.environ,
+            KUBECONFIG=str(kube_cluster.kubeconfig),
+            HELM_CACHE_HOME=str(home / "cache"),
+            HELM_CONFIG_HOME=str(home / "config"),
+            HELM_DATA_HOME=str(home / "data"),
+        )
+
+    @staticmethod
+    def _find(kube_cluster: KubeCluster, name: str) -> str:
+        if kube_cluster.bin_dir is not None and (kube_cluster.bin_dir / name).exists():
+            return str(kube_cluster.bin_dir / name)
+        found = shutil.which(name)
+        if found is None:
+            pytest.skip(f"no {name} binary (the dev cluster provides one)")
+        return found
+
+    def run(
+        self, tool: str, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [getattr(self, tool), *args],
+            check=False,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+@pytest.fixture
+def tools(kube_cluster: KubeCluster, tmp_path: Path) -> Tools:
+    return Tools(kube_cluster, tmp_path / "helm-home")
+
+
+@pytest.fixture
+def other_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A second namespace, outside what the chart grants."""
+    with fresh_namespace(kube_cluster, "chart-other") as name:
+        yield name
+
+
+def release_name() -> str:
+    return f"fro-{secrets.token_hex(3)}"
+
+
+def labelled_leftovers(api_client: client.ApiClient, namespaces: list[str], release: str) -> dict[str, list[str]]:
+    """Every object labelled with the release, in the namespaces given and cluster-wide."""
+    selector = f"{INSTANCE_LABEL}={release}"
+    core, apps, rbac = (
+        client.CoreV1Api(api_client),
+        client.AppsV1Api(api_client),
+        client.RbacAuthorizationV1Api(api_client),
+    )
+    found: dict[str, list[str]] = {}
+
+    def add(kind: str, items: list[Any]) -> None:
+        names = [
+            f"{item.metadata.namespace + '/' if item.metadata.namespace else ''}{item.metadata.name}" for item in items
+        ]
+        if names:
+            found.setdefault(kind, []).extend(names)
+
+    for ns in namespaces:
+        add("ServiceAccount", core.list_namespaced_service_account(ns, label_selector=selector).items)
+        add("Service", core.list_namespaced_service(ns, label_selector=selector).items)
+        add("Pod", core.list_namespaced_pod(ns, label_selector=selector).items)
+        add("Deployment", apps.list_namespaced_deployment(ns, label_selector=selector).items)
+        add("ReplicaSet", apps.list_namespaced_replica_set(ns, label_selector=selector).items)
+        add("Role", rbac.list_namespaced_role(ns, label_selector=selector).items)
+        add("RoleBinding", rbac.list_namespaced_role_binding(ns, label_selector=selector).items)
+    add("ClusterRole", rbac.list_cluster_role(label_selector=selector).items)
+    add("ClusterRoleBinding", rbac.list_cluster_role_binding(label_selector=selector).items)
+    return found
+
+
+def uninstall_and_check_nothing_left(
+    tools: Tools, api_client: client.ApiClient, release: str, namespace: str, namespaces: list[str]
+) -> None:
+    tools.run("helm", "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
+    wait_for(
+        f"nothing labelled {INSTANCE_LABEL}={release} to be left",
+        lambda: not labelled_leftovers(api_client, namespaces, release),
+        timeout=60,
+    )
+    assert tools.run("helm", "status", release, "--namespace", namespace, check=False).returncode != 0
+
+
+# --- chart files and values schema (the API server is not involved) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "rbac.scope=namespaces", "--set", "watchNamespaces={team-a,team-b}"],
+        ["--set", "metrics.enabled=false", "--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops"],
+        ["--set", "image.digest=sha256:" + "a" * 64, "--set", "logLevel=debug", "--set", "logFormat=text"],
+    ],
+    ids=["defaults", "namespaces", "no-metrics-own-sa", "digest-debug"],
+)
+def test_helm_lint_strict(tools: Tools, values: list[str]) -> None:
+    done = tools.run("helm", "lint", "--strict", str(CHART), *values)
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("rbac.scope=everything", "/rbac/scope"),
+        ("replicaCount=2", "additional properties 'replicaCount' not allowed"),
+        ("logLevel=verbose", "/logLevel"),
+        ("logFormat=xml", "/logFormat"),
+        ("metrics.port=70000", "/metrics/port"),
+        ("watchNamespaces={Not_A_Namespace}", "/watchNamespaces/0"),
+        ("watchNamespaces={team-a}", "/watchNamespaces"),  # with the default rbac.scope=cluster
+        ("image.digest=latest", "/image/digest"),
+        ("rbac.extraRules[0].resources={configmaps}", "/rbac/extraRules/0"),  # no verbs, no apiGroups
+    ],
+)
+def test_values_schema_rejects_bad_values(tools: Tools, setting: str, complaint: str) -> None:
+    done = tools.run("helm", "lint", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0, f"helm lint accepted --set {setting}:\n{done.stdout}"
+    assert complaint in done.stdout + done.stderr
+
+
+def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
+    cluster = list(yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops").stdout))
+    kinds = sorted(doc["kind"] for doc in cluster if doc)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    deployment = next(doc for doc in cluster if doc and doc["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "--all-namespaces"
+    assert container["image"] == "flowrun-operator:0.1.0"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    scoped = list(
+        yaml.safe_load_all(
+            tools.run(
+                "helm",
+                "template",
+                "r",
+                str(CHART),
+                "--namespace",
+                "ops",
+                "--set",
+                "rbac.scope=namespaces",
+                "--set",
+                "watchNamespaces={team-a,team-b}",
+            ).stdout
+        )
+    )
+    roles = sorted(
+        (doc["kind"], doc["metadata"]["namespace"]) for doc in scoped if doc and doc["kind"].startswith("Role")
+    )
+    assert roles == [("Role", "team-a"), ("Role", "team-b"), ("RoleBinding", "team-a"), ("RoleBinding", "team-b")]
+    assert not [doc for doc in scoped if doc and doc["kind"].startswith("Cluster")]
+    args = next(doc for doc in scoped if doc and doc["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert args[:2] == ["--namespace=team-a", "--namespace=team-b"] and "--all-namespaces" not in args
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "--set",
+            "rbac.scope=namespaces",
+            "--set",
+            "logFormat=text",
+            "--set",
+            "logLevel=debug",
+            "--set",
+            "metrics.enabled=false",
+        ],
+    ],
+    ids=["defaults", "namespaces-text-no-metrics"],
+)
+def test_the_operator_accepts_the_arguments_the_chart_gives_it(tools: Tools, values: list[str]) -> None:
+    rendered = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
+    deployment = next(doc for doc in rendered if doc and doc["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    # The image's ENTRYPOINT is `flowrun run`; `--help` last makes argparse check every argument
+    # before it and exit 0 without starting the operator.
+    done = subprocess.run(
+        [sys.executable, "-m", "flowrun.cli", "run", *args, "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"flowrun run {' '.join(args)}: {done.stderr}"
+
+
+# --- the chart against the API server ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["cluster", "namespaces"])
+def test_templates_pass_server_side_dry_run(tools: Tools, flowrun_crd: None, namespace: str, scope: str) -> None:
+    rendered = tools.run(
+        "helm", "template", release_name(), str(CHART), "--namespace", namespace, "--set", f"rbac.scope={scope}"
+    ).stdout
+    done = tools.run("kubectl", "apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    applied = done.stdout
+    for kind in ("serviceaccount", "deployment.apps", "service"):
+        assert f"{kind}/" in applied
+    if scope == "cluster":
+        assert "clusterrole.rbac.authorization.k8s.io/" in applied and "clusterrolebinding" in applied
+    else:
+        assert "role.rbac.authorization.k8s.io/" in applied and "clusterrole" not in applied
+
+
+def test_install_becomes_available_and_uninstall_removes_everything(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str
+) -> None:
+    release = release_name()
+    # The operator's pod must pass the strictest Pod Security level (enforced by the API server).
+    kube_cluster.core().patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    # The CRD exists already (the flowrun_crd fixture): Helm skips an existing crds/ entry.
+    tools.run("helm", "install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", "120s")
+    apps = client.AppsV1Api(kube_cluster.api)
+    name = f"{release}-flowrun-operator"
+
+    def available() -> bool:
+        conditions = apps.read_namespaced_deployment(name, namespace).status.conditions or []
+        return any(c.type == "Available" and c.status == "True" for c in conditions)
+
+    # The image is not pulled here: KWOK plays the kubelet and marks the pod Ready.
+    wait_for(f"Deployment {name} to be Available", available, timeout=60)
+    assert set(labelled_leftovers(kube_cluster.api, [namespace], release)) >= {
+        "ServiceAccount",
+        "Service",
+        "Deployment",
+        "Pod",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
+    # Helm never deletes what crds/ installed: FlowRuns survive an uninstall.
+    client.ApiextensionsV1Api(kube_cluster.api).read_custom_resource_definition("flowruns.flowrun.dev")
+
+
+def test_documented_crd_upgrade_path(tools: Tools, kube_cluster: KubeCluster, namespace: str, tmp_path: Path) -> None:
+    """What docs/install.md says about CRDs, on the real CRD under a throwaway group: Helm installs
+    crds/ once, `helm upgrade` leaves it alone, `helm uninstall` keeps it, and the documented
+    `kubectl apply --server-side --force-conflicts` upgrades it (a plain server-side apply
+    conflicts with Helm's field ownership)."""
+    group = f"g{secrets.token_hex(3)}.chart-test.flowrun.dev"
+    crd_name = f"flowruns.{group}"
+    chart = tmp_path / "crd-only"
+    (chart / "crds").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        (CHART / "Chart.yaml").read_text().replace("name: flowrun-operator", "name: crd-only")
+    )
+    original = (CHART / "crds" / "flowrun.yaml").read_text()
+    assert "name: flowruns.flowrun.dev" in original and "group: flowrun.dev" in original
+    v1 = original.replace("name: flowruns.flowrun.dev", f"name: {crd_name}").replace(
+        "group: flowrun.dev", f"group: {group}"
+    )
+    v2 = v1.replace("description: Run state.", "description: Run state (v2).")
+    assert v2 != v1
+    (chart / "crds" / "flowrun.yaml").write_text(v1)
+    extensions = client.ApiextensionsV1Api(kube_cluster.api)
+
+    def phase_column() -> str:
+        crd = extensions.read_custom_resource_definition(crd_name)
+        return next(c.description for c in crd.spec.versions[0].additional_printer_columns if c.name == "Phase")
+
+    release = release_name()
+    try:
+        tools.run("helm", "install", release, str(chart), "--namespace", namespace)
+        assert phase_column() == "Run state."
+        (chart / "crds" / "flowrun.yaml").write_text(v2)
+        tools.run("helm", "upgrade", release, str(chart), "--namespace", namespace)
+        assert phase_column() == "Run state.", "helm upgrade changed crds/ (docs/install.md says it never does)"
+        (tmp_path / "v2.yaml").write_text(v2)
+        plain = tools.run("kubectl", "apply", "--server-side", "-f", str(tmp_path / "v2.yaml"), check=False)
+        assert plain.returncode != 0 and "conflict" in plain.stderr.lower(), plain.stdout + plain.stderr
+        tools.run("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(tmp_path / "v2.yaml"))
+        assert phase_column() == "Run state (v2)."
+        tools.run("helm", "uninstall", release, "--namespace", namespace)
+        assert extensions.read_custom_resource_definition(crd_name), "helm uninstall deleted the CRD"
+    finally:
+        try:
+            extensions.delete_custom_resource_definition(crd_name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+# --- RBAC proven with the chart's own ServiceAccount -------------------------------------------
+
+
+def token_kubeconfig(kube_cluster: KubeCluster, token: str, path: Path) -> Path:
+    """A kubeconfig with the admin kubeconfig's server and CA, authenticating with `token`."""
+    admin = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    context = next(
+        c for c in admin["contexts"] if c["name"] == admin.get("current-context", admin["contexts"][0]["name"])
+    )
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])["cluster"]
+    entry: dict[str, Any] = {"server": cluster["server"]}
+    if "certificate-authority-data" in cluster:
+        entry["certificate-authority-data"] = cluster["certificate-authority-data"]
+    elif "certificate-authority" in cluster:
+        ca = Path(cluster["certificate-authority"])
+        ca = ca if ca.is_absolute() else kube_cluster.kubeconfig.parent / ca
+        entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "cluster", "cluster": entry}],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "operator", "context": {"cluster": "cluster", "user": "operator"}}],
+                "current-context": "operator",
+            }
+        )
+    )
+    return path
+
+
+def assert_forbidden(what: str, call: Any) -> None:
+    with pytest.raises(ApiException) as raised:
+        call()
+    assert raised.value.status == 403, f"{what}: expected 403, got {raised.value.status} {raised.value.reason}"
+
+
+FORBIDDEN_IN_LOG = re.compile(r'HTTP/1\.1" 403 |status=403|\b403 Forbidden|forbidden:|Forbidden\b')
+# kopf observes namespaces and CRDs cluster-wide unless told not to (settings.scanning.disabled);
+# a namespace-scoped operator has no cluster-wide rights, so kopf retries, warns and falls back to
+# the namespaces it was given and the resources it found at start-up. Those refusals, and only
+# those, are expected here.
+KOPF_CLUSTER_OBSERVATION = re.compile(
+    r"Not enough permissions to (list namespaces|watch for)"
+    r"|GET \S+/api/v1/namespaces -> APIForbiddenError"
+    r"|GET \S+/apis/apiextensions\.k8s\.io/v1/customresourcedefinitions -> APIForbiddenError"
+)
+
+
+def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, other_namespace: str, tmp_path: Path
+) -> None:
+    release = release_name()
+    tools.run(
+        "helm",
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+        "--set",
+        "rbac.scope=namespaces",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    service_account = f"{release}-flowrun-operator"
+    core = kube_cluster.core()
+    token = core.create_namespaced_service_account_token(
+        service_account,
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
+    ).status.token
+    kubeconfig = token_kubeconfig(kube_cluster, token, tmp_path / "operator-kubeconfig")
+
+    # The operator, as the chart's ServiceAccount, watching the namespace the chart granted.
+    operator = Operator(kube_cluster, namespace, tmp_path)
+    operator.env["KUBECONFIG"] = str(kubeconfig)
+    operator.start()
+    try:
+        flowruns = FlowRuns(kube_cluster, namespace)
+        example = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
+        name = example["metadata"]["name"]
+        flowruns.create({"metadata": {"name": name}, "spec": example["spec"]})
+        try:
+            run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=180)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\noperator log:\n{operator.log_tail(60)}") from None
+        assert run["status"]["phase"] == "Succeeded", f"{run['status']}\noperator log:\n{operator.log_tail(60)}"
+        assert run["status"]["resources"]["dask"]["phase"] == "CleanedUp"
+        flowruns.delete_and_check_nothing_leaked(name)
+        assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
+    finally:
+        operator.stop()
+    log = (tmp_path / f"operator-{operator.starts}.log").read_text(errors="replace")
+    refused = [
+        line for line in log.splitlines() if FORBIDDEN_IN_LOG.search(line) and not KOPF_CLUSTER_OBSERVATION.search(line)
+    ]
+    assert not refused, "the operator was refused something:\n" + "\n".join(refused[:20])
+
+    # The same token is refused everything the operator does not need.
+    restricted = config.new_client_from_config(str(kubeconfig))
+    as_operator = client.CoreV1Api(restricted)
+    assert_forbidden("list Secrets in the watched namespace", lambda: as_operator.list_namespaced_secret(namespace))
+    assert_forbidden(
+        "read a Secret in the watched namespace", lambda: as_operator.read_namespaced_secret("any", namespace)
+    )
+    assert_forbidden("list pods in another namespace", lambda: as_operator.list_namespaced_pod(other_namespace))
+    owned_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "stray-task-1",
+            "labels": {
+                "app.kubernetes.io/managed-by": "flowrun-operator",
+                "flowrun.dev/flowrun": "stray",
+                "flowrun.dev/role": "task",
+            },
+        },
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+    assert_forbidden(
+        "create a FlowRun pod in another namespace",
+        lambda: as_operator.create_namespaced_pod(other_namespace, owned_pod),
+    )
+    assert_forbidden(
+        "create a FlowRun (the operator only runs them)",
+        lambda: client.CustomObjectsApi(restricted).create_namespaced_custom_object(
+            "flowrun.dev",
+            "v1alpha1",
+            namespace,
+            "flowruns",
+            {"apiVersion": "flowrun.dev/v1alpha1", "kind": "FlowRun", "metadata": {"name": "x"}, "spec": {"tasks": []}},
+        ),
+    )
+    assert_forbidden("list namespaces", as_operator.list_namespace)
+    assert_forbidden("read ClusterRoles", lambda: client.RbacAuthorizationV1Api(restricted).list_cluster_role())
+
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace, other_namespace])
+
+
+def test_uninstall_of_a_multi_namespace_release_removes_every_role(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, other_namespace: str
+) -> None:
+    release = release_name()
+    tools.run(
+        "helm",
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+        "--set",
+        "rbac.scope=namespaces",
+        "--set",
+        f"watchNamespaces={{{namespace},{other_namespace}}}",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    found = labelled_leftovers(kube_cluster.api, [namespace, other_namespace], release)
+    assert sorted(found["Role"]) == sorted(
+        [f"{namespace}/{release}-flowrun-operator", f"{other_namespace}/{release}-flowrun-operator"]
+    )
+    assert "ClusterRole" not in found and "ClusterRoleBinding" not in found
+    args = (
+        client.AppsV1Api(kube_cluster.api)
+        .read_namespaced_deployment(f"{release}-flowrun-operator", namespace)
+        .spec.template.spec.containers[0]
+        .args
+    )
+    assert args[:2] == [f"--namespace={namespace}", f"--namespace={other_namespace}"]
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace, other_namespace])
+
+
+def test_metrics_service_selects_the_operator_pod(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str
+) -> None:
+    release = release_name()
+    tools.run(
+        "helm",
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+        "--set",
+        "rbac.scope=namespaces",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    core = kube_cluster.core()
+
+    def endpoint_ports() -> list[int]:
+        slices = (
+            client.DiscoveryV1Api(kube_cluster.api)
+            .list_namespaced_endpoint_slice(
+                namespace, label_selector=f"kubernetes.io/service-name={release}-flowrun-operator-metrics"
+            )
+            .items
+        )
+        return [
+            port.port
+            for s in slices
+            for port in (s.ports or [])
+            if any(e.conditions.ready for e in (s.endpoints or []))
+        ]
+
+    assert wait_for("the metrics Service to have a ready endpoint", endpoint_ports, timeout=60) == [9090]
+    service = core.read_namespaced_service(f"{release}-flowrun-operator-metrics", namespace)
+    assert service.spec.ports[0].target_port == "metrics"
+    pod = core.list_namespaced_pod(namespace, label_selector=f"{INSTANCE_LABEL}={release}").items[0]
+    assert pod.metadata.annotations["prometheus.io/port"] == "9090"
+    assert pod.spec.security_context.run_as_user == 65532 and pod.spec.security_context.run_as_non_root is True
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
