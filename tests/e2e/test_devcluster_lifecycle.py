@@ -132,3 +132,35 @@ def test_status_names_a_component_that_died_with_its_log_tail(private_cluster: P
     assert "exited" in line
     # The log tail follows the component's line.
     assert status.stdout.split(line, 1)[1].strip()
+
+
+def test_a_failed_build_names_the_module_and_shows_the_compiler_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcluster import build
+
+    broken = tmp_path / "modules" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "go.mod").write_text("module example.test/broken\n\ngo 1.22\n")
+    (broken / "main.go").write_text("package main\n\nfunc main() { undefinedThing() }\n")
+    monkeypatch.setattr(build, "GO_MODULES_DIR", tmp_path / "modules")
+    with pytest.raises(build.BuildError) as failed:
+        build._build_module(build.GoModule(directory="broken", binaries={"broken": "."}), tmp_path / "out")
+    assert "devcluster/go/broken" in str(failed.value)
+    assert "undefined: undefinedThing" in str(failed.value)
+    assert not (tmp_path / "out").exists()  # nothing that looks like a finished build
+
+
+def test_up_names_a_component_that_dies_and_stops_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcluster import cluster
+
+    broken_stages = tmp_path / "stages.yaml"
+    broken_stages.write_text("apiVersion: kwok.x-k8s.io/v1alpha1\nkind: Stage\nspec: [this is not a stage]\n")
+    monkeypatch.setenv("FLOWRUN_DEVCLUSTER_STATE", str(tmp_path / "cluster"))
+    monkeypatch.setattr(cluster, "STAGES_FILE", broken_stages)
+    before = listening_ports()
+    with pytest.raises(cluster.ClusterError) as failed:
+        cluster.up()
+    message = str(failed.value)
+    assert message.startswith("kwok exited"), message
+    assert "last lines of" in message and len(message.splitlines()) > 1
+    assert not (tmp_path / "cluster").exists()  # `up` cleaned up after itself
+    assert not listening_ports() - before  # and no process of it is left listening
