@@ -114,7 +114,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _runtime = Runtime(Reconciler(Kube(api_client)))
 
 
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_timeout=5.0)
+# Stopped gracefully: the daemon notices `stopped` between passes within a second.
+@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
 async def drive(uid: str, name: str, namespace: str, stopped: Any, **_: Any) -> None:
     """Reconcile the run until it is deleted (then the delete handler takes over)."""
     rt = runtime()
