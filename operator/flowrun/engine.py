@@ -45,6 +45,11 @@ Semantics chosen where DESIGN.md leaves room (for the user docs to repeat):
   that applies: DeadlineExceeded, TasksFailed, SetupFailed, CleanupFailed (or Cancelled).
 * A task between two attempts stays Running with reason RetryBackoff and holds no parallelism
   slot; its message says why the previous attempt failed.
+* A create the API server refused for good (RunInput.refused, recorded by the handler in the
+  previous pass) is a failure of what waited for it, never a silent wait: a task pod fails its
+  attempt (CreateRefused, then retries as usual), a setup object fails setup (SetupFailed,
+  CreateRefused), a cleanup job fails its cleanup attempt. Only an object that is still absent
+  counts: one observed since is no longer refused.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS = (
 )
 CLEANUP_STEPS = (STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS)
 NOT_NEEDED = "NotNeeded"
+CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
 INVALID_SPEC = "InvalidSpec"
 CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
 
@@ -138,13 +144,19 @@ class RunInput:
     created_at: datetime | None = None
     # Set by the handler when the ValidateObjects dry run was rejected by the API server.
     dry_run_error: str | None = None
+    # "Kind/name" -> why the API server refused to create that child in the previous pass, for a
+    # reason that does not go away by itself (Invalid, Forbidden, a foreign object holding the
+    # name, an unknown kind). Transient errors never appear here: those creates are just retried.
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def identity(self) -> RunIdentity:
         return RunIdentity(self.name, self.namespace, self.uid)
 
 
-def run_input_from_object(body: Mapping[str, Any], dry_run_error: str | None = None) -> RunInput:
+def run_input_from_object(
+    body: Mapping[str, Any], dry_run_error: str | None = None, refused: Mapping[str, str] | None = None
+) -> RunInput:
     """RunInput from a FlowRun object as the API returns it."""
     metadata = _map(body.get("metadata"))
     annotations = _map(metadata.get("annotations"))
@@ -160,6 +172,7 @@ def run_input_from_object(body: Mapping[str, Any], dry_run_error: str | None = N
         skip_cleanup=annotations.get(api.SKIP_CLEANUP_ANNOTATION) == "true",
         created_at=parse_time(metadata.get("creationTimestamp")),
         dry_run_error=dry_run_error,
+        refused=dict(refused or {}),
     )
 
 
@@ -719,7 +732,11 @@ class _Engine:
     def _observe_attempt(self, task: TaskSpec, ts: TaskState, stop: str | None) -> None:
         pod = self.children.pod(ts.pod_name)
         if pod is None:
-            if ts.reason != POD_CREATING:
+            refusal = self._refusal(_ObjectRef("v1", "Pod", ts.pod_name or ""))
+            if ts.reason == POD_CREATING and refusal is not None:
+                # Without this the task would wait for its pod forever (or until the run deadline).
+                self._attempt_failed(task, ts, CREATE_REFUSED, refusal, self.now, stop)
+            elif ts.reason != POD_CREATING:
                 self._attempt_failed(task, ts, "PodDeleted", f"pod {ts.pod_name} disappeared", self.now, stop)
             return
         term = _container(pod, main_container_name(task.template))
@@ -877,6 +894,14 @@ class _Engine:
             refs.append(_ObjectRef(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]))
         return refs
 
+    def _refusal(self, ref: _ObjectRef) -> str | None:
+        """Why the API server refused to create `ref` in the previous pass, if it still does not
+        exist: the message names the object and quotes the server."""
+        message = self.run.refused.get(str(ref))
+        if message is None or self.children.find(ref) is not None:
+            return None
+        return f"cannot create {ref.kind} {ref.name}: {message}"
+
     def _setup_job(self, resource: ResourceSpec) -> ObservedJob | None:
         return self.children.jobs.get(names.setup_job_name(self.run.name, resource.name))
 
@@ -928,6 +953,9 @@ class _Engine:
                     "InvalidValue",
                     f"deployment {deployment.name}: replicas {deployment.replicas!r} is not a non-negative integer",
                 )
+        refusals = [r for r in map(self._refusal, self._setup_objects(resource)) if r is not None]
+        if refusals:
+            return CREATE_REFUSED, "; ".join(refusals)
         job = self._setup_job(resource)
         failed = job.failed_condition if job is not None else None
         if failed is not None:
@@ -1012,14 +1040,18 @@ class _Engine:
             )
         if rs.reason == CLEANUP_JOB_RUNNING:
             rs.message = _with_setup_error(rs, f"cleanup job attempt {rs.cleanup_attempts} running")
-            job = self.children.jobs.get(names.cleanup_job_name(self.run.name, resource.name, rs.cleanup_attempts))
+            name = names.cleanup_job_name(self.run.name, resource.name, rs.cleanup_attempts)
+            job = self.children.jobs.get(name)
             failed = job.failed_condition if job is not None else None
+            refusal = self._refusal(_ObjectRef("batch/v1", "Job", name)) if job is None else None
             if job is not None and job.complete:
                 rs.reason = DELETING_OBJECTS
-            elif failed is not None:
-                what = (
-                    f"cleanup job attempt {rs.cleanup_attempts} failed ({failed.reason or 'Failed'}: {failed.message})"
-                )
+            elif failed is not None or refusal is not None:
+                if failed is not None:
+                    cause = f"{failed.reason or 'Failed'}: {failed.message}"
+                else:
+                    cause = f"{CREATE_REFUSED}: {refusal}"
+                what = f"cleanup job attempt {rs.cleanup_attempts} failed ({cause})"
                 if rs.cleanup_attempts < 1 + cleanup.retries:
                     rs.reason = CLEANUP_JOB_BACKOFF
                     rs.message = _with_setup_error(rs, f"{what}; retrying in {CLEANUP_BACKOFF_SECONDS}s")

@@ -66,6 +66,7 @@ class Runtime:
     def forget(self, uid: str) -> None:
         self.wakeups.pop(uid, None)
         self.locks.pop(uid, None)
+        self.reconciler.forget(uid)
         metrics.forget_run(uid)
 
 

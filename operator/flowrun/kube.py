@@ -4,6 +4,7 @@ it in a worker thread."""
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from datetime import datetime, timezone
@@ -126,11 +127,21 @@ class Kube:
         except ApiException as error:
             if error.status != 409:
                 raise
-        existing = resource.get(name=metadata["name"], namespace=metadata["namespace"]).to_dict()
+            conflict = error
+        try:
+            existing = resource.get(
+                name=metadata["name"], namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT
+            ).to_dict()
+        except ApiException as error:
+            if error.status == 404:
+                raise conflict from error  # gone meanwhile: a 409 is transient, the next pass creates it
+            raise
         labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(api.LABEL_UID) != uid:
+            # The API server's own words, and why that is a refusal: the name is taken for good.
             raise ForeignObject(
-                f"{manifest['kind']} {metadata['name']} already exists and does not belong to this FlowRun"
+                f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing object does not"
+                f" belong to this FlowRun (no label {api.LABEL_UID}={uid}) and is left alone"
             )
         return False
 
@@ -202,6 +213,14 @@ class Kube:
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
             logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's message in an error (its Status body), else the HTTP reason."""
+    try:
+        return str(json.loads(error.body).get("message") or error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(error.reason)
 
 
 def manifest_kinds(spec: object) -> list[tuple[str, str]]:

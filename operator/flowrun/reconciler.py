@@ -7,7 +7,6 @@ the operator can be killed at any instant and the next pass continues where this
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,13 +16,21 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine, metrics
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, ValidateObjects
-from flowrun.kube import ForeignObject, Kube, UnknownKind, manifest_kinds
+from flowrun.kube import ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
 from flowrun.observed import observed_from_objects
 
 logger = logging.getLogger(__name__)
 
-# HTTP statuses of a dry run that mean "this object is wrong", not "try again later".
+# HTTP statuses of a create (or its dry run) that mean "this object is refused", not "try again
+# later": Bad Request, Forbidden (RBAC, a quota, an admission policy), Not Found (no such
+# namespace or resource), Invalid. 409 AlreadyExists is success (or a ForeignObject); 429, 5xx
+# and timeouts are transient: the create is simply sent again on the next pass.
 PERMANENT_REJECTIONS = (400, 403, 404, 422)
+# How soon the pass after a permanent refusal comes: that pass turns it into a status. Each such
+# pass consumes an attempt or fails a block, so this cannot loop hot for long.
+REFUSAL_REQUEUE_SECONDS = 1.0
+# A transient failure (or a refused delete) is retried by the next pass; do not wait long for it.
+FAILURE_REQUEUE_SECONDS = 5.0
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
 
@@ -43,9 +50,20 @@ class PassResult:
 class Reconciler:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        # Per run: the refused actions already reported, so a refusal repeated on every pass
+        # Per run: the failed actions already reported, so a failure repeated on every pass
         # gives one Warning event, not one per pass.
         self._reported_failures: dict[str, set[str]] = {}
+        # Per run: the creates the API server refused for good in the last pass ("Kind/name" ->
+        # its message), handed to the engine in the next pass (RunInput.refused) so that what
+        # waits for the child fails with a reason instead of waiting forever. Kept in memory only:
+        # after a restart the next pass sends the create again, is refused again, and the pass
+        # after that records it.
+        self._refused: dict[str, dict[str, str]] = {}
+
+    def forget(self, uid: str) -> None:
+        """The run is gone: drop what is remembered about it."""
+        self._reported_failures.pop(uid, None)
+        self._refused.pop(uid, None)
 
     def run_pass(self, namespace: str, name: str) -> PassResult:
         body = self.kube.get_flowrun(namespace, name)
@@ -57,11 +75,17 @@ class Reconciler:
             # Nothing is created before the finalizer is in place: it is what guarantees cleanup.
             return PassResult(waiting_for_finalizer=True, requeue_after=1.0)
 
-        children = self.kube.list_children(namespace, metadata["uid"], manifest_kinds(body.get("spec")))
+        uid = metadata["uid"]
+        # Taken out, not read: a pass that fails half way forgets them, which is as safe as a restart.
+        refused = self._refused.pop(uid, {})
+        children = self.kube.list_children(namespace, uid, manifest_kinds(body.get("spec")))
         observed = observed_from_objects(children)
         now = datetime.now(timezone.utc)
-        outcome = engine.reconcile(engine.run_input_from_object(body), observed, now)
-        outcome, logs, failures = self._apply(body, outcome, observed, now)
+        outcome = engine.reconcile(engine.run_input_from_object(body, refused=refused), observed, now)
+        outcome, logs, failures, refusals = self._apply(body, outcome, observed, now)
+        if refusals:
+            # Only this pass's refusals: an object created or no longer asked for drops out.
+            self._refused[uid] = refusals
 
         status = _with_logs(outcome.status, logs)
         metrics.record_pass(metadata["uid"], body.get("status") or {}, status)
@@ -79,26 +103,30 @@ class Reconciler:
             deleting=deleting,
             finalizer_releasable=outcome.finalizer_releasable,
             done=outcome.done,
-            # A refused action is retried on the next pass; do not wait long for it.
-            requeue_after=min(outcome.requeue_after or 5.0, 5.0) if failures else outcome.requeue_after,
+            requeue_after=_requeue_after(outcome.requeue_after, failures, refusals),
             phase=str(status.get("phase") or ""),
             message=str(status.get("message") or ""),
         )
 
     def _apply(
         self, body: Mapping[str, Any], outcome: Outcome, observed: Any, now: datetime
-    ) -> tuple[Outcome, dict[str, str], list[str]]:
-        """Apply the actions in order. A rejected dry run turns the pass into a spec error."""
+    ) -> tuple[Outcome, dict[str, str], list[str], dict[str, str]]:
+        """Apply the actions in order. A rejected dry run turns the pass into a spec error.
+
+        Returns the outcome, captured logs, failures to report as ActionFailed events (transient
+        errors and refused deletes), and the permanently refused creates ("Kind/name" -> message)
+        for the next pass's engine, which reports those itself as transitions."""
         metadata = body["metadata"]
         namespace, uid = metadata["namespace"], metadata["uid"]
         logs: dict[str, str] = {}
         failures: list[str] = []
+        refusals: dict[str, str] = {}
         for action in outcome.actions:
             if isinstance(action, ValidateObjects):
                 error = self._dry_run(action)
                 if error is not None:
                     rejected = engine.reconcile(engine.run_input_from_object(body, dry_run_error=error), observed, now)
-                    return rejected, {}, []
+                    return rejected, {}, [], {}
             elif isinstance(action, CaptureLogs):
                 logs[action.task] = self.kube.pod_log_tail(namespace, action.pod_name, action.container, action.tail_lines)
             elif isinstance(action, DeleteObject):
@@ -108,16 +136,20 @@ class Reconciler:
                     failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
             elif isinstance(action, CreateObject):
                 manifest = action.manifest
-                what = f"{manifest.get('kind')} {manifest.get('metadata', {}).get('name')}"
+                kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
                 try:
                     self.kube.create(manifest, uid)
                 except (ForeignObject, UnknownKind) as error:
-                    failures.append(f"creating {what}: {error}")
+                    refusals[f"{kind}/{name}"] = str(error)
                 except ApiException as error:
-                    failures.append(f"creating {what}: {error.status} {_api_message(error)}")
+                    refusal = refusal_message(error)
+                    if refusal is not None:
+                        refusals[f"{kind}/{name}"] = refusal
+                    else:
+                        failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
             elif isinstance(action, DeleteFlowRun):
                 self.kube.delete_flowrun(namespace, metadata["name"])
-        return outcome, logs, failures
+        return outcome, logs, failures, refusals
 
     def _dry_run(self, action: ValidateObjects) -> str | None:
         for manifest, field in zip(action.manifests, action.fields):
@@ -127,17 +159,25 @@ class Reconciler:
                 return f"{field}: {error}"
             except ApiException as error:
                 if error.status in PERMANENT_REJECTIONS:
-                    return f"{field}: {_api_message(error)}"
+                    return f"{field}: {api_message(error)}"
                 if error.status != 409:
                     raise
         return None
 
 
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body).get("message") or error.reason)
-    except (TypeError, ValueError):
-        return str(error.reason)
+def refusal_message(error: ApiException) -> str | None:
+    """`403 Forbidden: <the API server's message>` if the error refuses a create for good, else
+    None (transient: sent again on the next pass)."""
+    if error.status not in PERMANENT_REJECTIONS:
+        return None
+    return f"{error.status} {error.reason}: {api_message(error)}"
+
+
+def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:
+    limit = REFUSAL_REQUEUE_SECONDS if refusals else FAILURE_REQUEUE_SECONDS if failures else None
+    if limit is None or engine_requeue is None:
+        return engine_requeue if limit is None else limit
+    return min(engine_requeue, limit)
 
 
 def _with_logs(status: dict[str, Any], logs: Mapping[str, str]) -> dict[str, Any]:

@@ -107,13 +107,27 @@ class FakeCluster:
         self.graceful = graceful
         self.created: list[str] = []  # "Kind/name" in creation order
         self.deleted: list[str] = []
+        self.refusals: dict[str, str] = {}  # "Kind/name" prefix -> why the API server refuses it
+        self.refused: list[str] = []  # "Kind/name" of every create refused, in order
 
     # applying engine actions
-    def create(self, manifest: dict[str, Any]) -> None:
+    def refuse(self, prefix: str, message: str) -> None:
+        """Refuse for good every create whose "Kind/name" starts with `prefix` (a quota, a policy)."""
+        self.refusals[prefix] = message
+
+    def create(self, manifest: dict[str, Any]) -> str | None:
+        """Create if absent; returns the refusal message if the create is refused."""
         key = (manifest["kind"], manifest["metadata"]["name"])
-        if key not in self.objects:
-            self.objects[key] = copy.deepcopy(manifest)
-            self.created.append(f"{key[0]}/{key[1]}")
+        ref = f"{key[0]}/{key[1]}"
+        if key in self.objects:
+            return None
+        refusal = next((m for prefix, m in self.refusals.items() if ref.startswith(prefix)), None)
+        if refusal is not None:
+            self.refused.append(ref)
+            return refusal
+        self.objects[key] = copy.deepcopy(manifest)
+        self.created.append(ref)
+        return None
 
     def delete(self, kind: str, name: str) -> None:
         obj = self.objects.get((kind, name))
@@ -295,19 +309,23 @@ class Sim:
         self.outcome = outcome
         self.events += outcome.events
         status = copy.deepcopy(outcome.status)
+        # As the reconciler does: this pass's refused creates go into the next pass only.
+        refused: dict[str, str] = {}
         if apply:
             for action in outcome.actions:
                 if isinstance(action, ValidateObjects):
                     self.dry_runs += 1
                 elif isinstance(action, CreateObject):
-                    self.cluster.create(action.manifest)
+                    refusal = self.cluster.create(action.manifest)
+                    if refusal is not None:
+                        refused[f"{action.manifest['kind']}/{action.manifest['metadata']['name']}"] = refusal
                 elif isinstance(action, CaptureLogs):
                     status["tasks"][action.task]["logs"] = f"logs of {action.pod_name}"
                 elif isinstance(action, DeleteObject):
                     self.cluster.delete(action.kind, action.name)
                 elif isinstance(action, DeleteFlowRun):
                     self.update(deleting=True)
-        self.run = replace(self.run, status=status)
+        self.run = replace(self.run, status=status, refused=refused)
         return outcome
 
     def event_reasons(self) -> list[str]:

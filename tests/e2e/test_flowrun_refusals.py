@@ -1,0 +1,134 @@
+"""Creates the API server refuses for good, end to end: no state waits forever. A setup manifest
+whose name is taken by someone else's object fails setup at once (not after timeoutSeconds), and
+a task pod refused by a ResourceQuota added after the run started fails its attempts and the run.
+Every test ends with the leak check."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devcluster.pytest_plugin import wait_for
+from flowrun import api
+from tests.e2e.conftest import FlowRuns, Operator, sim_task
+
+pytestmark = pytest.mark.e2e
+
+
+def task(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return run["status"]["tasks"][name]
+
+
+def res(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return run["status"]["resources"][name]
+
+
+def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the_owner_alone(
+    operator: Operator, flowruns: FlowRuns, namespace: str
+) -> None:
+    core = client.CoreV1Api(flowruns.api_client)
+    theirs = core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="shared-settings", labels={"team": "other"}),
+                           data={"owner": "someone else"}),
+    )
+    started = time.monotonic()
+    flowruns.create({
+        "metadata": {"name": "taken"},
+        "spec": {
+            "resources": [{
+                "name": "store",
+                "setup": {
+                    "manifests": [
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "taken-own"},
+                         "data": {"k": "v"}},
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared-settings"},
+                         "data": {"owner": "the run"}},
+                    ],
+                    "timeoutSeconds": 300,
+                },
+            }],
+            "tasks": [
+                sim_task("use", resources=["store"]),
+                sim_task("after", run_after=["use"]),
+            ],
+        },
+    })
+    run = flowruns.wait_status(
+        "taken", "the block failed setup", lambda s: bool(((s.get("resources") or {}).get("store") or {}).get("setupError")),
+        timeout=30,
+    )
+    assert time.monotonic() - started < 30, "a refused create must not wait for setup.timeoutSeconds"
+    store = res(run, "store")
+    assert store["setupError"].startswith("CreateRefused: cannot create ConfigMap shared-settings: 409 "), store
+    assert "already exists" in store["setupError"] and "does not belong to this FlowRun" in store["setupError"], store
+
+    run = flowruns.wait_phase("taken", ("Succeeded", "Failed"), timeout=30)
+    assert run["status"]["phase"] == "Failed", run["status"]
+    store = res(run, "store")
+    assert (store["phase"], store["reason"]) == ("CleanedUp", "SetupFailed"), store
+    assert (task(run, "use")["phase"], task(run, "use")["reason"]) == ("Skipped", "SetupFailed")
+    assert "shared-settings" in task(run, "use")["message"]
+    assert (task(run, "after")["phase"], task(run, "after")["reason"]) == ("Skipped", "UpstreamFailed")
+    succeeded = {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "SetupFailed")
+    events = flowruns.events("taken")
+    assert any(e.type == "Warning" and e.reason == "SetupFailed" and "shared-settings" in e.message for e in events)
+    assert not any(e.reason == "ActionFailed" for e in events), [e.message for e in events]
+
+    # What setup did create is cleaned up; the object that was never the run's is untouched.
+    names = {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
+    assert "taken-own" not in names
+    after = core.read_namespaced_config_map("shared-settings", namespace)
+    assert after.metadata.uid == theirs.metadata.uid
+    assert after.metadata.resource_version == theirs.metadata.resource_version
+    assert after.data == {"owner": "someone else"} and api.LABEL_UID not in (after.metadata.labels or {})
+    flowruns.delete_and_check_nothing_leaked("taken")
+    assert core.read_namespaced_config_map("shared-settings", namespace).metadata.uid == theirs.metadata.uid
+
+
+def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the_run(
+    operator: Operator, flowruns: FlowRuns, namespace: str
+) -> None:
+    core = client.CoreV1Api(flowruns.api_client)
+    flowruns.create({
+        "metadata": {"name": "quota"},
+        "spec": {"tasks": [
+            sim_task("a", duration="3s"),
+            sim_task("b", run_after=["a"], retries={"limit": 1, "backoffSeconds": 1}),
+            sim_task("c", run_after=["b"]),
+        ]},
+    })
+    # The dry run is behind us once a's pod runs: only now does the quota refuse new pods.
+    flowruns.wait_status("quota", "a running", lambda s: ((s.get("tasks") or {}).get("a") or {}).get("reason")
+                         == "PodRunning", timeout=30)
+    core.create_namespaced_resource_quota(
+        namespace,
+        client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-more-pods"),
+                               spec=client.V1ResourceQuotaSpec(hard={"pods": "0"})),
+    )
+    # Enforced with "exceeded quota" once the quota controller has computed its usage.
+    wait_for("the quota's status", lambda: (core.read_namespaced_resource_quota("no-more-pods", namespace).status
+                                           or client.V1ResourceQuotaStatus()).hard)
+    try:
+        run = flowruns.wait_phase("quota", ("Succeeded", "Failed"), timeout=45)
+        assert run["status"]["phase"] == "Failed", run["status"]
+        assert task(run, "a")["phase"] == "Succeeded"
+        b = task(run, "b")
+        assert (b["phase"], b["reason"], b["attempts"]) == ("Failed", "CreateRefused", 2), b
+        assert b["message"].startswith("attempt 2: cannot create Pod quota-b-2: 403 Forbidden: "), b["message"]
+        assert "exceeded quota: no-more-pods" in b["message"], b["message"]
+        assert (task(run, "c")["phase"], task(run, "c")["reason"]) == ("Skipped", "UpstreamFailed")
+        assert run["status"]["message"].startswith("task b failed: CreateRefused"), run["status"]["message"]
+        events = flowruns.events("quota")
+        retrying = [e for e in events if e.reason == "TaskRetrying"]
+        assert retrying and "quota-b-1" in retrying[0].message and "exceeded quota" in retrying[0].message
+        assert any(e.reason == "TaskFailed" and "quota-b-2" in e.message for e in events)
+        pods = {p.metadata.name for p in core.list_namespaced_pod(namespace).items}
+        assert pods == {"quota-a-1"}, pods  # no refused pod slipped through
+    finally:
+        core.delete_namespaced_resource_quota("no-more-pods", namespace)
+    flowruns.delete_and_check_nothing_leaked("quota")

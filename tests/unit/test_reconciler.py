@@ -1,0 +1,207 @@
+"""The reconciler's handling of refused creates, against a fake Kube: which errors are refusals
+handed to the next pass's engine (RunInput.refused) and which are transient and simply retried."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Mapping
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from flowrun import api
+from flowrun.kube import ForeignObject, Kube
+from flowrun.reconciler import Reconciler
+
+NS, UID = "team", "uid-77"
+
+
+def api_error(status: int, reason: str, message: str | None = None) -> ApiException:
+    error = ApiException(status=status, reason=reason)
+    error.body = json.dumps({"kind": "Status", "message": message}) if message is not None else None
+    return error
+
+
+QUOTA = 'pods "x-a-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
+
+
+class FakeKube:
+    """Just what Reconciler.run_pass calls. `errors` maps "Kind/name" to what its create raises."""
+
+    def __init__(self, spec: dict[str, Any], errors: dict[str, Exception]) -> None:
+        self.body: dict[str, Any] = {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {
+                "name": "x",
+                "namespace": NS,
+                "uid": UID,
+                "generation": 1,
+                "creationTimestamp": "2024-05-01T12:00:00Z",
+                "finalizers": [api.FINALIZER],
+            },
+            "spec": spec,
+            "status": {},
+        }
+        self.errors = errors
+        self.objects: list[dict[str, Any]] = []
+        self.create_calls: list[str] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.body)
+
+    def list_children(self, namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.objects)
+
+    def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
+        pass
+
+    def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
+        ref = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        self.create_calls.append(ref)
+        if ref in self.errors:
+            raise self.errors[ref]
+        self.objects.append(copy.deepcopy(dict(manifest)))
+        return True
+
+    def delete(self, *args: Any) -> None:
+        pass
+
+    def pod_log_tail(self, *args: Any) -> str:
+        return ""
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.body["status"] = {k: v for k, v in status.items() if v is not None}
+
+    def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def delete_flowrun(self, namespace: str, name: str) -> None:
+        pass
+
+
+def pod_task(name: str) -> dict[str, Any]:
+    return {"name": name, "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}
+
+
+def tasks(kube: FakeKube) -> dict[str, tuple[str, str]]:
+    return {n: (t["phase"], t["reason"]) for n, t in kube.body["status"]["tasks"].items()}
+
+
+def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retried() -> None:
+    kube = FakeKube(
+        {"tasks": [pod_task(n) for n in ("a", "b", "c", "d", "e", "f")]},
+        {
+            "Pod/x-a-1": api_error(403, "Forbidden", QUOTA),
+            "Pod/x-b-1": api_error(500, "Internal Server Error", "etcd is slow"),
+            "Pod/x-c-1": api_error(429, "Too Many Requests", "slow down"),
+            "Pod/x-d-1": api_error(422, "Unprocessable Entity", 'Pod "x-d-1" is invalid'),
+            "Pod/x-e-1": ForeignObject("409 AlreadyExists: pods \"x-e-1\" already exists; not this FlowRun's"),
+        },
+    )
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    first = reconciler.run_pass(NS, "x")
+    assert reconciler._refused[UID] == {
+        "Pod/x-a-1": f"403 Forbidden: {QUOTA}",
+        "Pod/x-d-1": '422 Unprocessable Entity: Pod "x-d-1" is invalid',
+        "Pod/x-e-1": "409 AlreadyExists: pods \"x-e-1\" already exists; not this FlowRun's",
+    }
+    # Transient errors are ActionFailed events and retried; refusals become transitions instead.
+    action_failed = [m for _, reason, m in kube.events if reason == "ActionFailed"]
+    assert action_failed == ["creating Pod x-b-1: 500 etcd is slow", "creating Pod x-c-1: 429 slow down"]
+    assert first.requeue_after == 1.0  # the pass that records the refusals comes soon
+
+    kube.errors = {k: v for k, v in kube.errors.items() if k in ("Pod/x-a-1", "Pod/x-b-1")}
+    kube.create_calls.clear()
+    reconciler.run_pass(NS, "x")
+    assert tasks(kube) == {
+        "a": ("Failed", "CreateRefused"),
+        "b": ("Running", "PodCreating"),  # a 500 never fails a task: sent again
+        "c": ("Running", "PodCreating"),
+        "d": ("Failed", "CreateRefused"),
+        "e": ("Failed", "CreateRefused"),
+        "f": ("Running", "PodPending"),  # created in the first pass, seen now
+    }
+    assert kube.body["status"]["tasks"]["a"]["message"] == f"cannot create Pod x-a-1: 403 Forbidden: {QUOTA}"
+    assert kube.create_calls == ["Pod/x-b-1", "Pod/x-c-1"]  # the refused ones are not sent again
+    failed = [m for _, reason, m in kube.events if reason == "TaskFailed"]
+    assert any("x-a-1" in m and "exceeded quota" in m for m in failed), failed
+    assert UID not in reconciler._refused  # nothing refused in this pass: the memory is empty
+
+    kube.errors = {}
+    reconciler.run_pass(NS, "x")
+    assert tasks(kube)["b"] == ("Running", "PodCreating") and "Pod/x-b-1" in [
+        f"Pod/{o['metadata']['name']}" for o in kube.objects
+    ]
+
+
+def test_a_pass_that_fails_half_way_forgets_the_refusals_as_a_restart_would() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")
+    assert UID in reconciler._refused
+    kube.errors["Pod/x-a-1"] = TimeoutError("read timed out")  # e.g. listing children times out
+
+    def broken(*_: Any) -> list[dict[str, Any]]:
+        raise TimeoutError("read timed out")
+
+    kube.list_children = broken  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        reconciler.run_pass(NS, "x")
+    assert UID not in reconciler._refused
+
+
+def test_forget_drops_the_memory_of_a_run() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")
+    reconciler.forget(UID)
+    assert UID not in reconciler._refused and UID not in reconciler._reported_failures
+
+
+# -- Kube.create: a name taken by someone else is a refusal quoting the API server -----------------
+
+
+class FakeResource:
+    def __init__(self, existing: dict[str, Any] | None) -> None:
+        self.existing = existing
+
+    def create(self, **_: Any) -> None:
+        raise api_error(409, "Conflict", 'configmaps "r-config" already exists')
+
+    def get(self, **_: Any) -> Any:
+        if self.existing is None:
+            raise api_error(404, "Not Found", 'configmaps "r-config" not found')
+        existing = self.existing
+
+        class Result:
+            def to_dict(self) -> dict[str, Any]:
+                return existing
+
+        return Result()
+
+
+def kube_with(existing: dict[str, Any] | None) -> Kube:
+    kube = Kube.__new__(Kube)
+    kube.resource = lambda api_version, kind: FakeResource(existing)  # type: ignore[method-assign]
+    return kube
+
+
+MANIFEST = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r-config", "namespace": NS}}
+
+
+def test_create_of_a_name_taken_by_a_foreign_object_raises_foreign_object_with_the_servers_message() -> None:
+    with pytest.raises(ForeignObject) as raised:
+        kube_with({"metadata": {"name": "r-config", "labels": {"team": "data"}}}).create(MANIFEST, UID)
+    message = str(raised.value)
+    assert message.startswith('409 Conflict: configmaps "r-config" already exists; ')
+    assert f"{api.LABEL_UID}={UID}" in message
+
+
+def test_create_of_an_own_object_is_success_and_one_gone_meanwhile_is_transient() -> None:
+    assert kube_with({"metadata": {"labels": {api.LABEL_UID: UID}}}).create(MANIFEST, UID) is False
+    with pytest.raises(ApiException) as raised:
+        kube_with(None).create(MANIFEST, UID)
+    assert raised.value.status == 409  # not a refusal: the next pass creates it
