@@ -82,6 +82,14 @@ def other_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
         yield name
 
 
+def install_namespace_scoped(tools: Tools, release: str, namespace: str) -> None:
+    """The chart for one namespace, the CRD left to the flowrun_crd fixture; waits for its pod."""
+    tools.run(
+        "helm", "install", release, str(CHART), "--namespace", namespace,
+        "--skip-crds", "--set", "rbac.scope=namespaces", "--wait", "--timeout", "120s",
+    )
+
+
 def release_name() -> str:
     return f"fro-{secrets.token_hex(3)}"
 
@@ -390,20 +398,7 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
     tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, other_namespace: str, tmp_path: Path
 ) -> None:
     release = release_name()
-    tools.run(
-        "helm",
-        "install",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--skip-crds",
-        "--set",
-        "rbac.scope=namespaces",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+    install_namespace_scoped(tools, release, namespace)
     service_account = f"{release}-flowrun-operator"
     core = kube_cluster.core()
     token = core.create_namespaced_service_account_token(
@@ -518,20 +513,7 @@ def test_metrics_service_selects_the_operator_pod(
     tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str
 ) -> None:
     release = release_name()
-    tools.run(
-        "helm",
-        "install",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--skip-crds",
-        "--set",
-        "rbac.scope=namespaces",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+    install_namespace_scoped(tools, release, namespace)
     core = kube_cluster.core()
 
     def endpoint_ports() -> list[int]:
