@@ -57,3 +57,13 @@ def test_metrics_and_json_logs(kube_cluster: KubeCluster, flowrun_crd: None, nam
     lines = [line for line in (tmp_path / "operator-1.log").read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
     assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+
+
+def test_finished_run_is_deleted_after_its_ttl(operator: Operator, flowruns: FlowRuns) -> None:
+    flowruns.create({"metadata": {"name": "short-lived"}, "spec": {"ttlSecondsAfterFinished": 2, "tasks": [sim_task("a")]}})
+    run = flowruns.wait_phase("short-lived", "Succeeded")
+    uid = run["metadata"]["uid"]
+    # Still there right after finishing: the TTL counts from finishedAt.
+    assert flowruns.get("short-lived") is not None
+    wait_for("the TTL to delete the run", lambda: flowruns.get("short-lived") is None, timeout=30)
+    wait_for("its pods to be garbage-collected", lambda: not flowruns.children(uid), timeout=30)
