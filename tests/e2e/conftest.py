@@ -187,9 +187,9 @@ class FlowRuns:
 
         return wait_for(f"FlowRun {name}: {what}", holds, timeout=timeout)
 
-    def children(self, uid: str) -> dict[str, list[str]]:
-        """Every object labelled with the run's UID, by kind (only kinds that have some)."""
-        selector = f"{api.LABEL_UID}={uid}"
+    def children(self, uid: str, labels: dict[str, str] | None = None) -> dict[str, list[str]]:
+        """Every object labelled with the run's UID (and `labels`), by kind (only kinds that have some)."""
+        selector = ",".join(f"{key}={value}" for key, value in {api.LABEL_UID: uid, **(labels or {})}.items())
         found = {}
         for kind, lister in CHILD_LISTERS.items():
             names = [item.metadata.name for item in lister(self.api_client, self.namespace, selector)]

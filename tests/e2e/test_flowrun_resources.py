@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from devcluster.pytest_plugin import wait_for
 from flowrun import api
 from flowrun.timestamps import parse_time
-from tests.e2e.conftest import CHILD_LISTERS, REPO, FlowRuns, Operator, sim_task
+from tests.e2e.conftest import REPO, FlowRuns, Operator, sim_task
 
 pytestmark = pytest.mark.e2e
 
@@ -197,15 +197,10 @@ def at(value: str | None):
 
 def setup_children(flowruns: FlowRuns, uid: str, resource: str | None = None) -> dict[str, list[str]]:
     """What setup created for a run (or one of its blocks) that still exists, by kind."""
-    selector = f"{api.LABEL_UID}={uid},{api.LABEL_ROLE}={api.ROLE_SETUP}"
+    labels = {api.LABEL_ROLE: api.ROLE_SETUP}
     if resource is not None:
-        selector += f",{api.LABEL_RESOURCE}={resource}"
-    found = {}
-    for kind, lister in CHILD_LISTERS.items():
-        names = [item.metadata.name for item in lister(flowruns.api_client, flowruns.namespace, selector)]
-        if names:
-            found[kind] = names
-    return found
+        labels[api.LABEL_RESOURCE] = resource
+    return flowruns.children(uid, labels)
 
 
 def read_pod(flowruns: FlowRuns, name: str) -> client.V1Pod:
