@@ -47,25 +47,24 @@ def _entries(status: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return entries if isinstance(entries, Mapping) else {}
 
 
+def _newly_in(before: Mapping[str, Any], after: Mapping[str, Any], key: str, phases: tuple[str, ...]) -> list[Mapping[str, Any]]:
+    """The entries of status[key] that this pass moved into one of `phases`."""
+    old = _entries(before, key)
+    return [
+        entry for name, entry in _entries(after, key).items()
+        if isinstance(entry, Mapping) and entry.get("phase") in phases
+        and (old.get(name) or {}).get("phase") != entry.get("phase")
+    ]
+
+
 def record_pass(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """Account for what one pass changed in a run's status."""
-    phase = str(after.get("phase") or "Pending")
-    _run_phases[uid] = phase
-    old_tasks = _entries(before, "tasks")
-    for name, task in _entries(after, "tasks").items():
-        if not isinstance(task, Mapping) or task.get("phase") not in TERMINAL_TASK_PHASES:
-            continue
-        if (old_tasks.get(name) or {}).get("phase") == task.get("phase"):
-            continue
+    _run_phases[uid] = str(after.get("phase") or "Pending")
+    for task in _newly_in(before, after, "tasks", TERMINAL_TASK_PHASES):
         duration = _seconds_between(task.get("startedAt"), task.get("finishedAt"))
         if duration is not None:
             TASK_DURATION.labels(phase=task["phase"]).observe(duration)
-    old_resources = _entries(before, "resources")
-    for name, resource in _entries(after, "resources").items():
-        if not isinstance(resource, Mapping) or resource.get("phase") not in CLEANUP_END_PHASES:
-            continue
-        if (old_resources.get(name) or {}).get("phase") == resource.get("phase"):
-            continue
+    for resource in _newly_in(before, after, "resources", CLEANUP_END_PHASES):
         if resource["phase"] == "CleanupFailed":
             CLEANUP_FAILURES.inc()
         duration = _seconds_between(resource.get("cleanupStartedAt"), resource.get("cleanedUpAt"))
