@@ -42,6 +42,9 @@ MODULES: tuple[GoModule, ...] = (
             "kube-controller-manager": "./cmd/kube-controller-manager",
             "kube-scheduler": "./cmd/kube-scheduler",
             "kubectl": "./cmd/kubectl",
+            # The real node's agents, from the same module as the control plane.
+            "kubelet": "./cmd/kubelet",
+            "kube-proxy": "./cmd/kube-proxy",
         },
         version_stamp=(
             f"k8s.io/component-base/version.gitVersion={KUBERNETES_VERSION}",

@@ -21,9 +21,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from devcluster import build
 from devcluster.paths import state_dir
@@ -140,10 +141,8 @@ def _stop_processes(records: list[dict[str, Any]], timeout: float = 20.0) -> Non
 
 def _reap(pid: int) -> None:
     """Collect a child that exited, so it does not linger as a zombie that looks alive."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _dead_components(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -174,23 +173,91 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def _make_pki(pki: Path) -> None:
     pki.mkdir(parents=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "3650", "-subj", "/CN=flowrun-devcluster-ca", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=flowrun-devcluster-ca",
+        cwd=pki,
+    )
     (pki / "apiserver.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
         "extendedKeyUsage=serverAuth\n"
     )
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out", "apiserver.csr",
-             "-subj", "/CN=kube-apiserver", cwd=pki)
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "apiserver.crt", "-days", "3650", "-extfile", "apiserver.ext", cwd=pki)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "apiserver.key",
+        "-out",
+        "apiserver.csr",
+        "-subj",
+        "/CN=kube-apiserver",
+        cwd=pki,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "apiserver.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "apiserver.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "apiserver.ext",
+        cwd=pki,
+    )
     # KWOK's server plays the nodes' kubelet endpoint (container logs) on loopback.
     (pki / "kubelet.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "kubelet.key", "-out", "kubelet.csr",
-             "-subj", "/CN=kwok-kubelet", cwd=pki)
-    _openssl("x509", "-req", "-in", "kubelet.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "kubelet.crt", "-days", "3650", "-extfile", "kubelet.ext", cwd=pki)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "kubelet.key",
+        "-out",
+        "kubelet.csr",
+        "-subj",
+        "/CN=kwok-kubelet",
+        cwd=pki,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "kubelet.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "kubelet.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "kubelet.ext",
+        cwd=pki,
+    )
     # One RSA key signs ServiceAccount tokens and verifies them.
     _openssl("genrsa", "-out", "service-account.key", "2048", cwd=pki)
 
@@ -215,16 +282,22 @@ def _write_simulated_logs(root: Path) -> None:
     """Every simulated container 'prints' the same numbered lines (in the CRI log format), so tests
     can check that only the last lines of a log are kept."""
     log_file = root / "simulated-container.log"
-    log_file.write_text("".join(
-        f"2026-01-01T00:00:{index % 60:02d}.000000000Z stdout F simulated log line {index}\n"
-        for index in range(1, SIMULATED_LOG_LINES + 1)
-    ))
-    (root / "logs-config.yaml").write_text(json.dumps({
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "ClusterLogs",
-        "metadata": {"name": "simulated-logs"},
-        "spec": {"logs": [{"logsFile": str(log_file)}]},
-    }))
+    log_file.write_text(
+        "".join(
+            f"2026-01-01T00:00:{index % 60:02d}.000000000Z stdout F simulated log line {index}\n"
+            for index in range(1, SIMULATED_LOG_LINES + 1)
+        )
+    )
+    (root / "logs-config.yaml").write_text(
+        json.dumps(
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "ClusterLogs",
+                "metadata": {"name": "simulated-logs"},
+                "spec": {"logs": [{"logsFile": str(log_file)}]},
+            }
+        )
+    )
 
 
 def _free_port() -> int:
@@ -293,7 +366,8 @@ def _nodes_ready(api: Api) -> bool:
     if status != 200:
         return False
     ready = [
-        node for node in nodes["items"]
+        node
+        for node in nodes["items"]
         if any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
     ]
     return len(ready) >= NODE_COUNT
@@ -379,8 +453,8 @@ def _up() -> Cluster:
     tokens = {user: secrets.token_hex(16) for user in ("admin", "controller-manager", "scheduler", "kwok")}
     (pki / "tokens.csv").write_text(
         f'{tokens["admin"]},admin,admin,"system:masters"\n'
-        f'{tokens["controller-manager"]},system:kube-controller-manager,kcm\n'
-        f'{tokens["scheduler"]},system:kube-scheduler,scheduler\n'
+        f"{tokens['controller-manager']},system:kube-controller-manager,kcm\n"
+        f"{tokens['scheduler']},system:kube-scheduler,scheduler\n"
         f'{tokens["kwok"]},kwok-controller,kwok,"system:masters"\n'
     )
     server = f"https://127.0.0.1:{ports['apiserver']}"
@@ -392,70 +466,113 @@ def _up() -> Cluster:
     state.save(data)
     api = Api(server, tokens["admin"], pki / "ca.crt")
     try:
-        _start(state, data, "etcd", [
-            str(bins / "etcd"), "--name=devcluster", f"--data-dir={root / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
-            f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
-            f"--listen-peer-urls=http://127.0.0.1:{ports['etcdPeer']}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcdPeer']}",
-            f"--initial-cluster=devcluster=http://127.0.0.1:{ports['etcdPeer']}",
-            "--unsafe-no-fsync", "--log-level=warn",
-        ])
+        _start(
+            state,
+            data,
+            "etcd",
+            [
+                str(bins / "etcd"),
+                "--name=devcluster",
+                f"--data-dir={root / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
+                f"--listen-peer-urls=http://127.0.0.1:{ports['etcdPeer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcdPeer']}",
+                f"--initial-cluster=devcluster=http://127.0.0.1:{ports['etcdPeer']}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
         _wait("etcd to be healthy", lambda: _etcd_healthy(ports["etcd"]), data, 30)
 
-        _start(state, data, "kube-apiserver", [
-            str(bins / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--token-auth-file={pki / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'service-account.key'}",
-            f"--service-account-signing-key-file={pki / 'service-account.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--endpoint-reconciler-type=none",
-            f"--cert-dir={pki}",
-            "--allow-privileged=true",
-            "--profiling=false",
-        ])
+        _start(
+            state,
+            data,
+            "kube-apiserver",
+            [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'service-account.key'}",
+                f"--service-account-signing-key-file={pki / 'service-account.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={pki}",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
         _wait("kube-apiserver to be ready", lambda: api.request("GET", "/readyz")[0] == 200, data, 90)
 
         common = ["--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false"]
         kcm = str(kubeconfigs["controller-manager"])
-        _start(state, data, "kube-controller-manager", [
-            str(bins / "kube-controller-manager"), f"--kubeconfig={kcm}",
-            f"--authentication-kubeconfig={kcm}", f"--authorization-kubeconfig={kcm}",
-            f"--secure-port={ports['controllerManager']}", *common,
-            f"--service-account-private-key-file={pki / 'service-account.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Nothing cloud- or volume-provider-shaped runs here.
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
-        ])
+        _start(
+            state,
+            data,
+            "kube-controller-manager",
+            [
+                str(bins / "kube-controller-manager"),
+                f"--kubeconfig={kcm}",
+                f"--authentication-kubeconfig={kcm}",
+                f"--authorization-kubeconfig={kcm}",
+                f"--secure-port={ports['controllerManager']}",
+                *common,
+                f"--service-account-private-key-file={pki / 'service-account.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Nothing cloud- or volume-provider-shaped runs here.
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+            ],
+        )
         scheduler = str(kubeconfigs["scheduler"])
-        _start(state, data, "kube-scheduler", [
-            str(bins / "kube-scheduler"), f"--kubeconfig={scheduler}",
-            f"--authentication-kubeconfig={scheduler}", f"--authorization-kubeconfig={scheduler}",
-            f"--secure-port={ports['scheduler']}", *common,
-        ])
+        _start(
+            state,
+            data,
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                f"--kubeconfig={scheduler}",
+                f"--authentication-kubeconfig={scheduler}",
+                f"--authorization-kubeconfig={scheduler}",
+                f"--secure-port={ports['scheduler']}",
+                *common,
+            ],
+        )
         _write_simulated_logs(root)
-        _start(state, data, "kwok", [
-            str(bins / "kwok"), f"--kubeconfig={kubeconfigs['kwok']}",
-            f"--config={STAGES_FILE}", f"--config={root / 'logs-config.yaml'}",
-            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
-            "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}",
-            # Every node's address is loopback, where KWOK's server answers for the kubelet: the API
-            # server's log requests stay on this machine.
-            "--node-ip=127.0.0.1", f"--node-port={ports['kubelet']}",
-            f"--server-address=127.0.0.1:{ports['kubelet']}",
-            f"--tls-cert-file={pki / 'kubelet.crt'}", f"--tls-private-key-file={pki / 'kubelet.key'}",
-        ])
+        _start(
+            state,
+            data,
+            "kwok",
+            [
+                str(bins / "kwok"),
+                f"--kubeconfig={kubeconfigs['kwok']}",
+                f"--config={STAGES_FILE}",
+                f"--config={root / 'logs-config.yaml'}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                "--node-lease-duration-seconds=40",
+                f"--cidr={POD_CIDR}",
+                # Every node's address is loopback, where KWOK's server answers for the kubelet: the API
+                # server's log requests stay on this machine.
+                "--node-ip=127.0.0.1",
+                f"--node-port={ports['kubelet']}",
+                f"--server-address=127.0.0.1:{ports['kubelet']}",
+                f"--tls-cert-file={pki / 'kubelet.crt'}",
+                f"--tls-private-key-file={pki / 'kubelet.key'}",
+            ],
+        )
         _create_nodes(api)
         _wait("the nodes to be Ready", lambda: _nodes_ready(api), data, 60)
         _wait(

@@ -14,6 +14,8 @@ Prints medians and the ratio; asserts nothing (performance is measured, not test
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import secrets
 import statistics
@@ -29,8 +31,8 @@ from kubernetes import client, config, watch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from devcluster import cluster as devcluster  # noqa: E402
-from flowrun import api  # noqa: E402
+from devcluster import cluster as devcluster
+from flowrun import api
 
 DURATION = "200ms"
 
@@ -53,7 +55,7 @@ class PodClock(threading.Thread):
                 self.finished.setdefault(pod.metadata.name, now)
 
     def gaps(self, names: list[str]) -> list[float]:
-        return [self.created[following] - self.finished[previous] for previous, following in zip(names, names[1:])]
+        return [self.created[following] - self.finished[previous] for previous, following in itertools.pairwise(names)]
 
 
 def pod_body(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -69,20 +71,26 @@ def bare_chain(core: client.CoreV1Api, namespace: str, tasks: int, label: str, c
         name = f"bare-{label}-{index}"
         core.create_namespaced_pod(namespace, pod_body(name, {"bench": label}))
         stream = watch.Watch()
-        for event in stream.stream(core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}", timeout_seconds=60):
+        for event in stream.stream(
+            core.list_namespaced_pod, namespace, field_selector=f"metadata.name={name}", timeout_seconds=60
+        ):
             if event["object"].status.phase in ("Succeeded", "Failed"):
                 stream.stop()
     return clock.gaps(names)
 
 
-def operator_chain(custom: client.CustomObjectsApi, namespace: str, tasks: int, label: str, clock: PodClock) -> list[float]:
+def operator_chain(
+    custom: client.CustomObjectsApi, namespace: str, tasks: int, label: str, clock: PodClock
+) -> list[float]:
     name = f"chain-{label}"
     task_list = []
     for index in range(tasks):
         task: dict[str, Any] = {
             "name": f"t{index}",
-            "template": {"metadata": {"annotations": {"sim.flowrun.dev/duration": DURATION}},
-                         "spec": {"containers": [{"name": "main", "image": "busybox"}]}},
+            "template": {
+                "metadata": {"annotations": {"sim.flowrun.dev/duration": DURATION}},
+                "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+            },
         }
         if index:
             task["runAfter"] = [f"t{index - 1}"]
@@ -114,8 +122,18 @@ def main() -> int:
     api_client = config.new_client_from_config(str(running.kubeconfig))
     core = client.CoreV1Api(api_client)
     try:
-        subprocess.run([str(running.bin_dir / "kubectl"), f"--kubeconfig={running.kubeconfig}", "apply",
-                        "--server-side", "-f", str(REPO / "crds" / "flowrun.yaml")], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(running.bin_dir / "kubectl"),
+                f"--kubeconfig={running.kubeconfig}",
+                "apply",
+                "--server-side",
+                "-f",
+                str(REPO / "crds" / "flowrun.yaml"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         core.create_namespace({"metadata": {"name": namespace}})
         while True:
             try:
@@ -139,15 +157,16 @@ def main() -> int:
         print(f"gap between a task finishing and the next pod's creation ({len(bare)} gaps each):")
         print(f"  bare client (floor): median {statistics.median(bare):.3f}s  max {max(bare):.3f}s")
         print(f"  flowrun-operator:    median {statistics.median(driven):.3f}s  max {max(driven):.3f}s")
-        print(f"  ratio of medians (operator / floor): {statistics.median(driven) / max(statistics.median(bare), 1e-3):.2f}")
+        print(
+            f"  ratio of medians (operator / floor): "
+            f"{statistics.median(driven) / max(statistics.median(bare), 1e-3):.2f}"
+        )
     finally:
         if operator is not None:
             operator.terminate()
             operator.wait(timeout=30)
-        try:
+        with contextlib.suppress(client.ApiException):
             core.delete_namespace(namespace)
-        except client.ApiException:
-            pass
         if started_here:
             devcluster.down()
     return 0

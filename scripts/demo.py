@@ -22,8 +22,9 @@ from kubernetes import client, config
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from devcluster import build, cluster as devcluster  # noqa: E402
-from flowrun import api  # noqa: E402
+from devcluster import build
+from devcluster import cluster as devcluster
+from flowrun import api
 
 NAMESPACE = "flowrun-demo"
 TIMEOUT = 300
@@ -32,14 +33,18 @@ TIMEOUT = 300
 def kubectl(running: devcluster.Cluster, *args: str) -> str:
     result = subprocess.run(
         [str(running.bin_dir / "kubectl"), f"--kubeconfig={running.kubeconfig}", *args],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return result.stdout
 
 
 def describe(status: dict[str, Any]) -> list[str]:
     """One line for the run, one per task and per resource block."""
-    lines = [f"run       {status.get('phase', 'Pending'):<10} {status.get('progress', '')}  {status.get('message') or ''}"]
+    lines = [
+        f"run       {status.get('phase', 'Pending'):<10} {status.get('progress', '')}  {status.get('message') or ''}"
+    ]
     for name, resource in sorted((status.get("resources") or {}).items()):
         lines.append(f"resource  {name:<12} {resource.get('phase', ''):<12} {resource.get('reason') or ''}")
     for name, task in sorted((status.get("tasks") or {}).items()):
@@ -67,7 +72,7 @@ def main() -> int:
     # A SIGTERM (CI, a closed terminal) unwinds like Ctrl-C, through the `finally` below.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        print(f"dev cluster: {running.server}  (eval \"$(python -m devcluster env)\" for kubectl)")
+        print(f'dev cluster: {running.server}  (eval "$(python -m devcluster env)" for kubectl)')
         kubectl(running, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds" / "flowrun.yaml"))
         kubectl(running, "wait", "--for=condition=Established", "crd/flowruns.flowrun.dev", "--timeout=60s")
         api_client = config.new_client_from_config(str(running.kubeconfig))
@@ -92,10 +97,12 @@ def main() -> int:
         except client.ApiException as error:
             if error.status != 404:
                 raise
-        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"flowrun-demo-operator-{secrets.token_hex(3)}.log", "wb")
+        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"flowrun-demo-operator-{secrets.token_hex(3)}.log", "wb")  # noqa: SIM115 (the child process writes to it)
         operator = subprocess.Popen(
             [sys.executable, "-m", "flowrun.cli", "run", "--namespace", NAMESPACE],
-            env=dict(os.environ, KUBECONFIG=str(running.kubeconfig)), stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, KUBECONFIG=str(running.kubeconfig)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         print(f"operator: pid {operator.pid}, log {log.name}")
         deadline = time.monotonic() + 60
@@ -131,14 +138,29 @@ def main() -> int:
             raise SystemExit(f"the FlowRun did not finish in {TIMEOUT}s")
 
         print(f"\nFlowRun {name}: {status['phase']} in {status.get('duration')}")
-        left = kubectl(running, "get", "deployments,services,jobs,configmaps,persistentvolumeclaims",
-                       "-n", NAMESPACE, "-l", f"{api.LABEL_UID}={uid},{api.LABEL_ROLE}=setup", "-o", "name")
+        left = kubectl(
+            running,
+            "get",
+            "deployments,services,jobs,configmaps,persistentvolumeclaims",
+            "-n",
+            NAMESPACE,
+            "-l",
+            f"{api.LABEL_UID}={uid},{api.LABEL_ROLE}=setup",
+            "-o",
+            "name",
+        )
         print("objects of the resource blocks still present:", left.strip() or "none (cleaned up)")
         for resource_name, resource in sorted((status.get("resources") or {}).items()):
-            print(f"  {resource_name}: {resource.get('phase')}, cleaned up at {resource.get('cleanedUpAt')}, "
-                  f"objects were {', '.join(resource.get('objects') or [])}")
-        print("task pods kept for their logs:", " ".join(kubectl(
-            running, "get", "pods", "-n", NAMESPACE, "-l", f"{api.LABEL_UID}={uid}", "-o", "name").split()))
+            print(
+                f"  {resource_name}: {resource.get('phase')}, cleaned up at {resource.get('cleanedUpAt')}, "
+                f"objects were {', '.join(resource.get('objects') or [])}"
+            )
+        print(
+            "task pods kept for their logs:",
+            " ".join(
+                kubectl(running, "get", "pods", "-n", NAMESPACE, "-l", f"{api.LABEL_UID}={uid}", "-o", "name").split()
+            ),
+        )
         if not args.keep:
             custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
             while True:

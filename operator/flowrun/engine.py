@@ -57,8 +57,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Union
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from flowrun import api, manifests, names
 from flowrun.model import (
@@ -221,7 +221,7 @@ class DeleteFlowRun:
     """ttlSecondsAfterFinished has passed: delete the FlowRun itself."""
 
 
-Action = Union[ValidateObjects, CreateObject, CaptureLogs, DeleteObject, DeleteFlowRun]
+Action = ValidateObjects | CreateObject | CaptureLogs | DeleteObject | DeleteFlowRun
 
 
 class Event(NamedTuple):
@@ -504,14 +504,14 @@ def reconcile(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     """One level-triggered pass: see the module docstring. Never raises."""
     try:
         return _reconcile(run, observed, now)
-    except Exception as err:  # noqa: BLE001 - the last line of defence: never crash-loop the operator
+    except Exception as err:
         message = f"internal error in the flowrun engine: {type(err).__name__}: {err}"
         status = {**_map(run.status), "message": message}
         return Outcome(status=status, events=(Event("Warning", "InternalError", message),), requeue_after=60.0)
 
 
 def _reconcile(run: RunInput, observed: Observed, now: datetime) -> Outcome:
-    now = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     prev = _map(run.status)
     spec_valid = _map(_prev_conditions(prev).get("SpecValid"))
     if spec_valid.get("status") == "False":

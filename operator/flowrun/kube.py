@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -184,7 +185,7 @@ class Kube:
 
     def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         metadata = flowrun["metadata"]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(
                 name=f"{metadata['name']}.{secrets.token_hex(8)}", namespace=metadata["namespace"]
@@ -231,8 +232,10 @@ def manifest_kinds(spec: object) -> list[tuple[str, str]]:
         setup = resource.get("setup") if isinstance(resource, Mapping) else None
         manifests = setup.get("manifests") if isinstance(setup, Mapping) else None
         for manifest in manifests if isinstance(manifests, list) else []:
-            if isinstance(manifest, Mapping) and isinstance(manifest.get("apiVersion"), str) and isinstance(
-                manifest.get("kind"), str
+            if (
+                isinstance(manifest, Mapping)
+                and isinstance(manifest.get("apiVersion"), str)
+                and isinstance(manifest.get("kind"), str)
             ):
                 kinds.append((manifest["apiVersion"], manifest["kind"]))
     return kinds

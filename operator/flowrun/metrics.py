@@ -6,7 +6,8 @@ never counts a finished task twice: it sees no transition for what was already t
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -18,16 +19,21 @@ _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, f
 
 RUNS = Gauge("flowrun_runs", "FlowRuns known to this operator, by phase", ["phase"])
 TASK_DURATION = Histogram(
-    "flowrun_task_duration_seconds", "Task duration from first start to finish, by final phase", ["phase"],
+    "flowrun_task_duration_seconds",
+    "Task duration from first start to finish, by final phase",
+    ["phase"],
     buckets=_DURATION_BUCKETS,
 )
 CLEANUP_DURATION = Histogram(
-    "flowrun_cleanup_duration_seconds", "Resource block cleanup duration, by outcome", ["phase"],
+    "flowrun_cleanup_duration_seconds",
+    "Resource block cleanup duration, by outcome",
+    ["phase"],
     buckets=_DURATION_BUCKETS,
 )
 CLEANUP_FAILURES = Counter("flowrun_cleanup_failures_total", "Resource block cleanups that failed")
 RECONCILE_DURATION = Histogram(
-    "flowrun_reconcile_duration_seconds", "Duration of one reconcile pass (read, decide, act, write)",
+    "flowrun_reconcile_duration_seconds",
+    "Duration of one reconcile pass (read, decide, act, write)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
 )
 RECONCILE_ERRORS = Counter("flowrun_reconcile_errors_total", "Reconcile passes that raised an error")
@@ -47,12 +53,16 @@ def _entries(status: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return entries if isinstance(entries, Mapping) else {}
 
 
-def _newly_in(before: Mapping[str, Any], after: Mapping[str, Any], key: str, phases: tuple[str, ...]) -> list[Mapping[str, Any]]:
+def _newly_in(
+    before: Mapping[str, Any], after: Mapping[str, Any], key: str, phases: tuple[str, ...]
+) -> list[Mapping[str, Any]]:
     """The entries of status[key] that this pass moved into one of `phases`."""
     old = _entries(before, key)
     return [
-        entry for name, entry in _entries(after, key).items()
-        if isinstance(entry, Mapping) and entry.get("phase") in phases
+        entry
+        for name, entry in _entries(after, key).items()
+        if isinstance(entry, Mapping)
+        and entry.get("phase") in phases
         and (old.get(name) or {}).get("phase") != entry.get("phase")
     ]
 

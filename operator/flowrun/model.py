@@ -18,9 +18,9 @@ from flowrun.references import (
     DNS1123_LABEL,
     PARAM_NAME,
     Context,
-    RefKind,
     Reference,
     ReferenceSyntaxError,
+    RefKind,
     find_references,
     substitute,
 )
@@ -619,7 +619,7 @@ class _References:
                     continue
                 dep, field = step
                 if state.get(dep) == "visiting":
-                    cycle = path[path.index(dep) :] + [dep]
+                    cycle = [*path[path.index(dep) :], dep]
                     raise SpecError(field, "dependency cycle: " + " -> ".join(str(n) for n in cycle))
                 if dep not in state:
                     state[dep] = "visiting"

@@ -8,9 +8,10 @@ the operator can be killed at any instant and the next pass continues where this
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -80,7 +81,7 @@ class Reconciler:
         refused = self._refused.pop(uid, {})
         children = self.kube.list_children(namespace, uid, manifest_kinds(body.get("spec")))
         observed = observed_from_objects(children)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         outcome = engine.reconcile(engine.run_input_from_object(body, refused=refused), observed, now)
         outcome, logs, failures, refusals = self._apply(body, outcome, observed, now)
         if refusals:
@@ -128,7 +129,9 @@ class Reconciler:
                     rejected = engine.reconcile(engine.run_input_from_object(body, dry_run_error=error), observed, now)
                     return rejected, {}, [], {}
             elif isinstance(action, CaptureLogs):
-                logs[action.task] = self.kube.pod_log_tail(namespace, action.pod_name, action.container, action.tail_lines)
+                logs[action.task] = self.kube.pod_log_tail(
+                    namespace, action.pod_name, action.container, action.tail_lines
+                )
             elif isinstance(action, DeleteObject):
                 try:
                     self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
@@ -152,7 +155,7 @@ class Reconciler:
         return outcome, logs, failures, refusals
 
     def _dry_run(self, action: ValidateObjects) -> str | None:
-        for manifest, field in zip(action.manifests, action.fields):
+        for manifest, field in zip(action.manifests, action.fields, strict=False):
             try:
                 self.kube.dry_run_create(manifest)
             except UnknownKind as error:

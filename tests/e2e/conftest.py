@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -30,9 +31,9 @@ CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
     "ReplicaSet": lambda c, ns, sel: client.AppsV1Api(c).list_namespaced_replica_set(ns, label_selector=sel).items,
     "Service": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_service(ns, label_selector=sel).items,
     "ConfigMap": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_config_map(ns, label_selector=sel).items,
-    "PersistentVolumeClaim": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_persistent_volume_claim(
-        ns, label_selector=sel
-    ).items,
+    "PersistentVolumeClaim": lambda c, ns, sel: (
+        client.CoreV1Api(c).list_namespaced_persistent_volume_claim(ns, label_selector=sel).items
+    ),
     "Secret": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_secret(ns, label_selector=sel).items,
 }
 
@@ -61,7 +62,9 @@ def flowrun_crd(kube_cluster: KubeCluster) -> None:
 class Operator:
     """`flowrun run -n <namespace>` as a child process; killable and restartable."""
 
-    def __init__(self, kube_cluster: KubeCluster, namespace: str, log_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kube_cluster: KubeCluster, namespace: str, log_dir: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.namespace = namespace
         self.extra_args = extra_args
         self.env = dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig))
@@ -71,10 +74,19 @@ class Operator:
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")
+        log = open(self.log_dir / f"operator-{self.starts}.log", "wb")  # noqa: SIM115 (the child process writes to it)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flowrun.cli", "run", "--namespace", self.namespace, "--log-level", "debug",
-             *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "flowrun.cli",
+                "run",
+                "--namespace",
+                self.namespace,
+                "--log-level",
+                "debug",
+                *self.extra_args,
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -126,7 +138,11 @@ def _release_leftover_flowruns(kube_cluster: KubeCluster, namespace: str, runnin
     for run in leftovers:
         name = run["metadata"]["name"]
         custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
             {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}},
         )
         custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
@@ -158,7 +174,9 @@ class FlowRuns:
             raise
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, body)
+        return self.custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, body
+        )
 
     def delete(self, name: str) -> None:
         try:
@@ -180,7 +198,9 @@ class FlowRuns:
             run = self.get(name) or {}
             raise AssertionError(f"{error}; status now: {run.get('status')}") from None
 
-    def wait_status(self, name: str, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
+    def wait_status(
+        self, name: str, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+    ) -> dict[str, Any]:
         def holds() -> dict[str, Any] | None:
             run = self.get(name)
             return run if run and check(run.get("status") or {}) else None
@@ -198,9 +218,13 @@ class FlowRuns:
         return found
 
     def events(self, name: str) -> list[client.CoreV1Event]:
-        return client.CoreV1Api(self.api_client).list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.kind={api.KIND},involvedObject.name={name}"
-        ).items
+        return (
+            client.CoreV1Api(self.api_client)
+            .list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.kind={api.KIND},involvedObject.name={name}"
+            )
+            .items
+        )
 
     def delete_and_check_nothing_leaked(self, name: str, timeout: float = 90.0) -> None:
         """The leak check every e2e test ends with: delete the run, wait until it is gone (the
@@ -303,7 +327,7 @@ class PodWatch:
                 else:
                     self.error = error
                     time.sleep(0.5)
-            except Exception as error:  # noqa: BLE001 - a dropped connection: watch again
+            except Exception as error:
                 self.error = error
                 time.sleep(0.5)
 
@@ -326,7 +350,7 @@ class PodWatch:
             self.max_alive = max(self.max_alive, len(self.alive))
             self._changed.notify_all()
 
-    def wait(self, what: str, check: Callable[["PodWatch"], Any], timeout: float = 60.0) -> Any:
+    def wait(self, what: str, check: Callable[[PodWatch], Any], timeout: float = 60.0) -> Any:
         """Block until `check(self)` is truthy (evaluated on every event), and return it."""
         deadline = time.monotonic() + timeout
         with self._changed:

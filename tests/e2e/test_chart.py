@@ -85,8 +85,18 @@ def other_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
 def install_namespace_scoped(tools: Tools, release: str, namespace: str) -> None:
     """The chart for one namespace, the CRD left to the flowrun_crd fixture; waits for its pod."""
     tools.run(
-        "helm", "install", release, str(CHART), "--namespace", namespace,
-        "--skip-crds", "--set", "rbac.scope=namespaces", "--wait", "--timeout", "120s",
+        "helm",
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--skip-crds",
+        "--set",
+        "rbac.scope=namespaces",
+        "--wait",
+        "--timeout",
+        "120s",
     )
 
 

@@ -15,7 +15,11 @@ pytestmark = pytest.mark.e2e
 def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
     binary = str(kube_cluster.bin_dir / "kubectl") if kube_cluster.bin_dir else "kubectl"
     return subprocess.run(
-        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args], capture_output=True, text=True, check=True, timeout=60
+        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
 
 
@@ -29,7 +33,9 @@ def test_kubectl_explain_describes_the_task_fields(kube_cluster: KubeCluster, fl
 def test_kubectl_get_shows_phase_progress_duration_and_short_name(
     kube_cluster: KubeCluster, operator: Operator, flowruns: FlowRuns
 ) -> None:
-    flowruns.create({"metadata": {"name": "columns"}, "spec": {"tasks": [sim_task("a"), sim_task("b", run_after=["a"])]}})
+    flowruns.create(
+        {"metadata": {"name": "columns"}, "spec": {"tasks": [sim_task("a"), sim_task("b", run_after=["a"])]}}
+    )
     flowruns.wait_phase("columns", "Succeeded")
     header, row = kubectl(kube_cluster, "get", "fr", "columns", "-n", flowruns.namespace).splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "DURATION", "AGE"]

@@ -54,12 +54,17 @@ def test_job_runs_to_complete_with_its_result(kube_cluster: KubeCluster, namespa
 def test_failing_pod_ends_failed_with_exit_code_and_message(kube_cluster: KubeCluster, namespace: str) -> None:
     core = kube_cluster.core()
     message = 'disk full: "/data" at 100%\nsecond line'
-    create_pod(core, namespace, "breaks", {
-        "sim.flowrun.dev/outcome": "fail",
-        "sim.flowrun.dev/exit-code": "3",
-        "sim.flowrun.dev/message": message,
-        "sim.flowrun.dev/duration": "200ms",
-    })
+    create_pod(
+        core,
+        namespace,
+        "breaks",
+        {
+            "sim.flowrun.dev/outcome": "fail",
+            "sim.flowrun.dev/exit-code": "3",
+            "sim.flowrun.dev/message": message,
+            "sim.flowrun.dev/duration": "200ms",
+        },
+    )
     pod = wait_for(
         "the pod to fail",
         lambda: (p := core.read_namespaced_pod("breaks", namespace)).status.phase == "Failed" and p,
@@ -70,7 +75,9 @@ def test_failing_pod_ends_failed_with_exit_code_and_message(kube_cluster: KubeCl
 
 def test_succeeding_pod_shows_its_termination_message(kube_cluster: KubeCluster, namespace: str) -> None:
     core = kube_cluster.core()
-    create_pod(core, namespace, "answers", {"sim.flowrun.dev/outcome": "succeed", "sim.flowrun.dev/message": "s3://bucket/out"})
+    create_pod(
+        core, namespace, "answers", {"sim.flowrun.dev/outcome": "succeed", "sim.flowrun.dev/message": "s3://bucket/out"}
+    )
     pod = wait_for(
         "the pod to succeed",
         lambda: (p := core.read_namespaced_pod("answers", namespace)).status.phase == "Succeeded" and p,
@@ -78,13 +85,17 @@ def test_succeeding_pod_shows_its_termination_message(kube_cluster: KubeCluster,
     assert (terminated_state(pod).exit_code, terminated_state(pod).message) == (0, "s3://bucket/out")
 
 
-def test_pod_without_annotations_succeeds_and_always_pod_keeps_running(kube_cluster: KubeCluster, namespace: str) -> None:
+def test_pod_without_annotations_succeeds_and_always_pod_keeps_running(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
     core = kube_cluster.core()
     create_pod(core, namespace, "plain", {})
     service = simulated_pod_template(restart_policy="Always")
     service["metadata"]["name"] = "server"
     core.create_namespaced_pod(namespace, service)
-    wait_for("the plain pod to succeed", lambda: core.read_namespaced_pod("plain", namespace).status.phase == "Succeeded")
+    wait_for(
+        "the plain pod to succeed", lambda: core.read_namespaced_pod("plain", namespace).status.phase == "Succeeded"
+    )
     server = core.read_namespaced_pod("server", namespace)
     assert server.status.phase == "Running"
     assert {c.type: c.status for c in server.status.conditions}["Ready"] == "True"
@@ -95,7 +106,9 @@ def test_pod_annotated_not_ready_runs_but_never_becomes_ready(kube_cluster: Kube
     body = simulated_pod_template({"sim.flowrun.dev/ready": "false"}, restart_policy="Always")
     body["metadata"]["name"] = "unready"
     core.create_namespaced_pod(namespace, body)
-    pod = wait_for("the pod to run", lambda: (p := core.read_namespaced_pod("unready", namespace)).status.phase == "Running" and p)
+    pod = wait_for(
+        "the pod to run", lambda: (p := core.read_namespaced_pod("unready", namespace)).status.phase == "Running" and p
+    )
     assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "False"
 
 
@@ -120,14 +133,20 @@ def pod_exists(core: client.CoreV1Api, namespace: str, name: str) -> bool:
 def test_deployment_becomes_available_and_service_gets_cluster_ip(kube_cluster: KubeCluster, namespace: str) -> None:
     apps = client.AppsV1Api(kube_cluster.api)
     template = simulated_pod_template(restart_policy="Always")
-    apps.create_namespaced_deployment(namespace, {
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "sim"}}, "template": template},
-    })
-    service = kube_cluster.core().create_namespaced_service(namespace, {
-        "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "sim"}, "ports": [{"port": 80}]},
-    })
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "sim"}}, "template": template},
+        },
+    )
+    service = kube_cluster.core().create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "sim"}, "ports": [{"port": 80}]},
+        },
+    )
     assert service.spec.cluster_ip and service.spec.cluster_ip != "None"
 
     def available() -> bool:
@@ -143,7 +162,9 @@ def test_deleting_an_owner_garbage_collects_its_children(kube_cluster: KubeClust
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})
     reference = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
     for index in range(3):
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"child-{index}", "ownerReferences": [reference]}})
+        core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": f"child-{index}", "ownerReferences": [reference]}}
+        )
     core.delete_namespaced_config_map("owner", namespace)
     wait_for(
         "the garbage collector to delete the children",
@@ -156,11 +177,18 @@ def test_deleting_a_job_in_background_removes_its_pods(kube_cluster: KubeCluster
     core = kube_cluster.core()
     template = simulated_pod_template({"sim.flowrun.dev/duration": "1h"})
     batch.create_namespaced_job(namespace, {"metadata": {"name": "slow"}, "spec": {"template": template}})
-    wait_for("the Job's pod to run", lambda: any(
-        p.status.phase == "Running" for p in core.list_namespaced_pod(namespace, label_selector="job-name=slow").items
-    ))
+    wait_for(
+        "the Job's pod to run",
+        lambda: any(
+            p.status.phase == "Running"
+            for p in core.list_namespaced_pod(namespace, label_selector="job-name=slow").items
+        ),
+    )
     batch.delete_namespaced_job("slow", namespace, propagation_policy="Background")
-    wait_for("the Job's pods to be gone", lambda: not core.list_namespaced_pod(namespace, label_selector="job-name=slow").items)
+    wait_for(
+        "the Job's pods to be gone",
+        lambda: not core.list_namespaced_pod(namespace, label_selector="job-name=slow").items,
+    )
 
 
 def _token_for(core: client.CoreV1Api, namespace: str, account: str) -> str:
@@ -180,20 +208,28 @@ def _client_with_token(kube_cluster: KubeCluster, token: str) -> client.ApiClien
     return client.ApiClient(configuration)
 
 
-def test_rbac_refuses_an_account_without_rights_and_allows_one_with_a_role(kube_cluster: KubeCluster, namespace: str) -> None:
+def test_rbac_refuses_an_account_without_rights_and_allows_one_with_a_role(
+    kube_cluster: KubeCluster, namespace: str
+) -> None:
     core = kube_cluster.core()
     rbac = client.RbacAuthorizationV1Api(kube_cluster.api)
     for account in ("nobody", "reader"):
         core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
-    rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "read-configmaps"},
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
-    })
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "reader-reads"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
-        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-    })
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "read-configmaps"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "reader-reads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
 
     nobody = client.CoreV1Api(_client_with_token(kube_cluster, _token_for(core, namespace, "nobody")))
     with pytest.raises(ApiException) as refused:

@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -72,7 +72,11 @@ def test_up_down_up_leaves_nothing_behind(private_cluster: PrivateCluster) -> No
     pids = [p["pid"] for p in recorded["processes"]]
     ports = set(recorded["ports"].values())
     assert [p["name"] for p in recorded["processes"]] == [
-        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
     ]
     assert all(alive(pid) for pid in pids)
     assert private_cluster.run("status").returncode == 0
@@ -95,9 +99,17 @@ def test_up_down_up_leaves_nothing_behind(private_cluster: PrivateCluster) -> No
     assert restarted.returncode == 0, restarted.stderr
     kubeconfig = private_cluster.run("kubeconfig").stdout.strip()
     nodes = subprocess.run(
-        [str(Path(private_cluster.run("env").stdout.split('PATH="')[1].split(":")[0]) / "kubectl"),
-         f"--kubeconfig={kubeconfig}", "get", "nodes", "-o", "name"],
-        capture_output=True, text=True, timeout=60,
+        [
+            str(Path(private_cluster.run("env").stdout.split('PATH="')[1].split(":")[0]) / "kubectl"),
+            f"--kubeconfig={kubeconfig}",
+            "get",
+            "nodes",
+            "-o",
+            "name",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert nodes.stdout.split() == ["node/kwok-node-0", "node/kwok-node-1"]
 
@@ -134,7 +146,9 @@ def test_status_names_a_component_that_died_with_its_log_tail(private_cluster: P
     assert status.stdout.split(line, 1)[1].strip()
 
 
-def test_a_failed_build_names_the_module_and_shows_the_compiler_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_build_names_the_module_and_shows_the_compiler_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from devcluster import build
 
     broken = tmp_path / "modules" / "broken"

@@ -32,33 +32,49 @@ def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the
     core = client.CoreV1Api(flowruns.api_client)
     theirs = core.create_namespaced_config_map(
         namespace,
-        client.V1ConfigMap(metadata=client.V1ObjectMeta(name="shared-settings", labels={"team": "other"}),
-                           data={"owner": "someone else"}),
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="shared-settings", labels={"team": "other"}),
+            data={"owner": "someone else"},
+        ),
     )
     started = time.monotonic()
-    flowruns.create({
-        "metadata": {"name": "taken"},
-        "spec": {
-            "resources": [{
-                "name": "store",
-                "setup": {
-                    "manifests": [
-                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "taken-own"},
-                         "data": {"k": "v"}},
-                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared-settings"},
-                         "data": {"owner": "the run"}},
-                    ],
-                    "timeoutSeconds": 300,
-                },
-            }],
-            "tasks": [
-                sim_task("use", resources=["store"]),
-                sim_task("after", run_after=["use"]),
-            ],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "taken"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "store",
+                        "setup": {
+                            "manifests": [
+                                {
+                                    "apiVersion": "v1",
+                                    "kind": "ConfigMap",
+                                    "metadata": {"name": "taken-own"},
+                                    "data": {"k": "v"},
+                                },
+                                {
+                                    "apiVersion": "v1",
+                                    "kind": "ConfigMap",
+                                    "metadata": {"name": "shared-settings"},
+                                    "data": {"owner": "the run"},
+                                },
+                            ],
+                            "timeoutSeconds": 300,
+                        },
+                    }
+                ],
+                "tasks": [
+                    sim_task("use", resources=["store"]),
+                    sim_task("after", run_after=["use"]),
+                ],
+            },
+        }
+    )
     run = flowruns.wait_status(
-        "taken", "the block failed setup", lambda s: bool(((s.get("resources") or {}).get("store") or {}).get("setupError")),
+        "taken",
+        "the block failed setup",
+        lambda s: bool(((s.get("resources") or {}).get("store") or {}).get("setupError")),
         timeout=30,
     )
     assert time.monotonic() - started < 30, "a refused create must not wait for setup.timeoutSeconds"
@@ -94,25 +110,40 @@ def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the
     operator: Operator, flowruns: FlowRuns, namespace: str
 ) -> None:
     core = client.CoreV1Api(flowruns.api_client)
-    flowruns.create({
-        "metadata": {"name": "quota"},
-        "spec": {"tasks": [
-            sim_task("a", duration="3s"),
-            sim_task("b", run_after=["a"], retries={"limit": 1, "backoffSeconds": 1}),
-            sim_task("c", run_after=["b"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "quota"},
+            "spec": {
+                "tasks": [
+                    sim_task("a", duration="3s"),
+                    sim_task("b", run_after=["a"], retries={"limit": 1, "backoffSeconds": 1}),
+                    sim_task("c", run_after=["b"]),
+                ]
+            },
+        }
+    )
     # The dry run is behind us once a's pod runs: only now does the quota refuse new pods.
-    flowruns.wait_status("quota", "a running", lambda s: ((s.get("tasks") or {}).get("a") or {}).get("reason")
-                         == "PodRunning", timeout=30)
+    flowruns.wait_status(
+        "quota",
+        "a running",
+        lambda s: ((s.get("tasks") or {}).get("a") or {}).get("reason") == "PodRunning",
+        timeout=30,
+    )
     core.create_namespaced_resource_quota(
         namespace,
-        client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-more-pods"),
-                               spec=client.V1ResourceQuotaSpec(hard={"pods": "0"})),
+        client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="no-more-pods"), spec=client.V1ResourceQuotaSpec(hard={"pods": "0"})
+        ),
     )
     # Enforced with "exceeded quota" once the quota controller has computed its usage.
-    wait_for("the quota's status", lambda: (core.read_namespaced_resource_quota("no-more-pods", namespace).status
-                                           or client.V1ResourceQuotaStatus()).hard)
+    wait_for(
+        "the quota's status",
+        lambda: (
+            (
+                core.read_namespaced_resource_quota("no-more-pods", namespace).status or client.V1ResourceQuotaStatus()
+            ).hard
+        ),
+    )
     try:
         run = flowruns.wait_phase("quota", ("Succeeded", "Failed"), timeout=45)
         assert run["status"]["phase"] == "Failed", run["status"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +73,7 @@ class Recorder:
                     if self._stopped.is_set():
                         stream.stop()
                         break
-            except Exception:  # noqa: BLE001 - a dropped connection: resume from the last version
+            except Exception:
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -249,9 +250,11 @@ def job_succeeded(flowruns: FlowRuns, name: str) -> bool:
 
 
 def job_has_running_pod(flowruns: FlowRuns, job_name: str) -> bool:
-    pods = client.CoreV1Api(flowruns.api_client).list_namespaced_pod(
-        flowruns.namespace, label_selector=f"job-name={job_name}"
-    ).items
+    pods = (
+        client.CoreV1Api(flowruns.api_client)
+        .list_namespaced_pod(flowruns.namespace, label_selector=f"job-name={job_name}")
+        .items
+    )
     return any(p.status.phase == "Running" for p in pods)
 
 
@@ -388,21 +391,25 @@ def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
 
 def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
     jobs = recorders("jobs")
-    flowruns.create({
-        "metadata": {"name": "failing"},
-        "spec": {
-            "resources": [{
-                "name": "svc",
-                "setup": {"job": job(message="svc-1"), "deployments": [deployment("server", ports=True)]},
-                "cleanup": {"job": job(duration="500ms"), "retries": 0},
-            }],
-            "tasks": [
-                block_task("first", ["svc"]),
-                block_task("second", ["svc"], run_after=["first"], outcome="fail"),
-                sim_task("never", run_after=["second"]),
-            ],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "failing"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "svc",
+                        "setup": {"job": job(message="svc-1"), "deployments": [deployment("server", ports=True)]},
+                        "cleanup": {"job": job(duration="500ms"), "retries": 0},
+                    }
+                ],
+                "tasks": [
+                    block_task("first", ["svc"]),
+                    block_task("second", ["svc"], run_after=["first"], outcome="fail"),
+                    sim_task("never", run_after=["second"]),
+                ],
+            },
+        }
+    )
     run = flowruns.wait_phase("failing", ("Succeeded", "Failed"), timeout=90)
     assert run["status"]["phase"] == "Failed"
     assert task(run, "first")["phase"] == "Succeeded"
@@ -429,20 +436,24 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
     operator: Operator, flowruns: FlowRuns, recorders
 ) -> None:
     deployments = recorders("deployments")
-    flowruns.create({
-        "metadata": {"name": "half"},
-        "spec": {
-            "resources": [{
-                "name": "db",
-                "setup": {
-                    "deployments": [deployment("server", ports=True)],
-                    "job": job(outcome="fail", duration="1500ms", message="could not migrate"),
-                },
-                "cleanup": {"job": job()},
-            }],
-            "tasks": [block_task("load", ["db"]), block_task("query", ["db"], run_after=["load"])],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "half"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "db",
+                        "setup": {
+                            "deployments": [deployment("server", ports=True)],
+                            "job": job(outcome="fail", duration="1500ms", message="could not migrate"),
+                        },
+                        "cleanup": {"job": job()},
+                    }
+                ],
+                "tasks": [block_task("load", ["db"]), block_task("query", ["db"], run_after=["load"])],
+            },
+        }
+    )
     # The Deployment exists (and rolls out) while the setup job is still running.
     wait_for("the Deployment to be created", lambda: deployments.first("half-db-server"))
     run = flowruns.wait_phase("half", ("Succeeded", "Failed"), timeout=90)
@@ -471,16 +482,20 @@ def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
     operator: Operator, flowruns: FlowRuns, recorders
 ) -> None:
     deployments = recorders("deployments")
-    flowruns.create({
-        "metadata": {"name": "stuck"},
-        "spec": {
-            "resources": [{
-                "name": "cache",
-                "setup": {"deployments": [deployment("redis", replicas=2, ready=False)], "timeoutSeconds": 3},
-            }],
-            "tasks": [block_task("use", ["cache"]), sim_task("other")],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "stuck"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "cache",
+                        "setup": {"deployments": [deployment("redis", replicas=2, ready=False)], "timeoutSeconds": 3},
+                    }
+                ],
+                "tasks": [block_task("use", ["cache"]), sim_task("other")],
+            },
+        }
+    )
     run = flowruns.wait_phase("stuck", ("Succeeded", "Failed"), timeout=60)
     assert run["status"]["phase"] == "Failed"
     cache = res(run, "cache")
@@ -507,11 +522,13 @@ def _deletable_run(name: str, *, setup: str = "300ms", work: str = "300ms", clea
     return {
         "metadata": {"name": name},
         "spec": {
-            "resources": [{
-                "name": "env",
-                "setup": {"job": job(duration=setup, message="env-7"), "deployments": [deployment("api")]},
-                "cleanup": {"job": job(duration=cleanup)},
-            }],
+            "resources": [
+                {
+                    "name": "env",
+                    "setup": {"job": job(duration=setup, message="env-7"), "deployments": [deployment("api")]},
+                    "cleanup": {"job": job(duration=cleanup)},
+                }
+            ],
             "tasks": [block_task("work", ["env"], duration=work), sim_task("report", run_after=["work"])],
         },
     }
@@ -532,9 +549,7 @@ def _check_cleaned_up_before_gone(flowrun_events: Recorder, jobs: Recorder, name
     return final
 
 
-def test_delete_while_setting_up_stops_setup_and_cleans_up(
-    operator: Operator, flowruns: FlowRuns, recorders
-) -> None:
+def test_delete_while_setting_up_stops_setup_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(_deletable_run("del-setup", setup="60s"))
     flowruns.wait_status("del-setup", "setting up", block_is("env", "phase", "SettingUp"))
@@ -550,9 +565,7 @@ def test_delete_while_setting_up_stops_setup_and_cleans_up(
     )
     assert final["status"]["tasks"]["work"]["attempts"] == 0
     # The setup job was stopped, never completed.
-    assert not any(
-        o["metadata"]["name"] == "del-setup-env-setup" and job_finished(o) for _, o in jobs.snapshot()
-    )
+    assert not any(o["metadata"]["name"] == "del-setup-env-setup" and job_finished(o) for _, o in jobs.snapshot())
 
 
 def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
@@ -573,9 +586,7 @@ def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flo
 def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowruns: FlowRuns, recorders) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(_deletable_run("del-clean", cleanup="4s"))
-    flowruns.wait_status(
-        "del-clean", "cleanup job running", block_is("env", "reason", "CleanupJobRunning")
-    )
+    flowruns.wait_status("del-clean", "cleanup job running", block_is("env", "reason", "CleanupJobRunning"))
     wait_for("the cleanup pod to run", lambda: job_has_running_pod(flowruns, "del-clean-env-cleanup-1"))
     flowruns.delete_and_check_nothing_leaked("del-clean", timeout=45)
 
@@ -590,24 +601,30 @@ def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
     operator: Operator, flowruns: FlowRuns, recorders
 ) -> None:
     jobs = recorders("jobs")
-    created = flowruns.create({
-        "metadata": {"name": "leaky"},
-        "spec": {
-            "resources": [{
-                "name": "vm",
-                "setup": {"job": job(message="vm-9"), "deployments": [deployment("agent")]},
-                "cleanup": {"job": job(outcome="fail", message="cloud API down"), "retries": 1, "timeoutSeconds": 5},
-            }],
-            "tasks": [block_task("work", ["vm"], duration="60s")],
-        },
-    })
+    created = flowruns.create(
+        {
+            "metadata": {"name": "leaky"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "vm",
+                        "setup": {"job": job(message="vm-9"), "deployments": [deployment("agent")]},
+                        "cleanup": {
+                            "job": job(outcome="fail", message="cloud API down"),
+                            "retries": 1,
+                            "timeoutSeconds": 5,
+                        },
+                    }
+                ],
+                "tasks": [block_task("work", ["vm"], duration="60s")],
+            },
+        }
+    )
     uid = created["metadata"]["uid"]
     flowruns.wait_status("leaky", "work running", task_is("work", "reason", "PodRunning"))
     flowruns.delete("leaky")
 
-    run = flowruns.wait_status(
-        "leaky", "cleanup failed", block_is("vm", "phase", "CleanupFailed"), timeout=45
-    )
+    run = flowruns.wait_status("leaky", "cleanup failed", block_is("vm", "phase", "CleanupFailed"), timeout=45)
     assert run["metadata"].get("deletionTimestamp"), "the FlowRun is being deleted"
     assert api.FINALIZER in run["metadata"]["finalizers"]
     vm = res(run, "vm")
@@ -647,20 +664,27 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
     operator: Operator, flowruns: FlowRuns, recorders
 ) -> None:
     jobs, deployments = recorders("jobs"), recorders("deployments")
-    flowruns.create({
-        "metadata": {"name": "crash"},
-        "spec": {
-            "resources": [{
-                "name": "env",
-                "setup": {"job": job(duration="3s", message="env-42"), "deployments": [deployment("api", replicas=2)]},
-                "cleanup": {"job": job(duration="3s"), "retries": 2},
-            }],
-            "tasks": [
-                block_task("work", ["env"], args=["$(resources.env.value)"]),
-                sim_task("report", run_after=["work"]),
-            ],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "crash"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "env",
+                        "setup": {
+                            "job": job(duration="3s", message="env-42"),
+                            "deployments": [deployment("api", replicas=2)],
+                        },
+                        "cleanup": {"job": job(duration="3s"), "retries": 2},
+                    }
+                ],
+                "tasks": [
+                    block_task("work", ["env"], args=["$(resources.env.value)"]),
+                    sim_task("report", run_after=["work"]),
+                ],
+            },
+        }
+    )
     # Killed the moment the setup Job appears: maybe before the Deployment was created and the
     # status written. The setup job then finishes while nobody watches.
     wait_for("the setup job to be created", lambda: jobs.first("crash-env-setup"), interval=0.02)
@@ -689,9 +713,11 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
         per_attempt.setdefault(obj["metadata"]["labels"][api.LABEL_ATTEMPT], []).append(obj["metadata"]["uid"])
     assert {a: len(u) for a, u in per_attempt.items()} == {"1": 1}, per_attempt
     assert {n: len(u) for n, u in deployments.uids_by_name().items()} == {"crash-env-api": 1}
-    task_pods = client.CoreV1Api(flowruns.api_client).list_namespaced_pod(
-        flowruns.namespace, label_selector=f"{api.LABEL_ROLE}={api.ROLE_TASK}"
-    ).items
+    task_pods = (
+        client.CoreV1Api(flowruns.api_client)
+        .list_namespaced_pod(flowruns.namespace, label_selector=f"{api.LABEL_ROLE}={api.ROLE_TASK}")
+        .items
+    )
     assert sorted(p.metadata.name for p in task_pods) == ["crash-report-1", "crash-work-1"]
     flowruns.delete_and_check_nothing_leaked("crash")
 
@@ -704,34 +730,36 @@ def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
     operator: Operator, flowruns: FlowRuns, namespace: str, recorders
 ) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
-    flowruns.create({
-        "metadata": {"name": "nest"},
-        "spec": {
-            "resources": [
-                {
-                    "name": "cluster",
-                    "setup": {"deployments": [deployment("head", ports=True)]},
-                    "cleanup": {"job": job()},
-                },
-                {
-                    # Inner: its setup needs the outer cluster, so it is set up after and torn down before it.
-                    "name": "db",
-                    "setup": {"job": job(message="db-1", args=["attach", "$(resources.cluster.services.head)"])},
-                    "cleanup": {"job": job(duration="2s")},
-                },
-            ],
-            "tasks": [
-                block_task("prep", ["cluster"]),
-                block_task(
-                    "work",
-                    ["cluster", "db"],
-                    run_after=["prep"],
-                    args=["$(resources.cluster.value)", "$(resources.db.value)"],
-                ),
-                block_task("report", ["cluster"], run_after=["work"], duration="200ms"),
-            ],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "nest"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "cluster",
+                        "setup": {"deployments": [deployment("head", ports=True)]},
+                        "cleanup": {"job": job()},
+                    },
+                    {
+                        # Inner: its setup needs the outer cluster, so it is set up after and torn down before it.
+                        "name": "db",
+                        "setup": {"job": job(message="db-1", args=["attach", "$(resources.cluster.services.head)"])},
+                        "cleanup": {"job": job(duration="2s")},
+                    },
+                ],
+                "tasks": [
+                    block_task("prep", ["cluster"]),
+                    block_task(
+                        "work",
+                        ["cluster", "db"],
+                        run_after=["prep"],
+                        args=["$(resources.cluster.value)", "$(resources.db.value)"],
+                    ),
+                    block_task("report", ["cluster"], run_after=["work"], duration="200ms"),
+                ],
+            },
+        }
+    )
     run = flowruns.wait_phase("nest", ("Succeeded", "Failed"), timeout=90)
     assert run["status"]["phase"] == "Succeeded", run["status"]
     cluster, db = res(run, "cluster"), res(run, "db")
@@ -779,35 +807,42 @@ def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
 
 def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowruns: FlowRuns, namespace: str) -> None:
     core = client.CoreV1Api(flowruns.api_client)
-    created = flowruns.create({
-        "metadata": {"name": "store"},
-        "spec": {
-            "resources": [{
-                "name": "store",
-                "setup": {
-                    "manifests": [
-                        {
-                            "apiVersion": "v1",
-                            "kind": "ConfigMap",
-                            "metadata": {"name": "store-settings", "labels": {"team": "data"}},
-                            "data": {"greeting": "hello"},
+    created = flowruns.create(
+        {
+            "metadata": {"name": "store"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "store",
+                        "setup": {
+                            "manifests": [
+                                {
+                                    "apiVersion": "v1",
+                                    "kind": "ConfigMap",
+                                    "metadata": {"name": "store-settings", "labels": {"team": "data"}},
+                                    "data": {"greeting": "hello"},
+                                },
+                                {
+                                    "apiVersion": "v1",
+                                    "kind": "PersistentVolumeClaim",
+                                    "metadata": {"name": "store-scratch"},
+                                    "spec": {
+                                        "accessModes": ["ReadWriteOnce"],
+                                        "resources": {"requests": {"storage": "1Mi"}},
+                                    },
+                                },
+                            ],
                         },
-                        {
-                            "apiVersion": "v1",
-                            "kind": "PersistentVolumeClaim",
-                            "metadata": {"name": "store-scratch"},
-                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Mi"}}},
-                        },
-                    ],
-                },
-                "value": "store-settings",
-            }],
-            "tasks": [
-                block_task("use", ["store"], duration="2s", args=["--config", "$(resources.store.value)"]),
-                sim_task("after", run_after=["use"]),
-            ],
-        },
-    })
+                        "value": "store-settings",
+                    }
+                ],
+                "tasks": [
+                    block_task("use", ["store"], duration="2s", args=["--config", "$(resources.store.value)"]),
+                    sim_task("after", run_after=["use"]),
+                ],
+            },
+        }
+    )
     uid = created["metadata"]["uid"]
     run = flowruns.wait_status("store", "the block Ready", block_is("store", "phase", "Ready"))
     assert res(run, "store")["value"] == "store-settings"

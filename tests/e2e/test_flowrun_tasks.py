@@ -4,8 +4,9 @@ leak check (delete the run, the finalizer is released, nothing labelled with its
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -80,14 +81,18 @@ def create_refused(flowruns: FlowRuns, body: dict[str, Any]) -> ApiException:
 def test_linear_flow_hands_each_result_to_the_next_task(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    flowruns.create({
-        "metadata": {"name": "line"},
-        "spec": {"tasks": [
-            sim_task("a", message="rows=42"),
-            sim_task("b", run_after=["a"], message="sum=99", args=["--input", "$(tasks.a.result)"]),
-            sim_task("c", run_after=["b"], args=["report", "$(tasks.b.result)", "from $(tasks.a.result)"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "line"},
+            "spec": {
+                "tasks": [
+                    sim_task("a", message="rows=42"),
+                    sim_task("b", run_after=["a"], message="sum=99", args=["--input", "$(tasks.a.result)"]),
+                    sim_task("c", run_after=["b"], args=["report", "$(tasks.b.result)", "from $(tasks.a.result)"]),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("line", "Succeeded")
     assert [task_status(run, t)["phase"] for t in "abc"] == ["Succeeded"] * 3
     assert task_status(run, "a")["result"] == "rows=42"
@@ -106,15 +111,19 @@ def test_diamond_joins_only_after_both_branches_finished(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch_pods: WatchPods
 ) -> None:
     pods = watch_pods(run_selector("dia"))
-    flowruns.create({
-        "metadata": {"name": "dia"},
-        "spec": {"tasks": [
-            sim_task("a", duration="300ms"),
-            sim_task("b", run_after=["a"], duration="500ms", message="left"),
-            sim_task("c", run_after=["a"], duration="2s", message="right"),
-            sim_task("d", run_after=["b", "c"], args=["$(tasks.b.result)", "$(tasks.c.result)"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "dia"},
+            "spec": {
+                "tasks": [
+                    sim_task("a", duration="300ms"),
+                    sim_task("b", run_after=["a"], duration="500ms", message="left"),
+                    sim_task("c", run_after=["a"], duration="2s", message="right"),
+                    sim_task("d", run_after=["b", "c"], args=["$(tasks.b.result)", "$(tasks.c.result)"]),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("dia", "Succeeded")
     b, c, d = (task_status(run, t) for t in "bcd")
     assert ts(d["startedAt"]) >= max(ts(b["finishedAt"]), ts(c["finishedAt"]))
@@ -136,13 +145,15 @@ def test_fan_out_never_runs_more_pods_than_parallelism(
     operator: Operator, flowruns: FlowRuns, watch_pods: WatchPods
 ) -> None:
     pods = watch_pods(run_selector("fan"))
-    flowruns.create({
-        "metadata": {"name": "fan"},
-        "spec": {
-            "parallelism": 5,
-            "tasks": [sim_task(f"part-{i:02d}", duration="1s") for i in range(20)],
-        },
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "fan"},
+            "spec": {
+                "parallelism": 5,
+                "tasks": [sim_task(f"part-{i:02d}", duration="1s") for i in range(20)],
+            },
+        }
+    )
     run = flowruns.wait_phase("fan", "Succeeded", timeout=120)
     assert run["status"]["progress"] == "20/20"
     pods.wait("every pod event of the run", lambda w: len(w.added) == 20 and not w.alive, timeout=30)
@@ -157,14 +168,20 @@ def test_fan_out_never_runs_more_pods_than_parallelism(
 def test_a_failed_task_skips_downstream_and_runs_the_failure_handler(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    flowruns.create({
-        "metadata": {"name": "oops"},
-        "spec": {"tasks": [
-            sim_task("a", outcome="fail", message="disk full", extra_annotations={"sim.flowrun.dev/exit-code": "3"}),
-            sim_task("b", run_after=["a"]),
-            sim_task("handler", run_after=["b"], trigger="anyFailed", message="alerted"),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "oops"},
+            "spec": {
+                "tasks": [
+                    sim_task(
+                        "a", outcome="fail", message="disk full", extra_annotations={"sim.flowrun.dev/exit-code": "3"}
+                    ),
+                    sim_task("b", run_after=["a"]),
+                    sim_task("handler", run_after=["b"], trigger="anyFailed", message="alerted"),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("oops", "Failed")
     a, b, handler = (task_status(run, t) for t in ("a", "b", "handler"))
     assert a["phase"] == "Failed"
@@ -190,18 +207,22 @@ def test_a_failed_task_skips_downstream_and_runs_the_failure_handler(
 def test_retries_until_success_with_a_new_pod_per_attempt(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    flowruns.create({
-        "metadata": {"name": "retry"},
-        "spec": {"tasks": [
-            sim_task(
-                "flaky",
-                message="finally",
-                extra_annotations={"sim.flowrun.dev/fail-attempts": "2"},
-                retries={"limit": 2, "backoffSeconds": 1},
-            ),
-            sim_task("after", run_after=["flaky"], args=["$(tasks.flaky.result)"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "retry"},
+            "spec": {
+                "tasks": [
+                    sim_task(
+                        "flaky",
+                        message="finally",
+                        extra_annotations={"sim.flowrun.dev/fail-attempts": "2"},
+                        retries={"limit": 2, "backoffSeconds": 1},
+                    ),
+                    sim_task("after", run_after=["flaky"], args=["$(tasks.flaky.result)"]),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("retry", ("Succeeded", "Failed"))
     flaky = task_status(run, "flaky")
     assert run["status"]["phase"] == "Succeeded", (
@@ -211,7 +232,10 @@ def test_retries_until_success_with_a_new_pod_per_attempt(
     assert flaky["attempts"] == 3 and flaky["podName"] == "retry-flaky-3"
     assert flaky["result"] == "finally" and flaky["exitCode"] == 0
     assert task_pods(kube_cluster, namespace, "retry") == [
-        "retry-after-1", "retry-flaky-1", "retry-flaky-2", "retry-flaky-3",
+        "retry-after-1",
+        "retry-flaky-1",
+        "retry-flaky-2",
+        "retry-flaky-3",
     ]
     phases = {n: read_pod(kube_cluster, namespace, n).status.phase for n in ("retry-flaky-1", "retry-flaky-2")}
     assert phases == {"retry-flaky-1": "Failed", "retry-flaky-2": "Failed"}
@@ -231,11 +255,15 @@ def test_params_and_flowrun_name_are_substituted(
         {"name": "GREETING", "value": "$(params.greeting) from $(flowrun.name) in $(flowrun.namespace)"},
         {"name": "EMPTY", "value": "<$(params.empty)>"},
     ]
-    flowruns.create({
-        "metadata": {"name": "params"},
-        "spec": {"params": [{"name": "greeting", "value": "hello world"}, {"name": "empty", "value": ""}],
-                 "tasks": [task]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "params"},
+            "spec": {
+                "params": [{"name": "greeting", "value": "hello world"}, {"name": "empty", "value": ""}],
+                "tasks": [task],
+            },
+        }
+    )
     flowruns.wait_phase("params", "Succeeded")
     container = main_container(read_pod(kube_cluster, namespace, "params-show-1"))
     assert container.args == ["--greeting", "hello world", "--run", "params"]
@@ -248,13 +276,17 @@ def test_params_and_flowrun_name_are_substituted(
 def test_task_active_deadline_fails_the_task(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    flowruns.create({
-        "metadata": {"name": "slow"},
-        "spec": {"tasks": [
-            sim_task("forever", duration="1h", activeDeadlineSeconds=2),
-            sim_task("next", run_after=["forever"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "slow"},
+            "spec": {
+                "tasks": [
+                    sim_task("forever", duration="1h", activeDeadlineSeconds=2),
+                    sim_task("next", run_after=["forever"]),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("slow", "Failed", timeout=45)
     forever = task_status(run, "forever")
     assert (forever["phase"], forever["reason"]) == ("Failed", "DeadlineExceeded"), forever
@@ -264,22 +296,31 @@ def test_task_active_deadline_fails_the_task(
     assert 2 <= elapsed <= 15, elapsed
     assert (task_status(run, "next")["phase"], task_status(run, "next")["reason"]) == ("Skipped", "UpstreamFailed")
     # The operator stops the pod itself (no kubelet enforces the pod's activeDeadlineSeconds here).
-    wait_for("the timed-out pod to stop", lambda: pod_gone(kube_cluster, namespace, "slow-forever-1")
-             or read_pod(kube_cluster, namespace, "slow-forever-1").status.phase == "Failed")
+    wait_for(
+        "the timed-out pod to stop",
+        lambda: (
+            pod_gone(kube_cluster, namespace, "slow-forever-1")
+            or read_pod(kube_cluster, namespace, "slow-forever-1").status.phase == "Failed"
+        ),
+    )
     flowruns.delete_and_check_nothing_leaked("slow")
 
 
 def test_cancel_mid_run_stops_the_running_pod_and_cancels_pending_tasks(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    flowruns.create({
-        "metadata": {"name": "stopme"},
-        "spec": {"tasks": [
-            sim_task("first", duration="300ms", message="done"),
-            sim_task("long", run_after=["first"], duration="1h"),
-            sim_task("later", run_after=["long"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "stopme"},
+            "spec": {
+                "tasks": [
+                    sim_task("first", duration="300ms", message="done"),
+                    sim_task("long", run_after=["first"], duration="1h"),
+                    sim_task("later", run_after=["long"]),
+                ]
+            },
+        }
+    )
     wait_task(flowruns, "stopme", "long", "Running", "PodRunning")
     assert read_pod(kube_cluster, namespace, "stopme-long-1").status.phase == "Running"
     flowruns.patch("stopme", {"spec": {"cancel": True}})
@@ -299,10 +340,12 @@ def test_delete_mid_run_releases_the_finalizer_and_leaves_nothing(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch_pods: WatchPods
 ) -> None:
     pods = watch_pods(run_selector("gone"))
-    flowruns.create({
-        "metadata": {"name": "gone"},
-        "spec": {"tasks": [sim_task("long", duration="1h"), sim_task("later", run_after=["long"])]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "gone"},
+            "spec": {"tasks": [sim_task("long", duration="1h"), sim_task("later", run_after=["long"])]},
+        }
+    )
     run = wait_task(flowruns, "gone", "long", "Running", "PodRunning")
     assert api.FINALIZER in run["metadata"]["finalizers"]
     # The leak check deletes the run while its task runs: the operator must stop the pod, release
@@ -319,18 +362,27 @@ def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
     operator: Operator, flowruns: FlowRuns, watch_pods: WatchPods
 ) -> None:
     pods = watch_pods(run_selector("tough"))
-    flowruns.create({
-        "metadata": {"name": "tough"},
-        "spec": {"tasks": [
-            sim_task("a", duration="500ms", message="A"),
-            sim_task("b", run_after=["a"], duration="800ms", message="B"),
-            sim_task("c", run_after=["a"], duration="300ms", message="C"),
-            sim_task("d", run_after=["a"], duration="1s", message="D"),
-            sim_task("e", run_after=["b", "c", "d"], duration="500ms", args=["$(tasks.b.result)$(tasks.d.result)"],
-                     message="E"),
-            sim_task("f", run_after=["e"], duration="300ms", args=["$(tasks.e.result)", "$(tasks.a.result)"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "tough"},
+            "spec": {
+                "tasks": [
+                    sim_task("a", duration="500ms", message="A"),
+                    sim_task("b", run_after=["a"], duration="800ms", message="B"),
+                    sim_task("c", run_after=["a"], duration="300ms", message="C"),
+                    sim_task("d", run_after=["a"], duration="1s", message="D"),
+                    sim_task(
+                        "e",
+                        run_after=["b", "c", "d"],
+                        duration="500ms",
+                        args=["$(tasks.b.result)$(tasks.d.result)"],
+                        message="E",
+                    ),
+                    sim_task("f", run_after=["e"], duration="300ms", args=["$(tasks.e.result)", "$(tasks.a.result)"]),
+                ]
+            },
+        }
+    )
     # 1: right after the first pod was created (maybe before its status was written); the pod
     # finishes while no operator runs.
     pods.wait("pod a created", lambda w: "tough-a-1" in w.added)
@@ -363,10 +415,13 @@ def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
 def test_the_crd_refuses_invalid_flowruns_and_spec_changes(
     operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    duplicate = create_refused(flowruns, {
-        "metadata": {"name": "dup"},
-        "spec": {"tasks": [sim_task("same"), sim_task("same", duration="1s")]},
-    })
+    duplicate = create_refused(
+        flowruns,
+        {
+            "metadata": {"name": "dup"},
+            "spec": {"tasks": [sim_task("same"), sim_task("same", duration="1s")]},
+        },
+    )
     assert "Duplicate value" in duplicate.body and "spec.tasks[1]" in duplicate.body, duplicate.body
     bad_name = create_refused(flowruns, {"metadata": {"name": "badname"}, "spec": {"tasks": [sim_task("Not_DNS")]}})
     assert "spec.tasks[0].name" in bad_name.body, bad_name.body
@@ -393,12 +448,21 @@ def test_the_crd_refuses_invalid_flowruns_and_spec_changes(
 @pytest.mark.parametrize(
     ("tasks", "field", "words"),
     [
-        pytest.param([sim_task("a", run_after=["b"]), sim_task("b", run_after=["a"])],
-                     "spec.tasks[", "cycle", id="cycle"),
-        pytest.param([sim_task("a"), sim_task("b", run_after=["nope"])],
-                     "spec.tasks[1].runAfter[0]", "unknown task", id="unknown-run-after"),
-        pytest.param([sim_task("a"), sim_task("b", run_after=["a"], args=["x", "$(params.nope)"])],
-                     "spec.tasks[1].template.spec.containers[0].args[1]", "nope", id="unknown-param"),
+        pytest.param(
+            [sim_task("a", run_after=["b"]), sim_task("b", run_after=["a"])], "spec.tasks[", "cycle", id="cycle"
+        ),
+        pytest.param(
+            [sim_task("a"), sim_task("b", run_after=["nope"])],
+            "spec.tasks[1].runAfter[0]",
+            "unknown task",
+            id="unknown-run-after",
+        ),
+        pytest.param(
+            [sim_task("a"), sim_task("b", run_after=["a"], args=["x", "$(params.nope)"])],
+            "spec.tasks[1].template.spec.containers[0].args[1]",
+            "nope",
+            id="unknown-param",
+        ),
     ],
 )
 def test_semantic_spec_errors_fail_the_run_and_create_nothing(
@@ -444,8 +508,10 @@ def test_examples_reach_their_documented_phase(operator: Operator, flowruns: Flo
         body["metadata"].pop("namespace", None)
         flowruns.create(body)
         names[file] = body["metadata"]["name"]
-    runs = {file: flowruns.wait_phase(name, ("Succeeded", "Failed", "Cancelled"), timeout=120)
-            for file, name in names.items()}
+    runs = {
+        file: flowruns.wait_phase(name, ("Succeeded", "Failed", "Cancelled"), timeout=120)
+        for file, name in names.items()
+    }
     phases = {file: run["status"]["phase"] for file, run in runs.items()}
     assert phases == EXAMPLE_PHASES, {f: runs[f]["status"].get("message") for f in runs}
 

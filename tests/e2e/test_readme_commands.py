@@ -29,7 +29,11 @@ def test_readme_names_the_two_commands() -> None:
 
 def test_demo_runs_the_dask_example_and_shows_the_cleanup(kube_cluster: KubeCluster) -> None:
     result = subprocess.run(
-        [str(REPO / "scripts" / "demo")], capture_output=True, text=True, timeout=600, env=dict(os.environ),
+        [str(REPO / "scripts" / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

@@ -16,13 +16,17 @@ pytestmark = pytest.mark.e2e
 
 
 def test_linear_flow_passes_results_along(operator: Operator, flowruns: FlowRuns) -> None:
-    flowruns.create({
-        "metadata": {"name": "line"},
-        "spec": {"tasks": [
-            sim_task("a", message="from-a"),
-            sim_task("b", run_after=["a"], args=["--input", "$(tasks.a.result)"]),
-        ]},
-    })
+    flowruns.create(
+        {
+            "metadata": {"name": "line"},
+            "spec": {
+                "tasks": [
+                    sim_task("a", message="from-a"),
+                    sim_task("b", run_after=["a"], args=["--input", "$(tasks.a.result)"]),
+                ]
+            },
+        }
+    )
     run = flowruns.wait_phase("line", "Succeeded")
     assert run["status"]["tasks"]["a"]["result"] == "from-a"
     assert run["status"]["progress"] == "2/2"
@@ -33,20 +37,35 @@ def test_metrics_and_json_logs(kube_cluster: KubeCluster, flowrun_crd: None, nam
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    operator = Operator(kube_cluster, namespace, tmp_path, extra_args=(
-        "--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--log-format", "json",
-    ))
+    operator = Operator(
+        kube_cluster,
+        namespace,
+        tmp_path,
+        extra_args=(
+            "--metrics-port",
+            str(port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--log-format",
+            "json",
+        ),
+    )
     operator.start()
     flowruns = FlowRuns(kube_cluster, namespace)
     try:
-        flowruns.create({"metadata": {"name": "observed"}, "spec": {"tasks": [sim_task("a"), sim_task("b", outcome="fail")]}})
+        flowruns.create(
+            {"metadata": {"name": "observed"}, "spec": {"tasks": [sim_task("a"), sim_task("b", outcome="fail")]}}
+        )
         flowruns.wait_phase("observed", "Failed")
 
         def scrape() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
                 return response.read().decode()
 
-        metrics = wait_for("the metrics to show the failed run", lambda: (text := scrape()) and 'flowrun_runs{phase="Failed"} 1.0' in text and text)
+        metrics = wait_for(
+            "the metrics to show the failed run",
+            lambda: (text := scrape()) and 'flowrun_runs{phase="Failed"} 1.0' in text and text,
+        )
         assert 'flowrun_task_duration_seconds_count{phase="Succeeded"} 1.0' in metrics
         assert 'flowrun_task_duration_seconds_count{phase="Failed"} 1.0' in metrics
         assert "flowrun_reconcile_duration_seconds_count" in metrics
@@ -60,7 +79,9 @@ def test_metrics_and_json_logs(kube_cluster: KubeCluster, flowrun_crd: None, nam
 
 
 def test_finished_run_is_deleted_after_its_ttl(operator: Operator, flowruns: FlowRuns) -> None:
-    flowruns.create({"metadata": {"name": "short-lived"}, "spec": {"ttlSecondsAfterFinished": 2, "tasks": [sim_task("a")]}})
+    flowruns.create(
+        {"metadata": {"name": "short-lived"}, "spec": {"ttlSecondsAfterFinished": 2, "tasks": [sim_task("a")]}}
+    )
     run = flowruns.wait_phase("short-lived", "Succeeded")
     uid = run["metadata"]["uid"]
     # Still there right after finishing: the TTL counts from finishedAt.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowrun.engine import (
@@ -25,7 +25,7 @@ from flowrun.engine import (
 from flowrun.observed import Observed, observed_from_objects
 from flowrun.timestamps import format_time
 
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 RUN, NS, UID = "demo", "team", "uid-1234"
 
 

@@ -173,7 +173,7 @@ def test_the_image_build_step_runs_here(tmp_path: Path) -> None:
     here (its paths moved into a temporary directory): the wheel builds, installs into a venv
     without pip, and the installed `flowrun` command works."""
     builder = _stages()[0]
-    run_steps = [line[len("RUN "):] for line in builder if line.upper().startswith("RUN ")]
+    run_steps = [line[len("RUN ") :] for line in builder if line.upper().startswith("RUN ")]
     assert len(run_steps) == 1, "the builder has one RUN step"
     python = shlex.quote(sys.executable)
     command = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,32 @@ from flowrun.engine import CreateObject, RunInput, reconcile
 from flowrun.observed import Observed, observed_from_objects
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ODD_VALUES: tuple[Any, ...] = (
-    None, "", 0, -1, 2**40, 1.5, True, [], {}, "x" * 300, "$(", "$(params.)", "$(tasks.a.result",
-    "$(resources.nope.value)", "$(tasks.generate.result)", "$(params.n-workers)", "$(flowrun.uid)",
-    "Always", "a\nb", "UPPER", "-leading", [None], {"name": None}, "²",
+    None,
+    "",
+    0,
+    -1,
+    2**40,
+    1.5,
+    True,
+    [],
+    {},
+    "x" * 300,
+    "$(",
+    "$(params.)",
+    "$(tasks.a.result",
+    "$(resources.nope.value)",
+    "$(tasks.generate.result)",
+    "$(params.n-workers)",
+    "$(flowrun.uid)",
+    "Always",
+    "a\nb",
+    "UPPER",
+    "-leading",
+    [None],
+    {"name": None},
+    "²",
 )
 
 
@@ -28,10 +49,10 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     found = [prefix]
     if isinstance(node, dict):
         for key, value in node.items():
-            found += _paths(value, prefix + (key,))
+            found += _paths(value, (*prefix, key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            found += _paths(value, prefix + (index,))
+            found += _paths(value, (*prefix, index))
     return found
 
 
@@ -75,7 +96,8 @@ def test_damaged_specs_never_cause_an_internal_error(example: Path) -> None:
         for _ in range(3):
             outcome = reconcile(
                 RunInput("fuzz", "default", "uid-1", damaged, status=status, created_at=NOW),
-                observed_from_objects(existing), NOW,
+                observed_from_objects(existing),
+                NOW,
             )
             assert not any(event.reason == "InternalError" for event in outcome.events), (case, damaged, outcome.events)
             existing += [action.manifest for action in outcome.actions if isinstance(action, CreateObject)]

@@ -20,10 +20,10 @@ from tests.unit.builders import (
     task,
 )
 
-QUOTA = '403 Forbidden: pods "demo-b-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
-FOREIGN = (
-    '409 AlreadyExists: configmaps "r-config" already exists; the existing object does not belong to this FlowRun'
+QUOTA = (
+    '403 Forbidden: pods "demo-b-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
 )
+FOREIGN = '409 AlreadyExists: configmaps "r-config" already exists; the existing object does not belong to this FlowRun'
 CONFIG = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r-config"}, "data": {"k": "v"}}
 DB = "demo-r-db"
 
@@ -65,7 +65,11 @@ def test_a_refused_task_pod_without_retries_fails_at_once_even_without_a_run_dea
     sim.step(at(0))
     sim.step(at(1))
     a = sim.task("a")
-    assert (a["phase"], a["reason"], a["message"]) == ("Failed", "CreateRefused", f"cannot create Pod demo-a-1: {QUOTA}")
+    assert (a["phase"], a["reason"], a["message"]) == (
+        "Failed",
+        "CreateRefused",
+        f"cannot create Pod demo-a-1: {QUOTA}",
+    )
     assert sim.status["phase"] == "Failed" and sim.condition("Succeeded")["reason"] == "TasksFailed"
 
 
@@ -132,7 +136,7 @@ def test_a_refused_setup_manifest_fails_setup_skips_the_tasks_and_cleans_up_what
 
 def test_a_refused_setup_job_fails_setup_at_once() -> None:
     sim = Sim(flow(task("use", resources=["r"]), resources=[resource("r", setup={"job": job()})]))
-    sim.cluster.refuse("Job/demo-r-setup", "422 Unprocessable Entity: Job.batch \"demo-r-setup\" is invalid")
+    sim.cluster.refuse("Job/demo-r-setup", '422 Unprocessable Entity: Job.batch "demo-r-setup" is invalid')
     sim.step(at(0))
     sim.step(at(1))
     r = sim.res("r")

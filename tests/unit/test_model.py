@@ -602,9 +602,23 @@ def test_names_with_a_trailing_newline_are_refused() -> None:
 
 def test_replicas_of_non_ascii_digits_are_refused() -> None:
     spec = {
-        "resources": [{"name": "r", "setup": {"deployments": [{"name": "d", "replicas": "²", "template": {
-            "spec": {"containers": [{"name": "c", "image": "x"}]}}}]}}],
-        "tasks": [{"name": "a", "resources": ["r"], "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {
+                    "deployments": [
+                        {
+                            "name": "d",
+                            "replicas": "²",
+                            "template": {"spec": {"containers": [{"name": "c", "image": "x"}]}},
+                        }
+                    ]
+                },
+            }
+        ],
+        "tasks": [
+            {"name": "a", "resources": ["r"], "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+        ],
     }
     with pytest.raises(SpecError) as error:
         parse_spec(spec)

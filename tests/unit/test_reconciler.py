@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -98,7 +99,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
             "Pod/x-b-1": api_error(500, "Internal Server Error", "etcd is slow"),
             "Pod/x-c-1": api_error(429, "Too Many Requests", "slow down"),
             "Pod/x-d-1": api_error(422, "Unprocessable Entity", 'Pod "x-d-1" is invalid'),
-            "Pod/x-e-1": ForeignObject("409 AlreadyExists: pods \"x-e-1\" already exists; not this FlowRun's"),
+            "Pod/x-e-1": ForeignObject('409 AlreadyExists: pods "x-e-1" already exists; not this FlowRun\'s'),
         },
     )
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
@@ -106,7 +107,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
     assert reconciler._refused[UID] == {
         "Pod/x-a-1": f"403 Forbidden: {QUOTA}",
         "Pod/x-d-1": '422 Unprocessable Entity: Pod "x-d-1" is invalid',
-        "Pod/x-e-1": "409 AlreadyExists: pods \"x-e-1\" already exists; not this FlowRun's",
+        "Pod/x-e-1": '409 AlreadyExists: pods "x-e-1" already exists; not this FlowRun\'s',
     }
     # Transient errors are ActionFailed events and retried; refusals become transitions instead.
     action_failed = [m for _, reason, m in kube.events if reason == "ActionFailed"]

@@ -4,9 +4,9 @@ import pytest
 
 from flowrun.references import (
     Context,
-    RefKind,
     Reference,
     ReferenceSyntaxError,
+    RefKind,
     UnresolvedReference,
     find_references,
     substitute,
