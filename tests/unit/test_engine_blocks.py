@@ -687,17 +687,3 @@ def test_requeue_is_only_asked_for_time_based_decisions() -> None:
     assert sim.step(at(0)).requeue_after == 600  # the setup timeout
     sim.cluster.make_available(DB)
     assert sim.step(at(1)).requeue_after is None  # Ready, task running without a deadline
-
-
-def test_the_engine_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flowrun import engine
-
-    def broken(self: object, prev: object) -> None:
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr(engine._Engine, "outcome", broken)
-    outcome = reconcile(RunInput(RUN, NS, UID, block(), status={"phase": "Running"}), FakeCluster().observed(), at(0))
-    message = "internal error in the flowrun engine: RuntimeError: bug"
-    assert outcome.status == {"phase": "Running", "message": message} and outcome.actions == ()
-    assert outcome.events == (("Warning", "InternalError", message),)
-    assert outcome.requeue_after == 60

@@ -1,0 +1,241 @@
+"""Resource blocks up to their cleanup: when setup starts, when it is Ready or has failed, the
+block's value, and the objects setup creates. Cleanup is in cleanup.py. The users' contract:
+docs/semantics.md, "Resource blocks" and "Refused creates"."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flowrun import api, manifests, names
+from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.context import PassContext, refusal, substitutions
+from flowrun.engine.dag import after_succeeded, blocked, consumers_done, wanted
+from flowrun.engine.interface import Action, CreateObject
+from flowrun.engine.phases import (
+    CLEANING_UP,
+    CLEANUP_JOB_RUNNING,
+    CREATE_REFUSED,
+    NOT_NEEDED,
+    PENDING,
+    READY,
+    SETTING_UP,
+    SETUP_FAILED,
+    STOPPING_SETUP,
+)
+from flowrun.engine.state import ResourceState, RunState
+from flowrun.model import DeploymentSpec, ResourceSpec, main_container_name
+from flowrun.observed import ObservedJob
+from flowrun.references import Context, substitute
+
+
+def setup_objects(ctx: PassContext, resource: ResourceSpec) -> list[ObjectRef]:
+    """Every object setup creates for the block (not the pods those create)."""
+    run = ctx.run.name
+    refs: list[ObjectRef] = []
+    if resource.setup.job is not None:
+        refs.append(ObjectRef("batch/v1", "Job", names.setup_job_name(run, resource.name)))
+    for deployment in resource.setup.deployments:
+        name = names.deployment_name(run, resource.name, deployment.name)
+        refs.append(ObjectRef("apps/v1", "Deployment", name))
+        if deployment.ports:
+            refs.append(ObjectRef("v1", "Service", name))
+    for manifest in resource.setup.manifests:
+        refs.append(ObjectRef(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"]))
+    return refs
+
+
+def recover_resource(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState) -> None:
+    """A block status does not know about but whose objects exist was started before."""
+    if rs.phase != PENDING:
+        return
+    if ctx.children.has_block_objects(resource.name, api.ROLE_CLEANUP):
+        rs.phase, rs.reason = CLEANING_UP, CLEANUP_JOB_RUNNING
+        rs.cleanup_attempts = max(1, ctx.children.max_cleanup_attempt(resource.name))
+        rs.setup_started_at = rs.cleanup_started_at = ctx.now
+    elif ctx.children.has_block_objects(resource.name, api.ROLE_SETUP):
+        rs.phase, rs.reason, rs.setup_started_at = SETTING_UP, SETTING_UP, ctx.now
+    else:
+        return
+    rs.objects = [str(ref) for ref in setup_objects(ctx, resource)]
+    state.started_at = state.started_at or ctx.now
+
+
+def schedule_resource(ctx: PassContext, resource: ResourceSpec, state: RunState, stop: str | None) -> None:
+    """Start setup when the block is needed; start cleanup once its consumers are done."""
+    rs = state.resources[resource.name]
+    spec = ctx.spec
+    if rs.phase == PENDING:
+        if consumers_done(spec, resource, state):
+            rs.reason, rs.message = NOT_NEEDED, "no task needed it: never set up"
+        elif (
+            stop is None
+            and blocked(spec, resource, state) is None
+            and after_succeeded(resource, state)
+            and all(state.resources[d].phase == READY for d in resource.uses)
+            and wanted(spec, resource, state)
+        ):
+            rs.phase, rs.reason, rs.message, rs.setup_started_at = SETTING_UP, SETTING_UP, "", ctx.now
+            rs.objects = [str(ref) for ref in setup_objects(ctx, resource)]
+            state.started_at = state.started_at or ctx.now
+    elif rs.phase in (SETTING_UP, READY, SETUP_FAILED) and consumers_done(spec, resource, state):
+        if rs.value is None:
+            rs.value = fallback_value(ctx, resource, state)
+        rs.phase, rs.reason, rs.cleanup_started_at = CLEANING_UP, STOPPING_SETUP, ctx.now
+        rs.message = with_setup_error(rs, "cleaning up")
+
+
+def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState) -> None:
+    """SettingUp to SetupFailed, or to Ready once every part is ready and the value is known."""
+    failure = setup_failure(ctx, resource, rs, state)
+    if failure is not None:
+        rs.phase, (rs.reason, rs.message) = SETUP_FAILED, failure
+        rs.setup_error = f"{rs.reason}: {rs.message}"
+        return
+    for ref in setup_objects(ctx, resource):
+        obj = ctx.children.find(ref)
+        if obj is None or obj.deleting:
+            return
+    job = setup_job(ctx, resource)
+    if resource.setup.job is not None and (job is None or not job.complete):
+        return
+    for deployment in resource.setup.deployments:
+        observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
+        rolled_out = min(observed.available_replicas, observed.updated_replicas) if observed else -1
+        if observed is None or rolled_out < observed.replicas:
+            return
+    value = static_value(ctx, resource, state)
+    if value is None:
+        value = setup_job_message(ctx, resource, "Succeeded")
+        if value is None:
+            return  # the Job is Complete but its pod is not observed yet
+    rs.phase, rs.reason, rs.message, rs.value, rs.ready_at = READY, READY, "", value, ctx.now
+
+
+def setup_failure(
+    ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState
+) -> tuple[str, str] | None:
+    """(reason, message) if setup failed, checked in a fixed order; else None."""
+    values = substitutions(ctx, state)
+    for deployment in resource.setup.deployments:
+        if replicas(deployment, values) is None:
+            return (
+                "InvalidValue",
+                f"deployment {deployment.name}: replicas {deployment.replicas!r} is not a non-negative integer",
+            )
+    refusals = [r for r in (refusal(ctx, ref) for ref in setup_objects(ctx, resource)) if r is not None]
+    if refusals:
+        return CREATE_REFUSED, "; ".join(refusals)
+    job = setup_job(ctx, resource)
+    failed = job.failed_condition if job is not None else None
+    if failed is not None:
+        details = [d for d in (failed.reason, failed.message, setup_job_message(ctx, resource, "Failed")) if d]
+        return "SetupJobFailed", "setup job failed: " + "; ".join(details)
+    for deployment in resource.setup.deployments:
+        observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
+        for cond in observed.conditions if observed is not None else ():
+            if cond.type == "Progressing" and cond.status == "False":
+                return "DeploymentFailed", f"deployment {deployment.name}: {cond.reason}: {cond.message}"
+    started = rs.setup_started_at or ctx.now
+    if ctx.now >= started + timedelta(seconds=resource.setup.timeout_seconds):
+        return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}"
+    return None
+
+
+def deployment_name(ctx: PassContext, resource: ResourceSpec, deployment: DeploymentSpec) -> str:
+    return names.deployment_name(ctx.run.name, resource.name, deployment.name)
+
+
+def setup_job(ctx: PassContext, resource: ResourceSpec) -> ObservedJob | None:
+    return ctx.children.jobs.get(names.setup_job_name(ctx.run.name, resource.name))
+
+
+def setup_job_message(ctx: PassContext, resource: ResourceSpec, phase: str | None) -> str | None:
+    """The termination message of the setup job's main container (of a pod in `phase`)."""
+    job = resource.setup.job
+    if job is None:
+        return None
+    container = main_container_name(job.template)
+    for pod in ctx.children.job_pods(names.setup_job_name(ctx.run.name, resource.name)):
+        term = termination(pod, container)
+        if term is not None and (phase is None or pod.phase == phase):
+            return result(term)[0]
+    return None
+
+
+def setup_job_running(ctx: PassContext, resource: ResourceSpec) -> bool:
+    job = setup_job(ctx, resource)
+    if job is not None and not job.deleting and not job.complete and job.failed_condition is None:
+        return True
+    return any(not p.finished for p in ctx.children.job_pods(names.setup_job_name(ctx.run.name, resource.name)))
+
+
+def static_value(ctx: PassContext, resource: ResourceSpec, state: RunState) -> str | None:
+    """The block's value when it does not depend on the setup job's result, else None."""
+    if resource.value is not None:
+        return substitute(resource.value, substitutions(ctx, state))
+    if resource.setup.job is not None:
+        return None
+    with_service = next((d for d in resource.setup.deployments if d.ports), None)
+    if with_service is not None:
+        return names.service_dns_name(ctx.run.name, resource.name, with_service.name, ctx.run.namespace)
+    return resource.name
+
+
+def fallback_value(ctx: PassContext, resource: ResourceSpec, state: RunState) -> str:
+    """The value handed to the cleanup of a block that never became Ready: what is known,
+    else whatever the setup job wrote (e.g. the id of a half-created VM), else empty."""
+    value = static_value(ctx, resource, state)
+    if value is None:
+        value = setup_job_message(ctx, resource, None)
+    return value or ""
+
+
+def with_setup_error(rs: ResourceState, text: str) -> str:
+    return f"setup failed ({rs.setup_error}); {text}" if rs.setup_error else text
+
+
+def replicas(deployment: DeploymentSpec, values: Context) -> int | None:
+    if isinstance(deployment.replicas, int):
+        return deployment.replicas
+    value = substitute(deployment.replicas, values).strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+def setup_manifests(
+    ctx: PassContext, resource: ResourceSpec, state: RunState, values: Context, *, dry_run: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """(spec field, manifest) of every object setup creates."""
+    identity, spec = ctx.identity, ctx.spec
+    value = None if dry_run else static_value(ctx, resource, state)
+    path = f"spec.resources[{spec.resources.index(resource)}].setup"
+    built: list[tuple[str, dict[str, Any]]] = []
+    if resource.setup.job is not None:
+        job = manifests.build_setup_job(identity, spec, resource, values, value)
+        built.append((f"{path}.job.template", job))
+    for j, deployment in enumerate(resource.setup.deployments):
+        count = replicas(deployment, values)
+        if count is None and not dry_run:
+            continue  # reported as InvalidValue by setup_failure
+        # A count that is not known before the run (a placeholder) is dry-run as 0.
+        deployment_manifest = manifests.build_deployment(
+            identity, spec, resource, deployment, 0 if count is None else count, values, value
+        )
+        built.append((f"{path}.deployments[{j}]", deployment_manifest))
+        if deployment.ports:
+            built.append((f"{path}.deployments[{j}]", manifests.build_service(identity, resource, deployment)))
+    for j, manifest in enumerate(resource.setup.manifests):
+        built.append((f"{path}.manifests[{j}]", manifests.build_manifest(identity, resource, manifest)))
+    return built
+
+
+def setup_actions(ctx: PassContext, resource: ResourceSpec, state: RunState, values: Context) -> list[Action]:
+    """Create what setup needs and does not exist yet, while the block is SettingUp."""
+    if state.resources[resource.name].phase != SETTING_UP:
+        return []
+    creates: list[Action] = []
+    for _, manifest in setup_manifests(ctx, resource, state, values):
+        ref = ObjectRef(manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"])
+        if ctx.children.find(ref) is None:
+            creates.append(CreateObject(manifest))
+    return creates

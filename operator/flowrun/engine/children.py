@@ -1,0 +1,130 @@
+"""The observed children of one run, indexed for the engine's lookups, and what is read from a
+finished container (its result)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flowrun import api
+from flowrun.engine.phases import RESULT_LIMIT
+from flowrun.observed import (
+    Observed,
+    ObservedDeployment,
+    ObservedJob,
+    ObservedObject,
+    ObservedPod,
+    ObservedService,
+    Terminated,
+)
+
+ObservedChild = ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedObject
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def _group(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def _label_int(labels: Mapping[str, str], key: str) -> int:
+    value = labels.get(key, "")
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+class Children:
+    """The observed children that carry this run's UID label, indexed for lookups. Read-only
+    once built."""
+
+    def __init__(self, observed: Observed, uid: str) -> None:
+        def mine(labels: Mapping[str, str]) -> bool:
+            return labels.get(api.LABEL_UID) == uid
+
+        self.pods = [p for p in observed.pods if mine(p.labels)]
+        self.jobs = {j.name: j for j in observed.jobs if mine(j.labels)}
+        self._pods = {p.name: p for p in self.pods}
+        self._deployments = {d.name: d for d in observed.deployments if mine(d.labels)}
+        self._services = {s.name: s for s in observed.services if mine(s.labels)}
+        self._task_pods: dict[str, list[ObservedPod]] = {}
+        for pod in self.pods:
+            if pod.labels.get(api.LABEL_ROLE) == api.ROLE_TASK:
+                self._task_pods.setdefault(pod.labels.get(api.LABEL_TASK, ""), []).append(pod)
+        self._by_kind: dict[tuple[str, str], Mapping[str, ObservedChild]] = {
+            ("", "Pod"): self._pods,
+            ("batch", "Job"): self.jobs,
+            ("apps", "Deployment"): self._deployments,
+            ("", "Service"): self._services,
+        }
+        self._others = {(_group(o.api_version), o.kind, o.name): o for o in observed.others if mine(o.labels)}
+
+    def find(self, ref: ObjectRef) -> ObservedChild | None:
+        key = (_group(ref.api_version), ref.kind)
+        if key in self._by_kind:
+            return self._by_kind[key].get(ref.name)
+        return self._others.get((key[0], ref.kind, ref.name))
+
+    def pod(self, name: str | None) -> ObservedPod | None:
+        return self._pods.get(name) if name else None
+
+    def deployment(self, name: str) -> ObservedDeployment | None:
+        return self._deployments.get(name)
+
+    def task_pods(self) -> list[ObservedPod]:
+        return [p for pods in self._task_pods.values() for p in pods]
+
+    def max_attempt(self, task: str) -> int:
+        return max((_label_int(p.labels, api.LABEL_ATTEMPT) for p in self._task_pods.get(task, ())), default=0)
+
+    def max_cleanup_attempt(self, resource: str) -> int:
+        return max(
+            (
+                _label_int(j.labels, api.LABEL_ATTEMPT)
+                for j in self.jobs.values()
+                if j.labels.get(api.LABEL_ROLE) == api.ROLE_CLEANUP and j.labels.get(api.LABEL_RESOURCE) == resource
+            ),
+            default=0,
+        )
+
+    def job_pods(self, job: str) -> list[ObservedPod]:
+        return [p for p in self.pods if job in (p.labels.get("batch.kubernetes.io/job-name"), p.labels.get("job-name"))]
+
+    def block_pods(self, resource: str) -> list[ObservedPod]:
+        """Pods setup created for a block (setup job pods, deployment pods)."""
+        return [
+            p
+            for p in self.pods
+            if p.labels.get(api.LABEL_ROLE) == api.ROLE_SETUP and p.labels.get(api.LABEL_RESOURCE) == resource
+        ]
+
+    def has_block_objects(self, resource: str, role: str) -> bool:
+        objects: list[ObservedChild] = [*self.pods, *self.jobs.values(), *self._deployments.values()]
+        objects += [*self._services.values(), *self._others.values()]
+        return any(
+            o.labels.get(api.LABEL_ROLE) == role and o.labels.get(api.LABEL_RESOURCE) == resource for o in objects
+        )
+
+
+def termination(pod: ObservedPod, container: str) -> Terminated | None:
+    """How `container` of `pod` ended (the first container if there is none of that name)."""
+    status = next((c for c in pod.containers if c.name == container), None)
+    if status is None and pod.containers:
+        status = pod.containers[0]
+    return None if status is None else status.terminated
+
+
+def result(term: Terminated | None) -> tuple[str, str]:
+    """(result, note) from a container's termination message, capped at the kubelet's 4 KiB."""
+    message = term.message if term is not None else ""
+    raw = message.encode()
+    if len(raw) < RESULT_LIMIT:
+        return message, ""
+    capped = raw[:RESULT_LIMIT].decode(errors="ignore")
+    return capped, "result reached the 4 KiB termination-message limit and may be truncated"

@@ -1,0 +1,86 @@
+"""The frozen context of one pass: everything a pass decides from that does not change during
+it (the run, its parsed spec, its previous status, the observed children, the time), and the
+values `$(...)` references resolve to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flowrun import names
+from flowrun.engine.children import Children, ObjectRef
+from flowrun.engine.dag import resource_order
+from flowrun.engine.interface import RunInput
+from flowrun.engine.phases import SUCCEEDED
+from flowrun.engine.state import RunState
+from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec
+from flowrun.observed import Observed
+from flowrun.references import Context
+
+
+@dataclass(frozen=True)
+class PassContext:
+    run: RunInput
+    spec: FlowSpec
+    prev: Mapping[str, Any]  # the previous status (may be empty or garbage: read leniently)
+    children: Children
+    # Decisions use whole seconds, the precision of status timestamps, so that a pass fed its
+    # own status decides exactly as the pass that wrote it. `real_now` only measures requeues.
+    now: datetime
+    real_now: datetime
+    order: tuple[TaskSpec, ...]  # tasks in dependency order, spec order among independent ones
+    resource_order: tuple[ResourceSpec, ...]  # blocks after the blocks they use
+
+    @property
+    def identity(self) -> RunIdentity:
+        return self.run.identity
+
+
+def new_pass_context(
+    run: RunInput, spec: FlowSpec, prev: Mapping[str, Any], observed: Observed, now: datetime
+) -> PassContext:
+    return PassContext(
+        run=run,
+        spec=spec,
+        prev=prev,
+        children=Children(observed, run.uid),
+        now=now.replace(microsecond=0),
+        real_now=now,
+        order=tuple(spec.task_order()),
+        resource_order=tuple(resource_order(spec)),
+    )
+
+
+def substitutions(ctx: PassContext, state: RunState, placeholder: str | None = None) -> Context:
+    """What references resolve to now; with `placeholder`, every task result and resource value
+    is that placeholder (for the dry run, before any is known)."""
+    run = ctx.run
+    services = {
+        (r.name, d.name): names.service_dns_name(run.name, r.name, d.name, run.namespace)
+        for r in ctx.spec.resources
+        for d in r.setup.deployments
+        if d.ports
+    }
+    return Context(
+        params=ctx.spec.param_values,
+        flowrun={"name": run.name, "namespace": run.namespace, "uid": run.uid},
+        task_results={
+            n: placeholder if placeholder is not None else (ts.result if ts.phase == SUCCEEDED and ts.result else "")
+            for n, ts in state.tasks.items()
+        },
+        resource_values={
+            n: placeholder if placeholder is not None else (rs.value or "") for n, rs in state.resources.items()
+        },
+        services=services,
+    )
+
+
+def refusal(ctx: PassContext, ref: ObjectRef) -> str | None:
+    """Why the API server refused to create `ref` in the previous pass, if it still does not
+    exist: the message names the object and quotes the server."""
+    message = ctx.run.refused.get(str(ref))
+    if message is None or ctx.children.find(ref) is not None:
+        return None
+    return f"cannot create {ref.kind} {ref.name}: {message}"

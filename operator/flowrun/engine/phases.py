@@ -1,0 +1,56 @@
+"""The words of a FlowRun's status: phases and reasons of the run, its tasks and its resource
+blocks, as docs/semantics.md describes them, and the engine's fixed limits."""
+
+from __future__ import annotations
+
+# Task phases (the run's phase is one of PENDING, RUNNING and RUN_FINAL)
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = (
+    "Pending",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Skipped",
+    "Cancelled",
+)
+TASK_PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+RUN_FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+# Resource phases
+SETTING_UP, READY, SETUP_FAILED = "SettingUp", "Ready", "SetupFailed"
+CLEANING_UP, CLEANED_UP, CLEANUP_FAILED = "CleaningUp", "CleanedUp", "CleanupFailed"
+RESOURCE_PHASES = (PENDING, SETTING_UP, READY, SETUP_FAILED, CLEANING_UP, CLEANED_UP, CLEANUP_FAILED)
+
+# Reasons a task is skipped or stopped
+UPSTREAM_FAILED, TRIGGER_NOT_MET = "UpstreamFailed", "TriggerNotMet"
+STOP_CANCELLED, STOP_DELETED, STOP_DEADLINE = "Cancelled", "FlowRunDeleted", "RunDeadlineExceeded"
+
+# Reasons of a task that is not terminal. Running/PodCreating: created, not observed yet.
+# Running/RetryBackoff: between attempts, no pod should run.
+POD_CREATING, POD_PENDING, POD_RUNNING = "PodCreating", "PodPending", "PodRunning"
+RETRY_BACKOFF = "RetryBackoff"
+WAITING_UPSTREAM, WAITING_RESOURCES, WAITING_PARALLELISM = (
+    "WaitingForUpstream",
+    "WaitingForResources",
+    "WaitingForParallelism",
+)
+
+# Steps of a block in CleaningUp, kept in its `reason`; cleanup.CLEANUP_ORDER says what each
+# step does and in which order.
+STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS = (
+    "StoppingSetup",
+    "CleanupJobRunning",
+    "CleanupJobBackoff",
+    "DeletingObjects",
+)
+CLEANUP_STEPS = (STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS)
+NOT_NEEDED = "NotNeeded"
+CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
+INVALID_SPEC = "InvalidSpec"
+CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
+
+CLEANUP_BACKOFF_SECONDS = 10
+RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
+LOG_TAIL_LINES = 100
+DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
+SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"

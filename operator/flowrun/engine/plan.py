@@ -1,0 +1,74 @@
+"""The actions of a pass, derived from its final state and the observed children only ("this pod
+should exist and does not: create it"), so that each is idempotent and safe to repeat after a
+crash; the dry run of every child before the first is created; and when to look again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flowrun import manifests
+from flowrun.engine.blocks import setup_actions, setup_manifests
+from flowrun.engine.cleanup import cleanup_actions
+from flowrun.engine.context import PassContext, substitutions
+from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
+from flowrun.engine.phases import CLEANING_UP, DRY_RUN_PLACEHOLDER, RETRY_BACKOFF, RUN_FINAL, RUNNING, SETTING_UP
+from flowrun.engine.run import run_deadline, ttl_expired, ttl_expiry
+from flowrun.engine.state import RunState
+from flowrun.engine.tasks import expected_pods, task_actions
+
+
+def plan(ctx: PassContext, state: RunState) -> list[Action]:
+    """Log captures first (before their pods are deleted), then deletes, then creates; the
+    FlowRun's own deletion (TTL) last."""
+    values = substitutions(ctx, state)
+    captures, deletes, creates = task_actions(ctx, state, values)
+    for resource in ctx.resource_order:
+        rs = state.resources[resource.name]
+        for action in [*setup_actions(ctx, resource, state, values), *cleanup_actions(ctx, resource, rs, values)]:
+            (deletes if isinstance(action, DeleteObject) else creates).append(action)
+    actions = captures + deletes + creates
+    if ttl_expired(ctx, state):
+        actions.append(DeleteFlowRun())
+    return actions
+
+
+def dry_run(ctx: PassContext, state: RunState) -> ValidateObjects:
+    """Every child this run may create, with results and values as placeholders."""
+    identity, spec = ctx.identity, ctx.spec
+    values = substitutions(ctx, state, placeholder=DRY_RUN_PLACEHOLDER)
+    built = [
+        (f"spec.tasks[{i}].template", manifests.build_task_pod(identity, spec, t, 1, values))
+        for i, t in enumerate(spec.tasks)
+    ]
+    for k, resource in enumerate(spec.resources):
+        built += setup_manifests(ctx, resource, state, values, dry_run=True)
+        if resource.cleanup.job_template is not None:
+            job = manifests.build_cleanup_job(identity, spec, resource, 1, values, DRY_RUN_PLACEHOLDER)
+            built.append((f"spec.resources[{k}].cleanup.job.template", job))
+    return ValidateObjects(tuple(m for _, m in built), tuple(f for f, _ in built))
+
+
+def requeue_after(ctx: PassContext, state: RunState) -> float | None:
+    """Seconds until the next decision that depends on time alone."""
+    moments: list[datetime | None] = [ttl_expiry(ctx, state)]
+    if state.phase not in RUN_FINAL:
+        moments.append(run_deadline(ctx, state))
+    expected = expected_pods(state)
+    for task in ctx.spec.tasks:
+        ts = state.tasks[task.name]
+        if ts.phase == RUNNING and ts.reason == RETRY_BACKOFF:
+            moments.append(ts.next_attempt_at)
+        pod = ctx.children.pod(ts.pod_name) if ts.pod_name in expected else None
+        if pod is not None and pod.start_time is not None and task.active_deadline_seconds is not None:
+            moments.append(pod.start_time + timedelta(seconds=task.active_deadline_seconds))
+    for resource in ctx.spec.resources:
+        rs = state.resources[resource.name]
+        if rs.phase == SETTING_UP and rs.setup_started_at is not None:
+            moments.append(rs.setup_started_at + timedelta(seconds=resource.setup.timeout_seconds))
+        if rs.phase == CLEANING_UP and rs.cleanup_started_at is not None:
+            moments.append(rs.cleanup_started_at + timedelta(seconds=resource.cleanup.timeout_seconds))
+            moments.append(rs.next_cleanup_attempt_at)
+    future = [m for m in moments if m is not None and m > ctx.now]
+    if not future:
+        return None
+    return max(0.0, (min(future) - ctx.real_now).total_seconds())

@@ -1,0 +1,94 @@
+"""The run as a whole: what stops it (cancel, deletion, its deadline), when it is finished and
+in which phase, its TTL and its finalizer. The users' contract: docs/semantics.md, "The run",
+"Deadlines", "Cancel" and "Deletion and the finalizer"."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flowrun.engine.context import PassContext
+from flowrun.engine.dag import final, is_failure
+from flowrun.engine.phases import (
+    CANCELLED,
+    CLEANUP_FAILED,
+    FAILED,
+    PENDING,
+    RUN_FINAL,
+    RUNNING,
+    STOP_CANCELLED,
+    STOP_DEADLINE,
+    STOP_DELETED,
+    SUCCEEDED,
+    TERMINAL,
+)
+from flowrun.engine.state import RunState
+from flowrun.model import FlowSpec
+
+
+def stop_reason(ctx: PassContext, state: RunState) -> str | None:
+    """Why nothing new may start and unfinished tasks end: deletion, cancel, the run deadline."""
+    if ctx.run.deleting:
+        return STOP_DELETED
+    if ctx.spec.cancel:
+        return STOP_CANCELLED
+    deadline = run_deadline(ctx, state)
+    if deadline is not None and ctx.now >= deadline:
+        return STOP_DEADLINE
+    return None
+
+
+def run_deadline(ctx: PassContext, state: RunState) -> datetime | None:
+    base = state.started_at or ctx.run.created_at
+    if ctx.spec.active_deadline_seconds is None or base is None:
+        return None
+    return base + timedelta(seconds=ctx.spec.active_deadline_seconds)
+
+
+def done(spec: FlowSpec, state: RunState) -> bool:
+    """Every task is terminal and every block is cleaned up, failed to be, or never needed."""
+    return all(ts.phase in TERMINAL for ts in state.tasks.values()) and all(
+        final(spec, r, state) for r in spec.resources
+    )
+
+
+def update_run(ctx: PassContext, state: RunState) -> None:
+    if done(ctx.spec, state):
+        if state.phase not in RUN_FINAL:
+            state.phase = final_phase(ctx.spec, state)
+        state.finished_at = state.finished_at or ctx.now
+    else:
+        state.phase, state.finished_at = (RUNNING if state.started_at else PENDING), None
+
+
+def final_phase(spec: FlowSpec, state: RunState) -> str:
+    # A cancelled run stays Cancelled even if a cleanup failed (ResourcesReleased=False shows it).
+    if spec.cancel or any(ts.phase == CANCELLED for ts in state.tasks.values()):
+        return CANCELLED
+    failed = any(is_failure(ts) for ts in state.tasks.values())
+    if failed or any(rs.phase == CLEANUP_FAILED for rs in state.resources.values()):
+        return FAILED
+    return SUCCEEDED
+
+
+def ttl_expiry(ctx: PassContext, state: RunState) -> datetime | None:
+    ttl = ctx.spec.ttl_seconds_after_finished
+    if ttl is None or state.phase not in RUN_FINAL or state.finished_at is None:
+        return None
+    return state.finished_at + timedelta(seconds=ttl)
+
+
+def ttl_expired(ctx: PassContext, state: RunState) -> bool:
+    expiry = ttl_expiry(ctx, state)
+    return expiry is not None and ctx.now >= expiry and not ctx.run.deleting
+
+
+def finalizer_releasable(ctx: PassContext, state: RunState) -> bool:
+    if not ctx.run.deleting:
+        return False
+    if ctx.run.skip_cleanup:
+        return True
+    return (
+        state.phase in RUN_FINAL
+        and all(rs.phase != CLEANUP_FAILED for rs in state.resources.values())
+        and all(p.finished for p in ctx.children.pods)
+    )

@@ -1,0 +1,213 @@
+"""The status a pass writes: phase, message, progress and the conditions Succeeded,
+ResourcesReleased and SpecValid, for a run and for a spec that cannot run. The fields are the
+users' contract: docs/api.md (status) and docs/semantics.md ("The run", "Bad input")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from flowrun import api
+from flowrun.engine.context import PassContext
+from flowrun.engine.dag import is_failure
+from flowrun.engine.interface import Event, Outcome, RunInput
+from flowrun.engine.lenient import as_map, conditions_by_type
+from flowrun.engine.phases import (
+    CANCELLED,
+    CLEANED_UP,
+    CLEANING_UP,
+    CLEANUP_BLOCKED,
+    CLEANUP_FAILED,
+    FAILED,
+    INVALID_SPEC,
+    PENDING,
+    READY,
+    RETRY_BACKOFF,
+    RUN_FINAL,
+    RUNNING,
+    SETTING_UP,
+    SETUP_FAILED,
+    SKIPPED,
+    SPEC_VALID_PARSED,
+    SPEC_VALID_VALIDATED,
+    STOP_CANCELLED,
+    STOP_DEADLINE,
+    STOP_DELETED,
+    SUCCEEDED,
+    TERMINAL,
+)
+from flowrun.engine.run import stop_reason
+from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
+from flowrun.timestamps import format_time, parse_time
+
+
+def condition(
+    prev: Mapping[str, Any], kind: str, status: str, reason: str, message: str, now: datetime, generation: int
+) -> dict[str, Any]:
+    """A metav1.Condition whose lastTransitionTime only moves when its status changes. `prev` is
+    the previous conditions by type."""
+    old = as_map(as_map(prev).get(kind))
+    since = (
+        old.get("lastTransitionTime")
+        if old.get("status") == status and parse_time(old.get("lastTransitionTime"))
+        else None
+    )
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since or format_time(now),
+        "observedGeneration": generation,
+    }
+
+
+def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]:
+    """The complete new status of a run whose spec is valid."""
+    conds = conditions_by_type(ctx.prev)
+    gen, now = ctx.run.generation, ctx.now
+    message = run_message(ctx, state)
+    succeeded = succeeded_condition(ctx, state)
+    released = released_condition(ctx, state)
+    spec_valid = (
+        ("True", SPEC_VALID_VALIDATED, "the API server accepted every child in a dry run")
+        if validated
+        else ("True", SPEC_VALID_PARSED, "the spec is valid; children are dry-run before the first is created")
+    )
+    terminal = sum(ts.phase in TERMINAL for ts in state.tasks.values())
+    return {
+        "phase": state.phase,
+        "startedAt": time_or_none(state.started_at),
+        "finishedAt": time_or_none(state.finished_at),
+        # Only once finished: a duration that grows with `now` would change status every pass.
+        "duration": duration(state.started_at, state.finished_at),
+        "observedGeneration": gen,
+        "progress": f"{terminal}/{len(state.tasks)}",
+        "message": message,
+        "conditions": [
+            condition(conds, "Succeeded", *succeeded, message if succeeded[1] != "Pending" else "", now, gen),
+            condition(conds, "ResourcesReleased", *released, now, gen),
+            condition(conds, "SpecValid", *spec_valid, now, gen),
+        ],
+        "tasks": {t.name: dump_task(state.tasks[t.name]) for t in ctx.spec.tasks},
+        "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
+    }
+
+
+def final_reason(state: RunState) -> str:
+    """Succeeded=False reason: the first that applies."""
+    if state.phase == CANCELLED:
+        return "Cancelled"
+    if any(ts.reason == STOP_DEADLINE for ts in state.tasks.values()):
+        return "DeadlineExceeded"
+    if any(ts.phase == FAILED for ts in state.tasks.values()):
+        return "TasksFailed"
+    if any(rs.setup_error for rs in state.resources.values()):
+        return "SetupFailed"
+    if any(rs.phase == CLEANUP_FAILED for rs in state.resources.values()):
+        return "CleanupFailed"
+    return "TasksFailed"
+
+
+def succeeded_condition(ctx: PassContext, state: RunState) -> tuple[str, str]:
+    if state.phase == SUCCEEDED:
+        return "True", "Succeeded"
+    if state.phase in RUN_FINAL:
+        return "False", final_reason(state)
+    stop = stop_reason(ctx, state)
+    if stop is not None:
+        return "Unknown", {STOP_DELETED: "Deleting", STOP_CANCELLED: "Cancelling"}.get(stop, stop)
+    if all(ts.phase in TERMINAL for ts in state.tasks.values()):
+        return "Unknown", "CleaningUp"
+    return "Unknown", RUNNING if state.started_at else PENDING
+
+
+def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str]:
+    phases = {name: rs.phase for name, rs in state.resources.items()}
+    failed = [n for n, p in phases.items() if p == CLEANUP_FAILED]
+    if failed:
+        message = "cleanup failed for " + ", ".join(failed) + ": " + state.resources[failed[0]].message
+        if ctx.run.deleting and not ctx.run.skip_cleanup:
+            message += f'; the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set'
+            return "False", CLEANUP_BLOCKED, message
+        return "False", "CleanupFailed", message
+    held = [n for n, p in phases.items() if p in (SETTING_UP, READY, SETUP_FAILED, CLEANING_UP)]
+    if held:
+        return "False", "ResourcesInUse", "set up and not yet cleaned up: " + ", ".join(held)
+    if any(p == CLEANED_UP for p in phases.values()):
+        return "True", "Released", "every resource that was set up is cleaned up"
+    return "True", "NothingToRelease", "no resource was set up"
+
+
+def run_message(ctx: PassContext, state: RunState) -> str:
+    tasks, resources = state.tasks, state.resources
+    cleanup_failed = [
+        f"cleanup of resource {n} failed: {rs.message}" for n, rs in resources.items() if rs.phase == CLEANUP_FAILED
+    ]
+    if state.phase == SUCCEEDED:
+        counts = [f"{sum(ts.phase == p for ts in tasks.values())} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
+        return ", ".join(c for c in counts if not c.startswith("0 "))
+    if state.phase == CANCELLED:
+        stopped = "cancelled" if ctx.spec.cancel or not ctx.run.deleting else "stopped: the FlowRun is being deleted"
+        return "; ".join([stopped, *cleanup_failed])
+    if state.phase == FAILED:
+        if final_reason(state) == "DeadlineExceeded":
+            return f"the run's activeDeadlineSeconds={ctx.spec.active_deadline_seconds} was exceeded"
+        for phase in (FAILED, SKIPPED, CANCELLED):
+            for task in ctx.order:
+                ts = tasks[task.name]
+                if ts.phase == phase and is_failure(ts):
+                    return f"task {task.name} {phase.lower()}: {ts.reason}: {ts.message}"
+        return "; ".join(cleanup_failed)
+    parts = []
+    for label, names_ in (
+        ("running", [n for n, ts in tasks.items() if ts.phase == RUNNING and ts.reason != RETRY_BACKOFF]),
+        ("retrying", [n for n, ts in tasks.items() if ts.phase == RUNNING and ts.reason == RETRY_BACKOFF]),
+        ("setting up", [n for n, rs in resources.items() if rs.phase == SETTING_UP]),
+        ("cleaning up", [n for n, rs in resources.items() if rs.phase == CLEANING_UP]),
+    ):
+        if names_:
+            parts.append(f"{label}: {', '.join(names_)}")
+    stop = stop_reason(ctx, state)
+    if stop is not None:
+        parts.insert(0, {STOP_DELETED: "deleting", STOP_CANCELLED: "cancelling"}.get(stop, "run deadline exceeded"))
+    return "; ".join(parts) or "waiting to start"
+
+
+def duration(start: datetime | None, end: datetime | None) -> str | None:
+    """`1h2m3s` style, like Kubernetes printer columns show durations."""
+    if start is None or end is None:
+        return None
+    seconds = max(0, int((end - start).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if hours or minutes else "", f"{seconds}s"]
+    return "".join(parts)
+
+
+def invalid_outcome(run: RunInput, prev: Mapping[str, Any], now: datetime, message: str) -> Outcome:
+    """A spec that cannot run: Failed, SpecValid=False, nothing created, finalizer free to go."""
+    conds = conditions_by_type(prev)
+    gen = run.generation
+    tasks = as_map(run.spec).get("tasks")
+    finished = parse_time(prev.get("finishedAt")) if prev.get("phase") == FAILED else None
+    status: dict[str, Any] = {
+        "phase": FAILED,
+        "startedAt": None,
+        "finishedAt": format_time(finished or now),
+        "duration": None,
+        "observedGeneration": gen,
+        "progress": f"0/{len(tasks) if isinstance(tasks, list) else 0}",
+        "message": message,
+        "conditions": [
+            condition(conds, "Succeeded", "False", INVALID_SPEC, message, now, gen),
+            condition(conds, "ResourcesReleased", "True", "NothingToRelease", "nothing was created", now, gen),
+            condition(conds, "SpecValid", "False", INVALID_SPEC, message, now, gen),
+        ],
+        "tasks": {},
+        "resources": {},
+    }
+    was_invalid = as_map(conds.get("SpecValid")).get("status") == "False"
+    events = () if was_invalid else (Event("Warning", INVALID_SPEC, message),)
+    return Outcome(status=status, events=events, finalizer_releasable=run.deleting, done=True)

@@ -1,0 +1,198 @@
+"""Tasks: recovering attempts from the observed pods, starting, observing, retrying and stopping
+attempts, and the pods to create, capture logs of and delete. The users' contract:
+docs/semantics.md, "Tasks" (parallelism, retries and backoff, refused creates)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flowrun import manifests, names
+from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.context import PassContext, refusal
+from flowrun.engine.dag import skip_reason, trigger
+from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
+from flowrun.engine.phases import (
+    CANCELLED,
+    CREATE_REFUSED,
+    FAILED,
+    PENDING,
+    POD_CREATING,
+    POD_PENDING,
+    POD_RUNNING,
+    READY,
+    RETRY_BACKOFF,
+    RUNNING,
+    SKIPPED,
+    STOP_CANCELLED,
+    STOP_DEADLINE,
+    SUCCEEDED,
+    TERMINAL,
+    WAITING_PARALLELISM,
+    WAITING_RESOURCES,
+    WAITING_UPSTREAM,
+)
+from flowrun.engine.state import RunState, TaskState
+from flowrun.model import TaskSpec, main_container_name
+from flowrun.references import Context
+
+
+def recover_task(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> None:
+    """Align a task with its observed pods, so that a lost or garbage status neither reuses
+    an attempt's name nor loses a pod that exists."""
+    observed_attempt = ctx.children.max_attempt(task.name)
+    if ts.phase in TERMINAL:
+        ts.attempts = max(ts.attempts, observed_attempt)
+        return
+    if ts.phase == RUNNING and ts.attempts == 0:
+        ts.phase, ts.reason = PENDING, ""  # garbage: running without an attempt
+    if ts.phase == PENDING and ts.attempts:
+        ts.phase, ts.reason, ts.next_attempt_at = RUNNING, RETRY_BACKOFF, None  # garbage: go to the next attempt
+    if observed_attempt > ts.attempts:
+        # A pod of an attempt status does not know: the observe step judges it.
+        pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, observed_attempt))
+        ts.attempts = observed_attempt
+        ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
+        ts.started_at = ts.started_at or (pod.start_time if pod is not None else None) or ctx.now
+        state.started_at = state.started_at or ts.started_at
+    if ts.attempts:
+        ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
+
+
+def expected_pods(state: RunState) -> set[str]:
+    """Names of the pods that should exist and run now: the current attempt of running tasks."""
+    return {
+        ts.pod_name
+        for ts in state.tasks.values()
+        if ts.phase == RUNNING and ts.reason != RETRY_BACKOFF and ts.pod_name is not None
+    }
+
+
+def live_pods(ctx: PassContext, state: RunState) -> set[str]:
+    """Task pods that hold a parallelism slot: expected to run, or still running."""
+    return expected_pods(state) | {p.name for p in ctx.children.task_pods() if not p.finished}
+
+
+def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str]) -> None:
+    """Move one task as far as the state allows; a started attempt takes a slot in `live`."""
+    ts = state.tasks[task.name]
+    backoff = ts.phase == RUNNING and ts.reason == RETRY_BACKOFF
+    if ts.phase == RUNNING and not backoff:
+        observe_attempt(ctx, task, ts, stop)
+    if ts.phase in TERMINAL:
+        return
+    if stop is not None:
+        stop_task(ctx, ts, stop)
+        return
+    if backoff:
+        if ts.next_attempt_at is not None and ctx.now < ts.next_attempt_at:
+            return
+    elif ts.phase == RUNNING:
+        return
+    else:
+        skip = skip_reason(ctx.spec, task, state)
+        if skip is not None:
+            ts.phase, (ts.reason, ts.message), ts.finished_at = SKIPPED, skip, ctx.now
+            return
+        if trigger(task, state) != "go":
+            waiting_for = [u for u in task.run_after if state.tasks[u].phase not in TERMINAL]
+            ts.reason, ts.message = WAITING_UPSTREAM, "waiting for " + ", ".join(waiting_for)
+            return
+    waiting = [r for r in task.resources if state.resources[r].phase != READY]
+    parallelism = ctx.spec.parallelism
+    full = parallelism is not None and len(live) >= parallelism
+    if backoff and (waiting or full):
+        return  # the next attempt goes as soon as it can; the reason stays RetryBackoff
+    if waiting:
+        ts.reason, ts.message = WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
+        return
+    if full:
+        ts.reason, ts.message = WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
+        return
+    ts.attempts += 1
+    ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
+    ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
+    if ts.attempts == 1:
+        ts.message = ""
+    ts.started_at = ts.started_at or ctx.now
+    state.started_at = state.started_at or ctx.now
+    live.add(ts.pod_name)
+
+
+def observe_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, stop: str | None) -> None:
+    """Judge the running attempt by its pod: succeeded, failed, past its deadline, or running."""
+    pod = ctx.children.pod(ts.pod_name)
+    if pod is None:
+        refused = refusal(ctx, ObjectRef("v1", "Pod", ts.pod_name or ""))
+        if ts.reason == POD_CREATING and refused is not None:
+            # Without this the task would wait for its pod forever (or until the run deadline).
+            attempt_failed(ctx, task, ts, CREATE_REFUSED, refused, ctx.now, stop)
+        elif ts.reason != POD_CREATING:
+            attempt_failed(ctx, task, ts, "PodDeleted", f"pod {ts.pod_name} disappeared", ctx.now, stop)
+        return
+    term = termination(pod, main_container_name(task.template))
+    finished = (term.finished_at if term is not None else None) or ctx.now
+    if pod.finished and term is not None:
+        ts.exit_code = term.exit_code
+    if pod.phase == "Succeeded":
+        ts.result, note = result(term)
+        ts.phase, ts.reason, ts.message, ts.finished_at = SUCCEEDED, "Succeeded", note, finished
+    elif pod.phase == "Failed":
+        reason = pod.reason or (term.reason if term is not None and term.reason else "PodFailed")
+        details = [f"exit code {term.exit_code}"] if term is not None else []
+        details += [m for m in (pod.message, term.message if term is not None else "") if m]
+        attempt_failed(ctx, task, ts, reason, "; ".join(details) or "pod failed", finished, stop)
+    elif (
+        task.active_deadline_seconds is not None
+        and pod.start_time is not None
+        and ctx.now >= pod.start_time + timedelta(seconds=task.active_deadline_seconds)
+    ):
+        # No attempt number here: attempt_failed adds it where it says which attempt failed.
+        message = f"ran longer than activeDeadlineSeconds={task.active_deadline_seconds}"
+        attempt_failed(ctx, task, ts, "DeadlineExceeded", message, ctx.now, stop)
+    else:
+        ts.reason = POD_RUNNING if pod.phase == "Running" else POD_PENDING
+        ts.message = "pod is being deleted" if pod.deleting else (pod.message or ts.message)
+
+
+def attempt_failed(
+    ctx: PassContext, task: TaskSpec, ts: TaskState, reason: str, message: str, finished: datetime, stop: str | None
+) -> None:
+    """Retry after the backoff while retries remain and nothing stops the run; else Failed."""
+    if ts.attempts < 1 + task.retries.limit and stop is None:
+        delay = task.retries.backoff_seconds
+        # The message stays while the next attempt runs: it says why there is a next attempt.
+        ts.reason, ts.message = RETRY_BACKOFF, f"attempt {ts.attempts} failed ({reason}: {message})"
+        ts.next_attempt_at = finished.replace(microsecond=0) + timedelta(seconds=delay)
+    else:
+        prefix = f"attempt {ts.attempts}: " if ts.attempts > 1 else ""
+        ts.phase, ts.reason, ts.message, ts.finished_at = FAILED, reason, prefix + message, finished
+
+
+def stop_task(ctx: PassContext, ts: TaskState, stop: str) -> None:
+    if stop == STOP_DEADLINE:
+        ts.phase = FAILED if ts.attempts else SKIPPED
+        ts.message = f"the run's activeDeadlineSeconds={ctx.spec.active_deadline_seconds} was exceeded"
+    else:
+        ts.phase = CANCELLED
+        ts.message = "the run was cancelled" if stop == STOP_CANCELLED else "the FlowRun is being deleted"
+    ts.reason, ts.finished_at, ts.next_attempt_at = stop, ctx.now, None
+
+
+def task_actions(ctx: PassContext, state: RunState, values: Context) -> tuple[list[Action], list[Action], list[Action]]:
+    """(log captures, pod deletes, pod creates) that bring the task pods to the state."""
+    captures: list[Action] = []
+    deletes: list[Action] = []
+    creates: list[Action] = []
+    live = expected_pods(state)
+    for task in ctx.order:
+        ts = state.tasks[task.name]
+        pod = ctx.children.pod(ts.pod_name)
+        if ts.phase in (FAILED, CANCELLED) and ts.logs is None and pod is not None:
+            captures.append(CaptureLogs(task.name, pod.name, main_container_name(task.template)))
+        if ts.pod_name in live and pod is None:
+            manifest = manifests.build_task_pod(ctx.identity, ctx.spec, task, ts.attempts, values)
+            creates.append(CreateObject(manifest))
+    for pod in sorted(ctx.children.task_pods(), key=lambda p: p.name):
+        if pod.name not in live and not pod.finished and not pod.deleting:
+            deletes.append(DeleteObject("v1", "Pod", pod.name))
+    return captures, deletes, creates
