@@ -280,13 +280,16 @@ class Sim:
 
     @property
     def status(self) -> dict[str, Any]:
-        return self.run.status
+        status: dict[str, Any] = self.run.status  # RunInput.status is Any: it may be garbage
+        return status
 
     def task(self, name: str) -> dict[str, Any]:
-        return self.status["tasks"][name]
+        task: dict[str, Any] = self.status["tasks"][name]
+        return task
 
     def res(self, name: str) -> dict[str, Any]:
-        return self.status["resources"][name]
+        resource: dict[str, Any] = self.status["resources"][name]
+        return resource
 
     def condition(self, kind: str) -> dict[str, Any]:
         return next(c for c in self.status["conditions"] if c["type"] == kind)

@@ -60,7 +60,7 @@ def _damage(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     damaged = copy.deepcopy(spec)
     for _ in range(rng.randint(1, 3)):
         path = rng.choice(_paths(damaged)[1:])
-        parent = damaged
+        parent: Any = damaged  # a dict or a list, by the path
         for step in path[:-1]:
             parent = parent[step]
         key = path[-1]

@@ -3,7 +3,7 @@ from typing import Any
 import pytest
 
 from flowrun import manifests
-from flowrun.model import RunIdentity, parse_spec
+from flowrun.model import FlowSpec, RunIdentity, parse_spec
 from flowrun.references import Context
 from tests.unit.builders import container, deployment, flow, job, resource, task, template
 
@@ -25,7 +25,7 @@ OWNER = {
 }
 
 
-def _spec(**fields: Any):
+def _spec(**fields: Any) -> FlowSpec:
     user_template = {
         "metadata": {"labels": {"team": "data"}, "annotations": {"sim.kwok/outcome": "Succeeded"}},
         "spec": {

@@ -1,4 +1,5 @@
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_shortened_names_are_stable_and_distinct() -> None:
         lambda: names.deployment_name(LONG_RUN, LONG_TASK, "workers"),
     ],
 )
-def test_every_generated_name_fits_63_chars(make) -> None:
+def test_every_generated_name_fits_63_chars(make: Callable[[], str]) -> None:
     assert len(make()) <= 63
 
 
