@@ -6,7 +6,7 @@ import pytest
 from flowrun.model import Cleanup, Port, Retries, SpecError, parse_spec
 from tests.unit.builders import container, deployment, flow, job, resource, task, template
 
-# The example of DESIGN section 2.
+# The Dask example (examples/dask-flowrun.yaml) as a spec.
 DASK = {
     "params": [{"name": "n-workers", "value": "2"}, {"name": "out-path", "value": "/data/summary.csv"}],
     "serviceAccountName": "flow-runner",

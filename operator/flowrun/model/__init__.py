@@ -1,0 +1,63 @@
+"""Parse and validate a FlowRun `spec` into frozen dataclasses. The spec's fields are the users'
+contract: docs/api.md; what the operator refuses and how it says so: docs/semantics.md, "Bad
+input".
+
+`parse_spec` checks everything the engine relies on, including what the CRD schema may have
+missed, so the engine never meets input it cannot handle. The first problem found is raised as a
+`SpecError` naming the offending field, e.g. `spec.tasks[2].runAfter[0]: unknown task 'lod'`.
+Pod templates and manifests are kept as plain dicts: only the parts the operator reads or rewrites
+are checked here; the API server's dry run judges the rest.
+
+The modules: spec.py (the dataclasses), checks.py (type checks of raw fields), parse.py
+(parse_spec, field by field), graph.py (the dependency graph and every `$(...)` reference).
+"""
+
+from __future__ import annotations
+
+from flowrun.model.parse import parse_spec
+from flowrun.model.spec import (
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_CLEANUP_RETRIES,
+    DEFAULT_CLEANUP_TIMEOUT,
+    DEFAULT_SETUP_TIMEOUT,
+    PROTOCOLS,
+    TRIGGERS,
+    Cleanup,
+    DeploymentSpec,
+    FlowSpec,
+    Param,
+    Port,
+    ResourceSpec,
+    Retries,
+    RunIdentity,
+    Setup,
+    SetupJob,
+    SpecError,
+    TaskSpec,
+    main_container_name,
+    pod_template_strings,
+)
+
+__all__ = [
+    "DEFAULT_BACKOFF_SECONDS",
+    "DEFAULT_CLEANUP_RETRIES",
+    "DEFAULT_CLEANUP_TIMEOUT",
+    "DEFAULT_SETUP_TIMEOUT",
+    "PROTOCOLS",
+    "TRIGGERS",
+    "Cleanup",
+    "DeploymentSpec",
+    "FlowSpec",
+    "Param",
+    "Port",
+    "ResourceSpec",
+    "Retries",
+    "RunIdentity",
+    "Setup",
+    "SetupJob",
+    "SpecError",
+    "TaskSpec",
+    "main_container_name",
+    "parse_spec",
+    "pod_template_strings",
+]

@@ -1,0 +1,162 @@
+"""A parsed FlowRun spec as frozen dataclasses, and the errors that name a spec's field. The
+fields are the users' contract: docs/api.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TRIGGERS = ("allSucceeded", "allDone", "anyFailed")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+DEFAULT_SETUP_TIMEOUT = 600
+DEFAULT_CLEANUP_TIMEOUT = 600
+DEFAULT_CLEANUP_RETRIES = 3
+DEFAULT_BACKOFF_SECONDS = 10
+
+
+class SpecError(ValueError):
+    """An invalid spec: `field` is the path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Retries:
+    limit: int = 0
+    backoff_seconds: int = DEFAULT_BACKOFF_SECONDS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    template: dict[str, Any]
+    run_after: tuple[str, ...] = ()
+    trigger: str = "allSucceeded"
+    resources: tuple[str, ...] = ()
+    retries: Retries = Retries()
+    active_deadline_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    template: dict[str, Any]
+    # An int, or a string holding references that must resolve to a non-negative integer.
+    replicas: int | str = 1
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetupJob:
+    template: dict[str, Any]
+    backoff_limit: int = 0
+
+
+@dataclass(frozen=True)
+class Setup:
+    job: SetupJob | None = None
+    deployments: tuple[DeploymentSpec, ...] = ()
+    manifests: tuple[dict[str, Any], ...] = ()
+    timeout_seconds: int = DEFAULT_SETUP_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    job_template: dict[str, Any] | None = None
+    timeout_seconds: int = DEFAULT_CLEANUP_TIMEOUT
+    retries: int = DEFAULT_CLEANUP_RETRIES
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    name: str
+    setup: Setup
+    run_after: tuple[str, ...] = ()
+    value: str | None = None
+    cleanup: Cleanup = Cleanup()
+    # Other resources this one references: they are Ready before its setup starts and are
+    # cleaned up only after it.
+    uses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    tasks: tuple[TaskSpec, ...]
+    params: tuple[Param, ...] = ()
+    resources: tuple[ResourceSpec, ...] = ()
+    service_account_name: str | None = None
+    parallelism: int | None = None
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+    cancel: bool = False
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+    def resource(self, name: str) -> ResourceSpec:
+        return next(r for r in self.resources if r.name == name)
+
+    @property
+    def param_values(self) -> dict[str, str]:
+        return {p.name: p.value for p in self.params}
+
+    def task_order(self) -> list[TaskSpec]:
+        """Tasks in dependency order, spec order among independent ones."""
+        done: set[str] = set()
+        order: list[TaskSpec] = []
+        while len(order) < len(self.tasks):
+            for task in self.tasks:
+                if task.name not in done and all(u in done for u in task.run_after):
+                    done.add(task.name)
+                    order.append(task)
+                    break
+        return order
+
+    def users_of(self, resource: str) -> list[TaskSpec]:
+        return [t for t in self.tasks if resource in t.resources]
+
+
+def main_container_name(template: Mapping[str, Any]) -> str:
+    """The container whose termination message is the result: `main`, or the only one."""
+    containers = template["spec"]["containers"]
+    names = [c["name"] for c in containers]
+    return "main" if "main" in names else names[0]
+
+
+def pod_template_strings(template: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(path inside the template, text) of every field where references are substituted."""
+    spec = template.get("spec") or {}
+    for group in ("initContainers", "containers"):
+        for i, container in enumerate(spec.get(group) or []):
+            base = f"spec.{group}[{i}]"
+            for key in ("command", "args"):
+                for j, text in enumerate(container.get(key) or []):
+                    yield f"{base}.{key}[{j}]", text
+            for j, env in enumerate(container.get("env") or []):
+                if "value" in env:
+                    yield f"{base}.env[{j}].value", env["value"]
