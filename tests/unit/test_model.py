@@ -6,7 +6,7 @@ import pytest
 from flowrun.model import Cleanup, Port, Retries, SpecError, parse_spec
 from tests.unit.builders import container, deployment, flow, job, resource, task, template
 
-# The Dask example (examples/dask-flowrun.yaml) as a spec.
+# The Dask flow of examples/dask-flowrun.yaml, with every run-level field set as well.
 DASK = {
     "params": [{"name": "n-workers", "value": "2"}, {"name": "out-path", "value": "/data/summary.csv"}],
     "serviceAccountName": "flow-runner",
