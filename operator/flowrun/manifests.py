@@ -1,4 +1,4 @@
-"""Pure builders of the Kubernetes objects a FlowRun creates (DESIGN section 5).
+"""Pure builders of the Kubernetes objects a FlowRun creates (docs/api.md, "Children").
 
 Every child lives in the FlowRun's namespace, is owned by the FlowRun (garbage collection is the
 second line of defence) and carries the labels the operator finds its children by. The user's

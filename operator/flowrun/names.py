@@ -1,4 +1,4 @@
-"""Deterministic names of a FlowRun's children (DESIGN section 5).
+"""Deterministic names of a FlowRun's children (docs/api.md, "Children").
 
 A name that would be too long is shortened to a readable prefix, `-`, and the first 8 hex digits
 of the sha256 of the full name; an attempt suffix stays readable at the end. The limit is 63 for
