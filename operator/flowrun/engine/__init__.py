@@ -23,7 +23,8 @@ The modules, each plain functions over one frozen PassContext (context.py) and t
 RunState of the pass (state.py):
 
 - interface.py: RunInput, the actions, Event and Outcome: what the handler exchanges with the engine
-- phases.py: the phases and reasons the status uses
+- phases.py: the phases and reasons the status uses; lenient.py: reading a status that may be garbage
+- children.py: the observed children of the run, indexed
 - dag.py: triggers, skip reasons, when a block is needed or done with
 - tasks.py: attempts of tasks: start, observe, retry, stop; their pods
 - blocks.py: resource blocks: setup, readiness, values; cleanup.py: their cleanup, step by step
