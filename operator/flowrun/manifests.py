@@ -3,7 +3,7 @@
 Every child lives in the FlowRun's namespace, is owned by the FlowRun (garbage collection is the
 second line of defence) and carries the labels the operator finds its children by. The user's
 template labels and annotations are kept (ours win on a clash), so annotations on a pod template
-reach the pods. References are substituted in container command, args and env values.
+reach the pods. References are substituted in container image, command, args and env values.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def _pod_template(
     pod_spec = result["spec"]
     for group in ("initContainers", "containers"):
         for container in pod_spec.get(group) or []:
+            if isinstance(container.get("image"), str):
+                container["image"] = substitute(container["image"], context)
             for key in ("command", "args"):
                 if container.get(key):
                     container[key] = [substitute(text, context) for text in container[key]]

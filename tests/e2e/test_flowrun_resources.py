@@ -317,21 +317,22 @@ def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
         o["metadata"]["name"] == workers["metadata"]["name"] and (o.get("status") or {}).get("availableReplicas") == 2
         for _, o in deployments.snapshot()
     ), "the two workers never ran"
-    assert workers["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "dask",
-        "worker",
-        f"tcp://{scheduler_dns}:8786",
-    ]
+    worker = workers["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"][:3] == ["dask", "worker", f"tcp://{scheduler_dns}:8786"]
+    # The image is a param of the example: substituted like the other references.
+    assert worker["image"] == {p["name"]: p["value"] for p in body["spec"]["params"]}["image"]
     scheduler_service = services.first(f"{name}-dask-scheduler")
     assert scheduler_service is not None and scheduler_service["spec"]["ports"][0]["port"] == 8786
 
     # Results flow: load-data -> summarize -> write-csv (with the out-path param).
     assert task(run, "load-data")["result"] == "flowrun-data"
-    summary = '{"mean": 0.5, "std": 0.2887, "count": 20000000}'
+    summary = next(t for t in body["spec"]["tasks"] if t["name"] == "summarize")["template"]["metadata"]["annotations"][
+        "sim.flowrun.dev/message"
+    ]
     assert summarize["result"] == summary
     load_pod = main_container(read_pod(flowruns, f"{name}-load-data-1"))
     assert env_of(load_pod)["FLOWRUN_RESOURCE_DASK"] == dask["value"]
-    assert f'Client("{dask["value"]}")' in load_pod.args[0]
+    assert f'Client("{dask["value"]}"' in load_pod.args[0]
     summarize_args = main_container(read_pod(flowruns, f"{name}-summarize-1")).args
     assert 'client.get_dataset("flowrun-data")' in summarize_args[0], summarize_args
     write_container = main_container(read_pod(flowruns, f"{name}-write-csv-1"))

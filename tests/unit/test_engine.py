@@ -27,10 +27,12 @@ from tests.unit.builders import (
     container,
     creates,
     deletes,
+    deployment,
     fail,
     flow,
     phases,
     pod_name,
+    resource,
     succeed,
     task,
     template,
@@ -687,3 +689,20 @@ def test_restart_with_a_lost_status_never_duplicates_or_reuses_a_name() -> None:
     fresh = reconcile(RunInput(RUN, NS, UID, sim.run.spec, status={}, created_at=T0), sim.cluster.observed(), at(3))
     assert fresh.status["tasks"]["a"]["result"] == "r2" and fresh.status["tasks"]["a"]["attempts"] == 2
     assert creates(fresh) == ["Pod/demo-b-1"]
+
+
+def test_params_are_substituted_into_images_of_tasks_and_blocks() -> None:
+    image = {"name": "main", "image": "$(params.registry)/etl:$(params.tag)"}
+    block = resource("r", setup={"deployments": [{**deployment("db", 1), "template": template(dict(image))}]})
+    spec = flow(
+        task("a", resources=["r"], template=template(dict(image))),
+        resources=[block],
+        params=[{"name": "registry", "value": "mirror.example"}, {"name": "tag", "value": "1.2"}],
+    )
+    sim = Sim(spec)
+    sim.step(at(0))
+    deployment_spec = sim.cluster.get("Deployment", "demo-r-db")["spec"]["template"]["spec"]
+    assert deployment_spec["containers"][0]["image"] == "mirror.example/etl:1.2"
+    sim.cluster.make_available("demo-r-db")
+    sim.step(at(1))
+    assert sim.cluster.get("Pod", "demo-a-1")["spec"]["containers"][0]["image"] == "mirror.example/etl:1.2"

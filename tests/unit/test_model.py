@@ -623,3 +623,24 @@ def test_replicas_of_non_ascii_digits_are_refused() -> None:
     with pytest.raises(SpecError) as error:
         parse_spec(spec)
     assert "replicas" in error.value.field
+
+
+@pytest.mark.parametrize("reference", ["$(tasks.a.result)", "$(flowrun.name)", "$(resources.r.value)"])
+def test_an_image_may_only_use_params(reference: str) -> None:
+    spec = flow(
+        task("a"),
+        task("b", "a", resources=["r"], template=template({"name": "main", "image": f"x/{reference}"})),
+        resources=[resource("r", setup={"deployments": [deployment("db", 1)]})],
+    )
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+    assert error.value.field == "spec.tasks[1].template.spec.containers[0].image"
+    assert "an image may only use $(params.NAME)" in str(error.value)
+
+
+def test_an_image_may_use_a_declared_param_and_an_unknown_one_is_an_error() -> None:
+    image = template({"name": "main", "image": "$(params.image)"})
+    parse_spec(flow(task("a", template=image), params=[{"name": "image", "value": "busybox:1"}]))
+    with pytest.raises(SpecError) as error:
+        parse_spec(flow(task("a", template=image)))
+    assert error.value.field == "spec.tasks[0].template.spec.containers[0].image"

@@ -105,7 +105,12 @@ class _References:
 
     def _references(self, template: Mapping[str, Any], path: str) -> Iterator[tuple[str, Reference]]:
         for sub, text in pod_template_strings(template):
-            yield from self._text_references(text, f"{path}.{sub}")
+            for field, ref in self._text_references(text, f"{path}.{sub}"):
+                if sub.endswith(".image") and ref.kind is not RefKind.PARAM:
+                    # The image is checked by the dry run before the run starts, so it can only
+                    # depend on what is known then.
+                    raise SpecError(field, f"{ref.text}: an image may only use $(params.NAME)")
+                yield field, ref
 
     @staticmethod
     def _text_references(text: str, path: str) -> Iterator[tuple[str, Reference]]:

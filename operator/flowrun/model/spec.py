@@ -154,6 +154,8 @@ def pod_template_strings(template: Mapping[str, Any]) -> Iterator[tuple[str, str
     for group in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(group) or []):
             base = f"spec.{group}[{i}]"
+            if isinstance(container.get("image"), str):
+                yield f"{base}.image", container["image"]
             for key in ("command", "args"):
                 for j, text in enumerate(container.get(key) or []):
                     yield f"{base}.{key}[{j}]", text
