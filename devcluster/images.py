@@ -45,7 +45,7 @@ REFERENCE_DOMAIN = "flowrun.local"
 # reused only if it is the build of the current key.
 KEY_LABEL = "dev.flowrun.image-key"
 # Bump when a build step below changes what an image holds (its other inputs are hashed).
-BUILD_REVISION = "2"
+BUILD_REVISION = "3"
 
 _NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -321,6 +321,11 @@ def debian_mirror(suite: str) -> str:
         ["apt-get", "indextargets", "--format", "$(REPO_URI) $(RELEASE) $(COMPONENT)", "Identifier: Packages"],
         "apt-get indextargets",
     )
+    return mirror_for(listed, suite)
+
+
+def mirror_for(listed: str, suite: str) -> str:
+    """The repository of ``suite``'s main component in ``apt-get indextargets`` lines (URI, release, component)."""
     for line in listed.splitlines():
         uri, release, component = line.split()
         if release == suite and component == "main":
@@ -351,15 +356,17 @@ _PYARROW_LEFT_OUT = ("flight", "substrait", "plasma")
 
 
 def _trim_python(site: Path) -> None:
-    """Remove the packages' test suites, and pyarrow's C++ headers and optional parts."""
+    """Remove the packages' test suites, pyarrow's build-time files (C++ headers and sources,
+    Cython sources) and its optional parts."""
     for tests in sorted(site.rglob("tests"), reverse=True):
         if tests.is_dir():
             shutil.rmtree(tests)
     pyarrow = site / "pyarrow"
     if pyarrow.is_dir():
-        shutil.rmtree(pyarrow / "include", ignore_errors=True)
-        for part in _PYARROW_LEFT_OUT:
-            for path in pyarrow.glob(f"*{part}*"):
+        for build_time in ("include", "includes", "src"):
+            shutil.rmtree(pyarrow / build_time, ignore_errors=True)
+        for pattern in ("*.pyx", "*.pxd", "*.pxi", *(f"*{part}*" for part in _PYARROW_LEFT_OUT)):
+            for path in pyarrow.glob(pattern):
                 path.unlink()
 
 
@@ -369,22 +376,26 @@ def _fill_dask(root: Path) -> None:
     debs = images_root() / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     _run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--cache-dir={debs}"]
-        + ["--components=main", suite, str(root), debian_mirror(suite)],
+        [
+            "debootstrap", "--variant=minbase", f"--include={','.join(packages)}", f"--cache-dir={debs}",
+            "--components=main", suite, str(root), debian_mirror(suite),
+        ],
         "debootstrap of the Python image",
-    )
+    )  # fmt: skip
     python = os.readlink(root / "usr" / "bin" / "python3")  # python3.11
     version = python.removeprefix("python")
     site = root / "usr" / "local" / "lib" / python / "dist-packages"
     # pip on this machine (its own configuration) fetches wheels for the image's Python and
     # platform; numpy, their only dependency, is Debian's.
     _run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:", "--no-compile"]
-        + ["--implementation", "cp", "--python-version", version, "--abi", f"cp{version.replace('.', '')}"]
-        + ["--platform", f"manylinux2014_{platform.machine()}", "--target", str(site)]
-        + ["--requirement", str(RECIPES / "dask-requirements.txt")],
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:", "--no-compile",
+            "--implementation", "cp", "--python-version", version, "--abi", f"cp{version.replace('.', '')}",
+            "--platform", f"manylinux2014_{platform.machine()}", "--target", str(site),
+            "--requirement", str(RECIPES / "dask-requirements.txt"),
+        ],
         "pip install of the Python image's wheels",
-    )
+    )  # fmt: skip
     for trimmed in _TRIM:
         shutil.rmtree(root / trimmed, ignore_errors=True)
     _trim_python(root / "usr" / "lib" / "python3" / "dist-packages")
@@ -417,23 +428,20 @@ def _check_dask(buildah: Buildah, key: str) -> str:
         buildah("rm", container)
 
 
-def pip_passthrough(work: Path) -> list[str]:
-    """``-v`` options that give the build's pip this machine's pip configuration: its settings as
-    one pip.conf, and the local files they name (a CA bundle, a wheel directory), read-only."""
-    listed = _run([sys.executable, "-m", "pip", "config", "list"], "pip config list")
+def pip_settings(listed: str) -> dict[str, dict[str, str]]:
+    """pip's effective settings from ``pip config list`` output, by pip.conf section. Environment
+    settings (``:env:``) apply to every command and win over files, as they do for pip itself."""
     settings: dict[str, dict[str, str]] = {}
-    # Environment settings (":env:") win over files, as they do for pip itself.
-    entries = sorted(listed.splitlines(), key=lambda line: line.startswith(":env:"))
-    for line in entries:
+    for line in sorted(listed.splitlines(), key=lambda entry: entry.startswith(":env:")):
         name, _, raw = line.partition("=")
         section, _, option = name.rpartition(".")
-        value = str(ast.literal_eval(raw))
-        settings.setdefault("global" if section == ":env:" else section, {})[option] = value
-    config = configparser.ConfigParser(interpolation=None)
-    config.read_dict(settings)
-    pip_conf = work / "pip.conf"
-    with pip_conf.open("w") as handle:
-        config.write(handle)
+        settings.setdefault("global" if section == ":env:" else section, {})[option] = str(ast.literal_eval(raw))
+    return settings
+
+
+def pip_mounts(settings: Mapping[str, Mapping[str, str]], pip_conf: Path) -> list[str]:
+    """``-v`` options: the pip.conf, and the local paths the settings name (a CA bundle, a wheel
+    directory) at the same place, read-only."""
     mounts = [f"{pip_conf}:/etc/pip.conf:ro"]
     for options in settings.values():
         for value in options.values():
@@ -441,6 +449,18 @@ def pip_passthrough(work: Path) -> list[str]:
                 if word.startswith("/") and Path(word).exists():
                     mounts.append(f"{word}:{word}:ro")
     return [option for mount in dict.fromkeys(mounts) for option in ("-v", mount)]
+
+
+def pip_passthrough(work: Path) -> list[str]:
+    """What gives the build's pip this machine's pip configuration (how it reaches the package
+    index), without naming any of it in the Dockerfile."""
+    settings = pip_settings(_run([sys.executable, "-m", "pip", "config", "list"], "pip config list"))
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_dict(settings)
+    pip_conf = work / "pip.conf"
+    with pip_conf.open("w") as handle:
+        config.write(handle)
+    return pip_mounts(settings, pip_conf)
 
 
 def _build_operator(buildah: Buildah, key: str, base_key: str, base_archive: Path, work: Path, archive: Path) -> None:
@@ -480,6 +500,17 @@ def install_deps() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
 
 
+# Archives kept per image: the newest builds (two checkouts at different sources reuse theirs);
+# older ones are removed, as an operator image is rebuilt on every source change.
+KEEP_ARCHIVES = 2
+
+
+def _prune_archives(name: str) -> None:
+    builds = [path for path in images_root().glob(f"{name}-*") if re.fullmatch(rf"{name}-[0-9a-f]{{16}}", path.name)]
+    for stale in sorted(builds, key=lambda path: path.stat().st_mtime, reverse=True)[KEEP_ARCHIVES:]:
+        shutil.rmtree(stale)
+
+
 @contextlib.contextmanager
 def _locked() -> Iterator[None]:
     """One build at a time on this machine (two would share the storage and the archives)."""
@@ -514,6 +545,7 @@ def build_all(verbose: bool = True) -> list[Built]:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             results.append(Built(ref, archive, time.monotonic() - started, cached=False))
+            _prune_archives(_name(ref))
         if verbose:
             done = results[-1]
             state = "cached" if done.cached else f"built in {done.seconds:.1f}s"
