@@ -502,8 +502,8 @@ def install_deps() -> None:
     subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], check=True, env=env)
 
 
-# Archives kept per image: the newest builds (two checkouts at different sources reuse theirs);
-# older ones are removed, as an operator image is rebuilt on every source change.
+# Archives kept per image: the most recently used builds (two checkouts at different sources
+# reuse theirs); older ones are removed, as an operator image is rebuilt on every source change.
 KEEP_ARCHIVES = 2
 
 
@@ -535,6 +535,7 @@ def build_all(verbose: bool = True) -> list[Built]:
         archive = archive_path(_name(ref), key)
         started = time.monotonic()
         if archive.exists():
+            os.utime(archive.parent)  # in use: pruning keeps the most recently used builds
             results.append(Built(ref, archive, time.monotonic() - started, cached=True))
         else:
             if verbose:

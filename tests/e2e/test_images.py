@@ -177,6 +177,10 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+# containerd's namespace for this test: also the name of the cgroup it makes for its containers.
+NAMESPACE = "flowrun-images-test"
+
+
 class Containerd:
     """A containerd of the test's own (no CRI, no node), driven with ctr."""
 
@@ -196,7 +200,7 @@ class Containerd:
         )
 
     def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        command = ["ctr", "--address", str(self.socket), "--namespace", "flowrun-test", *args]
+        command = ["ctr", "--address", str(self.socket), "--namespace", NAMESPACE, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
     def shims(self) -> list[int]:
@@ -251,6 +255,9 @@ def containerd(archives: dict[str, Path]) -> Iterator[Containerd]:
             subprocess.run(["umount", "--lazy", mountpoint], capture_output=True, check=False)
         shutil.rmtree(directory, ignore_errors=True)
         assert not leaked, f"containerd shims outlived the test: {leaked}"
+        # The namespace's cgroup, once its containers' cgroups are gone (rmdir fails otherwise).
+        for cgroup in [*Path("/sys/fs/cgroup").glob(NAMESPACE), *Path("/sys/fs/cgroup").glob(f"*/{NAMESPACE}")]:
+            cgroup.rmdir()
 
 
 def test_containerd_imports_every_archive_under_its_reference(
@@ -267,7 +274,7 @@ def test_a_shell_container_echoes_and_exits_with_its_code(containerd: Containerd
 
 
 def test_a_pause_container_runs_until_sigterm(containerd: Containerd) -> None:
-    command = ["ctr", "--address", str(containerd.socket), "--namespace", "flowrun-test"]
+    command = ["ctr", "--address", str(containerd.socket), "--namespace", NAMESPACE]
     running = subprocess.Popen([*command, "run", "--rm", images.PAUSE_IMAGE, "pause-run"])
     try:
         wait_for("the pause task to run", lambda: "RUNNING" in containerd.ctr("tasks", "list").stdout)
@@ -287,8 +294,24 @@ def test_the_python_image_runs_dask_and_pyarrow(containerd: Containerd) -> None:
     ran = containerd.ctr("run", "--rm", images.DASK_IMAGE, "python-dask", "python3", "-c", script)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split()[0].startswith(images.DASK_IMAGE.rsplit(":", 1)[1])
-    scheduler = containerd.ctr("run", "--rm", images.DASK_IMAGE, "dask-scheduler", "dask", "scheduler", "--version")
-    assert scheduler.returncode == 0 and "version" in scheduler.stdout + scheduler.stderr
+
+
+def test_the_python_image_runs_a_dask_scheduler_and_worker(containerd: Containerd) -> None:
+    """`dask scheduler` and `dask worker` as processes of one container, on its own loopback (the
+    container has a network namespace of its own), and a client computing on them."""
+    client = (
+        "from distributed import Client; client = Client('tcp://127.0.0.1:8786', timeout=60); "
+        "client.wait_for_workers(1, timeout=60); print('sum', client.submit(sum, range(10)).result()); "
+        "client.shutdown()"
+    )
+    script = (
+        "dask scheduler --host 127.0.0.1 --port 8786 --no-dashboard 2>/tmp/scheduler.log & "
+        "dask worker tcp://127.0.0.1:8786 --nthreads 1 --no-dashboard 2>/tmp/worker.log & "
+        f'python3 -c "{client}"'
+    )
+    ran = containerd.ctr("run", "--rm", images.DASK_IMAGE, "dask-cluster", "sh", "-c", script)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "sum 45"
 
 
 def test_the_operator_runs_as_65532_on_a_read_only_root(containerd: Containerd) -> None:
