@@ -45,7 +45,7 @@ REFERENCE_DOMAIN = "flowrun.local"
 # reused only if it is the build of the current key.
 KEY_LABEL = "dev.flowrun.image-key"
 # Bump when a build step below changes what an image holds (its other inputs are hashed).
-BUILD_REVISION = "3"
+BUILD_REVISION = "4"
 
 _NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -336,8 +336,10 @@ def mirror_for(listed: str, suite: str) -> str:
 
 
 # Nothing the image runs needs these: documentation, package caches, logs, device nodes (the
-# runtime makes /dev).
+# runtime makes /dev), and the build machine's host name and DNS settings (the runtime mounts its own).
 _TRIM = (
+    "etc/hostname",
+    "etc/resolv.conf",
     "usr/share/doc",
     "usr/share/man",
     "usr/share/info",
@@ -398,8 +400,11 @@ def _fill_dask(root: Path) -> None:
         ],
         "pip install of the Python image's wheels",
     )  # fmt: skip
-    for trimmed in _TRIM:
-        shutil.rmtree(root / trimmed, ignore_errors=True)
+    for trimmed in (root / path for path in _TRIM):
+        if trimmed.is_dir() and not trimmed.is_symlink():
+            shutil.rmtree(trimmed)
+        else:
+            trimmed.unlink(missing_ok=True)
     _trim_python(root / "usr" / "lib" / "python3" / "dist-packages")
     _trim_python(site)
     (root / "dev").mkdir()

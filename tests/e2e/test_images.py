@@ -127,6 +127,7 @@ def test_python_dask_has_dask_pandas_pyarrow_and_no_docs_caches_or_tests(content
         or "flight" in name.rsplit("/", 1)[-1]
     ]
     assert not leftovers, leftovers[:10]
+    assert "etc/hostname" not in files and "etc/resolv.conf" not in files, "the build machine's settings stay out"
     total = sum(entry.size for entry in files.values())
     assert total < 400 * 1024 * 1024, f"{total / 2**20:.0f} MiB"
 
