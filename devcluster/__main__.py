@@ -1,4 +1,4 @@
-"""`python -m devcluster build|up|down|status|kubeconfig|env`: the dev cluster's commands."""
+"""`python -m devcluster build|up|down|status|kubeconfig|env|images`: the dev cluster's commands."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from devcluster import build, cluster
+from devcluster import build, cluster, images
 from devcluster.paths import state_dir
 
 
@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="show each component; exit 0 only if all are running")
     commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
     commands.add_parser("env", help="print shell exports: KUBECONFIG, and PATH with kubectl and helm")
+    images_command = commands.add_parser(
+        "images", help="build (or reuse) the real node's images; print each reference, its archive and the time"
+    )
+    images_command.add_argument("--install-deps", action="store_true", help="first apt-get install what the builds use")
     args = parser.parse_args(argv)
 
     if args.command == "build":
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export KUBECONFIG={state_dir() / 'kubeconfig'}")
         print(f'export PATH="{build.bin_dir()}:$PATH"')
         return 0
+    if args.command == "images":
+        return images.main(install=args.install_deps)
     return 2
 
 

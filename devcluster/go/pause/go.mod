@@ -1,0 +1,3 @@
+module flowrun.dev/devcluster/pause
+
+go 1.26.0
