@@ -1,17 +1,23 @@
 """Creates the API server refuses for good, end to end: no state waits forever. A setup manifest
 whose name is taken by someone else's object fails setup at once (not after timeoutSeconds), and
 a task pod refused by a ResourceQuota added after the run started fails its attempts and the run.
+A setup manifest of a kind the API server does not serve is a spec error, reported once.
 Every test ends with the leak check."""
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from devcluster.pytest_plugin import wait_for
+from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
 from tests.e2e.conftest import FlowRuns, Operator, sim_task
 
@@ -163,3 +169,68 @@ def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the
     finally:
         core.delete_namespaced_resource_quota("no-more-pods", namespace)
     flowruns.delete_and_check_nothing_leaked("quota")
+
+
+def test_a_setup_manifest_of_a_kind_the_api_server_does_not_serve_is_a_spec_error_reported_once(
+    kube_cluster: KubeCluster, flowrun_crd: None, flowruns: FlowRuns, namespace: str, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    operator = Operator(
+        kube_cluster,
+        namespace,
+        tmp_path,
+        extra_args=("--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--log-format", "json"),
+    )
+
+    def passes() -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return float(re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", text, re.MULTILINE)[1])  # type: ignore[index]
+
+    operator.start()
+    try:
+        flowruns.create(
+            {
+                "metadata": {"name": "widgets"},
+                "spec": {
+                    "resources": [
+                        {
+                            "name": "store",
+                            "setup": {
+                                "manifests": [
+                                    {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+                                ]
+                            },
+                        }
+                    ],
+                    "tasks": [sim_task("use", resources=["store"])],
+                },
+            }
+        )
+        run = flowruns.wait_phase("widgets", ("Succeeded", "Failed"), timeout=30)
+        conditions = {c["type"]: c for c in run["status"]["conditions"]}
+        assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
+        assert conditions["SpecValid"]["message"] == (
+            "the API server rejected a child: spec.resources[0].setup.manifests[0]:"
+            " the API server serves no Widget in example.com/v1"
+        ), conditions["SpecValid"]
+        assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
+
+        # Later passes (each change to the run wakes one) neither fail nor report it again.
+        for round_ in range(3):
+            before = passes()
+            flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(round_)}}})
+            wait_for(f"a pass after poke {round_}", lambda before=before: passes() > before)
+        uid = run["metadata"]["uid"]
+        assert flowruns.children(uid) == {}
+        events = [(e.type, e.reason) for e in flowruns.events("widgets")]
+        assert events == [("Warning", "InvalidSpec")], events
+        flowruns.delete_and_check_nothing_leaked("widgets")
+        assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
+    finally:
+        operator.stop()
+    records = [json.loads(line) for line in (tmp_path / "operator-1.log").read_text().splitlines() if line.strip()]
+    errors = [r["message"] for r in records if r["level"] in ("error", "critical")]
+    assert errors == [], errors
