@@ -91,7 +91,10 @@ class Kube:
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+            body: dict[str, Any] = (
+                self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+            )
+            return body
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -191,9 +194,10 @@ class Kube:
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
-            return self.core.read_namespaced_pod_log(
+            log: str = self.core.read_namespaced_pod_log(
                 pod, namespace, container=container, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT
             )
+            return log
         except ApiException as error:
             return f"(logs unavailable: {error.status} {error.reason})"
 

@@ -163,20 +163,27 @@ class FlowRuns:
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         body = {"apiVersion": api.API_VERSION, "kind": api.KIND, **body}
-        return self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, body)
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, body
+        )
+        return created
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name)
+            run: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+            )
+            return run
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
 
     def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(
+        patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
             api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, body
         )
+        return patched
 
     def delete(self, name: str) -> None:
         try:
@@ -218,13 +225,14 @@ class FlowRuns:
         return found
 
     def events(self, name: str) -> list[client.CoreV1Event]:
-        return (
+        events: list[client.CoreV1Event] = (
             client.CoreV1Api(self.api_client)
             .list_namespaced_event(
                 self.namespace, field_selector=f"involvedObject.kind={api.KIND},involvedObject.name={name}"
             )
             .items
         )
+        return events
 
     def delete_and_check_nothing_leaked(self, name: str, timeout: float = 90.0) -> None:
         """The leak check every e2e test ends with: delete the run, wait until it is gone (the
@@ -302,7 +310,8 @@ class PodWatch:
         for pod in listed.items:
             known = pod.metadata.uid in self.added.get(pod.metadata.name, set())
             self._record("MODIFIED" if known else "ADDED", pod)
-        return listed.metadata.resource_version
+        resource_version: str = listed.metadata.resource_version
+        return resource_version
 
     def _run(self) -> None:
         while not self._stopped.is_set():

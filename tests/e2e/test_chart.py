@@ -330,7 +330,10 @@ def test_documented_crd_upgrade_path(tools: Tools, kube_cluster: KubeCluster, na
 
     def phase_column() -> str:
         crd = extensions.read_custom_resource_definition(crd_name)
-        return next(c.description for c in crd.spec.versions[0].additional_printer_columns if c.name == "Phase")
+        description: str = next(
+            c.description for c in crd.spec.versions[0].additional_printer_columns if c.name == "Phase"
+        )
+        return description
 
     release = release_name()
     try:

@@ -25,11 +25,13 @@ pytestmark = pytest.mark.e2e
 
 
 def task(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["tasks"][name]
+    entry: dict[str, Any] = run["status"]["tasks"][name]
+    return entry
 
 
 def res(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["resources"][name]
+    entry: dict[str, Any] = run["status"]["resources"][name]
+    return entry
 
 
 def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the_owner_alone(
@@ -219,10 +221,13 @@ def test_a_setup_manifest_of_a_kind_the_api_server_does_not_serve_is_a_spec_erro
         assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
 
         # Later passes (each change to the run wakes one) neither fail nor report it again.
-        for round_ in range(3):
+        def poke_and_wait_for_a_pass(poke: int) -> None:
             before = passes()
-            flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(round_)}}})
-            wait_for(f"a pass after poke {round_}", lambda before=before: passes() > before)
+            flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
+            wait_for(f"a pass after poke {poke}", lambda: passes() > before)
+
+        for poke in range(3):
+            poke_and_wait_for_a_pass(poke)
         uid = run["metadata"]["uid"]
         assert flowruns.children(uid) == {}
         events = [(e.type, e.reason) for e in flowruns.events("widgets")]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -99,8 +99,11 @@ class Recorder:
         return next((i for i, (k, o) in enumerate(self.snapshot()) if predicate(k, o)), None)
 
 
+Recorders = Callable[[str], Recorder]
+
+
 @pytest.fixture
-def recorders(flowruns: FlowRuns, namespace: str):
+def recorders(flowruns: FlowRuns, namespace: str) -> Iterator[Recorders]:
     """Start Recorders for the test (`recorders("jobs")`), stop them all at the end."""
     batch = client.BatchV1Api(flowruns.api_client)
     apps = client.AppsV1Api(flowruns.api_client)
@@ -183,14 +186,16 @@ def task_is(name: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]
 
 
 def res(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["resources"][name]
+    entry: dict[str, Any] = run["status"]["resources"][name]
+    return entry
 
 
 def task(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["tasks"][name]
+    entry: dict[str, Any] = run["status"]["tasks"][name]
+    return entry
 
 
-def at(value: str | None):
+def at(value: str | None) -> datetime:
     moment = parse_time(value)
     assert moment is not None, f"not a timestamp: {value!r}"
     return moment
@@ -268,7 +273,7 @@ def deleted_object(recorder: Recorder, name: str) -> dict[str, Any]:
 
 
 def load_example(name: str) -> dict[str, Any]:
-    body = yaml.safe_load((REPO / "examples" / name).read_text())
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
     body.pop("apiVersion")
     body.pop("kind")
     return body
@@ -279,7 +284,7 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
-    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+    operator: Operator, flowruns: FlowRuns, namespace: str, recorders: Recorders
 ) -> None:
     deployments = recorders("deployments")
     services = recorders("services")
@@ -342,7 +347,7 @@ def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
 
 
 def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
 ) -> None:
     jobs = recorders("jobs")
     body = load_example("vm-flowrun.yaml")
@@ -389,7 +394,9 @@ def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
 # Cleanup whatever happens
 
 
-def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+def test_a_failed_task_in_the_block_still_cleans_up(
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
+) -> None:
     jobs = recorders("jobs")
     flowruns.create(
         {
@@ -433,7 +440,7 @@ def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns
 
 
 def test_setup_job_failure_deletes_the_deployment_already_created(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
 ) -> None:
     deployments = recorders("deployments")
     flowruns.create(
@@ -467,7 +474,9 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
         assert (task(run, name)["phase"], task(run, name)["reason"]) == ("Skipped", "SetupFailed"), task(run, name)
         assert task(run, name)["attempts"] == 0
     # The Deployment was created before the setup job failed, and cleanup deleted it.
-    created = at(deployments.first("half-db-server")["metadata"]["creationTimestamp"])
+    server = deployments.first("half-db-server")
+    assert server is not None
+    created = at(server["metadata"]["creationTimestamp"])
     assert job_succeeded(flowruns, "half-db-cleanup-1"), "the cleanup job runs after a failed setup too"
     assert created <= at(db["cleanupStartedAt"])
     deleted_object(deployments, "half-db-server")
@@ -479,7 +488,7 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
 
 
 def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
 ) -> None:
     deployments = recorders("deployments")
     flowruns.create(
@@ -549,7 +558,9 @@ def _check_cleaned_up_before_gone(flowrun_events: Recorder, jobs: Recorder, name
     return final
 
 
-def test_delete_while_setting_up_stops_setup_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+def test_delete_while_setting_up_stops_setup_and_cleans_up(
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
+) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(_deletable_run("del-setup", setup="60s"))
     flowruns.wait_status("del-setup", "setting up", block_is("env", "phase", "SettingUp"))
@@ -568,7 +579,9 @@ def test_delete_while_setting_up_stops_setup_and_cleans_up(operator: Operator, f
     assert not any(o["metadata"]["name"] == "del-setup-env-setup" and job_finished(o) for _, o in jobs.snapshot())
 
 
-def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+def test_delete_while_tasks_run_stops_them_and_cleans_up(
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
+) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(_deletable_run("del-work", work="60s"))
     flowruns.wait_status("del-work", "work running", task_is("work", "reason", "PodRunning"))
@@ -583,7 +596,9 @@ def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flo
     assert final["status"]["resources"]["env"]["value"] == "env-7"
 
 
-def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowruns: FlowRuns, recorders) -> None:
+def test_delete_while_cleaning_up_lets_cleanup_finish(
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
+) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(_deletable_run("del-clean", cleanup="4s"))
     flowruns.wait_status("del-clean", "cleanup job running", block_is("env", "reason", "CleanupJobRunning"))
@@ -598,7 +613,7 @@ def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowru
 
 
 def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
 ) -> None:
     jobs = recorders("jobs")
     created = flowruns.create(
@@ -661,7 +676,7 @@ def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
 
 
 def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, recorders: Recorders
 ) -> None:
     jobs, deployments = recorders("jobs"), recorders("deployments")
     flowruns.create(
@@ -727,7 +742,7 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
 
 
 def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
-    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+    operator: Operator, flowruns: FlowRuns, namespace: str, recorders: Recorders
 ) -> None:
     jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
     flowruns.create(
@@ -796,7 +811,10 @@ def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
     assert db_cleanup_done is not None and cluster_cleanup is not None and db_cleanup_done < cluster_cleanup
 
     db_setup = jobs.first("nest-db-setup")
-    assert db_setup["spec"]["template"]["spec"]["containers"][0]["args"] == ["attach", head_dns]
+    assert db_setup is not None and db_setup["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "attach",
+        head_dns,
+    ]
     work = main_container(read_pod(flowruns, "nest-work-1"))
     assert work.args == [head_dns, "db-1"]
     assert env_of(work)["FLOWRUN_RESOURCE_CLUSTER"] == head_dns and env_of(work)["FLOWRUN_RESOURCE_DB"] == "db-1"

@@ -34,7 +34,8 @@ def ts(value: str) -> datetime:
 
 
 def task_status(run: dict[str, Any], task: str) -> dict[str, Any]:
-    return run["status"]["tasks"][task]
+    entry: dict[str, Any] = run["status"]["tasks"][task]
+    return entry
 
 
 def read_pod(kube_cluster: KubeCluster, namespace: str, name: str) -> client.V1Pod:
@@ -60,7 +61,9 @@ def task_pods(kube_cluster: KubeCluster, namespace: str, run: str) -> list[str]:
     return sorted(p.metadata.name for p in pods)
 
 
-def wait_task(flowruns: FlowRuns, run: str, task: str, phase: str, reason: str | None = None, timeout: float = 60.0):
+def wait_task(
+    flowruns: FlowRuns, run: str, task: str, phase: str, reason: str | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
     def holds(status: dict[str, Any]) -> bool:
         entry = (status.get("tasks") or {}).get(task) or {}
         return entry.get("phase") == phase and (reason is None or entry.get("reason") == reason)
@@ -435,7 +438,8 @@ def test_the_crd_refuses_invalid_flowruns_and_spec_changes(
     with pytest.raises(ApiException) as refused:
         flowruns.patch("frozen", {"spec": {"tasks": changed}})
     assert refused.value.status == 422 and "spec.tasks is immutable" in refused.value.body, refused.value.body
-    assert flowruns.get("frozen")["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["image"] == "busybox"
+    frozen = flowruns.get("frozen")
+    assert frozen is not None and frozen["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["image"] == "busybox"
     # cancel is the one field that may change.
     flowruns.patch("frozen", {"spec": {"cancel": True}})
     flowruns.wait_phase("frozen", "Cancelled")

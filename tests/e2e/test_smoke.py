@@ -60,11 +60,12 @@ def test_metrics_and_json_logs(kube_cluster: KubeCluster, flowrun_crd: None, nam
 
         def scrape() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                return response.read().decode()
+                text: str = response.read().decode()
+                return text
 
         metrics = wait_for(
             "the metrics to show the failed run",
-            lambda: (text := scrape()) and 'flowrun_runs{phase="Failed"} 1.0' in text and text,
+            lambda: text if 'flowrun_runs{phase="Failed"} 1.0' in (text := scrape()) else None,
         )
         assert 'flowrun_task_duration_seconds_count{phase="Succeeded"} 1.0' in metrics
         assert 'flowrun_task_duration_seconds_count{phase="Failed"} 1.0' in metrics

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,7 +46,7 @@ def test_every_default_value_is_declared_in_the_schema() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert schema["additionalProperties"] is False
 
-    def check(value: object, node: dict, path: str) -> None:
+    def check(value: object, node: dict[str, Any], path: str) -> None:
         if isinstance(value, dict) and "properties" in node:
             for key, child in value.items():
                 assert key in node["properties"], f"{path}{key} is in values.yaml but not in values.schema.json"
@@ -63,7 +64,7 @@ def test_values_are_documented_in_the_install_guide() -> None:
     guide = (REPO / "docs" / "install.md").read_text()
     schema = json.loads((CHART / "values.schema.json").read_text())
 
-    def leaves(node: dict, prefix: str) -> list[str]:
+    def leaves(node: dict[str, Any], prefix: str) -> list[str]:
         if "$ref" in node:
             node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
         if node.get("type") == "object" and "properties" in node:

@@ -74,7 +74,7 @@ def test_a_pass_that_fails_half_way_forgets_the_refusals_as_a_restart_would() ->
     assert UID in reconciler._refused
     kube.errors["Pod/x-a-1"] = TimeoutError("read timed out")  # e.g. listing children times out
 
-    def broken(*_: Any) -> list[dict[str, Any]]:
+    def broken(namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
         raise TimeoutError("read timed out")
 
     kube.list_children = broken  # type: ignore[method-assign]
