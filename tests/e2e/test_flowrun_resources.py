@@ -1,4 +1,4 @@
-"""Resource blocks end to end (DESIGN sections 2-5, docs/semantics.md "Resource blocks"): setup,
+"""Resource blocks end to end (docs/semantics.md "Resource blocks", docs/api.md): setup,
 the value handed to tasks, cleanup whatever happens (failed task, failed or stuck setup, deletion
 at every stage, a cleanup that keeps failing, an operator killed mid-way), nested blocks and
 setup manifests, on the dev cluster with the real operator."""
