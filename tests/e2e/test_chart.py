@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+import flowrun
 from devcluster.pytest_plugin import KubeCluster, fresh_namespace, wait_for
 from tests.e2e.conftest import FlowRuns, Operator
 
@@ -193,7 +194,7 @@ def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "--all-namespaces"
-    assert container["image"] == "flowrun-operator:0.1.0"
+    assert container["image"] == f"flowrun-operator:{flowrun.__version__}"  # the chart's appVersion
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
     scoped = list(
