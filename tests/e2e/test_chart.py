@@ -22,11 +22,10 @@ from kubernetes.client.exceptions import ApiException
 
 import flowrun
 from devcluster.pytest_plugin import KubeCluster, fresh_namespace, wait_for
-from tests.e2e.conftest import FlowRuns, Operator
+from tests.e2e.helpers import REPO, FlowRuns, Operator
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "flowrun-operator"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
@@ -441,7 +440,7 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
         assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
     finally:
         operator.stop()
-    log = (tmp_path / f"operator-{operator.starts}.log").read_text(errors="replace")
+    log = operator.log_path.read_text(errors="replace")
     refused = [
         line for line in log.splitlines() if FORBIDDEN_IN_LOG.search(line) and not KOPF_CLUSTER_OBSERVATION.search(line)
     ]

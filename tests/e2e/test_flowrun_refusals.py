@@ -8,30 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from devcluster.pytest_plugin import KubeCluster, wait_for
+from devcluster.pytest_plugin import wait_for
 from flowrun import api
-from tests.e2e.conftest import FlowRuns, Operator, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, StartOperator, res, sim_task, task
 
 pytestmark = pytest.mark.e2e
-
-
-def task(run: dict[str, Any], name: str) -> dict[str, Any]:
-    entry: dict[str, Any] = run["status"]["tasks"][name]
-    return entry
-
-
-def res(run: dict[str, Any], name: str) -> dict[str, Any]:
-    entry: dict[str, Any] = run["status"]["resources"][name]
-    return entry
 
 
 def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the_owner_alone(
@@ -174,68 +160,54 @@ def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the
 
 
 def test_a_setup_manifest_of_a_kind_the_api_server_does_not_serve_is_a_spec_error_reported_once(
-    kube_cluster: KubeCluster, flowrun_crd: None, flowruns: FlowRuns, namespace: str, tmp_path: Path
+    start_operator: StartOperator, flowruns: FlowRuns
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    operator = Operator(
-        kube_cluster,
-        namespace,
-        tmp_path,
-        extra_args=("--metrics-port", str(port), "--metrics-address", "127.0.0.1", "--log-format", "json"),
-    )
+    operator = start_operator("--log-format", "json", metrics=True)
 
     def passes() -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return float(re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", text, re.MULTILINE)[1])  # type: ignore[index]
+        found = re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", operator.scrape_metrics(), re.MULTILINE)
+        assert found, "no reconcile pass counted"
+        return float(found[1])
 
-    operator.start()
-    try:
-        flowruns.create(
-            {
-                "metadata": {"name": "widgets"},
-                "spec": {
-                    "resources": [
-                        {
-                            "name": "store",
-                            "setup": {
-                                "manifests": [
-                                    {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
-                                ]
-                            },
-                        }
-                    ],
-                    "tasks": [sim_task("use", resources=["store"])],
-                },
-            }
-        )
-        run = flowruns.wait_phase("widgets", ("Succeeded", "Failed"), timeout=30)
-        conditions = {c["type"]: c for c in run["status"]["conditions"]}
-        assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
-        assert conditions["SpecValid"]["message"] == (
-            "the API server rejected a child: spec.resources[0].setup.manifests[0]:"
-            " the API server serves no Widget in example.com/v1"
-        ), conditions["SpecValid"]
-        assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
+    flowruns.create(
+        {
+            "metadata": {"name": "widgets"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "store",
+                        "setup": {
+                            "manifests": [{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}]
+                        },
+                    }
+                ],
+                "tasks": [sim_task("use", resources=["store"])],
+            },
+        }
+    )
+    run = flowruns.wait_phase("widgets", ("Succeeded", "Failed"), timeout=30)
+    conditions = {c["type"]: c for c in run["status"]["conditions"]}
+    assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
+    assert conditions["SpecValid"]["message"] == (
+        "the API server rejected a child: spec.resources[0].setup.manifests[0]:"
+        " the API server serves no Widget in example.com/v1"
+    ), conditions["SpecValid"]
+    assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
 
-        # Later passes (each change to the run wakes one) neither fail nor report it again.
-        def poke_and_wait_for_a_pass(poke: int) -> None:
-            before = passes()
-            flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
-            wait_for(f"a pass after poke {poke}", lambda: passes() > before)
+    # Later passes (each change to the run wakes one) neither fail nor report it again.
+    def poke_and_wait_for_a_pass(poke: int) -> None:
+        before = passes()
+        flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
+        wait_for(f"a pass after poke {poke}", lambda: passes() > before)
 
-        for poke in range(3):
-            poke_and_wait_for_a_pass(poke)
-        uid = run["metadata"]["uid"]
-        assert flowruns.children(uid) == {}
-        events = [(e.type, e.reason) for e in flowruns.events("widgets")]
-        assert events == [("Warning", "InvalidSpec")], events
-        flowruns.delete_and_check_nothing_leaked("widgets")
-        assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
-    finally:
-        operator.stop()
-    records = [json.loads(line) for line in (tmp_path / "operator-1.log").read_text().splitlines() if line.strip()]
+    for poke in range(3):
+        poke_and_wait_for_a_pass(poke)
+    assert flowruns.children(run["metadata"]["uid"]) == {}
+    events = [(e.type, e.reason) for e in flowruns.events("widgets")]
+    assert events == [("Warning", "InvalidSpec")], events
+    flowruns.delete_and_check_nothing_leaked("widgets")
+    assert operator.running(), operator.log_tail()
+    operator.stop()  # every line written
+    records = [json.loads(line) for line in operator.log_path.read_text().splitlines() if line.strip()]
     errors = [r["message"] for r in records if r["level"] in ("error", "critical")]
     assert errors == [], errors
