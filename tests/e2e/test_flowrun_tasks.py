@@ -461,7 +461,11 @@ def test_semantic_spec_errors_fail_the_run_and_create_nothing(
     assert field in spec_valid["message"] and words in spec_valid["message"], spec_valid["message"]
     assert run["status"]["message"] == spec_valid["message"]
     assert (conditions["Succeeded"]["status"], conditions["Succeeded"]["reason"]) == ("False", "InvalidSpec")
-    warnings = [e for e in flowruns.events("bad") if e.type == "Warning" and e.reason == "InvalidSpec"]
+    # The event is posted after the status is written: wait for it.
+    warnings = wait_for(
+        "the InvalidSpec warning",
+        lambda: [e for e in flowruns.events("bad") if e.type == "Warning" and e.reason == "InvalidSpec"],
+    )
     assert len(warnings) == 1 and field in warnings[0].message
     assert not flowruns.children(run["metadata"]["uid"])
     assert all(t.get("phase") != "Running" for t in (run["status"].get("tasks") or {}).values())
