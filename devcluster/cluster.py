@@ -71,7 +71,7 @@ def _proc_start_time(pid: int) -> str | None:
 
 
 def _is_ours(record: dict[str, Any]) -> bool:
-    return _proc_start_time(record["pid"]) == record["startTime"]
+    return bool(_proc_start_time(record["pid"]) == record["startTime"])
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -90,7 +90,8 @@ class _State:
 
     def load(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.file.read_text())
+            state: dict[str, Any] = json.loads(self.file.read_text())
+            return state
         except (OSError, ValueError):
             return None
 
@@ -303,7 +304,8 @@ def _write_simulated_logs(root: Path) -> None:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 # --- talking to the cluster -----------------------------------------------------------------------
@@ -358,7 +360,7 @@ def _wait(what: str, check: Callable[[], bool], data: dict[str, Any], timeout: f
 
 def _etcd_healthy(port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-        return json.loads(response.read()).get("health") == "true"
+        return bool(json.loads(response.read()).get("health") == "true")
 
 
 def _nodes_ready(api: Api) -> bool:

@@ -52,11 +52,13 @@ class Runtime:
             self.forget(uid)
         return result
 
-    async def wait(self, uid: str, timeout: float, stopped: Any = None) -> None:
+    async def wait(self, uid: str, timeout: float, stopped: kopf.DaemonStopped | None = None) -> None:
         """Until something about the run changed, `timeout` passed, or the daemon is stopped."""
-        waiters = {asyncio.ensure_future(self.wakeups.setdefault(uid, asyncio.Event()).wait())}
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self.wakeups.setdefault(uid, asyncio.Event()).wait())
+        }
         if stopped is not None:
-            waiters.add(asyncio.ensure_future(stopped.wait()))
+            waiters.add(asyncio.ensure_future(_until_stopped(stopped)))
         try:
             await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -68,6 +70,11 @@ class Runtime:
         self.locks.pop(uid, None)
         self.reconciler.forget(uid)
         metrics.forget_run(uid)
+
+
+async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
+    # An async daemon's `stopped.wait()` is awaitable, though its declared type is not a coroutine.
+    await stopped.wait()
 
 
 _runtime: Runtime | None = None
@@ -86,6 +93,12 @@ def _next_wait(result: PassResult) -> float:
     # thousands of finished runs do not cost a pass each every resync period.
     resync = FINISHED_RESYNC_SECONDS if result.done else RESYNC_SECONDS
     return min(result.requeue_after if result.requeue_after is not None else resync, resync)
+
+
+def _namespace_of(name: str, namespace: str | None) -> str:
+    if namespace is None:  # the CRD is Namespaced: kopf always passes the namespace
+        raise RuntimeError(f"FlowRun {name} has no namespace")
+    return namespace
 
 
 # Set by the CLI before kopf starts: whether the operator watches every namespace.
@@ -117,9 +130,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 # Stopped gracefully: the daemon notices `stopped` between passes within a second.
 @kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
-async def drive(uid: str, name: str, namespace: str, stopped: Any, **_: Any) -> None:
+async def drive(uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Reconcile the run until it is deleted (then the delete handler takes over)."""
     rt = runtime()
+    namespace = _namespace_of(name, namespace)
     while not stopped:
         try:
             result = await rt.run_pass(uid, namespace, name)
@@ -133,11 +147,12 @@ async def drive(uid: str, name: str, namespace: str, stopped: Any, **_: Any) -> 
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
-async def release(uid: str, name: str, namespace: str, **_: Any) -> None:
+async def release(uid: str, name: str, namespace: str | None, **_: Any) -> None:
     """Hold the finalizer until every started block is cleaned up (or skip-cleanup is set).
 
     Never a PermanentError: that would release the finalizer with cleanup undone."""
     rt = runtime()
+    namespace = _namespace_of(name, namespace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DELETE_HANDLER_SLICE
     while True:
@@ -159,5 +174,5 @@ async def flowrun_changed(uid: str, **_: Any) -> None:
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
-async def child_changed(labels: dict[str, str], **_: Any) -> None:
+async def child_changed(labels: kopf.Labels, **_: Any) -> None:
     runtime().wake(labels.get(api.LABEL_UID))

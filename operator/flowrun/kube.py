@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,9 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Service"),
 )
 REQUEST_TIMEOUT = 30  # seconds: no call may hang a reconcile pass forever
+# A kind discovery did not find is not looked up again for this long: every pass of a run naming it
+# would otherwise fetch the whole discovery again. Not forever: a CRD installed later is found.
+UNKNOWN_KIND_RECHECK_SECONDS = 60.0
 
 
 class ForeignObject(RuntimeError):
@@ -40,11 +44,18 @@ class UnknownKind(RuntimeError):
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        dynamic: DynamicClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
-        self._dynamic: DynamicClient | None = None
+        self._dynamic = dynamic
+        self._clock = clock
         self._resources: dict[tuple[str, str], Resource] = {}
+        self._unknown: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> when discovery missed it
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -55,18 +66,23 @@ class Kube:
         return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource serving that kind; UnknownKind if the API server serves none."""
         key = (api_version, kind)
-        if key not in self._resources:
-            try:
-                self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
-                # A CRD installed after start-up: refresh discovery once before giving up.
-                self.dynamic.invalidate_cache()
-                try:
-                    self._resources[key] = self.dynamic.resources.get(api_version=api_version, kind=kind)
-                except ResourceNotFoundError as error:
-                    raise UnknownKind(f"the API server serves no {kind} in {api_version}") from error
-        return self._resources[key]
+        if key in self._resources:
+            return self._resources[key]
+        missed = self._unknown.get(key)
+        if missed is not None and self._clock() - missed < UNKNOWN_KIND_RECHECK_SECONDS:
+            raise UnknownKind(f"the API server serves no {kind} in {api_version}")
+        try:
+            # On a miss the client's discovery refreshes itself once (a CRD installed since the
+            # last look) before it raises.
+            found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError as error:
+            self._unknown[key] = self._clock()
+            raise UnknownKind(f"the API server serves no {kind} in {api_version}") from error
+        self._unknown.pop(key, None)
+        self._resources[key] = found
+        return found
 
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
@@ -75,7 +91,10 @@ class Kube:
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+            body: dict[str, Any] = (
+                self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+            )
+            return body
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -175,9 +194,10 @@ class Kube:
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
-            return self.core.read_namespaced_pod_log(
+            log: str = self.core.read_namespaced_pod_log(
                 pod, namespace, container=container, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT
             )
+            return log
         except ApiException as error:
             return f"(logs unavailable: {error.status} {error.reason})"
 

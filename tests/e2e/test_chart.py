@@ -20,12 +20,12 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+import flowrun
 from devcluster.pytest_plugin import KubeCluster, fresh_namespace, wait_for
-from tests.e2e.conftest import FlowRuns, Operator
+from tests.e2e.helpers import REPO, FlowRuns, Operator
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "flowrun-operator"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
@@ -193,7 +193,7 @@ def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "--all-namespaces"
-    assert container["image"] == "flowrun-operator:0.1.0"
+    assert container["image"] == f"flowrun-operator:{flowrun.__version__}"  # the chart's appVersion
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
     scoped = list(
@@ -330,7 +330,10 @@ def test_documented_crd_upgrade_path(tools: Tools, kube_cluster: KubeCluster, na
 
     def phase_column() -> str:
         crd = extensions.read_custom_resource_definition(crd_name)
-        return next(c.description for c in crd.spec.versions[0].additional_printer_columns if c.name == "Phase")
+        description: str = next(
+            c.description for c in crd.spec.versions[0].additional_printer_columns if c.name == "Phase"
+        )
+        return description
 
     release = release_name()
     try:
@@ -437,7 +440,7 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
         assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
     finally:
         operator.stop()
-    log = (tmp_path / f"operator-{operator.starts}.log").read_text(errors="replace")
+    log = operator.log_path.read_text(errors="replace")
     refused = [
         line for line in log.splitlines() if FORBIDDEN_IN_LOG.search(line) and not KOPF_CLUSTER_OBSERVATION.search(line)
     ]

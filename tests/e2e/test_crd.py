@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from devcluster.pytest_plugin import KubeCluster
-from tests.e2e.conftest import FlowRuns, Operator, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, sim_task
 
 pytestmark = pytest.mark.e2e
 

@@ -4,6 +4,7 @@ collection, RBAC with real tokens, and KWOK driving pod outcomes from annotation
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -14,16 +15,18 @@ from devcluster.pytest_plugin import KubeCluster, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def simulated_pod_template(annotations: dict[str, str] | None = None, restart_policy: str = "Never") -> dict:
+def simulated_pod_template(annotations: dict[str, str] | None = None, restart_policy: str = "Never") -> dict[str, Any]:
     return {
         "metadata": {"labels": {"app": "sim"}, "annotations": annotations or {}},
         "spec": {"restartPolicy": restart_policy, "containers": [{"name": "main", "image": "busybox"}]},
     }
 
 
-def terminated_state(pod: client.V1Pod) -> client.V1ContainerStateTerminated | None:
+def terminated_state(pod: client.V1Pod) -> client.V1ContainerStateTerminated:
     statuses = pod.status.container_statuses or []
-    return statuses[0].state.terminated if statuses else None
+    terminated = statuses[0].state.terminated if statuses else None
+    assert terminated is not None, f"pod {pod.metadata.name} has no terminated container: {pod.status}"
+    return terminated
 
 
 def create_pod(core: client.CoreV1Api, namespace: str, name: str, annotations: dict[str, str]) -> None:
@@ -195,7 +198,8 @@ def _token_for(core: client.CoreV1Api, namespace: str, account: str) -> str:
     request = core.create_namespaced_service_account_token(
         account, namespace, {"spec": {"audiences": [], "expirationSeconds": 600}}
     )
-    return request.status.token
+    token: str = request.status.token
+    return token
 
 
 def _client_with_token(kube_cluster: KubeCluster, token: str) -> client.ApiClient:

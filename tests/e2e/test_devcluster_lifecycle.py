@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,8 +53,9 @@ class PrivateCluster:
             [sys.executable, "-m", "devcluster", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
         )
 
-    def recorded(self) -> dict:
-        return json.loads((self.state / "state.json").read_text())
+    def recorded(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads((self.state / "state.json").read_text())
+        return state
 
 
 @pytest.fixture

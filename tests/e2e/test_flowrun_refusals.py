@@ -1,29 +1,23 @@
 """Creates the API server refuses for good, end to end: no state waits forever. A setup manifest
 whose name is taken by someone else's object fails setup at once (not after timeoutSeconds), and
 a task pod refused by a ResourceQuota added after the run started fails its attempts and the run.
+A setup manifest of a kind the API server does not serve is a spec error, reported once.
 Every test ends with the leak check."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from devcluster.pytest_plugin import wait_for
 from flowrun import api
-from tests.e2e.conftest import FlowRuns, Operator, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, StartOperator, res, sim_task, task
 
 pytestmark = pytest.mark.e2e
-
-
-def task(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["tasks"][name]
-
-
-def res(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["resources"][name]
 
 
 def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the_owner_alone(
@@ -163,3 +157,57 @@ def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the
     finally:
         core.delete_namespaced_resource_quota("no-more-pods", namespace)
     flowruns.delete_and_check_nothing_leaked("quota")
+
+
+def test_a_setup_manifest_of_a_kind_the_api_server_does_not_serve_is_a_spec_error_reported_once(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    operator = start_operator("--log-format", "json", metrics=True)
+
+    def passes() -> float:
+        found = re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", operator.scrape_metrics(), re.MULTILINE)
+        assert found, "no reconcile pass counted"
+        return float(found[1])
+
+    flowruns.create(
+        {
+            "metadata": {"name": "widgets"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "store",
+                        "setup": {
+                            "manifests": [{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}]
+                        },
+                    }
+                ],
+                "tasks": [sim_task("use", resources=["store"])],
+            },
+        }
+    )
+    run = flowruns.wait_phase("widgets", ("Succeeded", "Failed"), timeout=30)
+    conditions = {c["type"]: c for c in run["status"]["conditions"]}
+    assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
+    assert conditions["SpecValid"]["message"] == (
+        "the API server rejected a child: spec.resources[0].setup.manifests[0]:"
+        " the API server serves no Widget in example.com/v1"
+    ), conditions["SpecValid"]
+    assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
+
+    # Later passes (each change to the run wakes one) neither fail nor report it again.
+    def poke_and_wait_for_a_pass(poke: int) -> None:
+        before = passes()
+        flowruns.patch("widgets", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
+        wait_for(f"a pass after poke {poke}", lambda: passes() > before)
+
+    for poke in range(3):
+        poke_and_wait_for_a_pass(poke)
+    assert flowruns.children(run["metadata"]["uid"]) == {}
+    events = [(e.type, e.reason) for e in flowruns.events("widgets")]
+    assert events == [("Warning", "InvalidSpec")], events
+    flowruns.delete_and_check_nothing_leaked("widgets")
+    assert operator.running(), operator.log_tail()
+    operator.stop()  # every line written
+    records = [json.loads(line) for line in operator.log_path.read_text().splitlines() if line.strip()]
+    errors = [r["message"] for r in records if r["level"] in ("error", "critical")]
+    assert errors == [], errors

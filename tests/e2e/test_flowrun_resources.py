@@ -1,176 +1,41 @@
-"""Resource blocks end to end (DESIGN sections 2-5, docs/semantics.md "Resource blocks"): setup,
+"""Resource blocks end to end (docs/semantics.md "Resource blocks", docs/api.md): setup,
 the value handed to tasks, cleanup whatever happens (failed task, failed or stuck setup, deletion
 at every stage, a cleanup that keeps failing, an operator killed mid-way), nested blocks and
 setup manifests, on the dev cluster with the real operator."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
-from functools import partial
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import wait_for
 from flowrun import api
 from flowrun.timestamps import parse_time
-from tests.e2e.conftest import REPO, FlowRuns, Operator, sim_task
+from tests.e2e.helpers import (
+    REPO,
+    FlowRuns,
+    Operator,
+    Watch,
+    WatchRecorder,
+    deployment,
+    job,
+    main_container,
+    res,
+    sim_task,
+    task,
+)
 
 pytestmark = pytest.mark.e2e
 
-SIM = "sim.flowrun.dev/"
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-class Recorder:
-    """Every watch event (ADDED, MODIFIED, DELETED) of one kind in a namespace, in order, from the
-    moment it is made until stop(): the raw objects as the API server sent them."""
-
-    def __init__(self, list_fn: Callable[..., Any], namespace: str) -> None:
-        self.list_fn = list_fn
-        self.namespace = namespace
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._relist()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _relist(self) -> None:
-        response = self.list_fn(self.namespace, _preload_content=False)
-        listed = json.loads(response.data)
-        with self._lock:
-            for item in listed.get("items", []):
-                self.events.append(("ADDED", item))
-        self.resource_version = listed["metadata"]["resourceVersion"]
-
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            stream = watch.Watch()
-            try:
-                for event in stream.stream(
-                    self.list_fn, self.namespace, resource_version=self.resource_version, timeout_seconds=5
-                ):
-                    obj = event["raw_object"]
-                    if event["type"] == "ERROR":
-                        self._relist()  # 410 Gone: the watch fell behind; start again from a list
-                        break
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    self.resource_version = obj["metadata"]["resourceVersion"]
-                    with self._lock:
-                        self.events.append((event["type"], obj))
-                    if self._stopped.is_set():
-                        stream.stop()
-                        break
-            except Exception:
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=10)
-
-    def snapshot(self) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            return list(self.events)
-
-    def uids_by_name(self) -> dict[str, set[str]]:
-        found: dict[str, set[str]] = {}
-        for kind, obj in self.snapshot():
-            if kind == "ADDED":
-                found.setdefault(obj["metadata"]["name"], set()).add(obj["metadata"]["uid"])
-        return found
-
-    def first(self, name: str, kind: str = "ADDED") -> dict[str, Any] | None:
-        return next((o for k, o in self.snapshot() if k == kind and o["metadata"]["name"] == name), None)
-
-    def index(self, predicate: Callable[[str, dict[str, Any]], bool]) -> int | None:
-        """Position of the first event that satisfies `predicate(type, object)`."""
-        return next((i for i, (k, o) in enumerate(self.snapshot()) if predicate(k, o)), None)
-
-
-@pytest.fixture
-def recorders(flowruns: FlowRuns, namespace: str):
-    """Start Recorders for the test (`recorders("jobs")`), stop them all at the end."""
-    batch = client.BatchV1Api(flowruns.api_client)
-    apps = client.AppsV1Api(flowruns.api_client)
-    lists: dict[str, Callable[..., Any]] = {
-        "jobs": batch.list_namespaced_job,
-        "deployments": apps.list_namespaced_deployment,
-        "services": client.CoreV1Api(flowruns.api_client).list_namespaced_service,
-        "flowruns": partial(flowruns.custom.list_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.PLURAL),
-    }
-    started: list[Recorder] = []
-
-    def start(kind: str) -> Recorder:
-        recorder = Recorder(lists[kind], namespace)
-        started.append(recorder)
-        return recorder
-
-    yield start
-    for recorder in started:
-        recorder.stop()
-
-
-def sim_template(
-    *,
-    outcome: str | None = "succeed",
-    duration: str | None = "300ms",
-    message: str | None = None,
-    annotations: dict[str, str] | None = None,
-    args: list[str] | None = None,
-    container: str = "main",
-    env: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A pod template the dev cluster finishes as told (no outcome: runs until deleted)."""
-    notes: dict[str, str] = {}
-    if outcome is not None:
-        notes[SIM + "outcome"] = outcome
-    if duration is not None:
-        notes[SIM + "duration"] = duration
-    if message is not None:
-        notes[SIM + "message"] = message
-    notes.update(annotations or {})
-    main: dict[str, Any] = {"name": container, "image": "busybox"}
-    if args is not None:
-        main["args"] = args
-    if env is not None:
-        main["env"] = env
-    template: dict[str, Any] = {"spec": {"containers": [main]}}
-    if notes:
-        template["metadata"] = {"annotations": notes}
-    return template
-
-
-def job(**template: Any) -> dict[str, Any]:
-    return {"template": sim_template(**template)}
-
-
-def deployment(name: str, *, replicas: int | str = 1, ports: bool = False, ready: bool = True) -> dict[str, Any]:
-    """A setup Deployment whose pods run until deleted (Ready, unless ready=False)."""
-    annotations = {} if ready else {SIM + "ready": "false"}
-    spec: dict[str, Any] = {
-        "name": name,
-        "replicas": replicas,
-        "template": sim_template(outcome=None, duration=None, annotations=annotations, container=name),
-    }
-    if ports:
-        spec["ports"] = [{"name": "http", "port": 8080}]
-    return spec
-
-
-def block_task(name: str, resources: list[str], **kwargs: Any) -> dict[str, Any]:
-    return sim_task(name, resources=resources, **kwargs)
 
 
 def block_is(resource: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]:
@@ -182,15 +47,7 @@ def task_is(name: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]
     return lambda status: ((status.get("tasks") or {}).get(name) or {}).get(key) == value
 
 
-def res(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["resources"][name]
-
-
-def task(run: dict[str, Any], name: str) -> dict[str, Any]:
-    return run["status"]["tasks"][name]
-
-
-def at(value: str | None):
+def at(value: str | None) -> datetime:
     moment = parse_time(value)
     assert moment is not None, f"not a timestamp: {value!r}"
     return moment
@@ -202,14 +59,6 @@ def setup_children(flowruns: FlowRuns, uid: str, resource: str | None = None) ->
     if resource is not None:
         labels[api.LABEL_RESOURCE] = resource
     return flowruns.children(uid, labels)
-
-
-def read_pod(flowruns: FlowRuns, name: str) -> client.V1Pod:
-    return client.CoreV1Api(flowruns.api_client).read_namespaced_pod(name, flowruns.namespace)
-
-
-def main_container(pod: client.V1Pod) -> client.V1Container:
-    return pod.spec.containers[0]
 
 
 def env_of(container: Any) -> dict[str, str]:
@@ -231,7 +80,7 @@ def job_finished(obj: dict[str, Any], kind: str = "Complete") -> bool:
     return job_condition(obj, kind) is not None
 
 
-def jobs_with_role(jobs: Recorder, role: str) -> list[dict[str, Any]]:
+def jobs_with_role(jobs: WatchRecorder, role: str) -> list[dict[str, Any]]:
     return [o for k, o in jobs.snapshot() if k == "ADDED" and o["metadata"]["labels"].get(api.LABEL_ROLE) == role]
 
 
@@ -258,7 +107,7 @@ def job_has_running_pod(flowruns: FlowRuns, job_name: str) -> bool:
     return any(p.status.phase == "Running" for p in pods)
 
 
-def deleted_object(recorder: Recorder, name: str) -> dict[str, Any]:
+def deleted_object(recorder: WatchRecorder, name: str) -> dict[str, Any]:
     """The last state of an object, as its DELETED event carried it."""
     try:
         return wait_for(f"the DELETED event of {name}", lambda: recorder.first(name, "DELETED"), timeout=10)
@@ -268,7 +117,7 @@ def deleted_object(recorder: Recorder, name: str) -> dict[str, Any]:
 
 
 def load_example(name: str) -> dict[str, Any]:
-    body = yaml.safe_load((REPO / "examples" / name).read_text())
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
     body.pop("apiVersion")
     body.pop("kind")
     return body
@@ -279,10 +128,10 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
-    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+    operator: Operator, flowruns: FlowRuns, namespace: str, watch: Watch
 ) -> None:
-    deployments = recorders("deployments")
-    services = recorders("services")
+    deployments = watch("deployments")
+    services = watch("services")
     body = load_example("dask-flowrun.yaml")
     name = body["metadata"]["name"]
     flowruns.create(body)
@@ -330,12 +179,12 @@ def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
         "sim.flowrun.dev/message"
     ]
     assert summarize["result"] == summary
-    load_pod = main_container(read_pod(flowruns, f"{name}-load-data-1"))
+    load_pod = main_container(flowruns.read_pod(f"{name}-load-data-1"))
     assert env_of(load_pod)["FLOWRUN_RESOURCE_DASK"] == dask["value"]
     assert f'Client("{dask["value"]}"' in load_pod.args[0]
-    summarize_args = main_container(read_pod(flowruns, f"{name}-summarize-1")).args
+    summarize_args = main_container(flowruns.read_pod(f"{name}-summarize-1")).args
     assert 'client.get_dataset("flowrun-data")' in summarize_args[0], summarize_args
-    write_container = main_container(read_pod(flowruns, f"{name}-write-csv-1"))
+    write_container = main_container(flowruns.read_pod(f"{name}-write-csv-1"))
     assert write_container.args[1:] == [summary, "/data/summary.csv"]
     assert "FLOWRUN_RESOURCE_DASK" not in env_of(write_container), "write-csv is outside the block"
     assert write_csv["result"] == "/data/summary.csv"
@@ -343,9 +192,9 @@ def test_dask_example_tears_the_cluster_down_while_write_csv_runs(
 
 
 def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    jobs = recorders("jobs")
+    jobs = watch("jobs")
     body = load_example("vm-flowrun.yaml")
     name = body["metadata"]["name"]
     created = flowruns.create(body)
@@ -363,7 +212,7 @@ def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
     assert f'id="vm-{uid}"' in setup_job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     assert "(type small)" in setup_job["spec"]["template"]["spec"]["containers"][0]["args"][0]
 
-    pod = main_container(read_pod(flowruns, f"{name}-run-on-vm-1"))
+    pod = main_container(flowruns.read_pod(f"{name}-run-on-vm-1"))
     assert pod.args == ["printf 'ran on %s' 'vm-0f3a9c' | tee /dev/termination-log"]
     assert env_of(pod)["FLOWRUN_RESOURCE_VM"] == "vm-0f3a9c"
     assert task(run, "run-on-vm")["result"] == "ran on vm-0f3a9c"
@@ -390,8 +239,8 @@ def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
 # Cleanup whatever happens
 
 
-def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
-    jobs = recorders("jobs")
+def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns: FlowRuns, watch: Watch) -> None:
+    jobs = watch("jobs")
     flowruns.create(
         {
             "metadata": {"name": "failing"},
@@ -404,8 +253,8 @@ def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns
                     }
                 ],
                 "tasks": [
-                    block_task("first", ["svc"]),
-                    block_task("second", ["svc"], run_after=["first"], outcome="fail"),
+                    sim_task("first", resources=["svc"]),
+                    sim_task("second", resources=["svc"], run_after=["first"], outcome="fail"),
                     sim_task("never", run_after=["second"]),
                 ],
             },
@@ -434,9 +283,9 @@ def test_a_failed_task_in_the_block_still_cleans_up(operator: Operator, flowruns
 
 
 def test_setup_job_failure_deletes_the_deployment_already_created(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    deployments = recorders("deployments")
+    deployments = watch("deployments")
     flowruns.create(
         {
             "metadata": {"name": "half"},
@@ -451,7 +300,7 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
                         "cleanup": {"job": job()},
                     }
                 ],
-                "tasks": [block_task("load", ["db"]), block_task("query", ["db"], run_after=["load"])],
+                "tasks": [sim_task("load", resources=["db"]), sim_task("query", resources=["db"], run_after=["load"])],
             },
         }
     )
@@ -468,7 +317,9 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
         assert (task(run, name)["phase"], task(run, name)["reason"]) == ("Skipped", "SetupFailed"), task(run, name)
         assert task(run, name)["attempts"] == 0
     # The Deployment was created before the setup job failed, and cleanup deleted it.
-    created = at(deployments.first("half-db-server")["metadata"]["creationTimestamp"])
+    server = deployments.first("half-db-server")
+    assert server is not None
+    created = at(server["metadata"]["creationTimestamp"])
     assert job_succeeded(flowruns, "half-db-cleanup-1"), "the cleanup job runs after a failed setup too"
     assert created <= at(db["cleanupStartedAt"])
     deleted_object(deployments, "half-db-server")
@@ -480,9 +331,9 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
 
 
 def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    deployments = recorders("deployments")
+    deployments = watch("deployments")
     flowruns.create(
         {
             "metadata": {"name": "stuck"},
@@ -493,7 +344,7 @@ def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
                         "setup": {"deployments": [deployment("redis", replicas=2, ready=False)], "timeoutSeconds": 3},
                     }
                 ],
-                "tasks": [block_task("use", ["cache"]), sim_task("other")],
+                "tasks": [sim_task("use", resources=["cache"]), sim_task("other")],
             },
         }
     )
@@ -530,12 +381,12 @@ def _deletable_run(name: str, *, setup: str = "300ms", work: str = "300ms", clea
                     "cleanup": {"job": job(duration=cleanup)},
                 }
             ],
-            "tasks": [block_task("work", ["env"], duration=work), sim_task("report", run_after=["work"])],
+            "tasks": [sim_task("work", resources=["env"], duration=work), sim_task("report", run_after=["work"])],
         },
     }
 
 
-def _check_cleaned_up_before_gone(flowrun_events: Recorder, jobs: Recorder, name: str) -> dict[str, Any]:
+def _check_cleaned_up_before_gone(flowrun_events: WatchRecorder, jobs: WatchRecorder, name: str) -> dict[str, Any]:
     """The FlowRun's last state (its DELETED event): every block cleaned up; and the one cleanup
     job ran to completion."""
     final = deleted_object(flowrun_events, name)
@@ -550,8 +401,10 @@ def _check_cleaned_up_before_gone(flowrun_events: Recorder, jobs: Recorder, name
     return final
 
 
-def test_delete_while_setting_up_stops_setup_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
-    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+def test_delete_while_setting_up_stops_setup_and_cleans_up(
+    operator: Operator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    jobs, flowrun_events = watch("jobs"), watch("flowruns")
     flowruns.create(_deletable_run("del-setup", setup="60s"))
     flowruns.wait_status("del-setup", "setting up", block_is("env", "phase", "SettingUp"))
     wait_for("the setup pod to run", lambda: job_has_running_pod(flowruns, "del-setup-env-setup"))
@@ -569,8 +422,8 @@ def test_delete_while_setting_up_stops_setup_and_cleans_up(operator: Operator, f
     assert not any(o["metadata"]["name"] == "del-setup-env-setup" and job_finished(o) for _, o in jobs.snapshot())
 
 
-def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flowruns: FlowRuns, recorders) -> None:
-    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flowruns: FlowRuns, watch: Watch) -> None:
+    jobs, flowrun_events = watch("jobs"), watch("flowruns")
     flowruns.create(_deletable_run("del-work", work="60s"))
     flowruns.wait_status("del-work", "work running", task_is("work", "reason", "PodRunning"))
     started = time.monotonic()
@@ -584,8 +437,8 @@ def test_delete_while_tasks_run_stops_them_and_cleans_up(operator: Operator, flo
     assert final["status"]["resources"]["env"]["value"] == "env-7"
 
 
-def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowruns: FlowRuns, recorders) -> None:
-    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowruns: FlowRuns, watch: Watch) -> None:
+    jobs, flowrun_events = watch("jobs"), watch("flowruns")
     flowruns.create(_deletable_run("del-clean", cleanup="4s"))
     flowruns.wait_status("del-clean", "cleanup job running", block_is("env", "reason", "CleanupJobRunning"))
     wait_for("the cleanup pod to run", lambda: job_has_running_pod(flowruns, "del-clean-env-cleanup-1"))
@@ -599,9 +452,9 @@ def test_delete_while_cleaning_up_lets_cleanup_finish(operator: Operator, flowru
 
 
 def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    jobs = recorders("jobs")
+    jobs = watch("jobs")
     created = flowruns.create(
         {
             "metadata": {"name": "leaky"},
@@ -617,7 +470,7 @@ def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
                         },
                     }
                 ],
-                "tasks": [block_task("work", ["vm"], duration="60s")],
+                "tasks": [sim_task("work", resources=["vm"], duration="60s")],
             },
         }
     )
@@ -662,9 +515,9 @@ def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
 
 
 def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
-    operator: Operator, flowruns: FlowRuns, recorders
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    jobs, deployments = recorders("jobs"), recorders("deployments")
+    jobs, deployments = watch("jobs"), watch("deployments")
     flowruns.create(
         {
             "metadata": {"name": "crash"},
@@ -680,7 +533,7 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
                     }
                 ],
                 "tasks": [
-                    block_task("work", ["env"], args=["$(resources.env.value)"]),
+                    sim_task("work", resources=["env"], args=["$(resources.env.value)"]),
                     sim_task("report", run_after=["work"]),
                 ],
             },
@@ -703,7 +556,7 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
     assert run["status"]["phase"] == "Succeeded", run["status"]
     env = res(run, "env")
     assert (env["phase"], env["value"], env["cleanupAttempts"]) == ("CleanedUp", "env-42", 1), env
-    assert main_container(read_pod(flowruns, "crash-work-1")).args == ["env-42"]
+    assert main_container(flowruns.read_pod("crash-work-1")).args == ["env-42"]
     assert task(run, "work")["attempts"] == 1 and task(run, "report")["attempts"] == 1
 
     uids = jobs.uids_by_name()
@@ -728,9 +581,9 @@ def test_operator_killed_during_setup_and_cleanup_duplicates_nothing(
 
 
 def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
-    operator: Operator, flowruns: FlowRuns, namespace: str, recorders
+    operator: Operator, flowruns: FlowRuns, namespace: str, watch: Watch
 ) -> None:
-    jobs, flowrun_events = recorders("jobs"), recorders("flowruns")
+    jobs, flowrun_events = watch("jobs"), watch("flowruns")
     flowruns.create(
         {
             "metadata": {"name": "nest"},
@@ -749,14 +602,14 @@ def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
                     },
                 ],
                 "tasks": [
-                    block_task("prep", ["cluster"]),
-                    block_task(
+                    sim_task("prep", resources=["cluster"]),
+                    sim_task(
                         "work",
-                        ["cluster", "db"],
+                        resources=["cluster", "db"],
                         run_after=["prep"],
                         args=["$(resources.cluster.value)", "$(resources.db.value)"],
                     ),
-                    block_task("report", ["cluster"], run_after=["work"], duration="200ms"),
+                    sim_task("report", resources=["cluster"], run_after=["work"], duration="200ms"),
                 ],
             },
         }
@@ -797,11 +650,14 @@ def test_nested_blocks_set_up_outer_first_and_clean_up_inner_first(
     assert db_cleanup_done is not None and cluster_cleanup is not None and db_cleanup_done < cluster_cleanup
 
     db_setup = jobs.first("nest-db-setup")
-    assert db_setup["spec"]["template"]["spec"]["containers"][0]["args"] == ["attach", head_dns]
-    work = main_container(read_pod(flowruns, "nest-work-1"))
+    assert db_setup is not None and db_setup["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "attach",
+        head_dns,
+    ]
+    work = main_container(flowruns.read_pod("nest-work-1"))
     assert work.args == [head_dns, "db-1"]
     assert env_of(work)["FLOWRUN_RESOURCE_CLUSTER"] == head_dns and env_of(work)["FLOWRUN_RESOURCE_DB"] == "db-1"
-    prep_env = env_of(main_container(read_pod(flowruns, "nest-prep-1")))
+    prep_env = env_of(main_container(flowruns.read_pod("nest-prep-1")))
     assert "FLOWRUN_RESOURCE_DB" not in prep_env and prep_env["FLOWRUN_RESOURCE_CLUSTER"] == head_dns
     flowruns.delete_and_check_nothing_leaked("nest")
 
@@ -838,7 +694,7 @@ def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowr
                     }
                 ],
                 "tasks": [
-                    block_task("use", ["store"], duration="2s", args=["--config", "$(resources.store.value)"]),
+                    sim_task("use", resources=["store"], duration="2s", args=["--config", "$(resources.store.value)"]),
                     sim_task("after", run_after=["use"]),
                 ],
             },
@@ -863,7 +719,7 @@ def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowr
     store = res(run, "store")
     assert store["phase"] == "CleanedUp"
     assert sorted(store["objects"]) == ["ConfigMap/store-settings", "PersistentVolumeClaim/store-scratch"]
-    use = main_container(read_pod(flowruns, "store-use-1"))
+    use = main_container(flowruns.read_pod("store-use-1"))
     assert use.args == ["--config", "store-settings"]
     assert env_of(use)["FLOWRUN_RESOURCE_STORE"] == "store-settings"
     assert not setup_children(flowruns, uid), "the manifests outlived their block"

@@ -4,22 +4,18 @@ leak check (delete the run, the finalizer is released, nothing labelled with its
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
-from tests.e2e.conftest import REPO, FlowRuns, Operator, PodWatch, sim_task
+from tests.e2e.helpers import REPO, FlowRuns, Operator, Watch, event_is, main_container, sim_task, task
 
 pytestmark = pytest.mark.e2e
-
-WatchPods = Callable[..., PodWatch]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -33,17 +29,9 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def task_status(run: dict[str, Any], task: str) -> dict[str, Any]:
-    return run["status"]["tasks"][task]
-
-
-def read_pod(kube_cluster: KubeCluster, namespace: str, name: str) -> client.V1Pod:
-    return kube_cluster.core().read_namespaced_pod(name, namespace)
-
-
-def pod_gone(kube_cluster: KubeCluster, namespace: str, name: str) -> bool:
+def pod_gone(flowruns: FlowRuns, name: str) -> bool:
     try:
-        read_pod(kube_cluster, namespace, name)
+        flowruns.read_pod(name)
     except ApiException as error:
         if error.status == 404:
             return True
@@ -51,16 +39,14 @@ def pod_gone(kube_cluster: KubeCluster, namespace: str, name: str) -> bool:
     return False
 
 
-def main_container(pod: client.V1Pod) -> client.V1Container:
-    return next(c for c in pod.spec.containers if c.name == "main")
-
-
 def task_pods(kube_cluster: KubeCluster, namespace: str, run: str) -> list[str]:
     pods = kube_cluster.core().list_namespaced_pod(namespace, label_selector=run_selector(run)).items
     return sorted(p.metadata.name for p in pods)
 
 
-def wait_task(flowruns: FlowRuns, run: str, task: str, phase: str, reason: str | None = None, timeout: float = 60.0):
+def wait_task(
+    flowruns: FlowRuns, run: str, task: str, phase: str, reason: str | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
     def holds(status: dict[str, Any]) -> bool:
         entry = (status.get("tasks") or {}).get(task) or {}
         return entry.get("phase") == phase and (reason is None or entry.get("reason") == reason)
@@ -94,23 +80,23 @@ def test_linear_flow_hands_each_result_to_the_next_task(
         }
     )
     run = flowruns.wait_phase("line", "Succeeded")
-    assert [task_status(run, t)["phase"] for t in "abc"] == ["Succeeded"] * 3
-    assert task_status(run, "a")["result"] == "rows=42"
-    assert task_status(run, "b")["result"] == "sum=99"
+    assert [task(run, t)["phase"] for t in "abc"] == ["Succeeded"] * 3
+    assert task(run, "a")["result"] == "rows=42"
+    assert task(run, "b")["result"] == "sum=99"
     assert run["status"]["progress"] == "3/3"
     # What the pods were really created with, read back from the API server.
-    assert main_container(read_pod(kube_cluster, namespace, "line-b-1")).args == ["--input", "rows=42"]
-    assert main_container(read_pod(kube_cluster, namespace, "line-c-1")).args == ["report", "sum=99", "from rows=42"]
+    assert main_container(flowruns.read_pod("line-b-1")).args == ["--input", "rows=42"]
+    assert main_container(flowruns.read_pod("line-c-1")).args == ["report", "sum=99", "from rows=42"]
     # Sequential: each task started once its upstream had finished.
-    assert ts(task_status(run, "b")["startedAt"]) >= ts(task_status(run, "a")["finishedAt"])
-    assert ts(task_status(run, "c")["startedAt"]) >= ts(task_status(run, "b")["finishedAt"])
+    assert ts(task(run, "b")["startedAt"]) >= ts(task(run, "a")["finishedAt"])
+    assert ts(task(run, "c")["startedAt"]) >= ts(task(run, "b")["finishedAt"])
     flowruns.delete_and_check_nothing_leaked("line")
 
 
 def test_diamond_joins_only_after_both_branches_finished(
-    operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch_pods: WatchPods
+    operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch: Watch
 ) -> None:
-    pods = watch_pods(run_selector("dia"))
+    pods = watch("pods", run_selector("dia"))
     flowruns.create(
         {
             "metadata": {"name": "dia"},
@@ -125,26 +111,24 @@ def test_diamond_joins_only_after_both_branches_finished(
         }
     )
     run = flowruns.wait_phase("dia", "Succeeded")
-    b, c, d = (task_status(run, t) for t in "bcd")
+    b, c, d = (task(run, t) for t in "bcd")
     assert ts(d["startedAt"]) >= max(ts(b["finishedAt"]), ts(c["finishedAt"]))
-    d_pod = read_pod(kube_cluster, namespace, "dia-d-1")
+    d_pod = flowruns.read_pod("dia-d-1")
     for upstream in ("dia-b-1", "dia-c-1"):
-        finished = read_pod(kube_cluster, namespace, upstream).status.container_statuses[0].state.terminated.finished_at
+        finished = flowruns.read_pod(upstream).status.container_statuses[0].state.terminated.finished_at
         assert d_pod.metadata.creation_timestamp >= finished
     # Exactly, from the order of the watch events: d's pod was created after b's and c's pods
     # had succeeded, and b and c ran side by side (c was created before b finished).
-    d_added = pods.index("ADDED", "dia-d-1")
-    assert d_added > pods.index("MODIFIED", "dia-b-1", "Succeeded") >= 0
-    assert d_added > pods.index("MODIFIED", "dia-c-1", "Succeeded") >= 0
-    assert pods.index("ADDED", "dia-c-1") < pods.index("MODIFIED", "dia-b-1", "Succeeded")
+    d_added = pods.index(event_is("ADDED", "dia-d-1"))
+    assert d_added > pods.index(event_is("MODIFIED", "dia-b-1", "Succeeded"))
+    assert d_added > pods.index(event_is("MODIFIED", "dia-c-1", "Succeeded"))
+    assert pods.index(event_is("ADDED", "dia-c-1")) < pods.index(event_is("MODIFIED", "dia-b-1", "Succeeded"))
     assert main_container(d_pod).args == ["left", "right"]
     flowruns.delete_and_check_nothing_leaked("dia")
 
 
-def test_fan_out_never_runs_more_pods_than_parallelism(
-    operator: Operator, flowruns: FlowRuns, watch_pods: WatchPods
-) -> None:
-    pods = watch_pods(run_selector("fan"))
+def test_fan_out_never_runs_more_pods_than_parallelism(operator: Operator, flowruns: FlowRuns, watch: Watch) -> None:
+    pods = watch("pods", run_selector("fan"))
     flowruns.create(
         {
             "metadata": {"name": "fan"},
@@ -156,11 +140,12 @@ def test_fan_out_never_runs_more_pods_than_parallelism(
     )
     run = flowruns.wait_phase("fan", "Succeeded", timeout=120)
     assert run["status"]["progress"] == "20/20"
-    pods.wait("every pod event of the run", lambda w: len(w.added) == 20 and not w.alive, timeout=30)
+    pods.wait("every pod event of the run", lambda w: len(w.uids_by_name()) == 20 and not w.alive(), timeout=30)
     assert pods.gaps == 0, "the pod watch missed events: the peak may have been missed"
-    assert pods.max_alive <= 5, f"{pods.max_alive} task pods were alive at once with parallelism 5"
-    assert pods.max_alive == 5, f"at most {pods.max_alive} task pods ran at once: parallelism 5 was never used"
-    assert sorted(pods.added) == [f"fan-part-{i:02d}-1" for i in range(20)]
+    peak = pods.max_alive()
+    assert peak <= 5, f"{peak} task pods were alive at once with parallelism 5"
+    assert peak == 5, f"at most {peak} task pods ran at once: parallelism 5 was never used"
+    assert sorted(pods.uids_by_name()) == [f"fan-part-{i:02d}-1" for i in range(20)]
     assert not pods.duplicated_names()
     flowruns.delete_and_check_nothing_leaked("fan")
 
@@ -183,15 +168,15 @@ def test_a_failed_task_skips_downstream_and_runs_the_failure_handler(
         }
     )
     run = flowruns.wait_phase("oops", "Failed")
-    a, b, handler = (task_status(run, t) for t in ("a", "b", "handler"))
+    a, b, handler = (task(run, t) for t in ("a", "b", "handler"))
     assert a["phase"] == "Failed"
     assert a["exitCode"] == 3
     assert "disk full" in a["message"] and "exit code 3" in a["message"], a["message"]
     assert a["attempts"] == 1
     assert (b["phase"], b["reason"]) == ("Skipped", "UpstreamFailed")
     assert handler["phase"] == "Succeeded" and handler["result"] == "alerted"
-    assert not pod_gone(kube_cluster, namespace, "oops-handler-1")
-    assert pod_gone(kube_cluster, namespace, "oops-b-1"), "a skipped task must not get a pod"
+    assert not pod_gone(flowruns, "oops-handler-1")
+    assert pod_gone(flowruns, "oops-b-1"), "a skipped task must not get a pod"
     # The last 100 lines of the failed container's log, at most 4 KiB, are kept in status.
     logs = a["logs"]
     assert logs is not None and len(logs.encode()) <= 4096
@@ -224,7 +209,7 @@ def test_retries_until_success_with_a_new_pod_per_attempt(
         }
     )
     run = flowruns.wait_phase("retry", ("Succeeded", "Failed"))
-    flaky = task_status(run, "flaky")
+    flaky = task(run, "flaky")
     assert run["status"]["phase"] == "Succeeded", (
         f"{flaky} (a task failing on attempt 1 with fail-attempts=2 means the dev cluster does not honour "
         "sim.flowrun.dev/fail-attempts yet: it must be restarted)"
@@ -237,11 +222,11 @@ def test_retries_until_success_with_a_new_pod_per_attempt(
         "retry-flaky-2",
         "retry-flaky-3",
     ]
-    phases = {n: read_pod(kube_cluster, namespace, n).status.phase for n in ("retry-flaky-1", "retry-flaky-2")}
+    phases = {n: flowruns.read_pod(n).status.phase for n in ("retry-flaky-1", "retry-flaky-2")}
     assert phases == {"retry-flaky-1": "Failed", "retry-flaky-2": "Failed"}
     # The backoff is counted from the failed pod's end: attempt 3 started at least 1s after attempt 2 ended.
-    failed_2 = read_pod(kube_cluster, namespace, "retry-flaky-2").status.container_statuses[0].state.terminated
-    third = read_pod(kube_cluster, namespace, "retry-flaky-3")
+    failed_2 = flowruns.read_pod("retry-flaky-2").status.container_statuses[0].state.terminated
+    third = flowruns.read_pod("retry-flaky-3")
     assert (third.metadata.creation_timestamp - failed_2.finished_at).total_seconds() >= 1
     assert any(e.reason == "TaskRetrying" for e in flowruns.events("retry"))
     flowruns.delete_and_check_nothing_leaked("retry")
@@ -265,7 +250,7 @@ def test_params_and_flowrun_name_are_substituted(
         }
     )
     flowruns.wait_phase("params", "Succeeded")
-    container = main_container(read_pod(kube_cluster, namespace, "params-show-1"))
+    container = main_container(flowruns.read_pod("params-show-1"))
     assert container.args == ["--greeting", "hello world", "--run", "params"]
     env = {e.name: e.value for e in container.env or []}
     assert env["GREETING"] == f"hello world from params in {namespace}"
@@ -288,20 +273,17 @@ def test_task_active_deadline_fails_the_task(
         }
     )
     run = flowruns.wait_phase("slow", "Failed", timeout=45)
-    forever = task_status(run, "forever")
+    forever = task(run, "forever")
     assert (forever["phase"], forever["reason"]) == ("Failed", "DeadlineExceeded"), forever
     assert forever["message"] == "ran longer than activeDeadlineSeconds=2", forever["message"]
     assert forever["logs"] and forever["logs"].rstrip("\n").endswith("simulated log line 150")
     elapsed = (ts(forever["finishedAt"]) - ts(forever["startedAt"])).total_seconds()
     assert 2 <= elapsed <= 15, elapsed
-    assert (task_status(run, "next")["phase"], task_status(run, "next")["reason"]) == ("Skipped", "UpstreamFailed")
+    assert (task(run, "next")["phase"], task(run, "next")["reason"]) == ("Skipped", "UpstreamFailed")
     # The operator stops the pod itself (no kubelet enforces the pod's activeDeadlineSeconds here).
     wait_for(
         "the timed-out pod to stop",
-        lambda: (
-            pod_gone(kube_cluster, namespace, "slow-forever-1")
-            or read_pod(kube_cluster, namespace, "slow-forever-1").status.phase == "Failed"
-        ),
+        lambda: pod_gone(flowruns, "slow-forever-1") or flowruns.read_pod("slow-forever-1").status.phase == "Failed",
     )
     flowruns.delete_and_check_nothing_leaked("slow")
 
@@ -322,24 +304,24 @@ def test_cancel_mid_run_stops_the_running_pod_and_cancels_pending_tasks(
         }
     )
     wait_task(flowruns, "stopme", "long", "Running", "PodRunning")
-    assert read_pod(kube_cluster, namespace, "stopme-long-1").status.phase == "Running"
+    assert flowruns.read_pod("stopme-long-1").status.phase == "Running"
     flowruns.patch("stopme", {"spec": {"cancel": True}})
     run = flowruns.wait_phase("stopme", "Cancelled")
-    assert (task_status(run, "first")["phase"]) == "Succeeded"  # a finished task keeps its outcome
-    assert (task_status(run, "long")["phase"], task_status(run, "long")["reason"]) == ("Cancelled", "Cancelled")
-    assert (task_status(run, "later")["phase"], task_status(run, "later")["reason"]) == ("Cancelled", "Cancelled")
-    assert task_status(run, "long")["logs"].rstrip("\n").endswith("simulated log line 150")
-    wait_for("the running pod to be deleted", lambda: pod_gone(kube_cluster, namespace, "stopme-long-1"))
-    assert pod_gone(kube_cluster, namespace, "stopme-later-1")
+    assert (task(run, "first")["phase"]) == "Succeeded"  # a finished task keeps its outcome
+    assert (task(run, "long")["phase"], task(run, "long")["reason"]) == ("Cancelled", "Cancelled")
+    assert (task(run, "later")["phase"], task(run, "later")["reason"]) == ("Cancelled", "Cancelled")
+    assert task(run, "long")["logs"].rstrip("\n").endswith("simulated log line 150")
+    wait_for("the running pod to be deleted", lambda: pod_gone(flowruns, "stopme-long-1"))
+    assert pod_gone(flowruns, "stopme-later-1")
     succeeded = {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]
     assert (succeeded["status"], succeeded["reason"]) == ("False", "Cancelled")
     flowruns.delete_and_check_nothing_leaked("stopme")
 
 
 def test_delete_mid_run_releases_the_finalizer_and_leaves_nothing(
-    operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch_pods: WatchPods
+    operator: Operator, flowruns: FlowRuns, kube_cluster: KubeCluster, namespace: str, watch: Watch
 ) -> None:
-    pods = watch_pods(run_selector("gone"))
+    pods = watch("pods", run_selector("gone"))
     flowruns.create(
         {
             "metadata": {"name": "gone"},
@@ -353,15 +335,15 @@ def test_delete_mid_run_releases_the_finalizer_and_leaves_nothing(
     flowruns.delete_and_check_nothing_leaked("gone")
     # The pod was stopped by the operator (it went Failed/137 through a graceful delete) and was
     # never replaced; the cancellation was reported.
-    assert list(pods.added) == ["gone-long-1"]
+    assert list(pods.uids_by_name()) == ["gone-long-1"]
     reasons = {(e.reason, e.message) for e in flowruns.events("gone")}
     assert any(r == "TaskCancelled" and "FlowRunDeleted" in m for r, m in reasons), reasons
 
 
 def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
-    operator: Operator, flowruns: FlowRuns, watch_pods: WatchPods
+    operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:
-    pods = watch_pods(run_selector("tough"))
+    pods = watch("pods", run_selector("tough"))
     flowruns.create(
         {
             "metadata": {"name": "tough"},
@@ -385,12 +367,12 @@ def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
     )
     # 1: right after the first pod was created (maybe before its status was written); the pod
     # finishes while no operator runs.
-    pods.wait("pod a created", lambda w: "tough-a-1" in w.added)
+    pods.wait("pod a created", lambda w: "tough-a-1" in w.uids_by_name())
     operator.kill()
     pods.wait("pod a finished while the operator is down", lambda w: w.phase("tough-a-1") == "Succeeded")
     operator.start()
     # 2: in the middle of the fan-out, as soon as the first of b, c, d exists.
-    pods.wait("a pod of b, c or d created", lambda w: {"tough-b-1", "tough-c-1", "tough-d-1"} & set(w.added))
+    pods.wait("a pod of b, c or d created", lambda w: {"tough-b-1", "tough-c-1", "tough-d-1"} & set(w.uids_by_name()))
     operator.kill()
     operator.start()
     # 3: the moment e finished, before f is created.
@@ -400,15 +382,16 @@ def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
     run = flowruns.wait_phase("tough", "Succeeded", timeout=120)
     assert operator.starts == 4
     assert run["status"]["progress"] == "6/6"
-    assert {t: task_status(run, t)["attempts"] for t in "abcdef"} == dict.fromkeys("abcdef", 1)
-    assert task_status(run, "e")["result"] == "E"
-    pods.wait("f's pod seen", lambda w: "tough-f-1" in w.added)
+    assert {t: task(run, t)["attempts"] for t in "abcdef"} == dict.fromkeys("abcdef", 1)
+    assert task(run, "e")["result"] == "E"
+    pods.wait("f's pod seen", lambda w: "tough-f-1" in w.uids_by_name())
     assert pods.gaps == 0, "the pod watch missed events: the proof is incomplete"
     assert not pods.duplicated_names(), f"pods created twice: {pods.duplicated_names()}"
-    assert sorted(pods.added) == [f"tough-{t}-1" for t in "abcdef"]
-    f_args = main_container(pods.pods["tough-f-1"]).args
+    assert sorted(pods.uids_by_name()) == [f"tough-{t}-1" for t in "abcdef"]
+    latest = pods.latest()
+    f_args = latest["tough-f-1"]["spec"]["containers"][0]["args"]
     assert f_args == ["E", "A"], "a result was lost across the restarts"
-    assert main_container(pods.pods["tough-e-1"]).args == ["BD"]
+    assert latest["tough-e-1"]["spec"]["containers"][0]["args"] == ["BD"]
     flowruns.delete_and_check_nothing_leaked("tough")
 
 
@@ -435,7 +418,8 @@ def test_the_crd_refuses_invalid_flowruns_and_spec_changes(
     with pytest.raises(ApiException) as refused:
         flowruns.patch("frozen", {"spec": {"tasks": changed}})
     assert refused.value.status == 422 and "spec.tasks is immutable" in refused.value.body, refused.value.body
-    assert flowruns.get("frozen")["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["image"] == "busybox"
+    frozen = flowruns.get("frozen")
+    assert frozen is not None and frozen["spec"]["tasks"][0]["template"]["spec"]["containers"][0]["image"] == "busybox"
     # cancel is the one field that may change.
     flowruns.patch("frozen", {"spec": {"cancel": True}})
     flowruns.wait_phase("frozen", "Cancelled")
@@ -466,9 +450,9 @@ def test_the_crd_refuses_invalid_flowruns_and_spec_changes(
     ],
 )
 def test_semantic_spec_errors_fail_the_run_and_create_nothing(
-    operator: Operator, flowruns: FlowRuns, watch_pods: WatchPods, tasks: list[dict[str, Any]], field: str, words: str
+    operator: Operator, flowruns: FlowRuns, watch: Watch, tasks: list[dict[str, Any]], field: str, words: str
 ) -> None:
-    pods = watch_pods()
+    pods = watch("pods")
     flowruns.create({"metadata": {"name": "bad"}, "spec": {"params": [{"name": "x", "value": "1"}], "tasks": tasks}})
     run = flowruns.wait_phase("bad", "Failed")
     conditions = {c["type"]: c for c in run["status"]["conditions"]}
@@ -477,11 +461,15 @@ def test_semantic_spec_errors_fail_the_run_and_create_nothing(
     assert field in spec_valid["message"] and words in spec_valid["message"], spec_valid["message"]
     assert run["status"]["message"] == spec_valid["message"]
     assert (conditions["Succeeded"]["status"], conditions["Succeeded"]["reason"]) == ("False", "InvalidSpec")
-    warnings = [e for e in flowruns.events("bad") if e.type == "Warning" and e.reason == "InvalidSpec"]
+    # The event is posted after the status is written: wait for it.
+    warnings = wait_for(
+        "the InvalidSpec warning",
+        lambda: [e for e in flowruns.events("bad") if e.type == "Warning" and e.reason == "InvalidSpec"],
+    )
     assert len(warnings) == 1 and field in warnings[0].message
     assert not flowruns.children(run["metadata"]["uid"])
     assert all(t.get("phase") != "Running" for t in (run["status"].get("tasks") or {}).values())
-    assert not pods.added, f"pods were created for an invalid spec: {list(pods.added)}"
+    assert not pods.uids_by_name(), f"pods were created for an invalid spec: {list(pods.uids_by_name())}"
     flowruns.delete_and_check_nothing_leaked("bad")
 
 

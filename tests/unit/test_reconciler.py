@@ -3,9 +3,6 @@ handed to the next pass's engine (RunInput.refused) and which are transient and 
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,77 +11,9 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api
 from flowrun.kube import ForeignObject, Kube
 from flowrun.reconciler import Reconciler
-
-NS, UID = "team", "uid-77"
-
-
-def api_error(status: int, reason: str, message: str | None = None) -> ApiException:
-    error = ApiException(status=status, reason=reason)
-    error.body = json.dumps({"kind": "Status", "message": message}) if message is not None else None
-    return error
-
+from tests.unit.fakes import NS, UID, FakeKube, api_error, pod_task
 
 QUOTA = 'pods "x-a-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
-
-
-class FakeKube:
-    """Just what Reconciler.run_pass calls. `errors` maps "Kind/name" to what its create raises."""
-
-    def __init__(self, spec: dict[str, Any], errors: dict[str, Exception]) -> None:
-        self.body: dict[str, Any] = {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND,
-            "metadata": {
-                "name": "x",
-                "namespace": NS,
-                "uid": UID,
-                "generation": 1,
-                "creationTimestamp": "2024-05-01T12:00:00Z",
-                "finalizers": [api.FINALIZER],
-            },
-            "spec": spec,
-            "status": {},
-        }
-        self.errors = errors
-        self.objects: list[dict[str, Any]] = []
-        self.create_calls: list[str] = []
-        self.events: list[tuple[str, str, str]] = []
-
-    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.body)
-
-    def list_children(self, namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.objects)
-
-    def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
-        pass
-
-    def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
-        ref = f"{manifest['kind']}/{manifest['metadata']['name']}"
-        self.create_calls.append(ref)
-        if ref in self.errors:
-            raise self.errors[ref]
-        self.objects.append(copy.deepcopy(dict(manifest)))
-        return True
-
-    def delete(self, *args: Any) -> None:
-        pass
-
-    def pod_log_tail(self, *args: Any) -> str:
-        return ""
-
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.body["status"] = {k: v for k, v in status.items() if v is not None}
-
-    def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
-
-    def delete_flowrun(self, namespace: str, name: str) -> None:
-        pass
-
-
-def pod_task(name: str) -> dict[str, Any]:
-    return {"name": name, "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}
 
 
 def tasks(kube: FakeKube) -> dict[str, tuple[str, str]]:
@@ -145,7 +74,7 @@ def test_a_pass_that_fails_half_way_forgets_the_refusals_as_a_restart_would() ->
     assert UID in reconciler._refused
     kube.errors["Pod/x-a-1"] = TimeoutError("read timed out")  # e.g. listing children times out
 
-    def broken(*_: Any) -> list[dict[str, Any]]:
+    def broken(namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
         raise TimeoutError("read timed out")
 
     kube.list_children = broken  # type: ignore[method-assign]

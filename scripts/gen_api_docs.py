@@ -1,0 +1,203 @@
+"""Generate the field tables of docs/api.md from the FlowRun CRD (crds/flowrun.yaml), the one
+source of the API schema: each table lies between `<!-- BEGIN GENERATED: <section> -->` and
+`<!-- END GENERATED: <section> -->`; the prose around the tables is written by hand.
+
+A row per field: its type and bounds as the CRD enforces them, its default (the CRD's `default`,
+else a "Default: ..." sentence of its description) and its description.
+
+Usage: .venv/bin/python scripts/gen_api_docs.py [--check]
+(--check: change nothing, exit 1 if docs/api.md is out of date.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_FILE = REPO / "crds" / "flowrun.yaml"
+DOC_FILE = REPO / "docs" / "api.md"
+
+# Section -> the path of its object in the schema. A list of objects that has a section of its own
+# gets one row in its parent's table and its fields in its own.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "spec": ("spec",),
+    "spec.params": ("spec", "params", "[]"),
+    "spec.tasks": ("spec", "tasks", "[]"),
+    "spec.resources": ("spec", "resources", "[]"),
+    "status": ("status",),
+}
+NO_DEFAULTS = {"status"}  # written by the operator: nothing to default
+# Names for the patterns the CRD repeats, as the docs say them.
+PATTERNS = {
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "DNS-1123 label",
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": "DNS-1123 subdomain",
+}
+_DEFAULT_SENTENCE = re.compile(r"\s*Default: ([^.]*(?:\.\w[^.]*)*)\.(?=\s|$)")
+
+
+def schema(crd_file: Path = CRD_FILE) -> dict[str, Any]:
+    crd = yaml.safe_load(crd_file.read_text())
+    root: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
+
+
+def node_at(root: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
+    node = root
+    for part in path:
+        node = node["items"] if part == "[]" else node["properties"][part]
+    return node
+
+
+def _is_template(node: Mapping[str, Any]) -> bool:
+    return "PodTemplateSpec" in str(node.get("description", ""))
+
+
+def _bounds(node: Mapping[str, Any], low: str, high: str) -> str:
+    lo, hi = node.get(low), node.get(high)
+    if lo is not None and hi is not None:
+        return f"{lo}..{hi}"
+    if lo is not None:
+        return f">= {lo}" if low == "minimum" else f"min {lo}"
+    if hi is not None:
+        return f"<= {hi}" if high == "maximum" else f"max {hi}"
+    return ""
+
+
+def type_of(node: Mapping[str, Any], required: bool) -> str:
+    """The field's type and the bounds the CRD enforces, in a few words."""
+    parts: list[str] = []
+    kind = node.get("type")
+    if node.get("x-kubernetes-int-or-string"):
+        parts.append("int or string")
+        parts += [b for b in (_bounds(node, "minimum", "maximum"), _bounds(node, "minLength", "maxLength")) if b]
+        if node.get("pattern"):
+            parts.append(f"string matching `{node['pattern']}`")
+    elif "enum" in node:
+        parts.append(" \\| ".join(f"`{value}`" for value in node["enum"]))
+    elif kind == "integer":
+        parts.append(str(node.get("format", "integer")))
+        parts += [b for b in (_bounds(node, "minimum", "maximum"),) if b]
+    elif kind == "boolean":
+        parts.append("bool")
+    elif kind == "string":
+        if node.get("format") == "date-time":
+            parts.append("RFC 3339 time")
+        elif node.get("pattern") in PATTERNS:
+            parts.append(PATTERNS[node["pattern"]])
+        else:
+            parts.append("string")
+            if node.get("pattern"):
+                parts.append(f"matching `{node['pattern']}`")
+        length = _bounds(node, "minLength", "maxLength")
+        if length and not (node.get("pattern") in PATTERNS and length == "1..63"):  # a label says 63 itself
+            parts.append(length)
+    elif kind == "array":
+        items = node.get("items") or {}
+        list_type = node.get("x-kubernetes-list-type")
+        if items.get("type") == "string":
+            of = PATTERNS.get(items.get("pattern", ""), "string")
+            parts.append(f"{'set' if list_type == 'set' else 'list'} of {of}s")
+        elif list_type == "map":
+            parts.append(f"list keyed by `{'`, `'.join(node.get('x-kubernetes-list-map-keys', []))}`")
+        else:
+            parts.append("list")
+        parts += [b for b in (_bounds(node, "minItems", "maxItems"),) if b]
+    elif kind == "object":
+        parts.append("PodTemplateSpec" if _is_template(node) else "object")
+        if "additionalProperties" in node and "properties" not in node:
+            parts[-1] = "map"
+    if required:
+        parts.append("required")
+    return ", ".join(parts)
+
+
+def default_and_meaning(node: Mapping[str, Any]) -> tuple[str, str]:
+    description = " ".join(str(node.get("description", "")).split())
+    found = _DEFAULT_SENTENCE.search(description)
+    if "default" in node:
+        default = f"`{json.dumps(node['default'])}`"
+    elif found:
+        default = found[1]
+    else:
+        default = ""
+    if found:
+        description = (description[: found.start()] + description[found.end() :]).strip()
+    return default, description
+
+
+def rows(node: Mapping[str, Any], prefix: str, own_sections: set[str], section_path: str) -> Iterator[list[str]]:
+    required = set(node.get("required") or [])
+    for name, child in (node.get("properties") or {}).items():
+        if name == "kopf" or (not child.get("description") and child.get("type") == "object"):
+            continue  # the framework's bookkeeping and bare metadata are no API of the run
+        field = f"{prefix}{name}"
+        path = f"{section_path}.{name}"
+        is_list = child.get("type") == "array"
+        shown = f"{field}[]" if is_list and (child.get("items") or {}).get("type") == "object" else field
+        default, meaning = default_and_meaning(child)
+        if path in own_sections:
+            meaning = f"{meaning} See [`{path}[]`](#{path.replace('.', '')}).".strip()
+        yield [f"`{shown}`", type_of(child, name in required), default, meaning]
+        if path in own_sections or _is_template(child):
+            continue
+        if child.get("type") == "object" and "properties" in child:
+            yield from rows(child, f"{field}.", own_sections, path)
+        elif child.get("type") == "object" and isinstance(child.get("additionalProperties"), Mapping):
+            yield from rows(child["additionalProperties"], f"{field}.<name>.", own_sections, f"{path}.<name>")
+        elif is_list and "properties" in (child.get("items") or {}):
+            yield from rows(child["items"], f"{shown}.", own_sections, f"{path}[]")
+
+
+def _cell(text: str) -> str:
+    # A bare | ends a table cell, inside code spans too; an escaped one is kept.
+    return re.sub(r"(?<!\\)\|", r"\\|", text)
+
+
+def table(root: Mapping[str, Any], section: str) -> str:
+    own_sections = {name for name in SECTIONS if name != section}
+    header = ["Field", "Type", "Meaning"] if section in NO_DEFAULTS else ["Field", "Type", "Default", "Meaning"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for field, kind, default, meaning in rows(node_at(root, SECTIONS[section]), "", own_sections, section):
+        cells = [field, kind, meaning] if section in NO_DEFAULTS else [field, kind, default, meaning]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
+def render(doc: str, root: Mapping[str, Any]) -> str:
+    for section in SECTIONS:
+        begin, end = f"<!-- BEGIN GENERATED: {section} -->", f"<!-- END GENERATED: {section} -->"
+        found = re.search(re.escape(begin) + r".*?" + re.escape(end), doc, re.DOTALL)
+        if found is None:
+            raise SystemExit(f"{DOC_FILE.relative_to(REPO)} has no markers {begin} ... {end}")
+        note = "<!-- generated from crds/flowrun.yaml by scripts/gen_api_docs.py: edit the CRD -->"
+        doc = f"{doc[: found.start()]}{begin}\n{note}\n{table(root, section)}\n{end}{doc[found.end() :]}"
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/api.md is out of date; change nothing")
+    args = parser.parse_args(argv)
+    current = DOC_FILE.read_text()
+    wanted = render(current, schema())
+    if args.check:
+        if current != wanted:
+            print("docs/api.md is out of date with crds/flowrun.yaml: run scripts/gen_api_docs.py", file=sys.stderr)
+            return 1
+        return 0
+    if current != wanted:
+        DOC_FILE.write_text(wanted)
+        print("docs/api.md: field tables regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

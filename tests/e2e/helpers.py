@@ -1,0 +1,538 @@
+"""What the e2e tests share: the operator as a process of its own, FlowRun calls bound to a
+namespace, one watch recorder for any kind, and one set of spec builders (pod templates the dev
+cluster finishes as told, tasks, setup jobs and deployments). The fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from devcluster.pytest_plugin import KubeCluster, wait_for
+from flowrun import api
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "flowrun.yaml"
+SIM = "sim.flowrun.dev/"  # the dev cluster's pod-simulation annotations
+
+# Every kind a run may create in these tests; the leak check looks at all of them.
+CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
+    "Pod": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_pod(ns, label_selector=sel).items,
+    "Job": lambda c, ns, sel: client.BatchV1Api(c).list_namespaced_job(ns, label_selector=sel).items,
+    "Deployment": lambda c, ns, sel: client.AppsV1Api(c).list_namespaced_deployment(ns, label_selector=sel).items,
+    "ReplicaSet": lambda c, ns, sel: client.AppsV1Api(c).list_namespaced_replica_set(ns, label_selector=sel).items,
+    "Service": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_service(ns, label_selector=sel).items,
+    "ConfigMap": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_config_map(ns, label_selector=sel).items,
+    "PersistentVolumeClaim": lambda c, ns, sel: (
+        client.CoreV1Api(c).list_namespaced_persistent_volume_claim(ns, label_selector=sel).items
+    ),
+    "Secret": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_secret(ns, label_selector=sel).items,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --- the operator ------------------------------------------------------------------------------
+
+
+class Operator:
+    """`flowrun run -n <namespace>` as a child process; killable and restartable. With
+    `metrics=True` it serves its Prometheus metrics on a free port of 127.0.0.1."""
+
+    def __init__(
+        self,
+        kube_cluster: KubeCluster,
+        namespace: str,
+        log_dir: Path,
+        extra_args: tuple[str, ...] = (),
+        *,
+        metrics: bool = False,
+    ) -> None:
+        self.namespace = namespace
+        self.metrics_port = free_port() if metrics else None
+        metrics_args = ("--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1") if metrics else ()
+        self.extra_args = (*metrics_args, *extra_args)
+        self.env = dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig))
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.stopped = False  # stopped on purpose (stop()), not exited by itself
+
+    @property
+    def log_path(self) -> Path:
+        """The log of the latest start."""
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        self.stopped = False
+        log = open(self.log_path, "wb")  # noqa: SIM115 (the child process writes to it)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flowrun.cli",
+                "run",
+                "--namespace",
+                self.namespace,
+                "--log-level",
+                "debug",
+                *self.extra_args,
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when a node dies or the OOM killer strikes."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        path = self.log_path
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def scrape_metrics(self) -> str:
+        assert self.metrics_port is not None, "started without metrics=True"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+
+def release_leftover_flowruns(kube_cluster: KubeCluster, namespace: str, running: Operator) -> None:
+    """A test that failed before its leak check leaves FlowRuns behind. Delete them while the
+    operator still runs (it cleans up and releases the finalizers), so the namespace can go."""
+    custom = client.CustomObjectsApi(kube_cluster.api)
+    leftovers = custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"]
+    if not leftovers:
+        return
+    if not running.running():
+        running.start()
+    for run in leftovers:
+        name = run["metadata"]["name"]
+        custom.patch_namespaced_custom_object(
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
+            {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}},
+        )
+        custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+    wait_for(
+        f"leftover FlowRuns in {namespace} to be released",
+        lambda: not custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"],
+        timeout=60,
+    )
+
+
+# --- FlowRuns ----------------------------------------------------------------------------------
+
+
+class FlowRuns:
+    """FlowRun helpers bound to one namespace."""
+
+    def __init__(self, kube_cluster: KubeCluster, namespace: str) -> None:
+        self.api_client = kube_cluster.api
+        self.custom = client.CustomObjectsApi(kube_cluster.api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": api.API_VERSION, "kind": api.KIND, **body}
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, body
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            run: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, self.namespace, api.PLURAL, name
+            )
+            return run
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, api.PLURAL, name, body
+        )
+        return patched
+
+    def delete(self, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, api.PLURAL, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def wait_phase(self, name: str, phases: str | tuple[str, ...], timeout: float = 60.0) -> dict[str, Any]:
+        wanted = (phases,) if isinstance(phases, str) else phases
+
+        def reached() -> dict[str, Any] | None:
+            run = self.get(name)
+            return run if run and (run.get("status") or {}).get("phase") in wanted else None
+
+        try:
+            return wait_for(f"FlowRun {name} to reach {'/'.join(wanted)}", reached, timeout=timeout)
+        except AssertionError as error:
+            run = self.get(name) or {}
+            raise AssertionError(f"{error}; status now: {run.get('status')}") from None
+
+    def wait_status(
+        self, name: str, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        def holds() -> dict[str, Any] | None:
+            run = self.get(name)
+            return run if run and check(run.get("status") or {}) else None
+
+        return wait_for(f"FlowRun {name}: {what}", holds, timeout=timeout)
+
+    def children(self, uid: str, labels: dict[str, str] | None = None) -> dict[str, list[str]]:
+        """Every object labelled with the run's UID (and `labels`), by kind (only kinds that have some)."""
+        selector = ",".join(f"{key}={value}" for key, value in {api.LABEL_UID: uid, **(labels or {})}.items())
+        found = {}
+        for kind, lister in CHILD_LISTERS.items():
+            names = [item.metadata.name for item in lister(self.api_client, self.namespace, selector)]
+            if names:
+                found[kind] = names
+        return found
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        events: list[client.CoreV1Event] = (
+            client.CoreV1Api(self.api_client)
+            .list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.kind={api.KIND},involvedObject.name={name}"
+            )
+            .items
+        )
+        return events
+
+    def read_pod(self, name: str) -> client.V1Pod:
+        return client.CoreV1Api(self.api_client).read_namespaced_pod(name, self.namespace)
+
+    def delete_and_check_nothing_leaked(self, name: str, timeout: float = 90.0) -> None:
+        """The leak check every e2e test ends with: delete the run, wait until it is gone (the
+        finalizer released), and find nothing labelled with its UID."""
+        run = self.get(name)
+        assert run is not None, f"FlowRun {name} does not exist"
+        uid = run["metadata"]["uid"]
+        self.delete(name)
+        wait_for(f"FlowRun {name} to be gone", lambda: self.get(name) is None, timeout=timeout)
+        wait_for(f"every child of {name} to be gone", lambda: not self.children(uid), timeout=timeout)
+
+
+def task(run: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """status.tasks.<name> of a run."""
+    entry: dict[str, Any] = run["status"]["tasks"][name]
+    return entry
+
+
+def res(run: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """status.resources.<name> of a run."""
+    entry: dict[str, Any] = run["status"]["resources"][name]
+    return entry
+
+
+def main_container(pod: client.V1Pod) -> client.V1Container:
+    """The container named main, else the first (a deployment's pods name theirs freely)."""
+    containers = pod.spec.containers
+    return next((c for c in containers if c.name == "main"), containers[0])
+
+
+# --- spec builders -----------------------------------------------------------------------------
+
+
+def sim_template(
+    *,
+    outcome: str | None = "succeed",
+    duration: str | None = "300ms",
+    message: str | None = None,
+    annotations: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    container: str = "main",
+    env: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A pod template the dev cluster finishes as told: outcome (succeed/fail), after duration,
+    with message as the termination message. No outcome: the pod runs until deleted."""
+    notes: dict[str, str] = {}
+    if outcome is not None:
+        notes[SIM + "outcome"] = outcome
+    if duration is not None:
+        notes[SIM + "duration"] = duration
+    if message is not None:
+        notes[SIM + "message"] = message
+    notes.update(annotations or {})
+    main: dict[str, Any] = {"name": container, "image": "busybox"}
+    if args is not None:
+        main["args"] = args
+    if env is not None:
+        main["env"] = env
+    template: dict[str, Any] = {"spec": {"containers": [main]}}
+    if notes:
+        template["metadata"] = {"annotations": notes}
+    return template
+
+
+def sim_task(
+    name: str,
+    *,
+    run_after: list[str] | None = None,
+    duration: str = "200ms",
+    outcome: str = "succeed",
+    message: str | None = None,
+    extra_annotations: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A task whose pod the dev cluster finishes as told; `fields` are other task fields
+    (resources, retries, trigger, ...)."""
+    task: dict[str, Any] = {
+        "name": name,
+        "template": sim_template(
+            outcome=outcome, duration=duration, message=message, annotations=extra_annotations, args=args
+        ),
+        **fields,
+    }
+    if run_after:
+        task["runAfter"] = run_after
+    return task
+
+
+def job(**template: Any) -> dict[str, Any]:
+    """A setup or cleanup job: its pod template from sim_template(**template)."""
+    return {"template": sim_template(**template)}
+
+
+def deployment(name: str, *, replicas: int | str = 1, ports: bool = False, ready: bool = True) -> dict[str, Any]:
+    """A setup Deployment whose pods run until deleted (Ready, unless ready=False)."""
+    annotations = {} if ready else {SIM + "ready": "false"}
+    spec: dict[str, Any] = {
+        "name": name,
+        "replicas": replicas,
+        "template": sim_template(outcome=None, duration=None, annotations=annotations, container=name),
+    }
+    if ports:
+        spec["ports"] = [{"name": "http", "port": 8080}]
+    return spec
+
+
+# --- the watch recorder ------------------------------------------------------------------------
+
+
+def lister(api_client: client.ApiClient, kind: str) -> Callable[..., Any]:
+    """The namespaced list call of a kind the recorder can watch."""
+    listers: dict[str, Callable[..., Any]] = {
+        "pods": client.CoreV1Api(api_client).list_namespaced_pod,
+        "services": client.CoreV1Api(api_client).list_namespaced_service,
+        "jobs": client.BatchV1Api(api_client).list_namespaced_job,
+        "deployments": client.AppsV1Api(api_client).list_namespaced_deployment,
+        "flowruns": partial(
+            client.CustomObjectsApi(api_client).list_namespaced_custom_object,
+            api.GROUP,
+            api.VERSION,
+            plural=api.PLURAL,
+        ),
+    }
+    return listers[kind]
+
+
+Event = tuple[str, dict[str, Any]]  # (ADDED | MODIFIED | DELETED, the object as the API server sent it)
+
+
+def event_is(kind: str, name: str, phase: str | None = None) -> Callable[[str, dict[str, Any]], bool]:
+    """A predicate for WatchRecorder.index: that event type for that object (and pod phase)."""
+    return lambda k, o: k == kind and o["metadata"]["name"] == name and (phase is None or pod_phase(o) == phase)
+
+
+def pod_phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "Pending")
+
+
+class WatchRecorder:
+    """Every watch event of one kind in a namespace (optionally a label selector), in order, from
+    construction until stop(): the raw objects as the API server sent them. What polling would
+    miss: an object created twice, the peak of pods alive at once, the order of transitions."""
+
+    ALIVE_PHASES = ("Pending", "Running")
+
+    def __init__(self, list_fn: Callable[..., Any], namespace: str, label_selector: str | None = None) -> None:
+        self.list_fn = list_fn
+        self.namespace = namespace
+        self.selector = {"label_selector": label_selector} if label_selector else {}
+        self.events: list[Event] = []
+        self.gaps = 0  # times the watch had to list again (410 Gone): events may have been missed
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._watch: watch.Watch | None = None
+        self.resource_version = self._relist()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{namespace}", daemon=True)
+        self._thread.start()
+
+    def _relist(self) -> str:
+        response = self.list_fn(self.namespace, _preload_content=False, **self.selector)
+        listed = json.loads(response.data)
+        known = {uid for uids in self.uids_by_name().values() for uid in uids}
+        for item in listed.get("items", []):
+            self._record("MODIFIED" if item["metadata"]["uid"] in known else "ADDED", item)
+        resource_version: str = listed["metadata"]["resourceVersion"]
+        return resource_version
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._watch = watch.Watch()
+            try:
+                for event in self._watch.stream(
+                    self.list_fn,
+                    self.namespace,
+                    resource_version=self.resource_version,
+                    timeout_seconds=5,
+                    **self.selector,
+                ):
+                    obj = event["raw_object"]
+                    if event["type"] == "ERROR":  # 410 Gone: the watch fell behind; list again
+                        self.gaps += 1
+                        self.resource_version = self._relist()
+                        break
+                    self.resource_version = obj["metadata"]["resourceVersion"]
+                    if event["type"] != "BOOKMARK":
+                        self._record(event["type"], obj)
+                    if self._stopped.is_set():
+                        break
+            except ApiException as error:
+                if error.status == 410:
+                    self.gaps += 1
+                    self.resource_version = self._relist()
+                else:
+                    time.sleep(0.5)
+            except Exception:
+                time.sleep(0.5)  # a dropped connection: watch again from the last version seen
+
+    def _record(self, kind: str, obj: dict[str, Any]) -> None:
+        with self._changed:
+            self.events.append((kind, obj))
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=15)
+
+    def snapshot(self) -> list[Event]:
+        with self._changed:
+            return list(self.events)
+
+    def wait(self, what: str, check: Callable[[WatchRecorder], Any], timeout: float = 60.0) -> Any:
+        """Block until `check(self)` is truthy (evaluated on every event), and return it."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                result = check(self)
+                if result:
+                    return result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    latest = {name: pod_phase(o) for name, o in self.latest().items()}
+                    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (now: {latest})")
+                self._changed.wait(min(remaining, 1.0))
+
+    # --- views of what was recorded ------------------------------------------------------------
+
+    def uids_by_name(self) -> dict[str, set[str]]:
+        """Every name ADDED, with the UID of each object of that name."""
+        found: dict[str, set[str]] = {}
+        for kind, obj in self.snapshot():
+            if kind == "ADDED":
+                found.setdefault(obj["metadata"]["name"], set()).add(obj["metadata"]["uid"])
+        return found
+
+    def duplicated_names(self) -> dict[str, set[str]]:
+        """Names that were created more than once (several UIDs)."""
+        return {name: uids for name, uids in self.uids_by_name().items() if len(uids) > 1}
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """Each object's latest state, by name, for those not DELETED."""
+        found: dict[str, dict[str, Any]] = {}
+        for kind, obj in self.snapshot():
+            if kind == "DELETED":
+                found.pop(obj["metadata"]["name"], None)
+            else:
+                found[obj["metadata"]["name"]] = obj
+        return found
+
+    def phase(self, name: str) -> str | None:
+        """A pod's latest phase (None: not seen, or deleted)."""
+        pod = self.latest().get(name)
+        return pod_phase(pod) if pod is not None else None
+
+    def first(self, name: str, kind: str = "ADDED") -> dict[str, Any] | None:
+        return next((o for k, o in self.snapshot() if k == kind and o["metadata"]["name"] == name), None)
+
+    def index(self, predicate: Callable[[str, dict[str, Any]], bool]) -> int:
+        """Position of the first event that satisfies `predicate(type, object)`; fails if none does."""
+        events = self.snapshot()
+        found = next((i for i, (k, o) in enumerate(events) if predicate(k, o)), None)
+        assert found is not None, f"no such event among {[(k, o['metadata']['name']) for k, o in events]}"
+        return found
+
+    def alive(self) -> set[str]:
+        """Pods alive now: Pending or Running, not being deleted."""
+        return self._alive_after(self.snapshot())[0]
+
+    def max_alive(self) -> int:
+        """The most pods alive at once over the recording."""
+        return self._alive_after(self.snapshot())[1]
+
+    def _alive_after(self, events: list[Event]) -> tuple[set[str], int]:
+        alive: dict[str, str] = {}  # uid -> name
+        peak = 0
+        for kind, pod in events:
+            uid, name = pod["metadata"]["uid"], pod["metadata"]["name"]
+            deleting = pod["metadata"].get("deletionTimestamp") is not None
+            if kind != "DELETED" and pod_phase(pod) in self.ALIVE_PHASES and not deleting:
+                alive[uid] = name
+            else:
+                alive.pop(uid, None)
+            peak = max(peak, len(alive))
+        return set(alive.values()), peak
+
+
+# What the fixtures of the same names hand a test.
+StartOperator = Callable[..., Operator]  # start_operator(*extra_args, metrics=False)
+Watch = Callable[..., WatchRecorder]  # watch(kind, label_selector=None)

@@ -1,0 +1,111 @@
+"""Kube's discovery of API resources, over the Kubernetes client's real DynamicClient talking to a
+fake API server: an unknown kind is refused as UnknownKind (no other error), without fetching the
+discovery again on every pass, and a kind served later is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes.client import ApiClient
+
+from flowrun.kube import UNKNOWN_KIND_RECHECK_SECONDS, Kube, UnknownKind
+from flowrun.reconciler import Reconciler
+from tests.unit.fakes import FakeApiServer, FakeKube, ServedKind, pod_task
+
+WIDGET = ServedKind("example.com", "v1", "Widget", "widgets")
+MANIFEST = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "team"}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def kube_over(server: FakeApiServer, tmp_path: Path, clock: Clock) -> Kube:
+    return Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), clock=clock)
+
+
+def test_an_unknown_kind_is_unknown_kind_and_discovery_is_not_fetched_again_on_every_pass(tmp_path: Path) -> None:
+    server, clock = FakeApiServer(), Clock()
+    kube = kube_over(server, tmp_path, clock)
+    with pytest.raises(UnknownKind, match=r"^the API server serves no Widget in example.com/v1$"):
+        kube.resource("example.com/v1", "Widget")
+    fetches = server.discovery_fetches()
+    assert fetches >= 1
+    requests = len(server.requests)
+
+    clock.now += UNKNOWN_KIND_RECHECK_SECONDS - 1
+    for _ in range(5):  # later passes: the list of children, the dry run
+        with pytest.raises(UnknownKind):
+            kube.resource("example.com/v1", "Widget")
+        with pytest.raises(UnknownKind):
+            kube.dry_run_create(MANIFEST)
+    assert len(server.requests) == requests, server.requests[requests:]
+
+
+def test_an_unknown_kind_is_looked_up_again_after_a_while_and_found_once_served(tmp_path: Path) -> None:
+    server, clock = FakeApiServer(), Clock()
+    kube = kube_over(server, tmp_path, clock)
+    with pytest.raises(UnknownKind):
+        kube.resource("example.com/v1", "Widget")
+    fetches = server.discovery_fetches()
+
+    server.kinds.append(WIDGET)  # its CRD is installed
+    clock.now += UNKNOWN_KIND_RECHECK_SECONDS
+    assert kube.resource("example.com/v1", "Widget").kind == "Widget"
+    assert server.discovery_fetches() == fetches + 1
+    kube.dry_run_create(MANIFEST)
+    assert server.requests[-1] == ("POST", "/apis/example.com/v1/namespaces/team/widgets")
+
+
+def test_a_kind_served_after_start_up_is_found_on_its_first_lookup(tmp_path: Path) -> None:
+    server, clock = FakeApiServer(), Clock()
+    kube = kube_over(server, tmp_path, clock)
+    assert kube.resource("apps/v1", "Deployment").kind == "Deployment"
+    server.kinds.append(WIDGET)
+    assert kube.resource("example.com/v1", "Widget").kind == "Widget"
+
+
+def test_known_kinds_are_looked_up_once(tmp_path: Path) -> None:
+    server, clock = FakeApiServer(), Clock()
+    kube = kube_over(server, tmp_path, clock)
+    for _ in range(3):
+        assert kube.resource("v1", "Pod").kind == "Pod"
+        assert kube.resource("batch/v1", "Job").kind == "Job"
+    requests = len(server.requests)
+    kube.resource("v1", "Pod")
+    assert len(server.requests) == requests
+    assert server.discovery_fetches() == 1
+
+
+def test_a_run_naming_an_unknown_kind_fails_with_spec_valid_false_naming_the_manifest(tmp_path: Path) -> None:
+    """The reconciler's path for it: the dry run meets UnknownKind and the pass becomes a spec error."""
+    server, clock = FakeApiServer(), Clock()
+    kube = FakeKube(
+        {
+            "resources": [{"name": "store", "setup": {"manifests": [dict(MANIFEST, metadata={"name": "w"})]}}],
+            "tasks": [pod_task("a", resources=["store"])],
+        },
+        {},
+    )
+    real = kube_over(server, tmp_path, clock)
+    kube.dry_run_create = real.dry_run_create  # type: ignore[method-assign]
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    result = reconciler.run_pass("team", "x")
+    fetches = server.discovery_fetches()  # the client's first look and its refresh on the miss
+    for _ in range(3):
+        result = reconciler.run_pass("team", "x")
+    assert server.discovery_fetches() == fetches
+    assert result.phase == "Failed" and result.done
+    conditions = {c["type"]: c for c in kube.body["status"]["conditions"]}
+    assert conditions["SpecValid"]["status"] == "False"
+    assert conditions["SpecValid"]["message"] == (
+        "the API server rejected a child: spec.resources[0].setup.manifests[0]:"
+        " the API server serves no Widget in example.com/v1"
+    )
+    assert kube.create_calls == []
+    assert [reason for _, reason, _ in kube.events] == ["InvalidSpec"]  # once, not once per pass
