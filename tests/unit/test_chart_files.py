@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,12 +24,16 @@ DOCKERFILE = REPO / "Dockerfile"
 # --- chart -------------------------------------------------------------------------------------
 
 
-def test_chart_crd_is_a_byte_identical_copy_of_the_repository_crd() -> None:
-    source, copy = REPO / "crds" / "flowrun.yaml", CHART / "crds" / "flowrun.yaml"
+@pytest.mark.parametrize("name", ["flowrun.yaml", "flow.yaml", "cronflowrun.yaml"])
+def test_chart_crd_is_a_byte_identical_copy_of_the_repository_crd(name: str) -> None:
+    source, copy = REPO / "crds" / name, CHART / "crds" / name
     assert copy.read_bytes() == source.read_bytes(), (
-        "charts/flowrun-operator/crds/flowrun.yaml differs from crds/flowrun.yaml: "
-        "cp crds/flowrun.yaml charts/flowrun-operator/crds/flowrun.yaml"
+        f"charts/flowrun-operator/crds/{name} differs from crds/{name}: run scripts/gen_crds.py"
     )
+
+
+def test_the_chart_carries_every_crd_and_nothing_else() -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(p.name for p in (REPO / "crds").iterdir())
 
 
 def test_chart_versions_follow_the_package() -> None:
@@ -45,7 +51,7 @@ def test_every_default_value_is_declared_in_the_schema() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert schema["additionalProperties"] is False
 
-    def check(value: object, node: dict, path: str) -> None:
+    def check(value: object, node: dict[str, Any], path: str) -> None:
         if isinstance(value, dict) and "properties" in node:
             for key, child in value.items():
                 assert key in node["properties"], f"{path}{key} is in values.yaml but not in values.schema.json"
@@ -63,7 +69,7 @@ def test_values_are_documented_in_the_install_guide() -> None:
     guide = (REPO / "docs" / "install.md").read_text()
     schema = json.loads((CHART / "values.schema.json").read_text())
 
-    def leaves(node: dict, prefix: str) -> list[str]:
+    def leaves(node: dict[str, Any], prefix: str) -> list[str]:
         if "$ref" in node:
             node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
         if node.get("type") == "object" and "properties" in node:
