@@ -198,7 +198,8 @@ def test_needs_lookup_names_the_kind_to_read() -> None:
 
 
 def test_snapshot_from_a_damaged_status_is_none() -> None:
-    for status in (None, [], {"resolvedSpec": []}, {"resolvedSpec": {}}):
+    damaged: list[object] = [None, [], {"resolvedSpec": []}, {"resolvedSpec": {}}]
+    for status in damaged:
         assert snapshot_from_status(status) is None
 
 
