@@ -427,7 +427,6 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
         {
             "rule": f"self.metadata.name.size() <= {MAX_CRON_NAME}",
             "message": f"a CronFlowRun name has at most {MAX_CRON_NAME} characters (runs: <name>-<minutes>)",
-            "fieldPath": ".metadata.name",
         }
     ]
     return _crd(

@@ -23,6 +23,7 @@ from flowrun import api
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "flowrun.yaml"
+CRD_FILES = (CRD_FILE, REPO / "crds" / "flow.yaml", REPO / "crds" / "cronflowrun.yaml")
 # Every kind a run may create in these tests; the leak check looks at all of them.
 CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
     "Pod": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_pod(ns, label_selector=sel).items,
@@ -40,23 +41,29 @@ CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
 
 @pytest.fixture(scope="session")
 def flowrun_crd(kube_cluster: KubeCluster) -> None:
-    """Install (or update) the CRD and wait until the API serves FlowRuns."""
+    """Install (or update) every CRD (FlowRun, Flow, CronFlowRun) and wait until the API serves them."""
     extensions = client.ApiextensionsV1Api(kube_cluster.api)
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    try:
-        current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-        extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        extensions.create_custom_resource_definition(crd)
+    names = []
+    for path in CRD_FILES:
+        crd = yaml.safe_load(path.read_text())
+        names.append(crd["metadata"]["name"])
+        try:
+            current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(crd)
 
     def established() -> bool:
-        conditions = extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
+        for name in names:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
 
-    wait_for("the FlowRun CRD to be Established", established)
+    wait_for("the CRDs to be Established", established)
 
 
 class Operator:
