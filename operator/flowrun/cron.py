@@ -285,7 +285,7 @@ def decide(
         else:
             if cron.concurrency_policy == "Replace":
                 for run in others:
-                    if not run.cancel_requested:
+                    if not run.cancel_requested and not run.deleting:
                         cancel.append(run.name)
                         events.append(Event("Normal", "RunReplaced", f"cancelled {run.name}: replaced (Replace)"))
             create, last = NewRun(new_name, due), due

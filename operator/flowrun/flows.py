@@ -126,6 +126,9 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
     it). Raises SpecError naming the field: a param the Flow does not declare, a declared param
     without default the run does not give, or (in the Flow) anything a run's spec may not hold."""
     run = checks.mapping(spec, "spec")
+    for key in ("tasks", "resources"):
+        if key in run:
+            raise SpecError(f"spec.{key}", "flowRef excludes tasks and resources (the Flow supplies them)")
     checks.known_keys(run, "spec", RUN_FIELDS_WITH_FLOW_REF)
     metadata = as_map(flow.get("metadata"))
     flow_name = str(metadata.get("name") or "")

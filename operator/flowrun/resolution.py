@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowrun.engine.interface import Event
 from flowrun.engine.lenient import as_map, conditions_by_type
 from flowrun.engine.phases import PENDING
 from flowrun.engine.status import condition
@@ -36,11 +37,13 @@ class Resolved:
 
 @dataclass(frozen=True)
 class Waiting:
-    """The Flow does not exist yet: write `status` (phase Pending, reason FlowNotFound), create
-    nothing, and pass again after `requeue_after` seconds (or when a Flow of that name appears)."""
+    """The Flow does not exist yet: write `status` (phase Pending, reason FlowNotFound), post
+    `events` (once, on the first such pass), create nothing, and pass again after `requeue_after`
+    seconds (or when a Flow of that name appears)."""
 
     status: dict[str, Any]
     requeue_after: float
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def _from_flow(
     namespace: str | None,
 ) -> Resolution:
     if flow is None:
-        waited = (now - created_at).total_seconds() if created_at is not None else 0.0
+        # Without a creation time (a damaged object) there is nothing to wait from: fail at once.
+        waited = (now - created_at).total_seconds() if created_at is not None else float(FLOW_NOT_FOUND_SECONDS)
         if waited >= FLOW_NOT_FOUND_SECONDS:
             return Refused(
                 SpecError(
@@ -124,8 +128,12 @@ def _from_flow(
                     f"Flow {name!r} does not exist in this namespace (waited {FLOW_NOT_FOUND_SECONDS}s)",
                 )
             )
-        deadline = (created_at or now) + timedelta(seconds=FLOW_NOT_FOUND_SECONDS)
-        return Waiting(_waiting_status(name, status, now, generation), max(1.0, (deadline - now).total_seconds()))
+        assert created_at is not None
+        deadline = created_at + timedelta(seconds=FLOW_NOT_FOUND_SECONDS)
+        waiting = _waiting_status(name, status, now, generation)
+        already = as_map(conditions_by_type(as_map(status)).get("SpecValid")).get("reason") == FLOW_NOT_FOUND
+        events = () if already else (Event("Normal", FLOW_NOT_FOUND, waiting["message"]),)
+        return Waiting(waiting, max(1.0, (deadline - now).total_seconds()), events)
     try:
         snapshot = resolve_flow(spec, flow, namespace)
     except SpecError as error:

@@ -51,7 +51,7 @@ class Objects:
         with pytest.raises(ApiException) as error:
             self.create(plural, kind, name, spec)
         assert error.value.status in (400, 422), error.value.body
-        message: str = json.loads(error.value.body)["message"]
+        message: str = json.loads(error.value.body or "{}")["message"]
         return message
 
     def patch_spec(self, plural: str, name: str, spec: dict[str, Any]) -> None:

@@ -191,8 +191,8 @@ def test_replace_cancels_the_running_run_and_starts_the_new_one() -> None:
     assert [e.reason for e in decision.events] == ["RunReplaced", "RunCreated"]
 
 
-def test_replace_does_not_cancel_twice() -> None:
-    cancelling = [owned(at2(9), cancel_requested=True)]
+def test_replace_does_not_cancel_twice_nor_a_run_being_deleted() -> None:
+    cancelling = [owned(at2(9), cancel_requested=True), owned(at2(8), deleting=True)]
     decision = step(at2(10, second=1), cancelling, LAST, concurrencyPolicy="Replace")
     assert decision.create is not None and decision.cancel == ()
 

@@ -101,7 +101,7 @@ def test_every_missing_param_is_named() -> None:
 def test_tasks_beside_flow_ref_are_refused() -> None:
     with pytest.raises(SpecError) as error:
         resolve_flow(run(tasks=[task("x")]), FLOW)
-    assert error.value.field == "spec.tasks"
+    assert error.value.field == "spec.tasks" and "flowRef excludes" in error.value.message
 
 
 def test_an_invalid_flow_is_named_in_the_runs_error() -> None:
@@ -167,9 +167,18 @@ def test_a_missing_flow_waits_then_fails_naming_the_field() -> None:
         "SpecValid": "FlowNotFound",
     }
     assert waiting.requeue_after == pytest.approx(FLOW_NOT_FOUND_SECONDS - 20)
+    assert [(e.type, e.reason) for e in waiting.events] == [("Normal", "FlowNotFound")]
+    still = resolve_run(run(), waiting.status, found=None, created_at=T0, now=at(40))
+    assert isinstance(still, Waiting) and still.events == (), "posted once"
+    assert still.status["conditions"] == waiting.status["conditions"], "transition times kept"
     failed = resolve_run(run(), waiting.status, found=None, created_at=T0, now=at(FLOW_NOT_FOUND_SECONDS))
     assert isinstance(failed, Refused)
     assert failed.error.field == "spec.flowRef.name" and "'summary'" in failed.error.message
+
+
+def test_a_run_without_a_creation_time_does_not_wait_forever() -> None:
+    refused = resolve_run(run(), {}, found=None, created_at=None, now=at(1))
+    assert isinstance(refused, Refused) and refused.error.field == "spec.flowRef.name"
 
 
 def test_a_flow_that_appears_within_the_wait_is_used() -> None:
