@@ -5,8 +5,9 @@ Pure code.
 the spec it ran, which tasks succeeded there (reused here with their results: reason Reused, no
 pod) and which run again from attempt 1. Nothing of a resource block is carried over: every block
 starts Pending, so the engine sets up anew each block a task that runs again needs (the original
-cleaned it up). The plan's `status()` is merged into the rerun's status before its first engine
-pass and written with it, so the original can be deleted at once. The users' contract:
+cleaned it up). The snapshot (`snapshot.status()`) and the reused tasks (`seed()`) are merged
+into the rerun's status before its first engine pass and written with it, so the original can be
+deleted at once. The users' contract:
 docs/semantics.md ("Reruns").
 """
 
@@ -37,9 +38,9 @@ class RerunPlan:
     rerun_tasks: tuple[str, ...]  # tasks that run again from attempt 1, in spec order
     fresh_blocks: tuple[str, ...]  # blocks set up anew: a task inside runs again (or a block they use)
 
-    def status(self) -> dict[str, Any]:
-        """What the rerun's first pass adds to its status: the snapshot and the reused tasks."""
-        return {**self.snapshot.status(), "tasks": copy.deepcopy(self.reused)}
+    def seed(self) -> dict[str, Any]:
+        """The status records the rerun's first pass starts from: the reused tasks."""
+        return {"tasks": copy.deepcopy(self.reused)}
 
 
 def original_spec(original: Mapping[str, Any]) -> dict[str, Any] | None:

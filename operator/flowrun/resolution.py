@@ -24,15 +24,21 @@ from flowrun.rerun import plan_rerun
 
 @dataclass(frozen=True)
 class Resolved:
-    """Run the engine with `spec` (as RunInput.spec) on the previous status merged with
-    `status_patch`, and write `status_patch` with the engine's status (empty once stored)."""
+    """Run the engine with `spec` as RunInput.spec and `engine_status(previous status)` as
+    RunInput.status, then write `written(the engine's status)`. On the first pass of a run with
+    flowRef or rerunOf, `snapshot` holds status.resolvedSpec and status.resolvedFrom to store and
+    `seed` the records the pass starts from (a rerun's reused tasks); both are empty afterwards."""
 
     spec: dict[str, Any]
-    status_patch: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    seed: dict[str, Any] = field(default_factory=dict)
 
-    def merged(self, status: object) -> dict[str, Any]:
-        """`status` with the patch applied (top-level keys replaced), for RunInput.status."""
-        return {**as_map(status), **self.status_patch}
+    def engine_status(self, status: object) -> dict[str, Any]:
+        return {**as_map(status), **self.snapshot, **self.seed}
+
+    def written(self, engine_status: Mapping[str, Any]) -> dict[str, Any]:
+        """The status to write: the engine's (which carries the seeded records on) and the snapshot."""
+        return {**engine_status, **self.snapshot}
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,7 @@ def resolve_run(
             plan = plan_rerun(spec, found, original_name, namespace)
         except SpecError as error:
             return Refused(error)
-        return Resolved(run_spec(plan.snapshot, spec), plan.status())
+        return Resolved(run_spec(plan.snapshot, spec), plan.snapshot.status(), plan.seed())
     return Resolved(dict(as_map(spec)))
 
 

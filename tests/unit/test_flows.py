@@ -130,8 +130,8 @@ def test_a_flow_with_cancel_is_invalid() -> None:
 def test_first_pass_resolves_and_asks_to_store_the_snapshot() -> None:
     resolution = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
     assert isinstance(resolution, Resolved)
-    assert resolution.status_patch["resolvedSpec"] == resolution.spec
-    assert resolution.status_patch["resolvedFrom"] == {
+    assert resolution.snapshot["resolvedSpec"] == resolution.spec
+    assert resolution.snapshot["resolvedFrom"] == {
         "kind": "Flow",
         "name": "summary",
         "uid": "flow-uid",
@@ -142,19 +142,19 @@ def test_first_pass_resolves_and_asks_to_store_the_snapshot() -> None:
 def test_later_passes_use_the_snapshot_even_after_the_flow_changed_or_went() -> None:
     first = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
     assert isinstance(first, Resolved)
-    status = first.merged({"phase": "Running"})
+    status = first.written({"phase": "Running"})
     assert needs_lookup(run(), status) is None, "nothing to look up once the snapshot is stored"
     changed = flow_object({**FLOW_SPEC, "tasks": [task("other")]}, version="8")
     for flow in (changed, None):
         later = resolve_run(run(), status, found=flow, created_at=T0, now=at(3600))
         assert isinstance(later, Resolved)
-        assert later.spec == first.spec and later.status_patch == {}
+        assert later.spec == first.spec and later.snapshot == {} and later.seed == {}
 
 
 def test_cancel_is_read_from_the_runs_spec_on_every_pass() -> None:
     first = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
     assert isinstance(first, Resolved)
-    later = resolve_run(run(cancel=True), first.merged({}), found=None, created_at=T0, now=at(5))
+    later = resolve_run(run(cancel=True), first.written({}), found=None, created_at=T0, now=at(5))
     assert isinstance(later, Resolved) and later.spec["cancel"] is True
 
 
@@ -185,7 +185,7 @@ def test_a_flow_that_appears_within_the_wait_is_used() -> None:
     waiting = resolve_run(run(), {}, found=None, created_at=T0, now=at(10))
     assert isinstance(waiting, Waiting)
     resolved = resolve_run(run(), waiting.status, found=FLOW, created_at=T0, now=at(30))
-    assert isinstance(resolved, Resolved) and resolved.status_patch
+    assert isinstance(resolved, Resolved) and resolved.snapshot
 
 
 def test_param_errors_are_refusals() -> None:
@@ -197,7 +197,7 @@ def test_a_run_with_its_own_tasks_is_passed_through() -> None:
     spec = {"tasks": [task("a")]}
     assert needs_lookup(spec, {}) is None
     resolved = resolve_run(spec, {}, found=None, created_at=T0, now=T0)
-    assert isinstance(resolved, Resolved) and resolved.spec == spec and resolved.status_patch == {}
+    assert isinstance(resolved, Resolved) and resolved.spec == spec and resolved.snapshot == {} and resolved.seed == {}
 
 
 def test_needs_lookup_names_the_kind_to_read() -> None:
@@ -215,7 +215,7 @@ def test_snapshot_from_a_damaged_status_is_none() -> None:
 def test_the_engine_runs_the_resolved_spec() -> None:
     resolved = resolve_run(run(), {}, found=FLOW, created_at=T0, now=T0)
     assert isinstance(resolved, Resolved)
-    sim = Sim(resolved.spec, status=resolved.merged({}))
+    sim = Sim(resolved.spec, status=resolved.engine_status({}))
     sim.step(at(0))
     assert sim.res("db")["phase"] == "SettingUp", sim.status["message"]
     assert sim.cluster.get("Deployment", "demo-db-db")["spec"]["replicas"] == 2, "the default of n-workers"

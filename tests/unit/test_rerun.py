@@ -87,11 +87,12 @@ def test_blocks_with_a_task_that_runs_again_are_set_up_anew(original: dict[str, 
 
 
 def test_the_plan_copies_the_spec_and_where_it_came_from(original: dict[str, Any]) -> None:
-    status = plan_rerun(RERUN, original, "demo").status()
+    plan = plan_rerun(RERUN, original, "demo")
+    status = plan.snapshot.status()
     assert status["resolvedSpec"] == SPEC
     assert status["resolvedFrom"] == {"kind": "FlowRun", "name": "demo", "uid": "uid-original", "resourceVersion": "99"}
-    assert set(status["tasks"]) == {"prep", "prep2"}, "no record for a task that runs again: it starts afresh"
-    assert "resources" not in status, "no block state is carried over"
+    assert set(plan.seed()) == {"tasks"}, "no block state is carried over"
+    assert set(plan.seed()["tasks"]) == {"prep", "prep2"}, "no record for a task that runs again: it starts afresh"
 
 
 def test_ttl_beside_rerun_of_overrides_the_originals(original: dict[str, Any]) -> None:
@@ -171,7 +172,7 @@ def test_the_rerun_reuses_results_sets_the_block_up_anew_and_succeeds(original: 
     assert needs_lookup(RERUN, {}) == "FlowRun"
     first = resolve_run(RERUN, {}, found=original, created_at=T0, now=T0)
     assert isinstance(first, Resolved)
-    sim = Sim(first.spec, status=first.merged({}))
+    sim = Sim(first.spec, status=first.engine_status({}))
     sim.step(at(0))
     assert sim.task("prep")["reason"] == "Reused" and sim.task("prep")["phase"] == "Succeeded"
     assert sim.res("r")["phase"] == "SettingUp", "set up anew: use runs again"
@@ -194,14 +195,17 @@ def test_the_rerun_reuses_results_sets_the_block_up_anew_and_succeeds(original: 
     assert sim.task("use")["attempts"] == 1, "from attempt 1"
 
     # The original may go: later passes use what the first copied.
-    later = resolve_run(RERUN, {**sim.status, **first.status_patch}, found=None, created_at=T0, now=at(99))
+    written = first.written(sim.status)
+    assert set(written["tasks"]) == {"prep", "prep2", "use", "report"}, "the engine's records, reused ones too"
+    assert written["tasks"]["prep"]["reason"] == "Reused"
+    later = resolve_run(RERUN, written, found=None, created_at=T0, now=at(99))
     assert isinstance(later, Resolved) and later.spec == first.spec
 
 
 def test_a_rerun_of_a_rerun_keeps_the_results_reused_before(original: dict[str, Any]) -> None:
     first = resolve_run(RERUN, {}, found=original, created_at=T0, now=T0)
     assert isinstance(first, Resolved)
-    sim = Sim(first.spec, status=first.merged({}))
+    sim = Sim(first.spec, status=first.engine_status({}))
     for second in range(0, 6):
         for name in sim.cluster.names("Deployment"):
             sim.cluster.make_available(name)
@@ -211,7 +215,7 @@ def test_a_rerun_of_a_rerun_keeps_the_results_reused_before(original: dict[str, 
     fail(sim, "use")
     finish(sim, 7)
     assert sim.status["phase"] == "Failed"
-    rerun = {"metadata": {"name": "demo-rerun"}, "spec": RERUN, "status": {**sim.status, **first.status_patch}}
+    rerun = {"metadata": {"name": "demo-rerun"}, "spec": RERUN, "status": first.written(sim.status)}
     plan = plan_rerun({"rerunOf": {"name": "demo-rerun"}}, rerun, "demo-rerun")
     assert plan.reused["prep"]["result"] == "42"
     assert plan.snapshot.spec == SPEC
