@@ -283,14 +283,14 @@ def decide(
         elif others and cron.concurrency_policy == "Forbid":
             message = f"run for {format_time(due)} not started: {others[-1].name} is still active (Forbid)"
         else:
-            if cron.concurrency_policy == "Replace":
-                for run in others:
-                    if not run.cancel_requested and not run.deleting:
-                        cancel.append(run.name)
-                        events.append(Event("Normal", "RunReplaced", f"cancelled {run.name}: replaced (Replace)"))
             create, last = NewRun(new_name, due), due
             events.append(Event("Normal", "RunCreated", f"created FlowRun {new_name} for {format_time(due)}"))
             active = sorted([*active, OwnedRun(new_name, "", due)], key=_order)
+        if last == due and cron.concurrency_policy == "Replace":
+            # Also when the run exists already: the pass that created it may have lost its cancels.
+            cancel = [run.name for run in others if not run.cancel_requested and not run.deleting]
+            replaced = [Event("Normal", "RunReplaced", f"cancelled {n}: replaced (Replace)") for n in cancel]
+            events = replaced + events
     elif due is not None and cron.starting_deadline_seconds is not None and due > (last or created_at or now):
         message = f"missed {format_time(due)}: later than startingDeadlineSeconds={cron.starting_deadline_seconds}"
 

@@ -191,6 +191,12 @@ def test_replace_cancels_the_running_run_and_starts_the_new_one() -> None:
     assert [e.reason for e in decision.events] == ["RunReplaced", "RunCreated"]
 
 
+def test_replace_cancels_again_when_the_new_run_exists_but_the_status_write_was_lost() -> None:
+    decision = step(at2(10, second=30), [*RUNNING, owned(at2(10))], LAST, concurrencyPolicy="Replace")
+    assert decision.create is None and decision.cancel == (run_name(CRON, at2(9)),)
+    assert decision.status["lastScheduleTime"] == "2026-01-10T02:00:00Z"
+
+
 def test_replace_does_not_cancel_twice_nor_a_run_being_deleted() -> None:
     cancelling = [owned(at2(9), cancel_requested=True), owned(at2(8), deleting=True)]
     decision = step(at2(10, second=1), cancelling, LAST, concurrencyPolicy="Replace")
