@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flowrun.engine import RunInput, ValidateObjects, reconcile
 from flowrun.engine.lenient import as_map, conditions_by_type
 from flowrun.engine.status import condition
 from flowrun.model import SpecError, checks, parse_spec
+from flowrun.observed import observed_from_objects
 from flowrun.references import PARAM_NAME
 
 FLOW_KIND = "Flow"
@@ -192,6 +194,16 @@ class FlowCheck:
     resource_count: int
 
 
+def _as_run_spec(spec: Mapping[str, Any], declared: tuple[FlowParam, ...]) -> dict[str, Any]:
+    """A Flow's spec as a run's, each param with its default or the placeholder."""
+    as_run = {key: value for key, value in spec.items() if key != "params"}
+    if declared:
+        as_run["params"] = [
+            {"name": p.name, "value": PLACEHOLDER_VALUE if p.default is None else p.default} for p in declared
+        ]
+    return as_run
+
+
 def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     """Validate a Flow with the checks a run's spec gets; a param without default stands in with a
     placeholder value. The server-side dry run of its children is the handler's (as for a run)."""
@@ -201,12 +213,7 @@ def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     try:
         spec = _flow_spec(flow_spec)
         declared = flow_params(spec)
-        as_run = {key: value for key, value in spec.items() if key != "params"}
-        if declared:
-            as_run["params"] = [
-                {"name": p.name, "value": PLACEHOLDER_VALUE if p.default is None else p.default} for p in declared
-            ]
-        parse_spec(as_run, namespace)
+        parse_spec(_as_run_spec(spec, declared), namespace)
     except SpecError as error:
         return FlowCheck(error, *counts)
     return FlowCheck(None, *counts)
@@ -228,3 +235,32 @@ def flow_status(check: FlowCheck, prev_status: object, generation: int, now: dat
         "message": "" if check.error is None else str(check.error),
         "conditions": [valid],
     }
+
+
+def flow_dry_run(flow: Mapping[str, Any], now: datetime) -> ValidateObjects | None:
+    """The server-side dry run of every child a run of this Flow may create (named as a run named
+    after the Flow would name them), exactly as a run's first pass builds it; None if the Flow is
+    invalid or creates nothing. The handler applies it as for a run and reports a rejection with
+    `rejected_by_dry_run`."""
+    metadata = as_map(flow.get("metadata"))
+    namespace = str(metadata.get("namespace") or "")
+    if check_flow(flow.get("spec"), namespace or None).error is not None:
+        return None
+    spec = _flow_spec(flow.get("spec"))
+    run = RunInput(
+        name=str(metadata.get("name") or ""),
+        namespace=namespace,
+        uid=str(metadata.get("uid") or ""),
+        spec=_as_run_spec(spec, flow_params(spec)),
+        created_at=now,
+    )
+    outcome = reconcile(run, observed_from_objects([]), now)
+    return next((a for a in outcome.actions if isinstance(a, ValidateObjects)), None)
+
+
+def rejected_by_dry_run(check: FlowCheck, message: str) -> FlowCheck:
+    """`check` failed by the API server's rejection of a child: `message` is `FIELD: why`, as the
+    handler reports a run's dry run (RunInput.dry_run_error)."""
+    field, _, why = message.partition(": ")
+    error = SpecError(field, f"the API server rejected it: {why}") if why else SpecError("spec", message)
+    return FlowCheck(error, check.task_count, check.resource_count)

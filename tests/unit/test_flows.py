@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from flowrun.flows import FLOW_NOT_FOUND_SECONDS, check_flow, flow_status, resolve_flow, snapshot_from_status
+from flowrun.flows import (
+    FLOW_NOT_FOUND_SECONDS,
+    check_flow,
+    flow_dry_run,
+    flow_status,
+    rejected_by_dry_run,
+    resolve_flow,
+    snapshot_from_status,
+)
 from flowrun.model import SpecError, parse_spec
 from flowrun.resolution import Refused, Resolved, Waiting, needs_lookup, resolve_run
 from tests.unit.builders import NS, T0, Sim, at, deployment, resource, task
@@ -258,3 +266,26 @@ def test_the_valid_condition_keeps_its_transition_time() -> None:
     first = flow_status(check_flow(FLOW_SPEC), {}, 1, T0)
     again = flow_status(check_flow(FLOW_SPEC), first, 2, T0 + timedelta(hours=1))
     assert again["conditions"][0]["lastTransitionTime"] == first["conditions"][0]["lastTransitionTime"]
+
+
+def test_the_dry_run_of_a_flow_is_the_one_a_run_makes() -> None:
+    action = flow_dry_run(FLOW, T0)
+    assert action is not None
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in action.manifests]
+    assert ("Pod", "summary-load-1") in kinds and ("Pod", "summary-report-1") in kinds
+    assert ("Deployment", "summary-db-db") in kinds
+    assert action.fields[:2] == ("spec.tasks[0].template", "spec.tasks[1].template")
+    assert all(field.startswith("spec.") for field in action.fields)
+
+
+def test_an_invalid_flow_has_no_dry_run() -> None:
+    assert flow_dry_run(flow_object({**FLOW_SPEC, "tasks": [task("a", "b")]}), T0) is None
+
+
+def test_a_rejected_dry_run_makes_the_flow_invalid_naming_the_child() -> None:
+    why = 'Pod "x" is invalid: image: Required value'
+    check = rejected_by_dry_run(check_flow(FLOW_SPEC), f"spec.tasks[0].template: {why}")
+    assert check.error is not None and check.error.field == "spec.tasks[0].template"
+    status = flow_status(check, {}, 1, T0)
+    assert status["conditions"][0]["status"] == "False"
+    assert status["message"] == f"spec.tasks[0].template: the API server rejected it: {why}"
