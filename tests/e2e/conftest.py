@@ -49,6 +49,7 @@ def flowrun_crd(kube_cluster: KubeCluster) -> None:
         names.append(crd["metadata"]["name"])
         try:
             current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            assert current.metadata is not None
             crd["metadata"]["resourceVersion"] = current.metadata.resource_version
             extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
         except ApiException as error:
@@ -58,7 +59,8 @@ def flowrun_crd(kube_cluster: KubeCluster) -> None:
 
     def established() -> bool:
         for name in names:
-            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            status = extensions.read_custom_resource_definition(name).status
+            conditions = (status.conditions if status is not None else None) or []
             if not any(c.type == "Established" and c.status == "True" for c in conditions):
                 return False
         return True
