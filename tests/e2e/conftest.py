@@ -24,26 +24,37 @@ from tests.e2e.helpers import (
     release_leftover_flowruns,
 )
 
+# Every CRD the operator serves; the fixture below installs them all.
+CRD_FILES = (CRD_FILE, CRD_FILE.with_name("flow.yaml"), CRD_FILE.with_name("cronflowrun.yaml"))
+
 
 @pytest.fixture(scope="session")
 def flowrun_crd(kube_cluster: KubeCluster) -> None:
-    """Install (or update) the CRD and wait until the API serves FlowRuns."""
+    """Install (or update) every CRD (FlowRun, Flow, CronFlowRun) and wait until the API serves them."""
     extensions = client.ApiextensionsV1Api(kube_cluster.api)
-    crd = yaml.safe_load(CRD_FILE.read_text())
-    try:
-        current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-        extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        extensions.create_custom_resource_definition(crd)
+    names = []
+    for path in CRD_FILES:
+        crd = yaml.safe_load(path.read_text())
+        names.append(crd["metadata"]["name"])
+        try:
+            current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            assert current.metadata is not None
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(crd)
 
     def established() -> bool:
-        conditions = extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
+        for name in names:
+            status = extensions.read_custom_resource_definition(name).status
+            conditions = (status.conditions if status is not None else None) or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
 
-    wait_for("the FlowRun CRD to be Established", established)
+    wait_for("the CRDs to be Established", established)
 
 
 @pytest.fixture

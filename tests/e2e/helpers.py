@@ -243,6 +243,19 @@ class FlowRuns:
         )
         return events
 
+    def events_when(
+        self, name: str, check: Callable[[list[client.CoreV1Event]], bool], timeout: float = 30.0
+    ) -> list[client.CoreV1Event]:
+        """The run's events once `check` holds for them: events are posted after the status of
+        their pass is written, so a test that saw a phase may not see its events yet."""
+
+        def holds() -> list[client.CoreV1Event] | None:
+            events = self.events(name)
+            return events if check(events) else None
+
+        found: list[client.CoreV1Event] = wait_for(f"the events of {name} to be posted", holds, timeout=timeout)
+        return found
+
     def read_pod(self, name: str) -> client.V1Pod:
         return client.CoreV1Api(self.api_client).read_namespaced_pod(name, self.namespace)
 

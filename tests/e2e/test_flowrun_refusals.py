@@ -85,8 +85,12 @@ def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the
     assert (task(run, "after")["phase"], task(run, "after")["reason"]) == ("Skipped", "UpstreamFailed")
     succeeded = {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]
     assert (succeeded["status"], succeeded["reason"]) == ("False", "SetupFailed")
-    events = flowruns.events("taken")
-    assert any(e.type == "Warning" and e.reason == "SetupFailed" and "shared-settings" in e.message for e in events)
+    events = flowruns.events_when(
+        "taken",
+        lambda events: any(
+            e.type == "Warning" and e.reason == "SetupFailed" and "shared-settings" in e.message for e in events
+        ),
+    )
     assert not any(e.reason == "ActionFailed" for e in events), [e.message for e in events]
 
     # What setup did create is cleaned up; the object that was never the run's is untouched.
@@ -148,10 +152,13 @@ def test_a_task_pod_refused_by_a_quota_added_mid_run_fails_every_attempt_and_the
         assert "exceeded quota: no-more-pods" in b["message"], b["message"]
         assert (task(run, "c")["phase"], task(run, "c")["reason"]) == ("Skipped", "UpstreamFailed")
         assert run["status"]["message"].startswith("task b failed: CreateRefused"), run["status"]["message"]
-        events = flowruns.events("quota")
+
+        # Events are posted after the status is written: wait for the last one.
+        events = flowruns.events_when(
+            "quota", lambda events: any(e.reason == "TaskFailed" and "quota-b-2" in e.message for e in events)
+        )
         retrying = [e for e in events if e.reason == "TaskRetrying"]
         assert retrying and "quota-b-1" in retrying[0].message and "exceeded quota" in retrying[0].message
-        assert any(e.reason == "TaskFailed" and "quota-b-2" in e.message for e in events)
         pods = {p.metadata.name for p in core.list_namespaced_pod(namespace).items}
         assert pods == {"quota-a-1"}, pods  # no refused pod slipped through
     finally:

@@ -228,7 +228,8 @@ def test_vm_example_setup_result_is_the_value_of_tasks_and_cleanup(
     completed = cleanup_job.status.completion_time
     assert completed is not None and completed <= at(vm["cleanedUpAt"]) + timedelta(seconds=1)
     assert live_job(flowruns, f"{name}-vm-setup") is None
-    events = sorted(flowruns.events(name), key=lambda e: (e.first_timestamp, e.metadata.creation_timestamp))
+    events = flowruns.events_when(name, lambda events: any(e.reason == "CleanedUp" for e in events))
+    events = sorted(events, key=lambda e: (e.first_timestamp, e.metadata.creation_timestamp))
     lifecycle = ["SetupStarted", "ResourceReady", "CleanupStarted", "CleanedUp"]
     block_events = [e.reason for e in events if e.reason in lifecycle]
     assert block_events == lifecycle, block_events
@@ -324,7 +325,8 @@ def test_setup_job_failure_deletes_the_deployment_already_created(
     assert created <= at(db["cleanupStartedAt"])
     deleted_object(deployments, "half-db-server")
     assert not setup_children(flowruns, run["metadata"]["uid"])
-    reasons = [(e.type, e.reason) for e in flowruns.events("half")]
+    events = flowruns.events_when("half", lambda events: any(e.reason == "CleanedUp" for e in events))
+    reasons = [(e.type, e.reason) for e in events]
     assert ("Warning", "SetupFailed") in reasons and ("Normal", "CleanedUp") in reasons, reasons
     assert {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]["reason"] == "SetupFailed"
     flowruns.delete_and_check_nothing_leaked("half")

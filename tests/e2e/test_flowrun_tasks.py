@@ -185,7 +185,7 @@ def test_a_failed_task_skips_downstream_and_runs_the_failure_handler(
     assert len(lines) == 100 and lines[0].endswith("simulated log line 51"), (len(lines), lines[:2])
     succeeded = {c["type"]: c for c in run["status"]["conditions"]}["Succeeded"]
     assert (succeeded["status"], succeeded["reason"]) == ("False", "TasksFailed")
-    assert any(e.type == "Warning" and e.reason == "TaskFailed" for e in flowruns.events("oops"))
+    flowruns.events_when("oops", lambda events: any(e.type == "Warning" and e.reason == "TaskFailed" for e in events))
     flowruns.delete_and_check_nothing_leaked("oops")
 
 
@@ -228,7 +228,7 @@ def test_retries_until_success_with_a_new_pod_per_attempt(
     failed_2 = flowruns.read_pod("retry-flaky-2").status.container_statuses[0].state.terminated
     third = flowruns.read_pod("retry-flaky-3")
     assert (third.metadata.creation_timestamp - failed_2.finished_at).total_seconds() >= 1
-    assert any(e.reason == "TaskRetrying" for e in flowruns.events("retry"))
+    flowruns.events_when("retry", lambda events: any(e.reason == "TaskRetrying" for e in events))
     flowruns.delete_and_check_nothing_leaked("retry")
 
 
@@ -336,8 +336,9 @@ def test_delete_mid_run_releases_the_finalizer_and_leaves_nothing(
     # The pod was stopped by the operator (it went Failed/137 through a graceful delete) and was
     # never replaced; the cancellation was reported.
     assert list(pods.uids_by_name()) == ["gone-long-1"]
-    reasons = {(e.reason, e.message) for e in flowruns.events("gone")}
-    assert any(r == "TaskCancelled" and "FlowRunDeleted" in m for r, m in reasons), reasons
+    flowruns.events_when(
+        "gone", lambda events: any(e.reason == "TaskCancelled" and "FlowRunDeleted" in e.message for e in events)
+    )
 
 
 def test_operator_killed_three_times_mid_run_creates_no_pod_twice(

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.dockerfile import DOCKERFILE, REPO, stages
@@ -17,12 +18,16 @@ CHART = REPO / "charts" / "flowrun-operator"
 # --- chart -------------------------------------------------------------------------------------
 
 
-def test_chart_crd_is_a_byte_identical_copy_of_the_repository_crd() -> None:
-    source, copy = REPO / "crds" / "flowrun.yaml", CHART / "crds" / "flowrun.yaml"
+@pytest.mark.parametrize("name", ["flowrun.yaml", "flow.yaml", "cronflowrun.yaml"])
+def test_chart_crd_is_a_byte_identical_copy_of_the_repository_crd(name: str) -> None:
+    source, copy = REPO / "crds" / name, CHART / "crds" / name
     assert copy.read_bytes() == source.read_bytes(), (
-        "charts/flowrun-operator/crds/flowrun.yaml differs from crds/flowrun.yaml: "
-        "cp crds/flowrun.yaml charts/flowrun-operator/crds/flowrun.yaml"
+        f"charts/flowrun-operator/crds/{name} differs from crds/{name}: run scripts/gen_crds.py"
     )
+
+
+def test_the_chart_carries_every_crd_and_nothing_else() -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(p.name for p in (REPO / "crds").iterdir())
 
 
 def test_chart_is_a_helm_3_application_chart() -> None:

@@ -1,0 +1,392 @@
+"""CronFlowRuns: FlowRuns created on a cron schedule, with a CronJob's fields and behaviour. Pure:
+`decide` maps the CronFlowRun's spec and status, the runs it owns and the time (injected) to what
+to do; the handler applies it and wakes again after `requeue_after` (and whenever an owned run
+changes). Level-triggered: the same inputs always give the same decision, and a run's name comes
+from its scheduled time, so a restarted operator never creates one scheduled run twice.
+
+Schedules are parsed by croniter, in the spec's time zone (zoneinfo). The users' contract:
+docs/api.md ("CronFlowRun") and docs/semantics.md ("Schedules").
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterError, croniter
+
+from flowrun import api, names
+from flowrun.engine.interface import Event
+from flowrun.engine.lenient import as_map, conditions_by_type
+from flowrun.engine.phases import CANCELLED, FAILED, INVALID_SPEC, RUN_FINAL, SUCCEEDED
+from flowrun.engine.status import condition
+from flowrun.model import SpecError, checks, parse_spec
+from flowrun.timestamps import format_time, parse_time
+
+CRON_KIND = "CronFlowRun"
+CRON_PLURAL = "cronflowruns"
+LABEL_CRON = "flowrun.dev/cron"
+SCHEDULED_TIME_ANNOTATION = "flowrun.dev/scheduled-time"
+POLICIES = ("Allow", "Forbid", "Replace")
+MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+DEFAULT_SUCCESSFUL_HISTORY = 3
+DEFAULT_FAILED_HISTORY = 1
+TEMPLATE_FIELDS = (
+    "flowRef",
+    "params",
+    "serviceAccountName",
+    "parallelism",
+    "activeDeadlineSeconds",
+    "ttlSecondsAfterFinished",
+    "resources",
+    "tasks",
+)
+SPEC_FIELDS = (
+    "schedule",
+    "timeZone",
+    "concurrencyPolicy",
+    "startingDeadlineSeconds",
+    "suspend",
+    "successfulRunsHistoryLimit",
+    "failedRunsHistoryLimit",
+    "flowRunTemplate",
+)
+
+
+@dataclass(frozen=True)
+class CronSpec:
+    schedule: str
+    time_zone: ZoneInfo
+    concurrency_policy: str = "Allow"
+    starting_deadline_seconds: int | None = None
+    suspend: bool = False
+    successful_history: int = DEFAULT_SUCCESSFUL_HISTORY
+    failed_history: int = DEFAULT_FAILED_HISTORY
+    template_metadata: Mapping[str, Any] | None = None
+    template_spec: Mapping[str, Any] | None = None
+
+    @property
+    def every_hour(self) -> bool:
+        """The schedule names no particular hour (its hour field is `*`)."""
+        hours = croniter(self.schedule).expanded[1]
+        return hours == ["*"] or len(set(hours)) == 24
+
+
+def parse_cron_spec(spec: object) -> CronSpec:
+    """Check a CronFlowRun spec field by field; raises SpecError naming the first bad field."""
+    raw = checks.mapping(spec, "spec")
+    checks.known_keys(raw, "spec", SPEC_FIELDS)
+    schedule = checks.string(raw.get("schedule"), "spec.schedule").strip()
+    if schedule.startswith("@"):
+        if schedule not in MACROS:
+            raise SpecError("spec.schedule", f"{schedule!r} is not one of {', '.join(MACROS)}")
+    elif len(schedule.split()) != 5:
+        raise SpecError(
+            "spec.schedule",
+            f"{schedule!r} has {len(schedule.split())} fields, not 5 (minute hour day-of-month month day-of-week)",
+        )
+    if not croniter.is_valid(schedule):
+        raise SpecError("spec.schedule", f"{schedule!r} is not a valid cron expression")
+    zone_name = checks.string(raw.get("timeZone", "UTC"), "spec.timeZone")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone") from None
+    try:
+        croniter(schedule, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
+    except CroniterError:
+        raise SpecError("spec.schedule", f"{schedule!r} never matches a date") from None
+    policy = checks.string(raw.get("concurrencyPolicy", "Allow"), "spec.concurrencyPolicy")
+    if policy not in POLICIES:
+        raise SpecError("spec.concurrencyPolicy", f"{policy!r} is not one of {', '.join(POLICIES)}")
+    suspend = raw.get("suspend", False)
+    if not isinstance(suspend, bool):
+        raise SpecError("spec.suspend", f"must be a boolean, not {checks.type_name(suspend)}")
+    template = checks.mapping(raw.get("flowRunTemplate"), "spec.flowRunTemplate")
+    checks.known_keys(template, "spec.flowRunTemplate", ("metadata", "spec"))
+    metadata = checks.mapping(template.get("metadata") or {}, "spec.flowRunTemplate.metadata")
+    for key in ("labels", "annotations"):
+        if key in metadata:
+            checks.string_map(metadata[key], f"spec.flowRunTemplate.metadata.{key}")
+    return CronSpec(
+        schedule=schedule,
+        time_zone=zone,
+        concurrency_policy=policy,
+        starting_deadline_seconds=checks.optional_int(raw, "startingDeadlineSeconds", "spec", 0),
+        suspend=suspend,
+        successful_history=_limit(raw, "successfulRunsHistoryLimit", DEFAULT_SUCCESSFUL_HISTORY),
+        failed_history=_limit(raw, "failedRunsHistoryLimit", DEFAULT_FAILED_HISTORY),
+        template_metadata=metadata,
+        template_spec=_template_spec(template.get("spec")),
+    )
+
+
+def _limit(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = checks.optional_int(raw, key, "spec", 0)
+    return default if value is None else value
+
+
+def _template_spec(spec: object) -> Mapping[str, Any]:
+    path = "spec.flowRunTemplate.spec"
+    raw = checks.mapping(spec, path)
+    checks.known_keys(raw, path, TEMPLATE_FIELDS)
+    if "flowRef" in raw:
+        for key in ("tasks", "resources"):
+            if key in raw:
+                raise SpecError(f"{path}.{key}", "flowRef excludes tasks and resources (the Flow supplies them)")
+        return raw
+    try:
+        parse_spec(raw)  # a template with its own tasks is checked as the runs' spec will be
+    except SpecError as error:
+        raise SpecError(f"spec.flowRunTemplate.{error.field}", error.message) from None
+    return raw
+
+
+@dataclass(frozen=True)
+class OwnedRun:
+    """A FlowRun this CronFlowRun created, as observed."""
+
+    name: str
+    phase: str  # the run's status.phase ("" before its first pass)
+    scheduled_time: datetime | None
+    finished_at: datetime | None = None
+    cancel_requested: bool = False  # spec.cancel is already true
+    deleting: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in RUN_FINAL
+
+
+def owned_run_from_object(body: Mapping[str, Any]) -> OwnedRun:
+    metadata, status = as_map(body.get("metadata")), as_map(body.get("status"))
+    return OwnedRun(
+        name=str(metadata.get("name") or ""),
+        phase=str(status.get("phase") or ""),
+        scheduled_time=parse_time(as_map(metadata.get("annotations")).get(SCHEDULED_TIME_ANNOTATION)),
+        finished_at=parse_time(status.get("finishedAt")),
+        cancel_requested=as_map(body.get("spec")).get("cancel") is True,
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+@dataclass(frozen=True)
+class NewRun:
+    name: str
+    scheduled_time: datetime
+
+
+@dataclass(frozen=True)
+class CronDecision:
+    """What one pass does: create `create` (if any; AlreadyExists is success), set spec.cancel
+    on each run in `cancel`, delete each run in `delete` (its finalizer runs its cleanup), post
+    `events`, write `status` (a merge patch, every key present), and pass again after
+    `requeue_after` seconds (None: only when something changes)."""
+
+    status: dict[str, Any]
+    create: NewRun | None = None
+    cancel: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+
+
+def run_name(cron_name: str, scheduled_time: datetime) -> str:
+    """`<cron>-<scheduled time in minutes since the epoch>`, as a CronJob names its Jobs."""
+    return f"{cron_name}-{int(scheduled_time.timestamp()) // 60}"
+
+
+def _second_occurrence(moment: datetime, zone: ZoneInfo) -> bool:
+    """`moment` is the repeat of a wall-clock time (the hour a fall-back transition repeats)."""
+    local = moment.astimezone(zone)
+    first = local.replace(tzinfo=zone, fold=0)
+    return first.utcoffset() != local.utcoffset()
+
+
+def _counts(cron: CronSpec, moment: datetime) -> bool:
+    """A schedule naming particular hours runs once in a repeated hour (at its first occurrence),
+    as cron daemons do; one running every hour runs in both."""
+    return cron.every_hour or not _second_occurrence(moment, cron.time_zone)
+
+
+def latest_due(cron: CronSpec, now: datetime) -> datetime | None:
+    """The latest scheduled time at or before `now` (UTC)."""
+    it = croniter(cron.schedule, (now + timedelta(microseconds=1)).astimezone(cron.time_zone))
+    for _ in range(3):  # at most one repeated wall-clock time to step over
+        try:
+            moment: datetime = it.get_prev(datetime)
+        except CroniterError:
+            return None
+        if _counts(cron, moment):
+            return moment.astimezone(UTC)
+    return None
+
+
+def next_due(cron: CronSpec, now: datetime) -> datetime | None:
+    """The first scheduled time after `now` (UTC)."""
+    it = croniter(cron.schedule, now.astimezone(cron.time_zone))
+    for _ in range(3):
+        try:
+            moment: datetime = it.get_next(datetime)
+        except CroniterError:
+            return None
+        if _counts(cron, moment):
+            return moment.astimezone(UTC)
+    return None
+
+
+def decide(
+    name: str,
+    spec: object,
+    status: object,
+    runs: Sequence[OwnedRun],
+    now: datetime,
+    *,
+    created_at: datetime | None,
+    generation: int = 0,
+) -> CronDecision:
+    """One pass over a CronFlowRun named `name`: see CronDecision. `runs` are the FlowRuns it owns
+    (label flowrun.dev/cron), `created_at` its creationTimestamp (the earliest time a run may be
+    scheduled for)."""
+    prev = as_map(status)
+    conds = conditions_by_type(prev)
+    active = sorted((r for r in runs if not r.finished), key=_order)
+    try:
+        cron = parse_cron_spec(spec)
+    except SpecError as error:
+        message = str(error)
+        reported = as_map(conds.get("SpecValid")).get("status") == "False"
+        return CronDecision(
+            status=_status(prev, generation, now, active, None, message, ("False", INVALID_SPEC, message)),
+            events=() if reported else (Event("Warning", INVALID_SPEC, message),),
+        )
+
+    last = parse_time(prev.get("lastScheduleTime"))
+    earliest = last or created_at or now
+    if cron.starting_deadline_seconds is not None:
+        earliest = max(earliest, now - timedelta(seconds=cron.starting_deadline_seconds))
+    due = None if cron.suspend else latest_due(cron, now)
+    create: NewRun | None = None
+    cancel: list[str] = []
+    events: list[Event] = []
+    message = "suspended" if cron.suspend else ""
+    if due is not None and due > earliest and (last is None or due > last):
+        new_name = run_name(name, due)
+        exists = any(r.name == new_name for r in runs)
+        others = [r for r in active if r.name != new_name]
+        if exists:
+            last = due  # created by a pass whose status write was lost
+        elif others and cron.concurrency_policy == "Forbid":
+            message = f"run for {format_time(due)} not started: {others[-1].name} is still active (Forbid)"
+        else:
+            create, last = NewRun(new_name, due), due
+            events.append(Event("Normal", "RunCreated", f"created FlowRun {new_name} for {format_time(due)}"))
+            active = sorted([*active, OwnedRun(new_name, "", due)], key=_order)
+        if last == due and cron.concurrency_policy == "Replace":
+            # Also when the run exists already: the pass that created it may have lost its cancels.
+            cancel = [run.name for run in others if not run.cancel_requested and not run.deleting]
+            replaced = [Event("Normal", "RunReplaced", f"cancelled {n}: replaced (Replace)") for n in cancel]
+            events = replaced + events
+    elif due is not None and cron.starting_deadline_seconds is not None and due > (last or created_at or now):
+        message = f"missed {format_time(due)}: later than startingDeadlineSeconds={cron.starting_deadline_seconds}"
+
+    delete = _pruned(cron, runs)
+    events.extend(Event("Normal", "RunDeleted", f"deleted {n}: over the history limit") for n in delete)
+    upcoming = None if cron.suspend else next_due(cron, now)
+    requeue = None if upcoming is None else max(1.0, (upcoming - now).total_seconds())
+    if not message and upcoming is not None:
+        message = f"next run at {format_time(upcoming)}"
+    valid = ("True", "Valid", "schedule, time zone and template are valid")
+    return CronDecision(
+        status=_status(prev, generation, now, active, upcoming, message, valid, last, runs),
+        create=create,
+        cancel=tuple(cancel),
+        delete=delete,
+        events=tuple(events),
+        requeue_after=requeue,
+    )
+
+
+def _order(run: OwnedRun) -> tuple[datetime, str]:
+    return (run.scheduled_time or datetime.min.replace(tzinfo=UTC), run.name)
+
+
+def _pruned(cron: CronSpec, runs: Sequence[OwnedRun]) -> tuple[str, ...]:
+    """Finished runs over the history limits, oldest first (runs already being deleted are
+    neither counted nor deleted again)."""
+    delete: list[str] = []
+    for phases, limit in (((SUCCEEDED,), cron.successful_history), ((FAILED, CANCELLED), cron.failed_history)):
+        kept = sorted((r for r in runs if r.phase in phases and not r.deleting), key=_order)
+        delete.extend(r.name for r in kept[: max(0, len(kept) - limit)])
+    return tuple(sorted(delete))
+
+
+def _status(
+    prev: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+    active: Sequence[OwnedRun],
+    upcoming: datetime | None,
+    message: str,
+    valid: tuple[str, str, str],
+    last: datetime | None = None,
+    runs: Sequence[OwnedRun] = (),
+) -> dict[str, Any]:
+    last = last or parse_time(prev.get("lastScheduleTime"))
+    successes = [r.finished_at for r in runs if r.phase == SUCCEEDED and r.finished_at is not None]
+    previous_success = parse_time(prev.get("lastSuccessfulTime"))
+    if previous_success is not None:
+        successes.append(previous_success)
+    return {
+        "observedGeneration": generation,
+        "lastScheduleTime": None if last is None else format_time(last),
+        "lastSuccessfulTime": format_time(max(successes)) if successes else None,
+        "nextScheduleTime": None if upcoming is None else format_time(upcoming),
+        "active": [
+            {"name": r.name, "scheduledTime": None if r.scheduled_time is None else format_time(r.scheduled_time)}
+            for r in active
+        ],
+        "activeCount": len(active),
+        "message": message,
+        "conditions": [condition(conditions_by_type(prev), "SpecValid", *valid, now, generation)],
+    }
+
+
+def run_manifest(cron: Mapping[str, Any], new: NewRun) -> dict[str, Any]:
+    """The FlowRun to create for `new`, from the CronFlowRun object (as the API returns it):
+    the template's labels and annotations plus the cron label, the scheduled time and a
+    controller owner reference, so deleting the CronFlowRun deletes its runs."""
+    metadata, spec = as_map(cron.get("metadata")), as_map(cron.get("spec"))
+    template = as_map(spec.get("flowRunTemplate"))
+    template_metadata = as_map(template.get("metadata"))
+    name = str(metadata.get("name") or "")
+    labels = {**as_map(template_metadata.get("labels")), LABEL_CRON: names.label_value(name)}
+    annotations = {
+        **as_map(template_metadata.get("annotations")),
+        SCHEDULED_TIME_ANNOTATION: format_time(new.scheduled_time),
+    }
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {
+            "name": new.name,
+            "namespace": metadata.get("namespace"),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": CRON_KIND,
+                    "name": name,
+                    "uid": metadata.get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": copy.deepcopy(dict(as_map(template.get("spec")))),
+    }
