@@ -56,6 +56,8 @@ MODULES: tuple[GoModule, ...] = (
     GoModule(directory="etcd", binaries={"etcd": "."}),
     GoModule(directory="kwok", binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"}),
     GoModule(directory="helm", binaries={"helm": "helm.sh/helm/v3/cmd/helm"}),
+    # The real node's cluster DNS: upstream CoreDNS with a chosen set of plugins (no forwarding).
+    GoModule(directory="coredns", binaries={"coredns": "."}),
 )
 
 
