@@ -761,12 +761,15 @@ def _down() -> bool:
     net = node.slot_of(root)
     held: dict[str, Any] = {}
     if data is not None and net is not None:
-        # While the API server and the kubelet still run: the node's pods go first, so their
-        # networks are torn down by the CNI plugin, not left behind.
-        api = Api(data["server"], data["adminToken"], root / "pki" / "ca.crt")
-        with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
-            node.drain(api)
-        held = node.before_stop(net)
+        alive = {record["name"] for record in data["processes"] if _is_ours(record)}
+        if {"kube-apiserver", "kubelet"} <= alive:
+            # The node's pods go first, while the kubelet still runs: it stops their containers and
+            # the CNI plugin tears their networks down.
+            api = Api(data["server"], data["adminToken"], root / "pki" / "ca.crt")
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                node.drain(api)
+        if "containerd" in alive:
+            held = node.before_stop(net)
     if data is not None:
         _stop_processes(data["processes"])
     if net is not None:

@@ -479,6 +479,7 @@ def local_images() -> tuple[dict[str, Path], str]:
     try:
         from devcluster import images  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
+        print("devcluster: no image builder (devcluster.images): pods on the real node cannot start", flush=True)
         return {}, DEFAULT_PAUSE_IMAGE
     built: dict[str, Path] = images.build_images()
     return built, str(getattr(images, "PAUSE_IMAGE", DEFAULT_PAUSE_IMAGE))
@@ -530,7 +531,7 @@ def prepare(
 
 def ctr(net: NodeNet, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ctr", f"--address={net.containerd_socket}", "--namespace=k8s.io", *args],
+        ["ctr", f"--address={net.containerd_socket}", "--namespace=k8s.io", "--connect-timeout=5s", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
