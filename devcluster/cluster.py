@@ -504,9 +504,9 @@ def _up() -> Cluster:
     started = time.monotonic()
     bins = build.build(verbose=False)
     shutil.rmtree(root, ignore_errors=True)  # leftovers of a crashed run, never of a live one (lock held)
+    net = _real_node_slot(root, bins)  # before anything is made: a required node that cannot run leaves nothing
     root.mkdir(parents=True)
     (root / "logs").mkdir()
-    net = _real_node_slot(root, bins)
     pki = root / "pki"
     _make_pki(pki, (net.host_ip,) if net else ())
     if net:
@@ -732,6 +732,7 @@ def _start_real_node(
     _wait("the real node's RBAC and the kube-dns Service", create_objects, data, 30)
     _start(state, data, "containerd", files.argv["containerd"])
     _wait("containerd to answer", lambda: node.containerd_ready(net), data, 30)
+    node.purge_containers(net)
     node.import_images(net, files.images)
     for name in ("kubelet", "kube-proxy", "coredns"):
         _start(state, data, name, files.argv[name])

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from devcluster import node_deps
+from devcluster.paths import cache_root
 
 NODE_NAME = "real-node"
 LABEL = "flowrun.dev/real-node"
@@ -114,6 +115,12 @@ class NodeNet:
     def run_dir(self) -> Path:
         """Sockets (short paths: a unix socket path has a length limit)."""
         return MACHINE_DIR / f"node-{self.slot}"
+
+    @property
+    def image_store(self) -> Path:
+        """containerd's root: kept between clusters (like the binaries) so imported images stay
+        unpacked; `up` imports only what changed. Its containers are deleted at `down`."""
+        return cache_root() / "node" / f"containerd-{self.slot}"
 
     @property
     def containerd_socket(self) -> Path:
@@ -293,7 +300,7 @@ def _delete_network(net: NodeNet) -> None:
 def _containerd_config(net: NodeNet, node_dir: Path, pause_image: str) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
-root = "{node_dir / "containerd" / "root"}"
+root = "{net.image_store}"
 state = "{node_dir / "containerd" / "state"}"
 disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
@@ -543,10 +550,31 @@ def containerd_ready(net: NodeNet) -> bool:
 
 
 def import_images(net: NodeNet, images: dict[str, Path]) -> None:
+    """Import each archive unless the image store already holds that very archive's image (the
+    builder's archive paths change with their content)."""
+    record = net.image_store / "flowrun-imported.json"
+    try:
+        imported: dict[str, str] = json.loads(record.read_text())
+    except (OSError, ValueError):
+        imported = {}
+    present = set(ctr(net, "images", "list", "--quiet", timeout=30).stdout.split())
     for reference, archive in images.items():
-        result = ctr(net, "images", "import", "--no-unpack=false", str(archive))
+        if imported.get(reference) == str(archive) and reference in present:
+            continue
+        result = ctr(net, "images", "import", str(archive))
         if result.returncode != 0:
             raise NodeError(f"importing {reference} from {archive} failed: {result.stderr.strip()}")
+        imported[reference] = str(archive)
+        record.write_text(json.dumps(imported, indent=2))
+
+
+def purge_containers(net: NodeNet) -> None:
+    """Delete every container (and its task and snapshot) from the kept image store: at `up` the
+    leftovers of a crashed run, at `down` what the kubelet had not collected yet."""
+    for container in _sandboxes(net):
+        ctr(net, "tasks", "kill", "--signal=SIGKILL", container, timeout=20)
+        ctr(net, "tasks", "delete", "--force", container, timeout=20)
+        ctr(net, "containers", "delete", container, timeout=20)
 
 
 def api_objects(net: NodeNet) -> list[tuple[str, dict[str, Any]]]:
@@ -680,9 +708,11 @@ def _netns_of(net: NodeNet, container: str) -> str | None:
 
 
 def before_stop(net: NodeNet) -> dict[str, Any]:
-    """While containerd still runs: what its containers hold outside the state directory."""
+    """While containerd still runs: what its containers hold outside the state directory; then
+    delete them (the image store outlives the cluster, its containers must not)."""
     containers = _sandboxes(net)
     netns = {path for c in containers if (path := _netns_of(net, c))}
+    purge_containers(net)
     return {"containers": containers, "netns": sorted(netns)}
 
 
@@ -745,7 +775,7 @@ def cleanup(net: NodeNet, root: Path, held: dict[str, Any]) -> None:
     for container in held.get("containers", []):
         _shim_socket(net, container).unlink(missing_ok=True)
     _remove_if_empty(Path("/run/containerd/s"), Path("/run/containerd"))
-    _unmount_all([root, net.run_dir])
+    _unmount_all([root, net.run_dir, net.image_store])
     for path in held.get("netns", []):
         subprocess.run(["umount", "--lazy", path], capture_output=True)
         Path(path).unlink(missing_ok=True)
@@ -773,7 +803,7 @@ def leftovers(net: NodeNet, root: Path) -> list[str]:
     """What of the node is still on the machine (for `down`'s own check and for tests)."""
     found = []
     found += [f"process {pid} (containerd-shim)" for pid in _shim_pids(net)]
-    found += [f"mount {point}" for point in mounts_under([root, net.run_dir])]
+    found += [f"mount {point}" for point in mounts_under([root, net.run_dir, net.image_store])]
     if net.netns_path.exists():
         found.append(f"network namespace {net.netns}")
     if Path(f"/sys/class/net/{net.host_veth}").exists():

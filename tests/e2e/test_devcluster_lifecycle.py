@@ -250,3 +250,40 @@ def test_down_leaves_nothing_of_the_real_node(tmp_path: Path) -> None:
     assert not list((devcluster_node.CNI_CACHE / "results").glob(f"{net.network_name}-*"))
     assert host_network_state() == before
     assert not state.exists()
+
+
+def test_a_host_without_a_real_node_says_why_and_runs_kwok_nodes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devcluster import cluster
+
+    monkeypatch.setenv("FLOWRUN_DEVCLUSTER_STATE", str(tmp_path / "cluster"))
+    monkeypatch.setenv("FLOWRUN_DEVCLUSTER_REAL_NODE", "auto")
+    monkeypatch.delenv("CI", raising=False)
+    # As on a host without the packages (whatever this one has).
+    monkeypatch.setattr(devcluster_node, "host_problem", lambda bin_dir: "missing Debian packages containerd")
+    try:
+        running = cluster.up()
+        said = capsys.readouterr().out.splitlines()
+        assert said == [
+            "devcluster: no real node (missing Debian packages containerd); the cluster runs with KWOK nodes only"
+        ]
+        core = client.CoreV1Api(config.new_client_from_config(str(running.kubeconfig)))
+        assert sorted(n.metadata.name for n in core.list_node().items) == ["kwok-node-0", "kwok-node-1"]
+        assert running.server.startswith("https://127.0.0.1:")
+        assert devcluster_node.slot_of(tmp_path / "cluster") is None
+    finally:
+        cluster.down()
+
+
+def test_ci_fails_up_loudly_where_the_real_node_cannot_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcluster import cluster
+
+    monkeypatch.setenv("FLOWRUN_DEVCLUSTER_STATE", str(tmp_path / "cluster"))
+    monkeypatch.delenv("FLOWRUN_DEVCLUSTER_REAL_NODE", raising=False)
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr(devcluster_node, "host_problem", lambda bin_dir: "the real node needs root")
+    with pytest.raises(cluster.ClusterError) as failed:
+        cluster.up()
+    assert "a real node is required" in str(failed.value) and "the real node needs root" in str(failed.value)
+    assert not (tmp_path / "cluster").exists()
