@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from devcluster import build, cluster, node_deps
+from devcluster import build, cluster, node, node_deps
 from devcluster.paths import state_dir
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         except cluster.AlreadyRunning as error:
             print(f"devcluster: {error}")
             return 0
-        except (cluster.ClusterError, build.BuildError) as error:
+        except (cluster.ClusterError, build.BuildError, node.NodeError) as error:
             print(f"devcluster: up failed: {error}", file=sys.stderr)
             return 1
         print(f"devcluster: up in {time.monotonic() - started:.1f}s, {running.server}")

@@ -488,7 +488,10 @@ def local_images() -> tuple[dict[str, Path], str]:
     except ImportError:
         print("devcluster: no image builder (devcluster.images): pods on the real node cannot start", flush=True)
         return {}, DEFAULT_PAUSE_IMAGE
-    built: dict[str, Path] = images.build_images()
+    try:
+        built: dict[str, Path] = images.build_images()
+    except Exception as error:  # the builder's own errors: name them in `up`'s one-line failure
+        raise NodeError(f"building the real node's images failed: {error}") from error
     return built, str(getattr(images, "PAUSE_IMAGE", DEFAULT_PAUSE_IMAGE))
 
 

@@ -74,11 +74,29 @@ def install() -> str | None:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             return f"`{' '.join(argv[:2])}` failed:\n{tail}"
     still = missing_packages()
-    return f"packages still missing after apt-get: {', '.join(still)}" if still else None
+    if still:
+        return f"packages still missing after apt-get: {', '.join(still)}"
+    return None
+
+
+def _install_image_tools() -> str | None:
+    """The image builder's own packages, when it has an installer (one command installs all)."""
+    try:
+        from devcluster import images  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    installer = getattr(images, "install_deps", None)
+    if installer is None:
+        return None
+    try:
+        installer()
+    except Exception as error:  # apt-get's failure, named in one line
+        return f"installing the image builder's packages failed: {error}"
+    return None
 
 
 def main() -> int:
-    problem = install()
+    problem = install() or _install_image_tools()
     if problem is None:
         print("devcluster: the real node's packages are installed", flush=True)
         return 0
