@@ -56,6 +56,7 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+KUBELET_DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 # Where the kubelet links container logs, whatever its configuration says.
 LEGACY_CONTAINER_LOGS = Path("/var/log/containers")
 CNI_CACHE = Path("/var/lib/cni")
@@ -232,6 +233,9 @@ def _release_slot(net: NodeNet) -> None:
         shutil.rmtree(net.run_dir, ignore_errors=True)
         if not _held_slots():
             _restore_kernel_tunables()
+            # The kubelet's device-plugin socket has a fixed place, whatever its root directory.
+            (KUBELET_DEVICE_PLUGINS / "kubelet.sock").unlink(missing_ok=True)
+            _remove_if_empty(KUBELET_DEVICE_PLUGINS, KUBELET_DEVICE_PLUGINS.parent)
             with contextlib.suppress(OSError):
                 MACHINE_DIR.rmdir()
 

@@ -211,6 +211,7 @@ def test_down_leaves_nothing_of_the_real_node(tmp_path: Path) -> None:
         pytest.skip(f"no real node on this host: {problem}")
     cluster = PrivateCluster(tmp_path / "cluster", real_node="true")
     before = host_network_state()
+    kubelet_dir_before = devcluster_node.KUBELET_DEVICE_PLUGINS.exists()
     try:
         started = cluster.run("up")
         assert started.returncode == 0, started.stderr
@@ -250,6 +251,9 @@ def test_down_leaves_nothing_of_the_real_node(tmp_path: Path) -> None:
     assert not list((devcluster_node.CNI_CACHE / "results").glob(f"{net.network_name}-*"))
     assert host_network_state() == before
     assert not state.exists()
+    if not devcluster_node._held_slots():  # the last real node on the machine: its fixed places go too
+        assert devcluster_node.KUBELET_DEVICE_PLUGINS.exists() == kubelet_dir_before
+        assert not devcluster_node.MACHINE_DIR.exists()
 
 
 def test_a_host_without_a_real_node_says_why_and_runs_kwok_nodes_only(
