@@ -25,8 +25,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,7 +505,7 @@ def prepare(
     net: NodeNet, root: Path, bins: Path, service_cidr: str, api_server: str, tokens: dict[str, str]
 ) -> NodeFiles:
     """Write every file of the node (configs, kubeconfigs) and return the argv of its components."""
-    from devcluster.cluster import write_kubeconfig
+    from devcluster.cluster import write_kubeconfig  # here: cluster imports this module
 
     node_dir = root / "node"
     pki = root / "pki"
@@ -578,7 +580,7 @@ def import_images(net: NodeNet, images: dict[str, Path]) -> None:
 def purge_containers(net: NodeNet) -> None:
     """Delete every container (and its task and snapshot) from the kept image store: at `up` the
     leftovers of a crashed run, at `down` what the kubelet had not collected yet."""
-    for container in _sandboxes(net):
+    for container in _containers(net):
         ctr(net, "tasks", "kill", "--signal=SIGKILL", container, timeout=20)
         ctr(net, "tasks", "delete", "--force", container, timeout=20)
         ctr(net, "containers", "delete", container, timeout=20)
@@ -653,15 +655,11 @@ def node_ready(node: dict[str, Any]) -> bool:
 
 
 def coredns_ready(net: NodeNet) -> bool:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://{net.gateway}:8181/ready", timeout=2) as response:
         return bool(response.status == 200)
 
 
 def kube_proxy_healthy(net: NodeNet) -> bool:
-    import urllib.request
-
     with urllib.request.urlopen(f"http://{net.node_ip}:10256/healthz", timeout=2) as response:
         return bool(response.status == 200)
 
@@ -698,7 +696,7 @@ def drain(api: Any, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _sandboxes(net: NodeNet) -> list[str]:
+def _containers(net: NodeNet) -> list[str]:
     if not net.containerd_socket.exists():
         return []
     result = ctr(net, "containers", "list", "--quiet", timeout=20)
@@ -717,7 +715,7 @@ def _netns_of(net: NodeNet, container: str) -> str | None:
 def before_stop(net: NodeNet) -> dict[str, Any]:
     """While containerd still runs: what its containers hold outside the state directory; then
     delete them (the image store outlives the cluster, its containers must not)."""
-    containers = _sandboxes(net)
+    containers = _containers(net)
     netns = {path for c in containers if (path := _netns_of(net, c))}
     purge_containers(net)
     return {"containers": containers, "netns": sorted(netns)}
@@ -741,8 +739,6 @@ def _shim_pids(net: NodeNet) -> list[int]:
 
 
 def _stop_shims(net: NodeNet) -> None:
-    import signal
-
     pids = _shim_pids(net)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
