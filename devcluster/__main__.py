@@ -1,4 +1,4 @@
-"""`python -m devcluster build|up|down|status|kubeconfig|env|images`: the dev cluster's commands."""
+"""`python -m devcluster build|install-deps|up|down|status|kubeconfig|env|images`: the dev cluster's commands."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from devcluster import build, cluster, images
+from devcluster import build, cluster, images, node, node_deps
 from devcluster.paths import state_dir
 
 
@@ -14,6 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="build (or reuse) the binaries from the pinned Go modules")
+    commands.add_parser(
+        "install-deps",
+        help="install the real node's Debian packages (containerd, runc, CNI plugins, iptables) if missing",
+    )
     commands.add_parser("up", help="start the cluster; returns once nodes are Ready and ServiceAccounts work")
     commands.add_parser("down", help="stop exactly the processes `up` started and remove the cluster's state")
     commands.add_parser("status", help="show each component; exit 0 only if all are running")
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "build":
         return build.main()
+    if args.command == "install-deps":
+        return node_deps.main()
     if args.command == "up":
         started = time.monotonic()
         try:
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         except cluster.AlreadyRunning as error:
             print(f"devcluster: {error}")
             return 0
-        except (cluster.ClusterError, build.BuildError) as error:
+        except (cluster.ClusterError, build.BuildError, node.NodeError) as error:
             print(f"devcluster: up failed: {error}", file=sys.stderr)
             return 1
         print(f"devcluster: up in {time.monotonic() - started:.1f}s, {running.server}")

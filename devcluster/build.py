@@ -58,6 +58,8 @@ MODULES: tuple[GoModule, ...] = (
     GoModule(directory="helm", binaries={"helm": "helm.sh/helm/v3/cmd/helm"}),
     # The real node's sandbox process, put alone in the pause image (devcluster/images.py).
     GoModule(directory="pause", binaries={"pause": "."}),
+    # The real node's cluster DNS: upstream CoreDNS with a chosen set of plugins (no forwarding).
+    GoModule(directory="coredns", binaries={"coredns": "."}),
 )
 
 

@@ -1,5 +1,6 @@
 """Start, stop and inspect the dev cluster: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK, each a process on 127.0.0.1, with TLS, token authentication and RBAC.
+kube-scheduler and KWOK, each a process on 127.0.0.1, with TLS, token authentication and RBAC;
+and, where the host can, one real node beside the KWOK nodes (`devcluster.node`).
 
 `up` records every process it starts (pid and kernel start time) in the state directory; `down`
 stops exactly those processes and nothing else, then removes the state. Ports are chosen free at
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devcluster import build
+from devcluster import build, node
 from devcluster.paths import state_dir
 
 NODE_COUNT = 2
@@ -34,8 +35,10 @@ NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 STAGES_FILE = Path(__file__).resolve().parent / "stages.yaml"
-# Which component processes a cluster has, in start order (stopped in reverse).
+# Which component processes a cluster has, in start order (stopped in reverse); the real node's
+# follow them when there is one.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SERVICE_IP = "10.96.0.1"
 
 
 class ClusterError(RuntimeError):
@@ -172,7 +175,56 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ClusterError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
-def _make_pki(pki: Path) -> None:
+def _sign(pki: Path, name: str, subject: str, extensions: str) -> None:
+    """A key and a certificate for `name`, signed by the cluster's CA."""
+    (pki / f"{name}.ext").write_text(extensions)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=pki,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        f"{name}.ext",
+        cwd=pki,
+    )
+
+
+def _make_node_pki(pki: Path, net: node.NodeNet) -> None:
+    # The real kubelet's serving certificate, for its address on the node's veth.
+    _sign(pki, "real-node", f"/CN={node.NODE_NAME}", f"subjectAltName=IP:{net.node_ip}\nextendedKeyUsage=serverAuth\n")
+    # The API server's client certificate towards kubelets (logs, exec); the kubelet checks it
+    # against the cluster CA and asks the API server whether this user may.
+    _sign(
+        pki,
+        "apiserver-kubelet-client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "extendedKeyUsage=clientAuth\n",
+    )
+
+
+def _make_pki(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
     pki.mkdir(parents=True)
     _openssl(
         "req",
@@ -192,7 +244,9 @@ def _make_pki(pki: Path) -> None:
     )
     (pki / "apiserver.ext").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1\n"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
+        + "".join(f",IP:{ip}" for ip in extra_ips)
+        + "\n"
         "extendedKeyUsage=serverAuth\n"
     )
     _openssl(
@@ -263,7 +317,7 @@ def _make_pki(pki: Path) -> None:
     _openssl("genrsa", "-out", "service-account.key", "2048", cwd=pki)
 
 
-def _write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -319,12 +373,14 @@ class Api:
         self.token = token
         self.context = ssl.create_default_context(cafile=str(ca_file))
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.server + path, data=data, method=method)
         request.add_header("Authorization", f"Bearer {self.token}")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, context=self.context, timeout=10) as response:
                 raw = response.read()
@@ -398,9 +454,13 @@ def _create_nodes(api: Api) -> None:
 def running_cluster() -> Cluster | None:
     """The cluster `up` started, if all of its processes are still alive."""
     data = _State(state_dir()).load()
-    if not data or _dead_components(data) or len(data["processes"]) < len(COMPONENTS):
+    if not data or _dead_components(data) or len(data["processes"]) < len(_components(data)):
         return None
     return _cluster_of(data)
+
+
+def _components(data: dict[str, Any]) -> list[str]:
+    return list(data.get("components", COMPONENTS))
 
 
 def _cluster_of(data: dict[str, Any]) -> Cluster:
@@ -437,37 +497,65 @@ def _up() -> Cluster:
     state = _State(root)
     previous = state.load()
     if previous is not None:
-        if not _dead_components(previous) and len(previous["processes"]) == len(COMPONENTS):
+        if not _dead_components(previous) and len(previous["processes"]) == len(_components(previous)):
             raise AlreadyRunning(f"the dev cluster is already running (kubeconfig: {root / 'kubeconfig'})")
         # A partial or dead cluster: clear it away before starting afresh.
         _down()
+    elif node.slot_of(root) is not None:
+        _down()  # a real node whose `up` crashed before it recorded anything
     started = time.monotonic()
     bins = build.build(verbose=False)
     shutil.rmtree(root, ignore_errors=True)  # leftovers of a crashed run, never of a live one (lock held)
+    net = _real_node_slot(root, bins)  # before anything is made: a required node that cannot run leaves nothing
     root.mkdir(parents=True)
     (root / "logs").mkdir()
     pki = root / "pki"
-    _make_pki(pki)
+    _make_pki(pki, (net.host_ip,) if net else ())
+    if net:
+        _make_node_pki(pki, net)
 
     ports = {
         name: _free_port() for name in ("etcd", "etcdPeer", "apiserver", "controllerManager", "scheduler", "kubelet")
     }
-    tokens = {user: secrets.token_hex(16) for user in ("admin", "controller-manager", "scheduler", "kwok")}
+    users = ("admin", "controller-manager", "scheduler", "kwok") + (("kubelet", "kube-proxy", "coredns") if net else ())
+    tokens = {user: secrets.token_hex(16) for user in users}
     (pki / "tokens.csv").write_text(
         f'{tokens["admin"]},admin,admin,"system:masters"\n'
         f"{tokens['controller-manager']},system:kube-controller-manager,kcm\n"
         f"{tokens['scheduler']},system:kube-scheduler,scheduler\n"
         f'{tokens["kwok"]},kwok-controller,kwok,"system:masters"\n'
+        + (
+            f'{tokens["kubelet"]},system:node:{node.NODE_NAME},kubelet,"system:nodes"\n'
+            f"{tokens['kube-proxy']},system:kube-proxy,kube-proxy\n"
+            f"{tokens['coredns']},system:coredns,coredns\n"
+            if net
+            else ""
+        )
     )
-    server = f"https://127.0.0.1:{ports['apiserver']}"
-    kubeconfigs = {user: root / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig") for user in tokens}
+    # With a real node the API server listens on the host side of the node's veth (pods reach it
+    # there through the `kubernetes` Service); without one, on loopback.
+    api_ip = net.host_ip if net else "127.0.0.1"
+    server = f"https://{api_ip}:{ports['apiserver']}"
+    kubeconfigs = {
+        user: root / ("kubeconfig" if user == "admin" else f"{user}.kubeconfig")
+        for user in ("admin", "controller-manager", "scheduler", "kwok")
+    }
     for user, path in kubeconfigs.items():
-        _write_kubeconfig(path, server, pki / "ca.crt", user, tokens[user])
+        write_kubeconfig(path, server, pki / "ca.crt", user, tokens[user])
 
-    data: dict[str, Any] = {"server": server, "adminToken": tokens["admin"], "ports": ports, "processes": []}
+    data: dict[str, Any] = {
+        "server": server,
+        "adminToken": tokens["admin"],
+        "ports": ports,
+        "components": list(COMPONENTS) + (list(node.COMPONENTS) if net else []),
+        "realNode": {"slot": net.slot} if net else None,
+        "processes": [],
+    }
     state.save(data)
     api = Api(server, tokens["admin"], pki / "ca.crt")
     try:
+        if net:
+            node.setup_network(net, SERVICE_CIDR)
         _start(
             state,
             data,
@@ -494,8 +582,8 @@ def _up() -> Cluster:
             [
                 str(bins / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={api_ip}",
+                f"--advertise-address={api_ip}",
                 f"--secure-port={ports['apiserver']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -504,12 +592,25 @@ def _up() -> Cluster:
                 "--kubelet-preferred-address-types=InternalIP",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 "--authorization-mode=RBAC",
-                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota",
+                # PodNodeSelector and PodTolerationRestriction let a namespace place all its pods on the
+                # real node (the annotations of tests/e2e/real_node.py and of the demo).
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota,"
+                "PodNodeSelector,PodTolerationRestriction",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'service-account.key'}",
                 f"--service-account-signing-key-file={pki / 'service-account.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
+                # The `kubernetes` Service's endpoint is the advertised address: only a real node's pods
+                # use it, and loopback cannot be an endpoint.
+                f"--endpoint-reconciler-type={'lease' if net else 'none'}",
+                *(
+                    [
+                        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                    ]
+                    if net
+                    else []
+                ),
                 f"--cert-dir={pki}",
                 "--allow-privileged=true",
                 "--profiling=false",
@@ -576,7 +677,11 @@ def _up() -> Cluster:
             ],
         )
         _create_nodes(api)
+        if net:
+            _start_real_node(state, data, api, net, root, bins, server, tokens)
         _wait("the nodes to be Ready", lambda: _nodes_ready(api), data, 60)
+        if net:
+            _wait_real_node(data, api, net)
         _wait(
             "the default ServiceAccount",
             lambda: api.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
@@ -591,6 +696,63 @@ def _up() -> Cluster:
     return _cluster_of(data)
 
 
+def _real_node_slot(root: Path, bins: Path) -> node.NodeNet | None:
+    """This cluster's real-node slot, or None (saying why in one line) when the host cannot have one."""
+    if node.setting() == "false":
+        return None
+    problem = node.host_problem(bins)
+    if problem is None:
+        return node.claim_slot(root)
+    if node.required():
+        raise ClusterError(f"a real node is required (CI=true or FLOWRUN_DEVCLUSTER_REAL_NODE=true) but {problem}")
+    print(f"devcluster: no real node ({problem}); the cluster runs with KWOK nodes only", flush=True)
+    return None
+
+
+def _start_real_node(
+    state: _State,
+    data: dict[str, Any],
+    api: Api,
+    net: node.NodeNet,
+    root: Path,
+    bins: Path,
+    server: str,
+    tokens: dict[str, str],
+) -> None:
+    files = node.prepare(net, root, bins, SERVICE_CIDR, server, tokens)
+    pending = node.api_objects(net)
+
+    def create_objects() -> bool:
+        # kube-system appears shortly after the API server is ready: retry until every object is there.
+        while pending:
+            path, body = pending[0]
+            status, answer = api.request("POST", path, body)
+            if status not in (201, 409):
+                if status == 404:
+                    return False
+                raise ClusterError(f"creating {body['kind']} {body['metadata']['name']} failed ({status}): {answer}")
+            pending.pop(0)
+        return True
+
+    _wait("the real node's RBAC and the kube-dns Service", create_objects, data, 30)
+    _start(state, data, "containerd", files.argv["containerd"])
+    _wait("containerd to answer", lambda: node.containerd_ready(net), data, 30)
+    node.purge_containers(net)
+    node.import_images(net, files.images)
+    for name in ("kubelet", "kube-proxy", "coredns"):
+        _start(state, data, name, files.argv[name])
+
+
+def _wait_real_node(data: dict[str, Any], api: Api, net: node.NodeNet) -> None:
+    def ready() -> bool:
+        status, body = api.request("GET", f"/api/v1/nodes/{node.NODE_NAME}")
+        return status == 200 and node.node_ready(body)
+
+    _wait(f"node {node.NODE_NAME} to be Ready", ready, data, 60)
+    _wait("CoreDNS to be ready", lambda: node.coredns_ready(net), data, 30)
+    _wait("kube-proxy to sync its rules", lambda: node.kube_proxy_healthy(net), data, 30)
+
+
 def down() -> bool:
     """Stop exactly what `up` started and remove the state. Returns whether anything was running."""
     with _exclusive():
@@ -602,8 +764,22 @@ def _down() -> bool:
     data = _State(root).load()
     if data is None and not root.exists():
         return False
+    net = node.slot_of(root)
+    held: dict[str, Any] = {}
+    if data is not None and net is not None:
+        alive = {record["name"] for record in data["processes"] if _is_ours(record)}
+        if {"kube-apiserver", "kubelet"} <= alive:
+            # The node's pods go first, while the kubelet still runs: it stops their containers and
+            # the CNI plugin tears their networks down.
+            api = Api(data["server"], data["adminToken"], root / "pki" / "ca.crt")
+            with contextlib.suppress(OSError, urllib.error.URLError, ValueError):
+                node.drain(api)
+        if "containerd" in alive:
+            held = node.before_stop(net)
     if data is not None:
         _stop_processes(data["processes"])
+    if net is not None:
+        node.cleanup(net, root, held)
     shutil.rmtree(root, ignore_errors=True)
     return data is not None
 

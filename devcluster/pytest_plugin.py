@@ -24,6 +24,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from devcluster import cluster as devcluster
+from devcluster import images
+from devcluster import node as devcluster_node
 
 T = TypeVar("T")
 
@@ -110,3 +112,58 @@ def namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iter
     """A namespace of its own for each test, deleted afterwards."""
     with fresh_namespace(kube_cluster, request.node.name) as name:
         yield name
+
+
+@dataclass(frozen=True)
+class RealNode:
+    """The cluster's real node: where pods that ask for it run real containers."""
+
+    name: str
+    shell_image: str
+    dask_image: str
+    operator_image: str
+
+    def pod(self, name: str, command: list[str], restart_policy: str = "Never") -> client.V1Pod:
+        """A pod for the real node: its node selector and toleration, a local image (never pulled)."""
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(
+                restart_policy=restart_policy,
+                node_selector={devcluster_node.LABEL: "true"},
+                tolerations=[
+                    client.V1Toleration(key=devcluster_node.LABEL, operator="Exists", effect="NoSchedule"),
+                ],
+                termination_grace_period_seconds=1,
+                containers=[
+                    client.V1Container(name="main", image=self.shell_image, image_pull_policy="Never", command=command)
+                ],
+            ),
+        )
+
+
+def real_node_unavailable(kube_cluster: KubeCluster) -> str | None:
+    """Why the cluster has no real node (None when it has one)."""
+    nodes = kube_cluster.core().list_node(label_selector=f"{devcluster_node.LABEL}=true").items
+    if nodes:
+        return None
+    if kube_cluster.bin_dir is not None:
+        return devcluster_node.host_problem(kube_cluster.bin_dir) or "the dev cluster started without a real node"
+    return f"the cluster has no node labelled {devcluster_node.LABEL}=true"
+
+
+@pytest.fixture(scope="session")
+def real_node(kube_cluster: KubeCluster) -> RealNode:
+    """The real node; skipped only where the host cannot run one and CI is not "true" (in CI a
+    missing real node fails the test)."""
+    problem = real_node_unavailable(kube_cluster)
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true needs the real node, but {problem}")
+        pytest.skip(f"no real node on this host: {problem}")
+    node = kube_cluster.core().list_node(label_selector=f"{devcluster_node.LABEL}=true").items[0]
+    return RealNode(
+        name=str(node.metadata.name),
+        shell_image=images.SHELL_IMAGE,
+        dask_image=images.DASK_IMAGE,
+        operator_image=images.OPERATOR_IMAGE,
+    )
