@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +20,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from devcluster.pytest_plugin import KubeCluster, wait_for
+from devcluster import node as devcluster_node
+from devcluster.pytest_plugin import KubeCluster, RealNode, wait_for
 from flowrun import api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -549,3 +553,126 @@ class WatchRecorder:
 # What the fixtures of the same names hand a test.
 StartOperator = Callable[..., Operator]  # start_operator(*extra_args, metrics=False)
 Watch = Callable[..., WatchRecorder]  # watch(kind, label_selector=None)
+
+
+# --- Helm -----------------------------------------------------------------------------------------
+
+CHART = REPO / "charts" / "flowrun-operator"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+class Tools:
+    """helm and kubectl bound to the test cluster, with Helm's caches kept out of HOME."""
+
+    def __init__(self, kube_cluster: KubeCluster, home: Path) -> None:
+        self.helm = self._find(kube_cluster, "helm")
+        self.kubectl = self._find(kube_cluster, "kubectl")
+        self.env = dict(
+            os.environ,
+            KUBECONFIG=str(kube_cluster.kubeconfig),
+            HELM_CACHE_HOME=str(home / "cache"),
+            HELM_CONFIG_HOME=str(home / "config"),
+            HELM_DATA_HOME=str(home / "data"),
+        )
+
+    @staticmethod
+    def _find(kube_cluster: KubeCluster, name: str) -> str:
+        if kube_cluster.bin_dir is not None and (kube_cluster.bin_dir / name).exists():
+            return str(kube_cluster.bin_dir / name)
+        found = shutil.which(name)
+        if found is None:
+            pytest.skip(f"no {name} binary (the dev cluster provides one)")
+        return found
+
+    def run(
+        self, tool: str, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [getattr(self, tool), *args],
+            check=False,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+def release_name() -> str:
+    return f"fro-{secrets.token_hex(3)}"
+
+
+def labelled_leftovers(api_client: client.ApiClient, namespaces: list[str], release: str) -> dict[str, list[str]]:
+    """Every object labelled with the release, in the namespaces given and cluster-wide."""
+    selector = f"{INSTANCE_LABEL}={release}"
+    core, apps, rbac = (
+        client.CoreV1Api(api_client),
+        client.AppsV1Api(api_client),
+        client.RbacAuthorizationV1Api(api_client),
+    )
+    found: dict[str, list[str]] = {}
+
+    def add(kind: str, items: list[Any]) -> None:
+        names = [
+            f"{item.metadata.namespace + '/' if item.metadata.namespace else ''}{item.metadata.name}" for item in items
+        ]
+        if names:
+            found.setdefault(kind, []).extend(names)
+
+    for ns in namespaces:
+        add("ServiceAccount", core.list_namespaced_service_account(ns, label_selector=selector).items)
+        add("Service", core.list_namespaced_service(ns, label_selector=selector).items)
+        add("Pod", core.list_namespaced_pod(ns, label_selector=selector).items)
+        add("Deployment", apps.list_namespaced_deployment(ns, label_selector=selector).items)
+        add("ReplicaSet", apps.list_namespaced_replica_set(ns, label_selector=selector).items)
+        add("Role", rbac.list_namespaced_role(ns, label_selector=selector).items)
+        add("RoleBinding", rbac.list_namespaced_role_binding(ns, label_selector=selector).items)
+    add("ClusterRole", rbac.list_cluster_role(label_selector=selector).items)
+    add("ClusterRoleBinding", rbac.list_cluster_role_binding(label_selector=selector).items)
+    return found
+
+
+def uninstall_and_check_nothing_left(
+    tools: Tools, api_client: client.ApiClient, release: str, namespace: str, namespaces: list[str]
+) -> None:
+    tools.run("helm", "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
+    wait_for(
+        f"nothing labelled {INSTANCE_LABEL}={release} to be left",
+        lambda: not labelled_leftovers(api_client, namespaces, release),
+        timeout=60,
+    )
+    assert tools.run("helm", "status", release, "--namespace", namespace, check=False).returncode != 0
+
+
+# --- the real node ---------------------------------------------------------------------------------
+
+
+def real_namespace_annotations() -> dict[str, str]:
+    """Namespace annotations that put every pod of the namespace on the real node (the API
+    server's PodNodeSelector and PodTolerationRestriction admission), so a FlowRun written for
+    any cluster runs there unchanged."""
+    toleration = {"key": devcluster_node.LABEL, "operator": "Exists", "effect": "NoSchedule"}
+    return {
+        "scheduler.alpha.kubernetes.io/node-selector": f"{devcluster_node.LABEL}=true",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
+    }
+
+
+def real_task(real_node: RealNode, name: str, script: str, **fields: Any) -> dict[str, Any]:
+    """A task whose container runs `script` with the shell image on the real node."""
+    main = {
+        "name": "main",
+        "image": real_node.shell_image,
+        "imagePullPolicy": "Never",
+        "command": ["/bin/sh", "-c", script],
+    }
+    pod_spec = {
+        "nodeSelector": {devcluster_node.LABEL: "true"},
+        "tolerations": [{"key": devcluster_node.LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+        "terminationGracePeriodSeconds": 10,
+        "containers": [main],
+    }
+    return {"name": name, "template": {"spec": pod_spec}, **fields}

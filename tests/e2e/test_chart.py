@@ -5,10 +5,8 @@ chart's ServiceAccount token (and by what that token is refused)."""
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,52 +20,19 @@ from kubernetes.client.exceptions import ApiException
 
 import flowrun
 from devcluster.pytest_plugin import KubeCluster, fresh_namespace, wait_for
-from tests.e2e.helpers import REPO, FlowRuns, Operator
+from tests.e2e.helpers import (
+    CHART,
+    INSTANCE_LABEL,
+    REPO,
+    FlowRuns,
+    Operator,
+    Tools,
+    labelled_leftovers,
+    release_name,
+    uninstall_and_check_nothing_left,
+)
 
 pytestmark = pytest.mark.e2e
-
-CHART = REPO / "charts" / "flowrun-operator"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-
-
-class Tools:
-    """helm and kubectl bound to the test cluster, with Helm's caches kept out of HOME."""
-
-    def __init__(self, kube_cluster: KubeCluster, home: Path) -> None:
-        self.helm = self._find(kube_cluster, "helm")
-        self.kubectl = self._find(kube_cluster, "kubectl")
-        self.env = dict(
-            os.environ,
-            KUBECONFIG=str(kube_cluster.kubeconfig),
-            HELM_CACHE_HOME=str(home / "cache"),
-            HELM_CONFIG_HOME=str(home / "config"),
-            HELM_DATA_HOME=str(home / "data"),
-        )
-
-    @staticmethod
-    def _find(kube_cluster: KubeCluster, name: str) -> str:
-        if kube_cluster.bin_dir is not None and (kube_cluster.bin_dir / name).exists():
-            return str(kube_cluster.bin_dir / name)
-        found = shutil.which(name)
-        if found is None:
-            pytest.skip(f"no {name} binary (the dev cluster provides one)")
-        return found
-
-    def run(
-        self, tool: str, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [getattr(self, tool), *args],
-            check=False,
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"{tool} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        return done
 
 
 @pytest.fixture
@@ -98,52 +63,6 @@ def install_namespace_scoped(tools: Tools, release: str, namespace: str) -> None
         "--timeout",
         "120s",
     )
-
-
-def release_name() -> str:
-    return f"fro-{secrets.token_hex(3)}"
-
-
-def labelled_leftovers(api_client: client.ApiClient, namespaces: list[str], release: str) -> dict[str, list[str]]:
-    """Every object labelled with the release, in the namespaces given and cluster-wide."""
-    selector = f"{INSTANCE_LABEL}={release}"
-    core, apps, rbac = (
-        client.CoreV1Api(api_client),
-        client.AppsV1Api(api_client),
-        client.RbacAuthorizationV1Api(api_client),
-    )
-    found: dict[str, list[str]] = {}
-
-    def add(kind: str, items: list[Any]) -> None:
-        names = [
-            f"{item.metadata.namespace + '/' if item.metadata.namespace else ''}{item.metadata.name}" for item in items
-        ]
-        if names:
-            found.setdefault(kind, []).extend(names)
-
-    for ns in namespaces:
-        add("ServiceAccount", core.list_namespaced_service_account(ns, label_selector=selector).items)
-        add("Service", core.list_namespaced_service(ns, label_selector=selector).items)
-        add("Pod", core.list_namespaced_pod(ns, label_selector=selector).items)
-        add("Deployment", apps.list_namespaced_deployment(ns, label_selector=selector).items)
-        add("ReplicaSet", apps.list_namespaced_replica_set(ns, label_selector=selector).items)
-        add("Role", rbac.list_namespaced_role(ns, label_selector=selector).items)
-        add("RoleBinding", rbac.list_namespaced_role_binding(ns, label_selector=selector).items)
-    add("ClusterRole", rbac.list_cluster_role(label_selector=selector).items)
-    add("ClusterRoleBinding", rbac.list_cluster_role_binding(label_selector=selector).items)
-    return found
-
-
-def uninstall_and_check_nothing_left(
-    tools: Tools, api_client: client.ApiClient, release: str, namespace: str, namespaces: list[str]
-) -> None:
-    tools.run("helm", "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
-    wait_for(
-        f"nothing labelled {INSTANCE_LABEL}={release} to be left",
-        lambda: not labelled_leftovers(api_client, namespaces, release),
-        timeout=60,
-    )
-    assert tools.run("helm", "status", release, "--namespace", namespace, check=False).returncode != 0
 
 
 # --- chart files and values schema (the API server is not involved) ---------------------------
