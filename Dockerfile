@@ -17,12 +17,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
+# The last two lines name the user the image runs as (the final stage copies /etc/passwd and
+# /etc/group): without an entry for it, getpass.getuser(), which kopf calls for its identity,
+# raises "uid not found" and the operator exits at start.
 # The venv gets no pip of its own: the builder's pip installs into it (`--python`), and pip
 # compiles the bytecode there, so the read-only image never needs to write a .pyc.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv --without-pip /opt/flowrun \
     && pip --python /opt/flowrun/bin/python install --no-cache-dir --compile /wheels/*.whl \
-    && /opt/flowrun/bin/flowrun --help >/dev/null
+    && /opt/flowrun/bin/flowrun --help >/dev/null \
+    && echo "flowrun:x:65532:65532:flowrun-operator:/tmp:/usr/sbin/nologin" >> /etc/passwd \
+    && echo "flowrun:x:65532:" >> /etc/group
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="flowrun-operator" \
@@ -35,6 +40,7 @@ ENV PATH=/opt/flowrun/bin:$PATH \
     HOME=/tmp \
     TMPDIR=/tmp
 COPY --from=builder /opt/flowrun /opt/flowrun
+COPY --from=builder /etc/passwd /etc/group /etc/
 USER 65532:65532
 WORKDIR /tmp
 # 8080: kopf's liveness endpoint (--liveness); 9090: Prometheus metrics (--metrics-port).

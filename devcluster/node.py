@@ -361,8 +361,12 @@ def _cni_config(net: NodeNet, node_dir: Path, service_cidr: str) -> dict[str, An
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": net.pod_subnet, "gateway": net.gateway}]],
-                    # Services only: pods have no default route.
-                    "routes": [{"dst": service_cidr, "gw": net.gateway}],
+                    # Services, and the API server's own address (so it can reach pods: the
+                    # service proxy, webhooks); no default route.
+                    "routes": [
+                        {"dst": service_cidr, "gw": net.gateway},
+                        {"dst": f"{net.host_ip}/32", "gw": net.gateway},
+                    ],
                     "dataDir": str(node_dir / "cni" / "ipam"),
                 },
             }

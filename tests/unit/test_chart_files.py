@@ -92,9 +92,19 @@ def test_dockerfile_final_stage_copies_only_the_venv_and_installs_nothing() -> N
     runs = [line for line in final if line.upper().startswith(("RUN ", "ADD "))]
     assert not runs, f"the final stage must not run or add anything: {runs}"
     copies = [line for line in final if line.upper().startswith("COPY ")]
-    assert copies == ["COPY --from=builder /opt/flowrun /opt/flowrun"]
+    # The venv, and the user database naming the numeric user the image runs as.
+    assert copies == [
+        "COPY --from=builder /opt/flowrun /opt/flowrun",
+        "COPY --from=builder /etc/passwd /etc/group /etc/",
+    ]
     builder = " ".join(stages()[0])
     assert "pip wheel" in builder and "--no-cache-dir" in builder
+
+
+def test_the_image_names_the_user_it_runs_as() -> None:
+    # kopf asks getpass.getuser() for its identity, which raises for a uid without a name.
+    builder = " ".join(stages()[0])
+    assert 'echo "flowrun:x:65532:65532:' in builder and ">> /etc/passwd" in builder
 
 
 def test_dockerfile_runs_as_a_numeric_non_root_user_on_a_read_only_filesystem() -> None:
