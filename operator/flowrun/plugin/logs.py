@@ -193,7 +193,8 @@ class _Stream:
 
     def _read(self, connection: Connection, container: str, printer: Printer) -> None:
         try:
-            response = connection.core.read_namespaced_pod_log(
+            # Not preloaded, the call returns the raw response (typed as its preloaded str).
+            response: Any = connection.core.read_namespaced_pod_log(
                 self.attempt.pod, connection.namespace, container=container, follow=True, _preload_content=False
             )
             pending = b""
