@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-import click
 import typer
 import urllib3
 import yaml
@@ -280,7 +279,7 @@ def graph(
 ) -> None:
     """Draw a run's DAG, each resource block as a cluster of the tasks inside it."""
     if (name is None) == (file is None):
-        raise click.UsageError("give a FlowRun NAME or -f FILE (one of them)")
+        raise UsageProblem("give a FlowRun NAME or -f FILE (one of them)")
     if file is not None:
         documents = validation.load_documents(file, sys.stdin.read() if file == "-" else None)
         runs = [(d.title, d.body) for d in documents]
@@ -317,19 +316,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name=PROG, complete_var=COMPLETE_VAR, standalone_mode=False)
         return result if isinstance(result, int) else 0
+    except UsageProblem as error:
+        return _fail(str(error), 2)
     except PluginError as error:
         return _fail(str(error))
-    except click.UsageError as error:
-        hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
-        return _fail(error.format_message() + hint, 2)
-    except click.ClickException as error:
-        return _fail(error.format_message(), error.exit_code)
-    except click.Abort:
+    except typer.Abort:
         return 130
+    except typer.TyperException as error:
+        # Typer's usage errors (exit code 2, with the command they are about) and other errors.
+        code = int(getattr(error, "exit_code", 1))
+        ctx = getattr(error, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if code == 2 and ctx is not None else ""
+        format_message = getattr(error, "format_message", None)
+        return _fail((format_message() if callable(format_message) else str(error)) + hint, code)
     except ApiException as error:
         return _fail(str(api_error(error, "the API server refused")))
     except urllib3.exceptions.HTTPError as error:
         return _fail(str(connection_error(error)))
+
+
+class UsageProblem(PluginError):
+    """Flags that do not go together: exit code 2, as for any usage error."""
 
 
 def _fail(message: str, code: int = 1) -> int:

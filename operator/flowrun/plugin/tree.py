@@ -178,7 +178,7 @@ class RunView:
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
         for heading, width in zip(headings, widths, strict=True):
             table.add_column(heading, no_wrap=True, width=width)
-        table.add_column("RESULT / MESSAGE", no_wrap=True, overflow="ellipsis", max_width=max(room, 10))
+        table.add_column("RESULT / MESSAGE", no_wrap=True, overflow="ellipsis", max_width=max(room, 1))
         for row in cells:
             table.add_row(*row)
         yield header(self.run, now)
