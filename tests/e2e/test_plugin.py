@@ -119,7 +119,8 @@ def test_logs_of_a_failed_task_live_and_after_its_pod_is_deleted(
     assert lines.count("prep   | simulated log line 150") == 1
     assert lines.count("crunch | simulated log line 150") == 1
     assert len(lines) == 300
-    assert flowruns.get("logged")["status"]["phase"] == "Failed"  # type: ignore[index]
+    finished = flowruns.get("logged")
+    assert finished is not None and finished["status"]["phase"] == "Failed"
 
     live = plugin(kube_cluster, namespace, "logs", "logged", "crunch")
     assert live.returncode == 0, live.stderr
@@ -176,25 +177,24 @@ def restricted_kubeconfig(kube_cluster: KubeCluster, namespace: str, path: Path)
     """The admin's kubeconfig plus a context `restricted` for a ServiceAccount that may create
     FlowRuns and the children of a run, but no ConfigMaps."""
     core, rbac = client.CoreV1Api(kube_cluster.api), client.RbacAuthorizationV1Api(kube_cluster.api)
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": "flow-user"}})
+    meta = client.V1ObjectMeta(name="flow-user")
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=meta))
     rules = [
-        {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["create", "get", "list"]},
-        {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["create"]},
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]},
-        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]},
+        client.V1PolicyRule(api_groups=[api.GROUP], resources=[api.PLURAL], verbs=["create", "get", "list"]),
+        client.V1PolicyRule(api_groups=[""], resources=["pods", "services"], verbs=["create"]),
+        client.V1PolicyRule(api_groups=["apps"], resources=["deployments"], verbs=["create"]),
+        client.V1PolicyRule(api_groups=["batch"], resources=["jobs"], verbs=["create"]),
     ]
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "flow-user"}, "rules": rules})
-    rbac.create_namespaced_role_binding(
-        namespace,
-        {
-            "metadata": {"name": "flow-user"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flow-user"},
-            "subjects": [{"kind": "ServiceAccount", "name": "flow-user", "namespace": namespace}],
-        },
+    rbac.create_namespaced_role(namespace, client.V1Role(metadata=meta, rules=rules))
+    binding = client.V1RoleBinding(
+        metadata=meta,
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="flow-user"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="flow-user", namespace=namespace)],
     )
-    token = core.create_namespaced_service_account_token(
-        "flow-user", namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
+    rbac.create_namespaced_role_binding(namespace, binding)
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    issued: Any = core.create_namespaced_service_account_token("flow-user", namespace, request)
+    token = issued.status.token
     config = yaml.safe_load(kube_cluster.kubeconfig.read_text())
     cluster = config["contexts"][0]["context"]["cluster"]
     config["users"].append({"name": "flow-user", "user": {"token": token}})
@@ -251,7 +251,8 @@ def test_validate_server_catches_an_invalid_pod_template_and_a_forbidden_kind(
     # The admin may create ConfigMaps; a dry run creates nothing.
     admin = plugin(kube_cluster, namespace, "validate", "-f", str(path), "--server")
     assert admin.returncode == 1 and admin.stdout.count("rejected") == 1
-    assert flowruns.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"] == []
+    listed: Any = flowruns.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)
+    assert listed["items"] == []
     assert (
         client.CoreV1Api(kube_cluster.api)
         .list_namespaced_config_map(namespace, field_selector="metadata.name=settings")
