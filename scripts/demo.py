@@ -106,6 +106,7 @@ def main() -> int:
 
         # The live view is the plugin's: `kubectl flowrun watch`, installed with the package.
         plugin = Path(sys.executable).with_name("kubectl-flowrun")
+        sys.stdout.flush()  # what was printed so far comes before the plugin's own output
         try:
             subprocess.run(
                 [str(plugin), "watch", name, "-n", NAMESPACE, f"--kubeconfig={running.kubeconfig}"], timeout=TIMEOUT
