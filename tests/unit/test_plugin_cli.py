@@ -257,3 +257,10 @@ def test_age_as_kubectl_prints_it(seconds: int, shown: str) -> None:
     now = datetime(2026, 12, 1, tzinfo=UTC)
     created = datetime.fromtimestamp(now.timestamp() - seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert age(created, now) == shown
+
+
+def test_shell_completion_is_set_up_for_the_console_script(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--show-completion", "bash")
+    assert code == 0
+    assert "_KUBECTL_FLOWRUN_COMPLETE=complete_bash" in out
+    assert out.rstrip().endswith("kubectl-flowrun")

@@ -30,7 +30,9 @@ from flowrun.plugin.watch import finished, phase
 from flowrun.plugin.watch import watch as follow_run
 
 PROG = "kubectl flowrun"
+SCRIPT = "kubectl-flowrun"
 COMPLETE_VAR = "_KUBECTL_FLOWRUN_COMPLETE"
+COMPLETION_FLAGS = ("--install-completion", "--show-completion")
 PLAIN_WIDTH = 200  # lines written to a pipe or a file are not cut to a terminal's width
 
 app = typer.Typer(
@@ -313,8 +315,13 @@ def graph(
 def main(argv: list[str] | None = None) -> int:
     """The console script: run a command, turn every failure into one line on stderr."""
     command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    # Help and errors say `kubectl flowrun`; shell completion is set up for the script itself, the
+    # name a shell can complete (`kubectl-flowrun`, or `kubectl flowrun` through kubectl's own).
+    completing = COMPLETE_VAR in os.environ or any(a.split("=")[0] in COMPLETION_FLAGS for a in args)
+    prog = SCRIPT if completing else PROG
     try:
-        result = command.main(args=argv, prog_name=PROG, complete_var=COMPLETE_VAR, standalone_mode=False)
+        result = command.main(args=args, prog_name=prog, complete_var=COMPLETE_VAR, standalone_mode=False)
         return result if isinstance(result, int) else 0
     except UsageProblem as error:
         return _fail(str(error), 2)
