@@ -40,20 +40,6 @@ def kubectl(running: devcluster.Cluster, *args: str) -> str:
     return result.stdout
 
 
-def describe(status: dict[str, Any]) -> list[str]:
-    """One line for the run, one per task and per resource block."""
-    lines = [
-        f"run       {status.get('phase', 'Pending'):<10} {status.get('progress', '')}  {status.get('message') or ''}"
-    ]
-    for name, resource in sorted((status.get("resources") or {}).items()):
-        lines.append(f"resource  {name:<12} {resource.get('phase', ''):<12} {resource.get('reason') or ''}")
-    for name, task in sorted((status.get("tasks") or {}).items()):
-        result = task.get("result")
-        shown = f" result={result}" if result else ""
-        lines.append(f"task      {name:<12} {task.get('phase', ''):<12} {task.get('reason') or ''}{shown}")
-    return lines
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--example", default=str(REPO / "examples" / "dask-flowrun.yaml"))
@@ -118,24 +104,17 @@ def main() -> int:
         uid = created["metadata"]["uid"]
         print(f"\napplied {Path(args.example).relative_to(REPO)}: FlowRun {NAMESPACE}/{name}\n")
 
-        started = time.monotonic()
-        shown: list[str] = []
-        status: dict[str, Any] = {}
-        while time.monotonic() - started < TIMEOUT:
-            run = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
-            status = run.get("status") or {}
-            lines = describe(status)
-            if lines != shown:
-                print(f"--- {time.monotonic() - started:5.1f}s")
-                print("\n".join(lines), flush=True)
-                shown = lines
-            if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
-                break
-            if operator.poll() is not None:
-                raise SystemExit(f"the operator exited ({operator.returncode}); see {log.name}")
-            time.sleep(0.2)
-        else:
-            raise SystemExit(f"the FlowRun did not finish in {TIMEOUT}s")
+        # The live view is the plugin's: `kubectl flowrun watch`, installed with the package.
+        plugin = Path(sys.executable).with_name("kubectl-flowrun")
+        sys.stdout.flush()  # what was printed so far comes before the plugin's own output
+        try:
+            subprocess.run(
+                [str(plugin), "watch", name, "-n", NAMESPACE, f"--kubeconfig={running.kubeconfig}"], timeout=TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"the FlowRun did not finish in {TIMEOUT}s; see {log.name}") from None
+        run: Any = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, api.PLURAL, name)
+        status = run.get("status") or {}
 
         print(f"\nFlowRun {name}: {status['phase']} in {status.get('duration')}")
         left = kubectl(

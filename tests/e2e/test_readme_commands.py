@@ -40,6 +40,7 @@ def test_demo_runs_the_dask_example_and_shows_the_cleanup(kube_cluster: KubeClus
     assert "FlowRun dask-summary: Succeeded" in out
     assert "objects of the resource blocks still present: none (cleaned up)" in out
     assert "dask: CleanedUp" in out
-    # Progress was shown live: the block was seen Ready before it was seen CleanedUp.
-    assert out.index("dask         Ready") < out.index("dask         CleanedUp")
+    # Progress was shown live (by `kubectl flowrun watch`, one line per change when not on a
+    # terminal): the block was seen Ready before it was seen CleanedUp.
+    assert out.index("  block dask  Ready") < out.index("  block dask  CleanedUp")
     assert "its finalizer was released" in out
