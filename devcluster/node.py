@@ -146,6 +146,17 @@ def required() -> bool:
     return setting() == "true" or (node_deps.ci_requires_real_node() and setting() != "false")
 
 
+def namespace_annotations() -> dict[str, str]:
+    """Annotations that put every pod of a namespace on the real node (the API server's
+    PodNodeSelector and PodTolerationRestriction admission), so a FlowRun written for any cluster
+    runs there unchanged."""
+    toleration = {"key": LABEL, "operator": "Exists", "effect": TAINT["effect"]}
+    return {
+        "scheduler.alpha.kubernetes.io/node-selector": f"{LABEL}=true",
+        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
+    }
+
+
 def host_problem(bin_dir: Path) -> str | None:
     """Why the real node cannot run here, or None."""
     problem = node_deps.host_problem()

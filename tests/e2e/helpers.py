@@ -650,17 +650,6 @@ def uninstall_and_check_nothing_left(
 # --- the real node ---------------------------------------------------------------------------------
 
 
-def real_namespace_annotations() -> dict[str, str]:
-    """Namespace annotations that put every pod of the namespace on the real node (the API
-    server's PodNodeSelector and PodTolerationRestriction admission), so a FlowRun written for
-    any cluster runs there unchanged."""
-    toleration = {"key": devcluster_node.LABEL, "operator": "Exists", "effect": "NoSchedule"}
-    return {
-        "scheduler.alpha.kubernetes.io/node-selector": f"{devcluster_node.LABEL}=true",
-        "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration]),
-    }
-
-
 def real_task(real_node: RealNode, name: str, script: str, **fields: Any) -> dict[str, Any]:
     """A task whose container runs `script` with the shell image on the real node."""
     main = {

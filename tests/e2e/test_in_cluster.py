@@ -20,7 +20,6 @@ from tests.e2e.helpers import (
     FlowRuns,
     Tools,
     labelled_leftovers,
-    real_namespace_annotations,
     release_name,
     res,
     task,
@@ -34,7 +33,9 @@ pytestmark = pytest.mark.e2e
 def flows_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """Where the FlowRun goes: its pods are placed on the real node by the namespace's defaults."""
     with fresh_namespace(kube_cluster, "in-cluster-flows") as name:
-        kube_cluster.core().patch_namespace(name, {"metadata": {"annotations": real_namespace_annotations()}})
+        kube_cluster.core().patch_namespace(
+            name, {"metadata": {"annotations": devcluster_node.namespace_annotations()}}
+        )
         yield name
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devcluster.pytest_plugin import USE_EXISTING_CLUSTER, KubeCluster
+from devcluster.pytest_plugin import USE_EXISTING_CLUSTER, KubeCluster, real_node_unavailable
 
 pytestmark = [
     pytest.mark.e2e,
@@ -43,4 +43,12 @@ def test_demo_runs_the_dask_example_and_shows_the_cleanup(kube_cluster: KubeClus
     # Progress was shown live (by `kubectl flowrun watch`, one line per change when not on a
     # terminal): the block was seen Ready before it was seen CleanedUp.
     assert out.index("  block dask  Ready") < out.index("  block dask  CleanedUp")
+    if real_node_unavailable(kube_cluster) is None:
+        # On the real node the Dask cluster computed the summary, and write-csv wrote it.
+        assert "real node: the flow runs real containers" in out, out
+        summary = out[out.index("summary computed by the Dask cluster") :]
+        assert "count,1209600.0,1209600.0" in summary, summary
+        assert "/data/summary.csv as write-csv wrote it" in summary, summary
+    else:
+        assert "no real node (" in out and "the pods are simulated" in out, out
     assert "its finalizer was released" in out

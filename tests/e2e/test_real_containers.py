@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devcluster import node as devcluster_node
 from devcluster.pytest_plugin import KubeCluster, RealNode, wait_for
 from tests.e2e.helpers import (
     REPO,
@@ -16,7 +17,6 @@ from tests.e2e.helpers import (
     Operator,
     Watch,
     WatchRecorder,
-    real_namespace_annotations,
     real_task,
     task,
 )
@@ -126,7 +126,9 @@ def block_ready(status: dict[str, Any]) -> bool:
 def test_deleting_a_run_while_its_real_dask_cluster_runs_cleans_the_cluster_up(
     kube_cluster: KubeCluster, real_node: RealNode, operator: Operator, flowruns: FlowRuns
 ) -> None:
-    kube_cluster.core().patch_namespace(flowruns.namespace, {"metadata": {"annotations": real_namespace_annotations()}})
+    kube_cluster.core().patch_namespace(
+        flowruns.namespace, {"metadata": {"annotations": devcluster_node.namespace_annotations()}}
+    )
     body = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
     for param in body["spec"]["params"]:
         if param["name"] == "image":
