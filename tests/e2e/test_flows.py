@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
@@ -22,6 +20,7 @@ from flowrun.timestamps import format_time
 from tests.e2e.helpers import (
     REPO,
     FlowRuns,
+    Objects,
     Operator,
     StartOperator,
     Watch,
@@ -36,60 +35,6 @@ FLOW_EXAMPLES = REPO / "examples" / "flows"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-class Objects:
-    """Flows or CronFlowRuns in one namespace."""
-
-    def __init__(self, kube_cluster: KubeCluster, namespace: str, plural: str, kind: str) -> None:
-        self.custom = client.CustomObjectsApi(kube_cluster.api)
-        self.core = kube_cluster.core()
-        self.namespace, self.plural, self.kind = namespace, plural, kind
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": api.API_VERSION, "kind": self.kind, **body}
-        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            api.GROUP, api.VERSION, self.namespace, self.plural, body
-        )
-        return created
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                api.GROUP, api.VERSION, self.namespace, self.plural, name
-            )
-            return found
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-
-    def patch(self, name: str, body: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, self.plural, name, body)
-
-    def patch_status(self, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, self.namespace, self.plural, name, {"status": status}
-        )
-
-    def delete(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, self.plural, name)
-
-    def wait_status(self, name: str, what: str, check: Any, timeout: float = 30.0) -> dict[str, Any]:
-        def holds() -> dict[str, Any] | None:
-            found = self.get(name)
-            return found if found and check(found.get("status") or {}) else None
-
-        try:
-            result: dict[str, Any] = wait_for(f"{self.kind} {name}: {what}", holds, timeout=timeout)
-        except AssertionError as error:
-            raise AssertionError(f"{error}; status now: {(self.get(name) or {}).get('status')}") from None
-        return result
-
-    def events(self, name: str) -> list[tuple[str, str, str]]:
-        selector = f"involvedObject.kind={self.kind},involvedObject.name={name}"
-        items = self.core.list_namespaced_event(self.namespace, field_selector=selector).items
-        return [(e.type, e.reason, e.message) for e in items]
 
 
 @pytest.fixture
