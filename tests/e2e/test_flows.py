@@ -6,6 +6,7 @@ the leak check (nothing labelled with a run's UID remains once the run is gone).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,8 +44,14 @@ def flows(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Objec
 
 
 @pytest.fixture
-def crons(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Objects:
-    return Objects(kube_cluster, namespace, CRON_PLURAL, "CronFlowRun")
+def crons(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Iterator[Objects]:
+    """At teardown (before the operator's: request it after start_operator) every CronFlowRun
+    left by a failed test is deleted, so none goes on creating runs while leftovers are released."""
+    objects = Objects(kube_cluster, namespace, CRON_PLURAL, "CronFlowRun")
+    yield objects
+    listed = objects.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, CRON_PLURAL)
+    for leftover in listed["items"]:
+        objects.delete(leftover["metadata"]["name"])
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
