@@ -25,7 +25,7 @@ import kopf
 from kubernetes import config
 
 from flowrun import api, cron, metrics, names
-from flowrun.cron import CRON_PLURAL, LABEL_CRON
+from flowrun.cron import CRON_PLURAL, LABEL_CRON, OwnedRun
 from flowrun.cron_reconciler import CronReconciler, Owned
 from flowrun.flow_checker import FlowChecker, checked
 from flowrun.flows import FLOW_PLURAL
@@ -64,6 +64,7 @@ class Runtime:
         self.locks: dict[str, asyncio.Lock] = {}
         self.flow_waiters: dict[Key, set[str]] = {}  # Flow -> UIDs of the runs waiting for it
         self.cron_labels: dict[Key, str] = {}  # (namespace, flowrun.dev/cron label value) -> CronFlowRun name
+        self.owned_seen: dict[str, OwnedRun] = {}  # UID -> a CronFlowRun's run, as last seen
         self.tasks: dict[str, asyncio.Task[None]] = {}  # "flow/<ns>/<name>", "cron/<ns>/<name>"
 
     def wake(self, uid: str | None) -> None:
@@ -261,12 +262,22 @@ async def release(uid: str, name: str, namespace: str | None, **_: Any) -> None:
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def flowrun_changed(uid: str, labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+async def flowrun_changed(
+    type: str | None, uid: str, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any
+) -> None:
     rt = runtime()
     rt.wake(uid)
     cron_label = labels.get(LABEL_CRON)
     if cron_label is not None and namespace is not None:
-        rt.wake_cron_of_run(namespace, cron_label)
+        # Only what its CronFlowRun decides from (phase, cancel, deletion), not every status write.
+        if type == "DELETED":
+            rt.owned_seen.pop(uid, None)
+            rt.wake_cron_of_run(namespace, cron_label)
+        else:
+            seen = cron.owned_run_from_object(body)
+            if rt.owned_seen.get(uid) != seen:
+                rt.owned_seen[uid] = seen
+                rt.wake_cron_of_run(namespace, cron_label)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
