@@ -194,7 +194,13 @@ def test_a_run_waits_for_its_flow_and_starts_as_soon_as_it_is_applied(
     flows.delete("etl")
 
 
-def test_a_flow_is_validated_when_created_and_when_changed(operator: Operator, flows: Objects) -> None:
+def test_flows_and_schedules_are_validated_when_created_and_when_changed(
+    operator: Operator, flows: Objects, crons: Objects
+) -> None:
+    # A schedule the CRD lets through but croniter refuses: reported, no run.
+    hour_25 = every_minute("hour-25", "Allow", {"flowRef": {"name": "typo"}})
+    hour_25["spec"]["schedule"] = "0 25 * * *"
+    crons.create(hour_25)
     flows.create(
         {
             "metadata": {"name": "typo"},
@@ -220,13 +226,21 @@ def test_a_flow_is_validated_when_created_and_when_changed(operator: Operator, f
         "the InvalidSpec warning", lambda: [(t, r) for t, r, _ in flows.events("typo")] == [("Warning", "InvalidSpec")]
     )
 
-    # Fixed in Git, applied again: validated again, for the new generation.
+    bad_schedule = crons.wait_status("hour-25", "invalid", lambda s: valid(s) == "False")
+    assert bad_schedule["status"]["message"].startswith("spec.schedule"), bad_schedule["status"]
+    assert bad_schedule["status"]["activeCount"] == 0 and not bad_schedule["status"].get("lastScheduleTime")
+
+    # Fixed in Git and applied again while the operator is down: validated when it is back, for
+    # the new generation.
+    operator.kill()
     flows.patch("typo", {"spec": {"tasks": [sim_task("load"), sim_task("use", run_after=["load"])]}})
+    operator.start()
     fixed = flows.wait_status("typo", "valid after the fix", lambda s: valid(s) == "True")
     assert fixed["status"]["observedGeneration"] == fixed["metadata"]["generation"] == 2
     assert fixed["status"]["message"] == ""
     flows.delete("typo")
     flows.delete("refused")
+    crons.delete("hour-25")
 
 
 # --- reruns ------------------------------------------------------------------------------------
