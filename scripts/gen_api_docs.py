@@ -1,6 +1,7 @@
-"""Generate the field tables of docs/api.md from the FlowRun CRD (crds/flowrun.yaml), the one
-source of the API schema: each table lies between `<!-- BEGIN GENERATED: <section> -->` and
-`<!-- END GENERATED: <section> -->`; the prose around the tables is written by hand.
+"""Generate the field tables of docs/api.md from the CRDs (crds/flowrun.yaml, the one source of the
+API schema, and crds/flow.yaml and crds/cronflowrun.yaml, generated from it): each table lies
+between `<!-- BEGIN GENERATED: <section> -->` and `<!-- END GENERATED: <section> -->`; the prose
+around the tables is written by hand.
 
 A row per field: its type and bounds as the CRD enforces them, its default (the CRD's `default`,
 else a "Default: ..." sentence of its description) and its description.
@@ -23,6 +24,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_FILE = REPO / "crds" / "flowrun.yaml"
+FLOW_CRD_FILE = REPO / "crds" / "flow.yaml"
+CRON_CRD_FILE = REPO / "crds" / "cronflowrun.yaml"
 DOC_FILE = REPO / "docs" / "api.md"
 
 # Section -> the path of its object in the schema. A list of objects that has a section of its own
@@ -33,8 +36,17 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "spec.tasks": ("spec", "tasks", "[]"),
     "spec.resources": ("spec", "resources", "[]"),
     "status": ("status",),
+    "flow.spec.params": ("spec", "params", "[]"),
+    "flow.status": ("status",),
+    "cronflowrun.spec": ("spec",),
+    "cronflowrun.status": ("status",),
 }
-NO_DEFAULTS = {"status"}  # written by the operator: nothing to default
+# Sections of the Flow and CronFlowRun CRDs (by their name's prefix); the rest are the FlowRun's.
+SECTION_CRDS = {"flow.": FLOW_CRD_FILE, "cronflowrun.": CRON_CRD_FILE}
+# Written by the operator, or nothing in them has a default: no Default column.
+NO_DEFAULTS = {"status", "flow.status", "cronflowrun.status", "flow.spec.params"}
+# Fields shown as one row, not expanded: what they hold is documented elsewhere (a link).
+LINKED = {"cronflowrun.spec.flowRunTemplate.spec": "[FlowRun spec](#spec)"}
 # Names for the patterns the CRD repeats, as the docs say them.
 PATTERNS = {
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "DNS-1123 label",
@@ -145,8 +157,10 @@ def rows(node: Mapping[str, Any], prefix: str, own_sections: set[str], section_p
         default, meaning = default_and_meaning(child)
         if path in own_sections:
             meaning = f"{meaning} See [`{path}[]`](#{path.replace('.', '')}).".strip()
+        if path in LINKED:
+            meaning = f"{meaning} See {LINKED[path]}.".strip()
         yield [f"`{shown}`", type_of(child, name in required), default, meaning]
-        if path in own_sections or _is_template(child):
+        if path in own_sections or path in LINKED or _is_template(child):
             continue
         if child.get("type") == "object" and "properties" in child:
             yield from rows(child, f"{field}.", own_sections, path)
@@ -161,8 +175,13 @@ def _cell(text: str) -> str:
     return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
+def crd_file_of(section: str) -> Path:
+    return next((path for prefix, path in SECTION_CRDS.items() if section.startswith(prefix)), CRD_FILE)
+
+
 def table(root: Mapping[str, Any], section: str) -> str:
-    own_sections = {name for name in SECTIONS if name != section}
+    """`root`: the schema of the section's CRD."""
+    own_sections = {name for name in SECTIONS if name != section and crd_file_of(name) == crd_file_of(section)}
     header = ["Field", "Type", "Meaning"] if section in NO_DEFAULTS else ["Field", "Type", "Default", "Meaning"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for field, kind, default, meaning in rows(node_at(root, SECTIONS[section]), "", own_sections, section):
@@ -171,14 +190,24 @@ def table(root: Mapping[str, Any], section: str) -> str:
     return "\n".join(lines)
 
 
-def render(doc: str, root: Mapping[str, Any]) -> str:
+def render(doc: str, root: Mapping[str, Any], roots: Mapping[Path, Mapping[str, Any]] | None = None) -> str:
+    """`root`: the FlowRun CRD's schema; `roots`: the other CRDs' (by file; default: read them)."""
     for section in SECTIONS:
         begin, end = f"<!-- BEGIN GENERATED: {section} -->", f"<!-- END GENERATED: {section} -->"
         found = re.search(re.escape(begin) + r".*?" + re.escape(end), doc, re.DOTALL)
         if found is None:
             raise SystemExit(f"{DOC_FILE.relative_to(REPO)} has no markers {begin} ... {end}")
-        note = "<!-- generated from crds/flowrun.yaml by scripts/gen_api_docs.py: edit the CRD -->"
-        doc = f"{doc[: found.start()]}{begin}\n{note}\n{table(root, section)}\n{end}{doc[found.end() :]}"
+        crd_file = crd_file_of(section)
+        if crd_file == CRD_FILE:
+            section_root = root
+            note = "<!-- generated from crds/flowrun.yaml by scripts/gen_api_docs.py: edit the CRD -->"
+        else:
+            section_root = roots[crd_file] if roots is not None and crd_file in roots else schema(crd_file)
+            note = (
+                f"<!-- generated from crds/{crd_file.name} by scripts/gen_api_docs.py: edit crds/flowrun.yaml"
+                " or scripts/gen_crds.py -->"
+            )
+        doc = f"{doc[: found.start()]}{begin}\n{note}\n{table(section_root, section)}\n{end}{doc[found.end() :]}"
     return doc
 
 
@@ -190,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = render(current, schema())
     if args.check:
         if current != wanted:
-            print("docs/api.md is out of date with crds/flowrun.yaml: run scripts/gen_api_docs.py", file=sys.stderr)
+            print("docs/api.md is out of date with the CRDs: run scripts/gen_api_docs.py", file=sys.stderr)
             return 1
         return 0
     if current != wanted:

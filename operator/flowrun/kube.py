@@ -1,6 +1,7 @@
 """The operator's only door to the Kubernetes API: read FlowRuns and their children, create and
-delete children, dry-run them, read logs, write status and post events. Synchronous: handlers run
-it in a worker thread."""
+delete children, dry-run them, read logs, write status and post events; read Flows and
+CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun.
+Synchronous: handlers run it in a worker thread."""
 
 from __future__ import annotations
 
@@ -87,12 +88,15 @@ class Kube:
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
 
-    # --- FlowRuns ----------------------------------------------------------------------------
+    # --- FlowRun, Flow, CronFlowRun ------------------------------------------------------------
 
-    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """An object of one of the operator's own kinds (FlowRun, Flow, CronFlowRun), or None."""
         try:
             body: dict[str, Any] = (
-                self.flowruns().get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT).to_dict()
+                self.resource(api.API_VERSION, kind)
+                .get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+                .to_dict()
             )
             return body
         except ApiException as error:
@@ -100,15 +104,49 @@ class Kube:
                 return None
             raise
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """A JSON merge patch: keys set to None are removed, `status.kopf` is left alone."""
-        self.flowruns().status.patch(
+    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_object(api.KIND, namespace, name)
+
+    def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A JSON merge patch of the status: keys set to None are removed, `status.kopf` is left alone."""
+        self.resource(api.API_VERSION, kind).status.patch(
             name=name,
             namespace=namespace,
             body={"status": dict(status)},
             content_type="application/merge-patch+json",
             _request_timeout=REQUEST_TIMEOUT,
         )
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """The FlowRun's status (see patch_object_status)."""
+        self.patch_object_status(api.KIND, namespace, name, status)
+
+    def create_flowrun(self, manifest: Mapping[str, Any]) -> bool:
+        """Create a FlowRun; False if one of that name exists already (its name is deterministic:
+        the one created by an earlier pass)."""
+        try:
+            self.flowruns().create(
+                body=dict(manifest), namespace=manifest["metadata"]["namespace"], _request_timeout=REQUEST_TIMEOUT
+            )
+            return True
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            return False
+
+    def patch_flowrun(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of a FlowRun (spec.cancel); NotFound is success (nothing left to change)."""
+        try:
+            self.flowruns().patch(
+                name=name,
+                namespace=namespace,
+                body=dict(patch),
+                content_type="application/merge-patch+json",
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def delete_flowrun(self, namespace: str, name: str) -> None:
         try:
@@ -203,16 +241,17 @@ class Kube:
 
     # --- events ------------------------------------------------------------------------------
 
-    def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        metadata = flowrun["metadata"]
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event on one of the operator's objects (a FlowRun, Flow or CronFlowRun)."""
+        metadata = involved["metadata"]
         now = datetime.now(UTC)
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(
                 name=f"{metadata['name']}.{secrets.token_hex(8)}", namespace=metadata["namespace"]
             ),
             involved_object=client.V1ObjectReference(
-                api_version=api.API_VERSION,
-                kind=api.KIND,
+                api_version=involved.get("apiVersion") or api.API_VERSION,
+                kind=involved.get("kind") or api.KIND,
                 name=metadata["name"],
                 namespace=metadata["namespace"],
                 uid=metadata["uid"],

@@ -1,4 +1,5 @@
-"""One reconcile pass: read the FlowRun and its children, run the pure engine, apply its actions,
+"""One reconcile pass: read the FlowRun, resolve the spec it executes (its own, or the snapshot of
+its Flow or of the run it reruns), read its children, run the pure engine, apply its actions,
 write status once, post the events of the transitions. Synchronous (runs in a worker thread).
 
 Every decision comes from the engine, from what exists now; this module only carries it out, so
@@ -7,18 +8,21 @@ the operator can be killed at any instant and the next pass continues where this
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun import api, engine, metrics
-from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, ValidateObjects
+from flowrun import api, engine, metrics, resolution
+from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
+from flowrun.engine.status import invalid_outcome
+from flowrun.flows import FLOW_KIND
 from flowrun.kube import ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
-from flowrun.observed import observed_from_objects
+from flowrun.observed import Observed, observed_from_objects
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ FAILURE_REQUEUE_SECONDS = 5.0
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
 
+# (namespace, name) -> the Flow as the API returns it, or None if there is none.
+FlowLookup = Callable[[str, str], Mapping[str, Any] | None]
+
 
 @dataclass(frozen=True)
 class PassResult:
@@ -46,11 +53,14 @@ class PassResult:
     requeue_after: float | None = None
     phase: str = ""
     message: str = ""
+    waiting_for_flow: str | None = None  # the run waits for this Flow to appear (FlowNotFound)
 
 
 class Reconciler:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, flows: FlowLookup | None = None) -> None:
         self.kube = kube
+        # The handlers pass a lookup in their watch cache of Flows; without one, a GET.
+        self.flows: FlowLookup = flows or (lambda namespace, name: kube.get_object(FLOW_KIND, namespace, name))
         # Per run: the failed actions already reported, so a failure repeated on every pass
         # gives one Warning event, not one per pass.
         self._reported_failures: dict[str, set[str]] = {}
@@ -79,29 +89,92 @@ class Reconciler:
         uid = metadata["uid"]
         # Taken out, not read: a pass that fails half way forgets them, which is as safe as a restart.
         refused = self._refused.pop(uid, {})
-        children = self.kube.list_children(namespace, uid, manifest_kinds(body.get("spec")))
-        observed = observed_from_objects(children)
         now = datetime.now(UTC)
-        outcome = engine.reconcile(engine.run_input_from_object(body, refused=refused), observed, now)
-        outcome, logs, failures, refusals = self._apply(body, outcome, observed, now)
+        run = engine.run_input_from_object(body, refused=refused)
+        resolved = self._resolve(run, now)
+        if isinstance(resolved, resolution.Waiting):
+            return self._wait(body, run, resolved)
+        if isinstance(resolved, resolution.Refused):
+            outcome = invalid_outcome(run, body.get("status") or {}, now, str(resolved.error))
+            return self._write(body, outcome, resolution.Resolved(run.spec), {}, [], {})
+        if resolved.snapshot:
+            # The first pass of a run with flowRef or rerunOf: the snapshot is stored before anything
+            # is created, so a pass after a crash executes the same spec even if the Flow (or the
+            # original run) has changed or gone meanwhile.
+            self.kube.patch_status(namespace, name, {**resolved.snapshot, **resolved.seed})
+        run = dataclasses.replace(run, spec=resolved.spec, status=resolved.engine_status(run.status))
+
+        children = self.kube.list_children(namespace, uid, manifest_kinds(resolved.spec))
+        observed = observed_from_objects(children)
+        outcome = engine.reconcile(run, observed, now)
+        outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now)
         if refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[uid] = refusals
+        return self._write(body, outcome, resolved, logs, failures, refusals)
 
-        status = _with_logs(outcome.status, logs)
-        metrics.record_pass(metadata["uid"], body.get("status") or {}, status)
-        if _pruned(status) != _pruned({k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}):
+    def _resolve(self, run: RunInput, now: datetime) -> resolution.Resolution:
+        """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
+        original of a rerun is read once, on its first pass (then its snapshot is in status)."""
+        found: Mapping[str, Any] | None = None
+        kind = resolution.needs_lookup(run.spec, run.status)
+        if kind == FLOW_KIND:
+            found = self.flows(run.namespace, resolution.ref_name(run.spec, "flowRef") or "")
+        elif kind == api.KIND:
+            original = resolution.ref_name(run.spec, "rerunOf") or ""
+            found = self.kube.get_flowrun(run.namespace, original) if original else None
+        return resolution.resolve_run(
+            run.spec,
+            run.status,
+            found=found,
+            created_at=run.created_at,
+            now=now,
+            generation=run.generation,
+            namespace=run.namespace,
+        )
+
+    def _wait(self, body: Mapping[str, Any], run: RunInput, waiting: resolution.Waiting) -> PassResult:
+        """The Flow does not exist yet: nothing is created, so a run being deleted may go at once."""
+        if run.deleting:
+            return PassResult(deleting=True, finalizer_releasable=True, phase=str(waiting.status.get("phase")))
+        if status_changed(waiting.status, body.get("status") or {}):
+            self.kube.patch_status(run.namespace, run.name, waiting.status)
+        for event in waiting.events:
+            self.kube.post_event(body, event.type, event.reason, event.message)
+        return PassResult(
+            requeue_after=waiting.requeue_after,
+            phase=str(waiting.status.get("phase") or ""),
+            message=str(waiting.status.get("message") or ""),
+            waiting_for_flow=resolution.ref_name(run.spec, "flowRef"),
+        )
+
+    def _write(
+        self,
+        body: Mapping[str, Any],
+        outcome: Outcome,
+        resolved: resolution.Resolved,
+        logs: Mapping[str, str],
+        failures: list[str],
+        refusals: Mapping[str, str],
+    ) -> PassResult:
+        """Write the status (if it changed), post the events, report the failed actions once."""
+        metadata = body["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        previous = body.get("status") or {}
+        status = _with_logs(resolved.written(outcome.status), logs)
+        metrics.record_pass(uid, previous, status)
+        if status_changed(status, previous):
             self.kube.patch_status(namespace, name, status)
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
-        reported = self._reported_failures.setdefault(metadata["uid"], set())
+        reported = self._reported_failures.setdefault(uid, set())
         for failure in failures:
             if failure not in reported:
                 self.kube.post_event(body, "Warning", "ActionFailed", failure)
         reported.intersection_update(failures)
         reported.update(failures)
         return PassResult(
-            deleting=deleting,
+            deleting=bool(metadata.get("deletionTimestamp")),
             finalizer_releasable=outcome.finalizer_releasable,
             done=outcome.done,
             requeue_after=_requeue_after(outcome.requeue_after, failures, refusals),
@@ -110,7 +183,7 @@ class Reconciler:
         )
 
     def _apply(
-        self, body: Mapping[str, Any], outcome: Outcome, observed: Any, now: datetime
+        self, body: Mapping[str, Any], run: RunInput, outcome: Outcome, observed: Observed, now: datetime
     ) -> tuple[Outcome, dict[str, str], list[str], dict[str, str]]:
         """Apply the actions in order. A rejected dry run turns the pass into a spec error.
 
@@ -124,9 +197,9 @@ class Reconciler:
         refusals: dict[str, str] = {}
         for action in outcome.actions:
             if isinstance(action, ValidateObjects):
-                error = self._dry_run(action)
+                error = self.dry_run(action)
                 if error is not None:
-                    rejected = engine.reconcile(engine.run_input_from_object(body, dry_run_error=error), observed, now)
+                    rejected = engine.reconcile(dataclasses.replace(run, dry_run_error=error), observed, now)
                     return rejected, {}, [], {}
             elif isinstance(action, CaptureLogs):
                 logs[action.task] = self.kube.pod_log_tail(
@@ -154,7 +227,9 @@ class Reconciler:
                 self.kube.delete_flowrun(namespace, metadata["name"])
         return outcome, logs, failures, refusals
 
-    def _dry_run(self, action: ValidateObjects) -> str | None:
+    def dry_run(self, action: ValidateObjects) -> str | None:
+        """The server-side dry run of every child: `FIELD: the API server's message` for the first
+        one refused, None if all pass. A transient error raises (the caller tries again later)."""
         for manifest, field in zip(action.manifests, action.fields, strict=False):
             try:
                 self.kube.dry_run_create(manifest)
@@ -191,6 +266,12 @@ def _with_logs(status: dict[str, Any], logs: Mapping[str, str]) -> dict[str, Any
         if task in tasks:
             tasks[task]["logs"] = text[-LOG_LIMIT:]
     return {**status, "tasks": tasks}
+
+
+def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether writing `status` as a merge patch changes `previous`: only the keys written count
+    (status.kopf, and the snapshot once stored, are not rewritten on every pass)."""
+    return any(_pruned(value) != _pruned(previous.get(key)) for key, value in status.items())
 
 
 def _pruned(value: Any) -> Any:

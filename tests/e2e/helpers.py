@@ -274,6 +274,62 @@ class FlowRuns:
         wait_for(f"every child of {name} to be gone", lambda: not self.children(uid), timeout=timeout)
 
 
+class Objects:
+    """Flows or CronFlowRuns (`plural`, `kind`) helpers bound to one namespace."""
+
+    def __init__(self, kube_cluster: KubeCluster, namespace: str, plural: str, kind: str) -> None:
+        self.custom = client.CustomObjectsApi(kube_cluster.api)
+        self.core = kube_cluster.core()
+        self.namespace, self.plural, self.kind = namespace, plural, kind
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": api.API_VERSION, "kind": self.kind, **body}
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, self.namespace, self.plural, body
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, self.namespace, self.plural, name
+            )
+            return found
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, self.plural, name, body)
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, self.namespace, self.plural, name, {"status": status}
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, self.namespace, self.plural, name)
+
+    def wait_status(
+        self, name: str, what: str, check: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        def holds() -> dict[str, Any] | None:
+            found = self.get(name)
+            return found if found and check(found.get("status") or {}) else None
+
+        try:
+            result: dict[str, Any] = wait_for(f"{self.kind} {name}: {what}", holds, timeout=timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; status now: {(self.get(name) or {}).get('status')}") from None
+        return result
+
+    def events(self, name: str) -> list[tuple[str, str, str]]:
+        selector = f"involvedObject.kind={self.kind},involvedObject.name={name}"
+        items = self.core.list_namespaced_event(self.namespace, field_selector=selector).items
+        return [(e.type, e.reason, e.message) for e in items]
+
+
 def task(run: Mapping[str, Any], name: str) -> dict[str, Any]:
     """status.tasks.<name> of a run."""
     entry: dict[str, Any] = run["status"]["tasks"][name]

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.e2e.helpers import (
     INSTANCE_LABEL,
     REPO,
     FlowRuns,
+    Objects,
     Operator,
     Tools,
     labelled_leftovers,
@@ -340,6 +342,17 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
     ).status.token
     kubeconfig = token_kubeconfig(kube_cluster, token, tmp_path / "operator-kubeconfig")
 
+    # The Flow and CronFlowRun examples too: the Flow validated (its dry run included), a run of it,
+    # and the CronFlowRun's run (last night's, as if last scheduled two nights ago), its status.
+    flow_examples = REPO / "examples" / "flows"
+    flows = Objects(kube_cluster, namespace, "flows", "Flow")
+    crons = Objects(kube_cluster, namespace, "cronflowruns", "CronFlowRun")
+    for path, objects in (("dask-flow.yaml", flows), ("nightly-cronflowrun.yaml", crons)):
+        example = yaml.safe_load((flow_examples / path).read_text())
+        objects.create({"metadata": example["metadata"], "spec": example["spec"]})
+    two_nights_ago = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    crons.patch_status("nightly-summary", {"lastScheduleTime": two_nights_ago})
+
     # The operator, as the chart's ServiceAccount, watching the namespace the chart granted.
     operator = Operator(kube_cluster, namespace, tmp_path)
     operator.env["KUBECONFIG"] = str(kubeconfig)
@@ -347,15 +360,34 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
     try:
         flowruns = FlowRuns(kube_cluster, namespace)
         example = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
+        from_flow = yaml.safe_load((flow_examples / "dask-flowrun-from-flow.yaml").read_text())
         name = example["metadata"]["name"]
         flowruns.create({"metadata": {"name": name}, "spec": example["spec"]})
-        try:
-            run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=180)
-        except AssertionError as error:
-            raise AssertionError(f"{error}\noperator log:\n{operator.log_tail(60)}") from None
-        assert run["status"]["phase"] == "Succeeded", f"{run['status']}\noperator log:\n{operator.log_tail(60)}"
-        assert run["status"]["resources"]["dask"]["phase"] == "CleanedUp"
+        flowruns.create({"metadata": from_flow["metadata"], "spec": from_flow["spec"]})
+        nightly = wait_for(
+            "the CronFlowRun's run",
+            lambda: flowruns.custom.list_namespaced_custom_object(
+                "flowrun.dev", "v1alpha1", namespace, "flowruns", label_selector="flowrun.dev/cron=nightly-summary"
+            )["items"],
+            timeout=60,
+        )[0]["metadata"]["name"]
+        for run_name in (name, from_flow["metadata"]["name"], nightly):
+            try:
+                run = flowruns.wait_phase(run_name, ("Succeeded", "Failed"), timeout=180)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\noperator log:\n{operator.log_tail(60)}") from None
+            assert run["status"]["phase"] == "Succeeded", f"{run['status']}\noperator log:\n{operator.log_tail(60)}"
+            assert run["status"]["resources"]["dask"]["phase"] == "CleanedUp"
+        flow = flows.wait_status("dask-summary", "validated", lambda s: bool(s.get("conditions")))
+        assert [c["status"] for c in flow["status"]["conditions"] if c["type"] == "SpecValid"] == ["True"], flow
+        crons.wait_status("nightly-summary", "its success recorded", lambda s: bool(s.get("lastSuccessfulTime")))
+        nightly_uid = (flowruns.get(nightly) or {})["metadata"]["uid"]
+        crons.delete("nightly-summary")  # its run goes with it, through its finalizer
+        wait_for("the CronFlowRun's run to be gone", lambda: flowruns.get(nightly) is None, timeout=60)
+        assert not flowruns.children(nightly_uid)
+        flowruns.delete_and_check_nothing_leaked(from_flow["metadata"]["name"])
         flowruns.delete_and_check_nothing_leaked(name)
+        flows.delete("dask-summary")
         assert operator.process is not None and operator.process.poll() is None, operator.log_tail()
     finally:
         operator.stop()
@@ -390,16 +422,31 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
         "create a FlowRun pod in another namespace",
         lambda: as_operator.create_namespaced_pod(other_namespace, owned_pod),
     )
+    custom = client.CustomObjectsApi(restricted)
     assert_forbidden(
-        "create a FlowRun (the operator only runs them)",
-        lambda: client.CustomObjectsApi(restricted).create_namespaced_custom_object(
+        "create a FlowRun in another namespace (it creates those of CronFlowRuns it serves only)",
+        lambda: custom.create_namespaced_custom_object(
             "flowrun.dev",
             "v1alpha1",
-            namespace,
+            other_namespace,
             "flowruns",
             {"apiVersion": "flowrun.dev/v1alpha1", "kind": "FlowRun", "metadata": {"name": "x"}, "spec": {"tasks": []}},
         ),
     )
+    for plural, kind in (("flows", "Flow"), ("cronflowruns", "CronFlowRun")):
+        body = {"apiVersion": "flowrun.dev/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": {}}
+        assert_forbidden(
+            f"create a {kind} (the operator only reads them)",
+            lambda plural=plural, body=body: custom.create_namespaced_custom_object(
+                "flowrun.dev", "v1alpha1", namespace, plural, body
+            ),
+        )
+        assert_forbidden(
+            f"patch a {kind} (it writes only their status)",
+            lambda plural=plural: custom.patch_namespaced_custom_object(
+                "flowrun.dev", "v1alpha1", namespace, plural, "x", {"metadata": {"labels": {"a": "b"}}}
+            ),
+        )
     assert_forbidden("list namespaces", as_operator.list_namespace)
     assert_forbidden("read ClusterRoles", lambda: client.RbacAuthorizationV1Api(restricted).list_cluster_role())
 

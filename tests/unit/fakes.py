@@ -49,8 +49,15 @@ class FakeKube:
         self.objects: list[dict[str, Any]] = []
         self.create_calls: list[str] = []
         self.events: list[tuple[str, str, str]] = []
+        self.others: dict[str, dict[str, Any]] = {}  # other FlowRuns by name (the original of a rerun)
+        self.reads: list[str] = []  # names of the FlowRuns read, in order
+        self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        if name != self.body["metadata"]["name"]:
+            other = self.others.get(name)
+            return copy.deepcopy(other) if other is not None else None
         return copy.deepcopy(self.body)
 
     def list_children(self, namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
@@ -62,6 +69,7 @@ class FakeKube:
     def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
         ref = f"{manifest['kind']}/{manifest['metadata']['name']}"
         self.create_calls.append(ref)
+        self.calls.append(f"create {ref}")
         if ref in self.errors:
             raise self.errors[ref]
         self.objects.append(copy.deepcopy(dict(manifest)))
@@ -74,7 +82,10 @@ class FakeKube:
         return ""
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.body["status"] = {k: v for k, v in status.items() if v is not None}
+        """A merge patch of the top-level keys (what the reconciler's patches need)."""
+        self.calls.append("patch_status")
+        merged = {**self.body.get("status", {}), **status}
+        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
 
     def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))

@@ -69,19 +69,32 @@ Every verb is one the operator or kopf uses; docs/install.md explains each rule.
 */}}
 {{- define "flowrun-operator.namespacedRules" -}}
 # FlowRuns: kopf lists and watches them and patches its finalizer and progress annotations in;
-# the operator reads one per reconcile pass and deletes it after ttlSecondsAfterFinished.
+# the operator reads one per reconcile pass (and the original of a rerun once) and deletes it
+# after ttlSecondsAfterFinished. For CronFlowRuns it creates their runs, cancels one (a patch of
+# spec.cancel, concurrencyPolicy Replace) and deletes those over the history limits.
 - apiGroups: [flowrun.dev]
   resources: [flowruns]
-  verbs: [get, list, watch, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Status is written with merge patches (the operator's status, kopf's status.kopf).
 - apiGroups: [flowrun.dev]
   resources: [flowruns/status]
   verbs: [patch]
-# Children carry an owner reference with blockOwnerDeletion: clusters running the
-# OwnerReferencesPermissionEnforcement admission plugin require this.
+# Children carry an owner reference with blockOwnerDeletion (and so do the runs of a
+# CronFlowRun): clusters running the OwnerReferencesPermissionEnforcement admission plugin
+# require this.
 - apiGroups: [flowrun.dev]
-  resources: [flowruns/finalizers]
+  resources: [flowruns/finalizers, cronflowruns/finalizers]
   verbs: [update]
+# Flows are watched (runs with flowRef resolve them from that cache) and read again when one is
+# validated; CronFlowRuns are watched and read at each pass. Neither gets a finalizer or an
+# annotation from the operator: it never patches them.
+- apiGroups: [flowrun.dev]
+  resources: [flows, cronflowruns]
+  verbs: [get, list, watch]
+# Their status (SpecValid; the schedule's status) is written with merge patches.
+- apiGroups: [flowrun.dev]
+  resources: [flows/status, cronflowruns/status]
+  verbs: [patch]
 # Children: task pods, setup Deployments and their Services (watched by kopf, listed by run UID,
 # created, server-side dry-run created, read on a name conflict, deleted by cleanup).
 - apiGroups: [""]
@@ -99,7 +112,8 @@ Every verb is one the operator or kopf uses; docs/install.md explains each rule.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, delete]
-# An Event on the FlowRun for every transition (core/v1 Events, the API kopf posts to as well).
+# An Event on the FlowRun for every transition, on a Flow that is invalid, on a CronFlowRun for
+# each run it creates, replaces or deletes (core/v1 Events, the API kopf posts to as well).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

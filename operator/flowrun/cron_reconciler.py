@@ -1,0 +1,119 @@
+"""One pass of a CronFlowRun: read it, let `cron.decide` (pure) choose from its spec, its status,
+the FlowRuns it owns and the time, then create, cancel and delete runs, post the events and write
+its status. Synchronous (runs in a worker thread).
+
+The runs come from the handlers' watch cache. It may lag a create of this process; that costs
+nothing: a run's name is its scheduled time, so a create repeated by a pass that did not see it
+yet is AlreadyExists, which is success. The status is written only when every action succeeded;
+otherwise the next pass decides again from what exists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kubernetes.client.exceptions import ApiException
+
+from flowrun import cron
+from flowrun.cron import CRON_KIND, OwnedRun
+from flowrun.kube import Kube, api_message
+from flowrun.reconciler import PERMANENT_REJECTIONS, status_changed
+from flowrun.timestamps import parse_time
+
+logger = logging.getLogger(__name__)
+
+# A transient failure is retried soon; a refusal (the template is refused by the API server, the
+# operator may not create FlowRuns) is not going to pass by itself: retried, but not hot.
+FAILURE_REQUEUE_SECONDS = 5.0
+REFUSAL_REQUEUE_SECONDS = 60.0
+
+# (uid of the controlling CronFlowRun, the run): what the handlers' cache holds for each FlowRun
+# labelled flowrun.dev/cron.
+Owned = tuple[str, OwnedRun]
+
+
+@dataclass(frozen=True)
+class CronPassResult:
+    gone: bool = False  # the CronFlowRun no longer exists (or is being deleted)
+    requeue_after: float | None = None  # None: nothing is due; only a change wakes it
+
+
+class CronReconciler:
+    def __init__(self, kube: Kube, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.kube = kube
+        self.clock = clock
+        # Per CronFlowRun UID: the failures already reported, so a repeated one gives one event.
+        self._reported: dict[str, set[str]] = {}
+
+    def run_pass(self, namespace: str, name: str, owned: Sequence[Owned]) -> CronPassResult:
+        body = self.kube.get_object(CRON_KIND, namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            # Its runs go with it: they carry its owner reference (the garbage collector deletes
+            # them, each through its finalizer).
+            return CronPassResult(gone=True)
+        metadata = body["metadata"]
+        uid = metadata["uid"]
+        # The label says which CronFlowRun a run belongs to; the controller owner reference proves
+        # it (a FlowRun someone labelled by hand is neither counted nor ever deleted).
+        runs = [run for owner, run in owned if owner == uid]
+        generation = metadata.get("generation")
+        decision = cron.decide(
+            name,
+            body.get("spec"),
+            body.get("status") or {},
+            runs,
+            self.clock(),
+            created_at=parse_time(metadata.get("creationTimestamp")),
+            generation=generation if isinstance(generation, int) else 0,
+        )
+
+        failures, refused = self._apply(namespace, body, decision)
+        reported = self._reported.setdefault(uid, set())
+        if failures:
+            for failure in failures:
+                if failure not in reported:
+                    logger.warning("CronFlowRun %s/%s: %s", namespace, name, failure)
+                    self.kube.post_event(body, "Warning", "ActionFailed", failure)
+            reported.clear()
+            reported.update(failures)
+            return CronPassResult(requeue_after=REFUSAL_REQUEUE_SECONDS if refused else FAILURE_REQUEUE_SECONDS)
+        reported.clear()
+        for event in decision.events:
+            self.kube.post_event(body, event.type, event.reason, event.message)
+        if status_changed(decision.status, body.get("status") or {}):
+            self.kube.patch_object_status(CRON_KIND, namespace, name, decision.status)
+        return CronPassResult(requeue_after=decision.requeue_after)
+
+    def forget(self, uid: str) -> None:
+        self._reported.pop(uid, None)
+
+    def _apply(self, namespace: str, body: dict[str, object], decision: cron.CronDecision) -> tuple[list[str], bool]:
+        """Apply the decision's actions in order; returns the failures and whether one of them is
+        a refusal (see PERMANENT_REJECTIONS)."""
+        failures: list[str] = []
+        refused = False
+
+        def failed(what: str, error: ApiException) -> None:
+            nonlocal refused
+            refused = refused or error.status in PERMANENT_REJECTIONS
+            failures.append(f"{what}: {error.status} {api_message(error)}")
+
+        if decision.create is not None:
+            try:
+                self.kube.create_flowrun(cron.run_manifest(body, decision.create))
+            except ApiException as error:
+                failed(f"creating FlowRun {decision.create.name}", error)
+        for run in decision.cancel:
+            try:
+                self.kube.patch_flowrun(namespace, run, {"spec": {"cancel": True}})
+            except ApiException as error:
+                failed(f"cancelling FlowRun {run}", error)
+        for run in decision.delete:
+            try:
+                self.kube.delete_flowrun(namespace, run)
+            except ApiException as error:
+                failed(f"deleting FlowRun {run}", error)
+        return failures, refused

@@ -1,0 +1,58 @@
+"""Validation of a Flow, whenever its spec is new to the operator (created, changed, or changed
+while the operator was down): the checks a run's spec gets, the server-side dry run of its
+children included, written to the Flow's status (SpecValid, taskCount, resourceCount, message).
+Synchronous (runs in a worker thread)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flowrun import flows
+from flowrun.engine.lenient import as_map, conditions_by_type
+from flowrun.engine.phases import INVALID_SPEC
+from flowrun.flows import FLOW_KIND
+from flowrun.kube import Kube
+from flowrun.reconciler import Reconciler, status_changed
+
+logger = logging.getLogger(__name__)
+
+
+def checked(flow: Mapping[str, Any]) -> bool:
+    """The Flow's status reflects its current spec (metadata.generation was validated)."""
+    status = as_map(flow.get("status"))
+    generation = as_map(flow.get("metadata")).get("generation")
+    return status.get("observedGeneration") == generation and "SpecValid" in conditions_by_type(status)
+
+
+class FlowChecker:
+    def __init__(self, kube: Kube, reconciler: Reconciler) -> None:
+        self.kube = kube
+        self.reconciler = reconciler  # whose dry run of children a Flow's children get too
+
+    def check(self, namespace: str, name: str) -> bool:
+        """Validate the Flow unless its status is up to date; True when there is nothing (left)
+        to do: checked already, or gone. A transient API error raises (the caller retries)."""
+        flow = self.kube.get_object(FLOW_KIND, namespace, name)
+        if flow is None or checked(flow):
+            return True
+        now = datetime.now(UTC)
+        check = flows.check_flow(flow.get("spec"), namespace)
+        if check.error is None:
+            action = flows.flow_dry_run(flow, now)
+            rejection = self.reconciler.dry_run(action) if action is not None else None
+            if rejection is not None:
+                check = flows.rejected_by_dry_run(check, rejection)
+        previous = as_map(flow.get("status"))
+        generation = flow["metadata"].get("generation")
+        status = flows.flow_status(check, previous, generation if isinstance(generation, int) else 0, now)
+        if status_changed(status, previous):
+            self.kube.patch_object_status(FLOW_KIND, namespace, name, status)
+        was_invalid = as_map(conditions_by_type(previous).get("SpecValid")).get("status") == "False"
+        if check.error is not None and not was_invalid:
+            self.kube.post_event(flow, "Warning", INVALID_SPEC, str(check.error))
+        logger.info("Flow %s/%s: %s", namespace, name, check.error or "valid")
+        # Checked again on the next call: the Flow may have changed meanwhile.
+        return False
