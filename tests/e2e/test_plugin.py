@@ -16,7 +16,7 @@ from kubernetes import client
 
 from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
-from tests.e2e.helpers import FlowRuns
+from tests.e2e.helpers import FlowRuns, Objects
 
 pytestmark = pytest.mark.e2e
 
@@ -257,3 +257,51 @@ def test_validate_server_catches_an_invalid_pod_template_and_a_forbidden_kind(
         .items
         == []
     )
+
+
+def with_args(body: dict[str, Any], *args: str) -> dict[str, Any]:
+    body["template"]["spec"]["containers"][0]["args"] = list(args)
+    return body
+
+
+def test_submit_from_a_flow_cancel_and_rerun_through_the_plugin(
+    kube_cluster: KubeCluster, namespace: str, operator: object, flowruns: FlowRuns
+) -> None:
+    flows = Objects(kube_cluster, namespace, "flows", "Flow")
+    first = with_args(task("extract", message="rows-123"), "$(params.day)")
+    second = with_args(task("report", "extract", duration="6s"), "$(tasks.extract.result)")
+    flows.create({"metadata": {"name": "nightly"}, "spec": {"params": [{"name": "day"}], "tasks": [first, second]}})
+
+    submitted = plugin(kube_cluster, namespace, "submit", "nightly", "-p", "day=2026-12-01", "--name", "night-1")
+    assert (submitted.returncode, submitted.stdout) == (0, "night-1\n"), submitted.stderr
+    flowruns.wait_status("night-1", "report running", lambda s: task_phase(s, "report") == "Running", timeout=60)
+    # The param given on the command line reached the pod.
+    assert main_args(flowruns, "night-1-extract-1") == ["2026-12-01"]
+    cancelled = plugin(kube_cluster, namespace, "cancel", "night-1")
+    assert cancelled.returncode == 0, cancelled.stderr
+    flowruns.wait_phase("night-1", "Cancelled", timeout=60)
+
+    rerun = plugin(kube_cluster, namespace, "rerun", "night-1", "--name", "night-1-again", "--watch", timeout=180)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "created FlowRun night-1-again" in rerun.stderr
+    again = flowruns.get("night-1-again")
+    assert again is not None and again["status"]["phase"] == "Succeeded", again
+    extract = again["status"]["tasks"]["extract"]
+    assert (extract["phase"], extract["reason"], extract["result"]) == ("Succeeded", "Reused", "rows-123")
+    # The reused result flowed into the task that ran again; extract got no pod of its own.
+    assert main_args(flowruns, "night-1-again-report-1") == ["rows-123"]
+    assert "night-1-again-extract-1" not in flowruns.children(again["metadata"]["uid"]).get("Pod", [])
+    # The tree of a run of a Flow is drawn from the spec it resolved.
+    tree = plugin(kube_cluster, namespace, "get", "night-1-again")
+    assert tree.returncode == 0 and "Reused" in tree.stdout, tree.stdout
+    for name in ("night-1-again", "night-1"):
+        flowruns.delete_and_check_nothing_leaked(name)
+
+
+def task_phase(status: dict[str, Any], name: str) -> str | None:
+    phase = ((status.get("tasks") or {}).get(name) or {}).get("phase")
+    return str(phase) if phase is not None else None
+
+
+def main_args(flowruns: FlowRuns, pod: str) -> list[str]:
+    return list(flowruns.read_pod(pod).spec.containers[0].args or [])

@@ -17,7 +17,7 @@ from rich.console import Console, RenderableType
 from flowrun.model import parse_spec
 from flowrun.plugin import graph
 from flowrun.plugin.layout import BlockNode, layout
-from flowrun.plugin.tree import one_line, render
+from flowrun.plugin.tree import one_line, render, run_spec
 from tests.unit.builders import flow, job, resource, task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +151,15 @@ def test_graphs_of_nested_blocks() -> None:
     assert '"resource:tmp" -> "task:side" [style=dashed];' in dot
     text = draw(graph.text("nested", spec), colour=False)
     assert "block db  [deployments db]  ← prep" in text and "side  (also in tmp)" in text
+
+
+def test_a_run_of_a_flow_is_drawn_from_the_spec_it_resolved() -> None:
+    resolved = flow(task("a"), task("b", "a"))
+    run = {"metadata": {"name": "r", "namespace": "team"}, "spec": {"flowRef": {"name": "f"}}}
+    assert run_spec(run) is None  # before the first pass: nothing to draw but the status
+    run["status"] = {"resolvedSpec": resolved}
+    drawn = run_spec(run)
+    assert drawn is not None and [t.name for t in drawn.tasks] == ["a", "b"]
+    # A run with its own tasks is drawn from them, whatever its status holds.
+    inline = {"metadata": {"name": "r"}, "spec": flow(task("x")), "status": {"resolvedSpec": resolved}}
+    assert [t.name for t in run_spec(inline).tasks] == ["x"]  # type: ignore[union-attr]

@@ -54,8 +54,13 @@ def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
 def run_spec(run: Mapping[str, Any]) -> FlowSpec | None:
     """The run's parsed spec, or None when it has no inline spec or an invalid one (the tree is
     then drawn from the status alone, flat)."""
+    spec = run.get("spec")
+    # A run of a Flow, or a rerun, executes the spec the operator resolved and kept in its status.
+    resolved = as_map(run.get("status")).get("resolvedSpec")
+    if resolved is not None and ("flowRef" in as_map(spec) or "rerunOf" in as_map(spec)):
+        spec = resolved
     try:
-        return parse_spec(run.get("spec"), as_str(as_map(run.get("metadata")).get("namespace")) or None)
+        return parse_spec(spec, as_str(as_map(run.get("metadata")).get("namespace")) or None)
     except SpecError:
         return None
 
