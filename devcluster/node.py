@@ -518,7 +518,7 @@ def prepare(
 
     node_dir = root / "node"
     pki = root / "pki"
-    for sub in ("cni/net.d", "cni/ipam", "pod-logs", "kubelet", "containerd"):
+    for sub in ("cni/net.d", "cni/ipam", "pod-logs", "containerd"):
         (node_dir / sub).mkdir(parents=True, exist_ok=True)
     net.run_dir.mkdir(parents=True, exist_ok=True)
     archives, pause_image = local_images()
@@ -540,7 +540,9 @@ def prepare(
                 str(bins / "kubelet"),
                 f"--config={node_dir / 'kubelet.yaml'}",
                 f"--kubeconfig={kubeconfigs['kubelet']}",
-                f"--root-dir={node_dir / 'kubelet'}",
+                # Under the short run dir: the kubelet makes unix sockets in it (pod-resources,
+                # plugins), and a socket path longer than 107 bytes cannot be bound.
+                f"--root-dir={net.run_dir / 'kubelet'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={net.node_ip}",
                 f"--node-labels={LABEL}=true",
