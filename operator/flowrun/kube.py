@@ -41,7 +41,13 @@ class ForeignObject(RuntimeError):
 
 
 class UnknownKind(RuntimeError):
-    """The API server serves no such apiVersion/kind."""
+    """A kind the operator makes no child of: the API server serves no such apiVersion/kind."""
+
+
+class ClusterScopedKind(UnknownKind):
+    """The kind is served but cluster-scoped. Children live in the FlowRun's namespace: an object
+    outside every namespace (a Namespace, a ClusterRole) is never created for a run, whatever
+    the operator's own RBAC would allow."""
 
 
 class Kube:
@@ -175,10 +181,19 @@ class Kube:
                 objects.append(item)
         return objects
 
+    def child_resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource of a child's kind: UnknownKind if not served, ClusterScopedKind if not
+        namespaced (the dynamic client would silently drop the namespace and make a cluster
+        object)."""
+        resource = self.resource(api_version, kind)
+        if not resource.namespaced:
+            raise ClusterScopedKind(f"{kind} in {api_version} is cluster-scoped: children must be namespaced")
+        return resource
+
     def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
         """Create if absent. Returns True if created, False if this run's object already exists."""
         metadata = manifest["metadata"]
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         try:
             resource.create(body=dict(manifest), namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT)
             return True
@@ -204,8 +219,9 @@ class Kube:
         return False
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
-        """Server-side dry run: raises ApiException (or UnknownKind) if the server would refuse it."""
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        """Server-side dry run: raises ApiException (or UnknownKind, ClusterScopedKind) if the
+        server would refuse it, or the operator would."""
+        resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         resource.create(
             body=dict(manifest),
             namespace=manifest["metadata"]["namespace"],

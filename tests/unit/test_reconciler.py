@@ -95,6 +95,8 @@ def test_forget_drops_the_memory_of_a_run() -> None:
 
 
 class FakeResource:
+    namespaced = True  # ConfigMaps are
+
     def __init__(self, existing: dict[str, Any] | None) -> None:
         self.existing = existing
 
