@@ -50,6 +50,12 @@ class ClusterScopedKind(UnknownKind):
     the operator's own RBAC would allow."""
 
 
+class ChildrenUnreadable(RuntimeError):
+    """Listing a kind of the run's children is refused for good (403, or 404: say the CRD of a
+    manifest's kind was deleted while the operator runs): nothing can be decided about the run,
+    whose children may still exist."""
+
+
 class Kube:
     def __init__(
         self,
@@ -173,7 +179,14 @@ class Kube:
                 resource = self.resource(api_version, kind)
             except UnknownKind:
                 continue  # the dry run reports it as a spec error; nothing of that kind exists
-            listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            try:
+                listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status in (403, 404):
+                    raise ChildrenUnreadable(
+                        f"listing {kind} in {api_version}: {error.status} {api_message(error)}"
+                    ) from error
+                raise
             for item in listed.to_dict().get("items", []):
                 # List items carry no apiVersion/kind of their own.
                 item.setdefault("apiVersion", api_version)

@@ -5,6 +5,7 @@ setup manifests, on the dev cluster with the real operator."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -781,3 +782,97 @@ def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowr
     names |= {i.metadata.name for i in core.list_namespaced_persistent_volume_claim(namespace).items}
     assert not names & {"store-settings", "store-scratch"}, names
     flowruns.delete_and_check_nothing_leaked("store")
+
+
+def test_a_run_whose_children_cannot_be_read_says_why_and_skip_cleanup_releases_it(
+    operator: Operator, flowruns: FlowRuns, namespace: str
+) -> None:
+    # A manifest's kind whose CRD is deleted mid-run: every list of it is refused (404), so the
+    # operator cannot tell whether what setup made is gone. It says so, holds the finalizer, and
+    # skip-cleanup releases it.
+    extensions = client.ApiextensionsV1Api(flowruns.api_client)
+    group = "e2e.flowrun.dev"
+    plural = f"gadgets{hashlib.sha256(namespace.encode()).hexdigest()[:8]}"
+    crd_name = f"{plural}.{group}"
+    extensions.create_custom_resource_definition(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": crd_name},
+            "spec": {
+                "group": group,
+                "names": {"plural": plural, "singular": plural[:-1], "kind": "Gadget" + plural[7:]},
+                "scope": "Namespaced",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                ],
+            },
+        }
+    )
+    kind = "Gadget" + plural[7:]
+    try:
+
+        def established() -> bool:
+            conditions = extensions.read_custom_resource_definition(crd_name).status.conditions or []
+            return bool(any(c.type == "Established" and c.status == "True" for c in conditions))
+
+        wait_for("the test CRD to be Established", established)
+        created = flowruns.create(
+            {
+                "metadata": {"name": "unreadable"},
+                "spec": {
+                    "resources": [
+                        {
+                            "name": "store",
+                            "setup": {
+                                "manifests": [{"apiVersion": f"{group}/v1", "kind": kind, "metadata": {"name": "g"}}]
+                            },
+                        }
+                    ],
+                    "tasks": [sim_task("use", resources=["store"], duration="300s")],
+                },
+            }
+        )
+        uid = created["metadata"]["uid"]
+        flowruns.wait_status("unreadable", "use running", task_is("use", "reason", "PodRunning"))
+        extensions.delete_custom_resource_definition(crd_name)
+
+        def crd_gone() -> bool:
+            try:
+                extensions.read_custom_resource_definition(crd_name)
+            except ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for("the test CRD to be gone", crd_gone)
+        flowruns.wait_status(
+            "unreadable", "the unreadable children reported", lambda s: "cannot read" in str(s.get("message")), 45
+        )
+        flowruns.delete("unreadable")
+        run = flowruns.wait_status(
+            "unreadable",
+            "the held finalizer reported",
+            lambda s: api.SKIP_CLEANUP_ANNOTATION in str(s.get("message")),
+            timeout=45,
+        )
+        message = run["status"]["message"]
+        assert message.startswith(f"cannot read the run's children: listing {kind} in {group}/v1: 404"), message
+        assert api.FINALIZER in run["metadata"]["finalizers"] and run["metadata"].get("deletionTimestamp")
+        events = flowruns.events_when("unreadable", lambda es: any(e.reason == "ChildrenUnreadable" for e in es))
+        unreadable = [e for e in events if e.reason == "ChildrenUnreadable"]
+        assert unreadable and all(e.type == "Warning" for e in unreadable), unreadable
+
+        flowruns.patch("unreadable", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+        wait_for("the FlowRun to be released", lambda: flowruns.get("unreadable") is None, timeout=30)
+        wait_for("every child to be garbage-collected", lambda: not flowruns.children(uid), timeout=60)
+    finally:
+        try:
+            extensions.delete_custom_resource_definition(crd_name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
