@@ -107,6 +107,7 @@ class ServedKind:
     version: str
     kind: str
     plural: str
+    namespaced: bool = True
 
     @property
     def group_version(self) -> str:
@@ -181,7 +182,12 @@ class FakeApiServer:
                         "kind": "APIResourceList",
                         "groupVersion": group_version,
                         "resources": [
-                            {"name": k.plural, "kind": k.kind, "namespaced": True, "verbs": ["create", "get", "list"]}
+                            {
+                                "name": k.plural,
+                                "kind": k.kind,
+                                "namespaced": k.namespaced,
+                                "verbs": ["create", "get", "list"],
+                            }
                             for k in served
                         ],
                     }
