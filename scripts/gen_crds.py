@@ -324,6 +324,7 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
                     "latest."
                 ),
                 "minimum": 0,
+                "maximum": 31536000,
             },
             "suspend": {
                 "type": "boolean",
@@ -335,6 +336,7 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
                 "format": "int32",
                 "description": "Succeeded runs to keep; older ones are deleted (after their cleanup). Default: 3.",
                 "minimum": 0,
+                "maximum": 10000,
                 "default": 3,
             },
             "failedRunsHistoryLimit": {
@@ -342,6 +344,7 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
                 "format": "int32",
                 "description": "Failed or Cancelled runs to keep; older ones are deleted. Default: 1.",
                 "minimum": 0,
+                "maximum": 10000,
                 "default": 1,
             },
             "flowRunTemplate": {

@@ -24,7 +24,7 @@ from flowrun.engine.interface import Event
 from flowrun.engine.lenient import as_map, conditions_by_type
 from flowrun.engine.phases import CANCELLED, FAILED, INVALID_SPEC, RUN_FINAL, SUCCEEDED
 from flowrun.engine.status import condition
-from flowrun.model import SpecError, checks, parse_spec
+from flowrun.model import MAX_COUNT, MAX_SECONDS, SpecError, checks, parse_spec
 from flowrun.timestamps import format_time, parse_time
 
 CRON_KIND = "CronFlowRun"
@@ -116,7 +116,7 @@ def parse_cron_spec(spec: object) -> CronSpec:
         schedule=schedule,
         time_zone=zone,
         concurrency_policy=policy,
-        starting_deadline_seconds=checks.optional_int(raw, "startingDeadlineSeconds", "spec", 0),
+        starting_deadline_seconds=checks.optional_int(raw, "startingDeadlineSeconds", "spec", 0, MAX_SECONDS),
         suspend=suspend,
         successful_history=_limit(raw, "successfulRunsHistoryLimit", DEFAULT_SUCCESSFUL_HISTORY),
         failed_history=_limit(raw, "failedRunsHistoryLimit", DEFAULT_FAILED_HISTORY),
@@ -126,7 +126,7 @@ def parse_cron_spec(spec: object) -> CronSpec:
 
 
 def _limit(raw: Mapping[str, Any], key: str, default: int) -> int:
-    value = checks.optional_int(raw, key, "spec", 0)
+    value = checks.optional_int(raw, key, "spec", 0, MAX_COUNT)
     return default if value is None else value
 
 

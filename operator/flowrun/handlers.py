@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever happens
 FINISHED_RESYNC_SECONDS = 600.0
 DELETE_HANDLER_SLICE = 20.0  # the delete handler hands back to kopf this often (a checkpoint)
+WAITING_FOR_CLEANUP = "waiting for cleanup"  # what the delete handler's designed wait says
 MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
 # A pass of a Flow or CronFlowRun that failed (an API error) is tried again after this, doubling
 # up to the maximum: never a hot loop, never given up.
@@ -184,11 +185,31 @@ def _next_wait(result: PassResult) -> float:
     return min(result.requeue_after if result.requeue_after is not None else resync, resync)
 
 
+class DesignedWaitsAtInfo(logging.Filter):
+    """Logs kopf's report of the delete handler's designed wait at INFO, not ERROR.
+
+    While a cleanup keeps failing the finalizer is held on purpose (a Warning event says why and
+    how to release it). kopf's only way for a delete handler to keep its finalizer is to raise
+    TemporaryError, and kopf logs every TemporaryError as "Handler ... failed temporarily" at
+    ERROR: an ERROR every DELETE_HANDLER_SLICE seconds for what is no error. The alternatives are
+    worse: a handler that never returns blocks kopf's worker for the object (and is cancelled
+    with a warning at every shutdown), and taking the finalizer out of kopf's hands means
+    reimplementing its deletion handling. So the record is lowered here, matched exactly: kopf's
+    logger of objects, ERROR, and the text the handler raises with. Any other error stays one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and f"failed temporarily: {WAITING_FOR_CLEANUP}:" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
 def _namespace_of(name: str, namespace: str | None) -> str:
     if namespace is None:  # the CRD is Namespaced: kopf always passes the namespace
         raise RuntimeError(f"FlowRun {name} has no namespace")
     return namespace
 
+
+DESIGNED_WAITS = DesignedWaitsAtInfo()
 
 # Set by the CLI before kopf starts: whether the operator watches every namespace.
 CLUSTERWIDE = True
@@ -198,6 +219,7 @@ CLUSTERWIDE = True
 async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     global _runtime
     settings.persistence.finalizer = api.FINALIZER
+    logging.getLogger("kopf.objects").addFilter(DESIGNED_WAITS)
     # Namespace-scoped, the operator has no right to list namespaces or CRDs cluster-wide; kopf's
     # scan for them would be refused and retried for about a minute before anything is handled.
     settings.scanning.disabled = not CLUSTERWIDE
@@ -257,7 +279,8 @@ async def release(uid: str, name: str, namespace: str | None, **_: Any) -> None:
             rt.forget(uid)
             return
         if loop.time() > deadline:
-            raise kopf.TemporaryError(f"waiting for cleanup: {result.message or result.phase}", delay=1.0)
+            # Logged at INFO, not as kopf's ERROR: see DesignedWaitsAtInfo.
+            raise kopf.TemporaryError(f"{WAITING_FOR_CLEANUP}: {result.message or result.phase}", delay=1.0)
         await rt.wait(uid, min(_next_wait(result), 2.0))
 
 

@@ -41,7 +41,19 @@ class ForeignObject(RuntimeError):
 
 
 class UnknownKind(RuntimeError):
-    """The API server serves no such apiVersion/kind."""
+    """A kind the operator makes no child of: the API server serves no such apiVersion/kind."""
+
+
+class ClusterScopedKind(UnknownKind):
+    """The kind is served but cluster-scoped. Children live in the FlowRun's namespace: an object
+    outside every namespace (a Namespace, a ClusterRole) is never created for a run, whatever
+    the operator's own RBAC would allow."""
+
+
+class ChildrenUnreadable(RuntimeError):
+    """Listing a kind of the run's children is refused for good (403, or 404: say the CRD of a
+    manifest's kind was deleted while the operator runs): nothing can be decided about the run,
+    whose children may still exist."""
 
 
 class Kube:
@@ -167,7 +179,14 @@ class Kube:
                 resource = self.resource(api_version, kind)
             except UnknownKind:
                 continue  # the dry run reports it as a spec error; nothing of that kind exists
-            listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            try:
+                listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status in (403, 404):
+                    raise ChildrenUnreadable(
+                        f"listing {kind} in {api_version}: {error.status} {api_message(error)}"
+                    ) from error
+                raise
             for item in listed.to_dict().get("items", []):
                 # List items carry no apiVersion/kind of their own.
                 item.setdefault("apiVersion", api_version)
@@ -175,10 +194,19 @@ class Kube:
                 objects.append(item)
         return objects
 
+    def child_resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource of a child's kind: UnknownKind if not served, ClusterScopedKind if not
+        namespaced (the dynamic client would silently drop the namespace and make a cluster
+        object)."""
+        resource = self.resource(api_version, kind)
+        if not resource.namespaced:
+            raise ClusterScopedKind(f"{kind} in {api_version} is cluster-scoped: children must be namespaced")
+        return resource
+
     def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
         """Create if absent. Returns True if created, False if this run's object already exists."""
         metadata = manifest["metadata"]
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         try:
             resource.create(body=dict(manifest), namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT)
             return True
@@ -204,8 +232,9 @@ class Kube:
         return False
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
-        """Server-side dry run: raises ApiException (or UnknownKind) if the server would refuse it."""
-        resource = self.resource(manifest["apiVersion"], manifest["kind"])
+        """Server-side dry run: raises ApiException (or UnknownKind, ClusterScopedKind) if the
+        server would refuse it, or the operator would."""
+        resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         resource.create(
             body=dict(manifest),
             namespace=manifest["metadata"]["namespace"],

@@ -21,7 +21,7 @@ from flowrun import api, engine, metrics, resolution
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
 from flowrun.engine.status import invalid_outcome
 from flowrun.flows import FLOW_KIND
-from flowrun.kube import ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
+from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
 from flowrun.observed import Observed, observed_from_objects
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ PERMANENT_REJECTIONS = (400, 403, 404, 422)
 REFUSAL_REQUEUE_SECONDS = 1.0
 # A transient failure (or a refused delete) is retried by the next pass; do not wait long for it.
 FAILURE_REQUEUE_SECONDS = 5.0
+# The children cannot be read (ChildrenUnreadable): the reason of the Warning event, and how soon
+# the next pass tries again.
+CHILDREN_UNREADABLE = "ChildrenUnreadable"
+UNREADABLE_REQUEUE_SECONDS = 10.0
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
 
@@ -86,6 +90,12 @@ class Reconciler:
             # Nothing is created before the finalizer is in place: it is what guarantees cleanup.
             return PassResult(waiting_for_finalizer=True, requeue_after=1.0)
 
+        if deleting and (metadata.get("annotations") or {}).get(api.SKIP_CLEANUP_ANNOTATION) == "true":
+            # Looked at before anything else is read: whatever else fails (a kind of child that
+            # cannot be listed, a Flow that cannot be read), the annotation releases the finalizer.
+            phase = str((body.get("status") or {}).get("phase") or "")
+            return PassResult(deleting=True, finalizer_releasable=True, phase=phase)
+
         uid = metadata["uid"]
         # Taken out, not read: a pass that fails half way forgets them, which is as safe as a restart.
         refused = self._refused.pop(uid, {})
@@ -104,7 +114,10 @@ class Reconciler:
             self.kube.patch_status(namespace, name, {**resolved.snapshot, **resolved.seed})
         run = dataclasses.replace(run, spec=resolved.spec, status=resolved.engine_status(run.status))
 
-        children = self.kube.list_children(namespace, uid, manifest_kinds(resolved.spec))
+        try:
+            children = self.kube.list_children(namespace, uid, manifest_kinds(resolved.spec))
+        except ChildrenUnreadable as error:
+            return self._unreadable(body, str(error))
         observed = observed_from_objects(children)
         outcome = engine.reconcile(run, observed, now)
         outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now)
@@ -146,6 +159,31 @@ class Reconciler:
             phase=str(waiting.status.get("phase") or ""),
             message=str(waiting.status.get("message") or ""),
             waiting_for_flow=resolution.ref_name(run.spec, "flowRef"),
+        )
+
+    def _unreadable(self, body: Mapping[str, Any], error: str) -> PassResult:
+        """The children cannot be read: the engine cannot decide anything (a child it does not
+        see may exist). The status says why (the rest of it is kept), a Warning event once; the
+        pass is retried, and a run being deleted keeps its finalizer until skip-cleanup."""
+        metadata = body["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        deleting = bool(metadata.get("deletionTimestamp"))
+        message = f"cannot read the run's children: {error}"
+        if deleting:
+            message += f'; the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set'
+        previous = body.get("status") or {}
+        if previous.get("message") != message:
+            self.kube.patch_status(namespace, name, {"message": message})
+        reported = self._reported_failures.setdefault(uid, set())
+        if message not in reported:
+            self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, message)
+        reported.intersection_update({message})
+        reported.add(message)
+        return PassResult(
+            deleting=deleting,
+            requeue_after=UNREADABLE_REQUEUE_SECONDS,
+            phase=str(previous.get("phase") or ""),
+            message=message,
         )
 
     def _write(

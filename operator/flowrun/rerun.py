@@ -21,7 +21,7 @@ from typing import Any
 from flowrun.engine.lenient import as_map, conditions_by_type
 from flowrun.engine.phases import CANCELLED, FAILED, SUCCEEDED
 from flowrun.flows import Snapshot, snapshot_from_status
-from flowrun.model import FlowSpec, SpecError, checks, parse_spec
+from flowrun.model import MAX_SECONDS, FlowSpec, SpecError, checks, parse_spec
 
 RUN_KIND = "FlowRun"
 REUSED = "Reused"
@@ -67,7 +67,7 @@ def plan_rerun(spec: object, original: Mapping[str, Any] | None, name: str, name
                 f"spec.{key}",
                 "only cancel and ttlSecondsAfterFinished may be set beside rerunOf (the rest is the original's)",
             )
-    ttl = checks.optional_int(run, "ttlSecondsAfterFinished", "spec", 0)
+    ttl = checks.optional_int(run, "ttlSecondsAfterFinished", "spec", 0, MAX_SECONDS)
     if original is None:
         raise SpecError(_FIELD, f"FlowRun {name!r} does not exist in this namespace")
     status = as_map(original.get("status"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import KubeCluster
-from tests.e2e.helpers import FlowRuns, Operator, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, deployment, sim_task
 
 pytestmark = pytest.mark.e2e
 
@@ -43,3 +45,30 @@ def test_kubectl_get_shows_phase_progress_duration_and_short_name(
     assert (name, phase, progress) == ("columns", "Succeeded", "2/2")
     assert duration.endswith("s")
     flowruns.delete_and_check_nothing_leaked("columns")
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        ("run", "spec.activeDeadlineSeconds"),
+        ("setup", "spec.resources[0].setup.timeoutSeconds"),
+        ("cleanup", "spec.resources[0].cleanup.timeoutSeconds"),
+    ],
+)
+def test_a_duration_past_a_year_is_refused_at_apply_time_naming_the_field(
+    flowruns: FlowRuns, where: str, field: str
+) -> None:
+    # 2^63-1 fits the int64 format; the bound is what keeps it out of the operator's arithmetic.
+    spec: dict[str, Any] = {
+        "resources": [{"name": "r", "setup": {"deployments": [deployment("d")]}, "cleanup": {}}],
+        "tasks": [sim_task("use", resources=["r"])],
+    }
+    if where == "run":
+        spec["activeDeadlineSeconds"] = 2**63 - 1
+    else:
+        spec["resources"][0][where]["timeoutSeconds"] = 2**63 - 1
+    with pytest.raises(ApiException) as refused:
+        flowruns.create({"metadata": {"name": "forever"}, "spec": spec})
+    assert refused.value.status == 422, refused.value.body
+    assert field in refused.value.body and "31536000" in refused.value.body, refused.value.body
+    assert flowruns.get("forever") is None

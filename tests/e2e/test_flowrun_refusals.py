@@ -1,11 +1,13 @@
 """Creates the API server refuses for good, end to end: no state waits forever. A setup manifest
 whose name is taken by someone else's object fails setup at once (not after timeoutSeconds), and
 a task pod refused by a ResourceQuota added after the run started fails its attempts and the run.
-A setup manifest of a kind the API server does not serve is a spec error, reported once.
+A setup manifest of a kind the API server does not serve, or of a cluster-scoped kind, or in another
+namespace, is a spec error, reported once, and nothing is created.
 Every test ends with the leak check."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -218,3 +220,93 @@ def test_a_setup_manifest_of_a_kind_the_api_server_does_not_serve_is_a_spec_erro
     records = [json.loads(line) for line in operator.log_path.read_text().splitlines() if line.strip()]
     errors = [r["message"] for r in records if r["level"] in ("error", "critical")]
     assert errors == [], errors
+
+
+CLUSTER_SCOPED = [
+    pytest.param({"apiVersion": "v1", "kind": "Namespace"}, id="Namespace"),
+    pytest.param(
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "rules": []},
+        id="ClusterRole",
+    ),
+]
+
+
+@pytest.mark.parametrize("manifest", CLUSTER_SCOPED)
+def test_a_cluster_scoped_setup_manifest_is_a_spec_error_and_nothing_is_created(
+    operator: Operator, flowruns: FlowRuns, namespace: str, manifest: dict[str, object]
+) -> None:
+    # The operator's RBAC may create such objects; a FlowRun must not make it do so for its author.
+    kind = str(manifest["kind"])
+    name = f"fr-{kind.lower()}-{hashlib.sha256(namespace.encode()).hexdigest()[:10]}"
+    flowruns.create(
+        {
+            "metadata": {"name": "cluster-object"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "block",
+                        "setup": {
+                            "manifests": [
+                                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}},
+                                {**manifest, "metadata": {"name": name}},
+                            ]
+                        },
+                    }
+                ],
+                "tasks": [sim_task("use", resources=["block"])],
+            },
+        }
+    )
+    run = flowruns.wait_phase("cluster-object", ("Succeeded", "Failed"), timeout=30)
+    conditions = {c["type"]: c for c in run["status"]["conditions"]}
+    assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
+    assert conditions["SpecValid"]["message"] == (
+        f"the API server rejected a child: spec.resources[0].setup.manifests[1]: {kind} in"
+        f" {manifest['apiVersion']} is cluster-scoped: children must be namespaced"
+    ), conditions["SpecValid"]
+    assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}
+    assert flowruns.children(run["metadata"]["uid"]) == {}
+    api_client = flowruns.api_client
+    if kind == "Namespace":
+        existing = [n.metadata.name for n in client.CoreV1Api(api_client).list_namespace().items]
+    else:
+        existing = [r.metadata.name for r in client.RbacAuthorizationV1Api(api_client).list_cluster_role().items]
+    assert name not in existing
+    flowruns.delete_and_check_nothing_leaked("cluster-object")
+
+
+def test_a_setup_manifest_in_another_namespace_is_a_spec_error_and_nothing_is_created(
+    operator: Operator, flowruns: FlowRuns, namespace: str
+) -> None:
+    flowruns.create(
+        {
+            "metadata": {"name": "elsewhere"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "block",
+                        "setup": {
+                            "manifests": [
+                                {
+                                    "apiVersion": "v1",
+                                    "kind": "ConfigMap",
+                                    "metadata": {"name": "theirs", "namespace": "default"},
+                                }
+                            ]
+                        },
+                    }
+                ],
+                "tasks": [sim_task("use", resources=["block"])],
+            },
+        }
+    )
+    run = flowruns.wait_phase("elsewhere", ("Succeeded", "Failed"), timeout=30)
+    valid = next(c for c in run["status"]["conditions"] if c["type"] == "SpecValid")
+    assert (valid["status"], valid["message"]) == (
+        "False",
+        f"spec.resources[0].setup.manifests[0].metadata.namespace: must be the FlowRun's namespace"
+        f" {namespace!r} (or unset), not 'default'",
+    ), valid
+    names = [c.metadata.name for c in client.CoreV1Api(flowruns.api_client).list_namespaced_config_map("default").items]
+    assert "theirs" not in names and flowruns.children(run["metadata"]["uid"]) == {}
+    flowruns.delete_and_check_nothing_leaked("elsewhere")

@@ -5,6 +5,8 @@ setup manifests, on the dev cluster with the real operator."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,11 +19,13 @@ from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import wait_for
 from flowrun import api
+from flowrun.handlers import DELETE_HANDLER_SLICE, WAITING_FOR_CLEANUP
 from flowrun.timestamps import parse_time
 from tests.e2e.helpers import (
     REPO,
     FlowRuns,
     Operator,
+    StartOperator,
     Watch,
     WatchRecorder,
     deployment,
@@ -512,6 +516,55 @@ def test_cleanup_that_keeps_failing_holds_the_finalizer_until_skip_cleanup(
     # delete_and_check_nothing_leaked cannot be used: the FlowRun is gone already (checked above).
 
 
+def test_the_finalizer_held_for_a_failing_cleanup_is_logged_as_a_wait_not_an_error(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    # The delete handler hands back to kopf every DELETE_HANDLER_SLICE seconds while the
+    # finalizer is held; the wait is by design (a Warning event says so), so it is INFO.
+    operator = start_operator("--log-format", "json")
+    created = flowruns.create(
+        {
+            "metadata": {"name": "held"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "vm",
+                        "setup": {"deployments": [deployment("agent")]},
+                        "cleanup": {"job": job(outcome="fail", message="cloud API down"), "retries": 0},
+                    }
+                ],
+                "tasks": [sim_task("work", resources=["vm"], duration="60s")],
+            },
+        }
+    )
+    flowruns.wait_status("held", "work running", task_is("work", "reason", "PodRunning"))
+    flowruns.delete("held")
+    flowruns.wait_status("held", "cleanup failed", block_is("vm", "phase", "CleanupFailed"), timeout=45)
+
+    def records() -> list[dict[str, Any]]:
+        lines = operator.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip().startswith("{")]
+
+    def waits() -> list[dict[str, Any]]:
+        # kopf's report of the handler's TemporaryError (debug lines may quote the status too).
+        return [r for r in records() if f"failed temporarily: {WAITING_FOR_CLEANUP}:" in r["message"]]
+
+    # Two slices: the wait is reported again while the finalizer stays.
+    wait_for("the wait to be logged twice", lambda: len(waits()) >= 2, timeout=DELETE_HANDLER_SLICE * 3)
+    found = waits()
+    still = flowruns.get("held")
+    assert still is not None and api.FINALIZER in still["metadata"]["finalizers"]
+    assert {r["level"] for r in found} == {"info"}, found
+
+    flowruns.patch("held", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+    wait_for("the FlowRun to be released", lambda: flowruns.get("held") is None, timeout=30)
+    uid = created["metadata"]["uid"]
+    wait_for("every child to be garbage-collected", lambda: not flowruns.children(uid), timeout=60)
+    operator.stop()  # every line written
+    errors = [r["message"] for r in records() if r["level"] in ("error", "critical")]
+    assert errors == [], errors
+
+
 # ---------------------------------------------------------------------------------------------
 # Restart safety
 
@@ -729,3 +782,97 @@ def test_setup_manifests_are_created_owned_and_deleted(operator: Operator, flowr
     names |= {i.metadata.name for i in core.list_namespaced_persistent_volume_claim(namespace).items}
     assert not names & {"store-settings", "store-scratch"}, names
     flowruns.delete_and_check_nothing_leaked("store")
+
+
+def test_a_run_whose_children_cannot_be_read_says_why_and_skip_cleanup_releases_it(
+    operator: Operator, flowruns: FlowRuns, namespace: str
+) -> None:
+    # A manifest's kind whose CRD is deleted mid-run: every list of it is refused (404), so the
+    # operator cannot tell whether what setup made is gone. It says so, holds the finalizer, and
+    # skip-cleanup releases it.
+    extensions = client.ApiextensionsV1Api(flowruns.api_client)
+    group = "e2e.flowrun.dev"
+    plural = f"gadgets{hashlib.sha256(namespace.encode()).hexdigest()[:8]}"
+    crd_name = f"{plural}.{group}"
+    extensions.create_custom_resource_definition(
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": crd_name},
+            "spec": {
+                "group": group,
+                "names": {"plural": plural, "singular": plural[:-1], "kind": "Gadget" + plural[7:]},
+                "scope": "Namespaced",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                ],
+            },
+        }
+    )
+    kind = "Gadget" + plural[7:]
+    try:
+
+        def established() -> bool:
+            conditions = extensions.read_custom_resource_definition(crd_name).status.conditions or []
+            return bool(any(c.type == "Established" and c.status == "True" for c in conditions))
+
+        wait_for("the test CRD to be Established", established)
+        created = flowruns.create(
+            {
+                "metadata": {"name": "unreadable"},
+                "spec": {
+                    "resources": [
+                        {
+                            "name": "store",
+                            "setup": {
+                                "manifests": [{"apiVersion": f"{group}/v1", "kind": kind, "metadata": {"name": "g"}}]
+                            },
+                        }
+                    ],
+                    "tasks": [sim_task("use", resources=["store"], duration="300s")],
+                },
+            }
+        )
+        uid = created["metadata"]["uid"]
+        flowruns.wait_status("unreadable", "use running", task_is("use", "reason", "PodRunning"))
+        extensions.delete_custom_resource_definition(crd_name)
+
+        def crd_gone() -> bool:
+            try:
+                extensions.read_custom_resource_definition(crd_name)
+            except ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for("the test CRD to be gone", crd_gone)
+        flowruns.wait_status(
+            "unreadable", "the unreadable children reported", lambda s: "cannot read" in str(s.get("message")), 45
+        )
+        flowruns.delete("unreadable")
+        run = flowruns.wait_status(
+            "unreadable",
+            "the held finalizer reported",
+            lambda s: api.SKIP_CLEANUP_ANNOTATION in str(s.get("message")),
+            timeout=45,
+        )
+        message = run["status"]["message"]
+        assert message.startswith(f"cannot read the run's children: listing {kind} in {group}/v1: 404"), message
+        assert api.FINALIZER in run["metadata"]["finalizers"] and run["metadata"].get("deletionTimestamp")
+        events = flowruns.events_when("unreadable", lambda es: any(e.reason == "ChildrenUnreadable" for e in es))
+        unreadable = [e for e in events if e.reason == "ChildrenUnreadable"]
+        assert unreadable and all(e.type == "Warning" for e in unreadable), unreadable
+
+        flowruns.patch("unreadable", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+        wait_for("the FlowRun to be released", lambda: flowruns.get("unreadable") is None, timeout=30)
+        wait_for("every child to be garbage-collected", lambda: not flowruns.children(uid), timeout=60)
+    finally:
+        try:
+            extensions.delete_custom_resource_definition(crd_name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

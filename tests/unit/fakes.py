@@ -52,6 +52,7 @@ class FakeKube:
         self.others: dict[str, dict[str, Any]] = {}  # other FlowRuns by name (the original of a rerun)
         self.reads: list[str] = []  # names of the FlowRuns read, in order
         self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
+        self.list_error: Exception | None = None  # what listing the children raises, if anything
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(name)
@@ -61,6 +62,8 @@ class FakeKube:
         return copy.deepcopy(self.body)
 
     def list_children(self, namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
+        if self.list_error is not None:
+            raise self.list_error
         return copy.deepcopy(self.objects)
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
@@ -104,6 +107,7 @@ class ServedKind:
     version: str
     kind: str
     plural: str
+    namespaced: bool = True
 
     @property
     def group_version(self) -> str:
@@ -178,7 +182,12 @@ class FakeApiServer:
                         "kind": "APIResourceList",
                         "groupVersion": group_version,
                         "resources": [
-                            {"name": k.plural, "kind": k.kind, "namespaced": True, "verbs": ["create", "get", "list"]}
+                            {
+                                "name": k.plural,
+                                "kind": k.kind,
+                                "namespaced": k.namespaced,
+                                "verbs": ["create", "get", "list"],
+                            }
                             for k in served
                         ],
                     }

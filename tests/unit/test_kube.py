@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient
 
-from flowrun.kube import UNKNOWN_KIND_RECHECK_SECONDS, Kube, UnknownKind
+from flowrun.kube import UNKNOWN_KIND_RECHECK_SECONDS, ClusterScopedKind, Kube, UnknownKind
 from flowrun.reconciler import Reconciler
 from tests.unit.fakes import FakeApiServer, FakeKube, ServedKind, pod_task
 
@@ -109,3 +109,15 @@ def test_a_run_naming_an_unknown_kind_fails_with_spec_valid_false_naming_the_man
     )
     assert kube.create_calls == []
     assert [reason for _, reason, _ in kube.events] == ["InvalidSpec"]  # once, not once per pass
+
+
+@pytest.mark.parametrize("create", ["dry_run_create", "create"])
+def test_a_cluster_scoped_kind_is_refused_before_any_request_is_sent(tmp_path: Path, create: str) -> None:
+    # The dynamic client drops the namespace of a cluster-scoped kind: sent, it would make a
+    # cluster object. Discovery says the kind is not namespaced; nothing is posted.
+    server = FakeApiServer(kinds=[ServedKind("", "v1", "Namespace", "namespaces", namespaced=False)])
+    kube = kube_over(server, tmp_path, Clock())
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "theirs", "namespace": "team"}}
+    with pytest.raises(ClusterScopedKind, match=r"^Namespace in v1 is cluster-scoped: children must be namespaced$"):
+        getattr(kube, create)(manifest, *(["uid-1"] if create == "create" else []))
+    assert [r for r in server.requests if r[0] == "POST"] == []

@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
-from flowrun.kube import ForeignObject, Kube
+from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube
 from flowrun.reconciler import Reconciler
 from tests.unit.fakes import NS, UID, FakeKube, api_error, pod_task
 
@@ -95,6 +95,8 @@ def test_forget_drops_the_memory_of_a_run() -> None:
 
 
 class FakeResource:
+    namespaced = True  # ConfigMaps are
+
     def __init__(self, existing: dict[str, Any] | None) -> None:
         self.existing = existing
 
@@ -135,3 +137,47 @@ def test_create_of_an_own_object_is_success_and_one_gone_meanwhile_is_transient(
     with pytest.raises(ApiException) as raised:
         kube_with(None).create(MANIFEST, UID)
     assert raised.value.status == 409  # not a refusal: the next pass creates it
+
+
+# ---------------------------------------------------------------------------------------------
+# Children that cannot be read
+
+
+UNREADABLE = ChildrenUnreadable(
+    "listing Widget in example.com/v1: 404 the server could not find the requested resource"
+)
+
+
+def test_children_that_cannot_be_read_are_reported_once_and_the_pass_does_not_raise() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")
+    assert kube.body["status"]["phase"] == "Running"
+    kube.list_error = UNREADABLE
+    for _ in range(3):
+        result = reconciler.run_pass(NS, "x")
+    message = f"cannot read the run's children: {UNREADABLE}"
+    assert (result.message, result.finalizer_releasable) == (message, False)
+    assert kube.body["status"]["message"] == message and kube.body["status"]["phase"] == "Running"
+    assert [e for e in kube.events if e[1] == "ChildrenUnreadable"] == [("Warning", "ChildrenUnreadable", message)]
+
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
+    result = reconciler.run_pass(NS, "x")
+    assert not result.finalizer_releasable and result.deleting
+    assert result.message.endswith(f'the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set')
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [UNREADABLE, api_error(500, "Internal Server Error", "etcd is slow")],
+    ids=["unreadable", "transient"],
+)
+def test_skip_cleanup_releases_the_finalizer_whatever_reading_the_children_raises(failure: Exception) -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")
+    kube.list_error = failure
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
+    kube.body["metadata"]["annotations"] = {api.SKIP_CLEANUP_ANNOTATION: "true"}
+    result = reconciler.run_pass(NS, "x")
+    assert result.finalizer_releasable and result.deleting

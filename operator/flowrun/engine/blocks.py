@@ -4,11 +4,11 @@ docs/semantics.md, "Resource blocks" and "Refused creates"."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from flowrun import api, manifests, names
 from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal, substitutions
 from flowrun.engine.dag import after_succeeded, blocked, consumers_done, wanted
 from flowrun.engine.interface import Action, CreateObject
@@ -24,7 +24,7 @@ from flowrun.engine.phases import (
     STOPPING_SETUP,
 )
 from flowrun.engine.state import ResourceState, RunState
-from flowrun.model import DeploymentSpec, ResourceSpec, main_container_name
+from flowrun.model import MAX_COUNT, DeploymentSpec, ResourceSpec, main_container_name
 from flowrun.observed import ObservedJob
 from flowrun.references import Context, substitute
 
@@ -121,7 +121,8 @@ def setup_failure(
         if replicas(deployment, values) is None:
             return (
                 "InvalidValue",
-                f"deployment {deployment.name}: replicas {deployment.replicas!r} is not a non-negative integer",
+                f"deployment {deployment.name}: replicas {deployment.replicas!r}"
+                f" is not an integer from 0 to {MAX_COUNT}",
             )
     refusals = [r for r in (refusal(ctx, ref) for ref in setup_objects(ctx, resource)) if r is not None]
     if refusals:
@@ -137,7 +138,7 @@ def setup_failure(
             if cond.type == "Progressing" and cond.status == "False":
                 return "DeploymentFailed", f"deployment {deployment.name}: {cond.reason}: {cond.message}"
     started = rs.setup_started_at or ctx.now
-    if ctx.now >= started + timedelta(seconds=resource.setup.timeout_seconds):
+    if ctx.now >= after(started, resource.setup.timeout_seconds):
         return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}"
     return None
 
@@ -199,7 +200,9 @@ def replicas(deployment: DeploymentSpec, values: Context) -> int | None:
     if isinstance(deployment.replicas, int):
         return deployment.replicas
     value = substitute(deployment.replicas, values).strip()
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_COUNT:
+        return None
+    return int(value)
 
 
 def setup_manifests(

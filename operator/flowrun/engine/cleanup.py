@@ -7,12 +7,12 @@ docs/semantics.md, "Resource blocks" (cleanup) and "Deadlines"."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import NamedTuple
 
 from flowrun import manifests, names
 from flowrun.engine.blocks import setup_job, setup_job_running, setup_objects, with_setup_error
 from flowrun.engine.children import ObjectRef
+from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal
 from flowrun.engine.interface import Action, CreateObject, DeleteObject
 from flowrun.engine.phases import (
@@ -80,7 +80,7 @@ def _run_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
         if rs.cleanup_attempts < 1 + resource.cleanup.retries:
             rs.reason = CLEANUP_JOB_BACKOFF
             rs.message = with_setup_error(rs, f"{what}; retrying in {CLEANUP_BACKOFF_SECONDS}s")
-            rs.next_cleanup_attempt_at = ctx.now + timedelta(seconds=CLEANUP_BACKOFF_SECONDS)
+            rs.next_cleanup_attempt_at = after(ctx.now, CLEANUP_BACKOFF_SECONDS)
         else:
             rs.reason, rs.cleanup_error = DELETING_OBJECTS, f"{what}, no retries left"
 
@@ -141,7 +141,7 @@ def progress_cleanup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
             step.advance(ctx, resource, rs)
     started = rs.cleanup_started_at or ctx.now
     timeout = resource.cleanup.timeout_seconds
-    if rs.phase == CLEANING_UP and ctx.now >= started + timedelta(seconds=timeout):
+    if rs.phase == CLEANING_UP and ctx.now >= after(started, timeout):
         # Whatever is left is deleted best-effort (cleanup_actions); the block stays CleanupFailed.
         error = f"cleanup did not finish within timeoutSeconds={timeout}"
         # Say why it did not finish: a failed cleanup job attempt (e.g. timed out in backoff).

@@ -4,11 +4,12 @@ crash; the dry run of every child before the first is created; and when to look 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flowrun import manifests
 from flowrun.engine.blocks import setup_actions, setup_manifests
 from flowrun.engine.cleanup import cleanup_actions
+from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, substitutions
 from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
 from flowrun.engine.phases import CLEANING_UP, DRY_RUN_PLACEHOLDER, RETRY_BACKOFF, RUN_FINAL, RUNNING, SETTING_UP
@@ -60,13 +61,13 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
             moments.append(ts.next_attempt_at)
         pod = ctx.children.pod(ts.pod_name) if ts.pod_name in expected else None
         if pod is not None and pod.start_time is not None and task.active_deadline_seconds is not None:
-            moments.append(pod.start_time + timedelta(seconds=task.active_deadline_seconds))
+            moments.append(after(pod.start_time, task.active_deadline_seconds))
     for resource in ctx.spec.resources:
         rs = state.resources[resource.name]
         if rs.phase == SETTING_UP and rs.setup_started_at is not None:
-            moments.append(rs.setup_started_at + timedelta(seconds=resource.setup.timeout_seconds))
+            moments.append(after(rs.setup_started_at, resource.setup.timeout_seconds))
         if rs.phase == CLEANING_UP and rs.cleanup_started_at is not None:
-            moments.append(rs.cleanup_started_at + timedelta(seconds=resource.cleanup.timeout_seconds))
+            moments.append(after(rs.cleanup_started_at, resource.cleanup.timeout_seconds))
             moments.append(rs.next_cleanup_attempt_at)
     future = [m for m in moments if m is not None and m > ctx.now]
     if not future:

@@ -4,8 +4,9 @@ in which phase, its TTL and its finalizer. The users' contract: docs/semantics.m
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext
 from flowrun.engine.dag import final, is_failure
 from flowrun.engine.phases import (
@@ -41,7 +42,7 @@ def run_deadline(ctx: PassContext, state: RunState) -> datetime | None:
     base = state.started_at or ctx.run.created_at
     if ctx.spec.active_deadline_seconds is None or base is None:
         return None
-    return base + timedelta(seconds=ctx.spec.active_deadline_seconds)
+    return after(base, ctx.spec.active_deadline_seconds)
 
 
 def done(spec: FlowSpec, state: RunState) -> bool:
@@ -74,7 +75,7 @@ def ttl_expiry(ctx: PassContext, state: RunState) -> datetime | None:
     ttl = ctx.spec.ttl_seconds_after_finished
     if ttl is None or state.phase not in RUN_FINAL or state.finished_at is None:
         return None
-    return state.finished_at + timedelta(seconds=ttl)
+    return after(state.finished_at, ttl)
 
 
 def ttl_expired(ctx: PassContext, state: RunState) -> bool:

@@ -4,10 +4,11 @@ docs/semantics.md, "Tasks" (parallelism, retries and backoff, refused creates)."
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flowrun import manifests, names
 from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal
 from flowrun.engine.dag import skip_reason, trigger
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
@@ -144,7 +145,7 @@ def observe_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, stop: str |
     elif (
         task.active_deadline_seconds is not None
         and pod.start_time is not None
-        and ctx.now >= pod.start_time + timedelta(seconds=task.active_deadline_seconds)
+        and ctx.now >= after(pod.start_time, task.active_deadline_seconds)
     ):
         # No attempt number here: attempt_failed adds it where it says which attempt failed.
         message = f"ran longer than activeDeadlineSeconds={task.active_deadline_seconds}"
@@ -162,7 +163,7 @@ def attempt_failed(
         delay = task.retries.backoff_seconds
         # The message stays while the next attempt runs: it says why there is a next attempt.
         ts.reason, ts.message = RETRY_BACKOFF, f"attempt {ts.attempts} failed ({reason}: {message})"
-        ts.next_attempt_at = finished.replace(microsecond=0) + timedelta(seconds=delay)
+        ts.next_attempt_at = after(finished.replace(microsecond=0), delay)
     else:
         prefix = f"attempt {ts.attempts}: " if ts.attempts > 1 else ""
         ts.phase, ts.reason, ts.message, ts.finished_at = FAILED, reason, prefix + message, finished

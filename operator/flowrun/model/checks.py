@@ -33,17 +33,19 @@ def string(value: object, path: str) -> str:
     return value
 
 
-def integer(value: object, path: str, minimum: int) -> int:
+def integer(value: object, path: str, minimum: int, maximum: int) -> int:
     # bool is an int in Python, but `true` is never a valid count.
     if not isinstance(value, int) or isinstance(value, bool):
         raise SpecError(path, f"must be an integer, not {type_name(value)}")
     if value < minimum:
         raise SpecError(path, f"must be >= {minimum}, not {value}")
+    if value > maximum:
+        raise SpecError(path, f"must be <= {maximum}, not {value}")
     return value
 
 
-def optional_int(obj: Mapping[str, Any], key: str, path: str, minimum: int) -> int | None:
-    return None if obj.get(key) is None else integer(obj[key], f"{path}.{key}", minimum)
+def optional_int(obj: Mapping[str, Any], key: str, path: str, minimum: int, maximum: int) -> int | None:
+    return None if obj.get(key) is None else integer(obj[key], f"{path}.{key}", minimum, maximum)
 
 
 def name(value: object, path: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flowrun.model.spec import FlowSpec, ResourceSpec, SpecError, TaskSpec, pod_template_strings
+from flowrun.model.spec import MAX_COUNT, FlowSpec, ResourceSpec, SpecError, TaskSpec, pod_template_strings
 from flowrun.references import Context, Reference, ReferenceSyntaxError, RefKind, find_references, substitute
 
 
@@ -204,9 +204,9 @@ class _References:
                 r.kind is RefKind.PARAM for r in find_references(deployment.replicas)
             ):
                 value = substitute(deployment.replicas, Context(params=self.flow.param_values))
-                if not (value.isascii() and value.isdigit()):
+                if not (value.isascii() and value.isdigit()) or int(value) > MAX_COUNT:
                     raise SpecError(
                         f"{path}.setup.deployments[{i}].replicas",
-                        f"{deployment.replicas!r} resolves to {value!r}, not a non-negative integer",
+                        f"{deployment.replicas!r} resolves to {value!r}, not an integer from 0 to {MAX_COUNT}",
                     )
         return replace(resource, uses=tuple(uses))

@@ -15,6 +15,9 @@ from flowrun.model.spec import (
     DEFAULT_CLEANUP_RETRIES,
     DEFAULT_CLEANUP_TIMEOUT,
     DEFAULT_SETUP_TIMEOUT,
+    MAX_COUNT,
+    MAX_RETRIES,
+    MAX_SECONDS,
     PROTOCOLS,
     TRIGGERS,
     Cleanup,
@@ -73,9 +76,9 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
         service_account_name=(
             None if service_account is None else checks.string(service_account, "spec.serviceAccountName")
         ),
-        parallelism=checks.optional_int(spec, "parallelism", "spec", 1),
-        active_deadline_seconds=checks.optional_int(spec, "activeDeadlineSeconds", "spec", 1),
-        ttl_seconds_after_finished=checks.optional_int(spec, "ttlSecondsAfterFinished", "spec", 0),
+        parallelism=checks.optional_int(spec, "parallelism", "spec", 1, MAX_COUNT),
+        active_deadline_seconds=checks.optional_int(spec, "activeDeadlineSeconds", "spec", 1, MAX_SECONDS),
+        ttl_seconds_after_finished=checks.optional_int(spec, "ttlSecondsAfterFinished", "spec", 0, MAX_SECONDS),
         cancel=_cancel(spec.get("cancel", False)),
     )
     return check_references(flow, namespace)
@@ -145,12 +148,12 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
         trigger=trigger,
         resources=_name_refs(raw.get("resources") or [], f"{path}.resources", resources, "resource"),
         retries=Retries(
-            limit=checks.integer(retries.get("limit", 0), f"{path}.retries.limit", 0),
+            limit=checks.integer(retries.get("limit", 0), f"{path}.retries.limit", 0, MAX_RETRIES),
             backoff_seconds=checks.integer(
-                retries.get("backoffSeconds", DEFAULT_BACKOFF_SECONDS), f"{path}.retries.backoffSeconds", 0
+                retries.get("backoffSeconds", DEFAULT_BACKOFF_SECONDS), f"{path}.retries.backoffSeconds", 0, MAX_SECONDS
             ),
         ),
-        active_deadline_seconds=checks.optional_int(raw, "activeDeadlineSeconds", path, 1),
+        active_deadline_seconds=checks.optional_int(raw, "activeDeadlineSeconds", path, 1, MAX_SECONDS),
     )
 
 
@@ -175,7 +178,7 @@ def _setup(raw: object, path: str, namespace: str | None) -> Setup:
         checks.known_keys(job_raw, f"{path}.job", ("template", "backoffLimit"))
         job = SetupJob(
             template=checks.pod_template(job_raw.get("template"), f"{path}.job.template", needs_main=True),
-            backoff_limit=checks.integer(job_raw.get("backoffLimit", 0), f"{path}.job.backoffLimit", 0),
+            backoff_limit=checks.integer(job_raw.get("backoffLimit", 0), f"{path}.job.backoffLimit", 0, MAX_RETRIES),
         )
     deployments = _deployments(raw.get("deployments") or [], f"{path}.deployments")
     manifests = tuple(
@@ -188,7 +191,9 @@ def _setup(raw: object, path: str, namespace: str | None) -> Setup:
         job=job,
         deployments=deployments,
         manifests=manifests,
-        timeout_seconds=checks.integer(raw.get("timeoutSeconds", DEFAULT_SETUP_TIMEOUT), f"{path}.timeoutSeconds", 1),
+        timeout_seconds=checks.integer(
+            raw.get("timeoutSeconds", DEFAULT_SETUP_TIMEOUT), f"{path}.timeoutSeconds", 1, MAX_SECONDS
+        ),
     )
 
 
@@ -219,9 +224,9 @@ def _replicas(value: object, path: str) -> int | str:
         if refs:
             return value
         if value.isascii() and value.isdigit():
-            return int(value)
+            return checks.integer(int(value), path, 0, MAX_COUNT)
         raise SpecError(path, f"must be an integer or a $(...) reference, not {value!r}")
-    return checks.integer(value, path, 0)
+    return checks.integer(value, path, 0, MAX_COUNT)
 
 
 def _ports(raw: object, path: str) -> tuple[Port, ...]:
@@ -242,13 +247,11 @@ def _ports(raw: object, path: str) -> tuple[Port, ...]:
             if not target:
                 raise SpecError(f"{ppath}.targetPort", "must not be empty")
         elif target is not None:
-            target = checks.integer(target, f"{ppath}.targetPort", 1)
+            target = checks.integer(target, f"{ppath}.targetPort", 1, 65535)
         protocol = checks.string(item.get("protocol", "TCP"), f"{ppath}.protocol")
         if protocol not in PROTOCOLS:
             raise SpecError(f"{ppath}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
-        port = checks.integer(item.get("port"), f"{ppath}.port", 1)
-        if port > 65535:
-            raise SpecError(f"{ppath}.port", f"must be <= 65535, not {port}")
+        port = checks.integer(item.get("port"), f"{ppath}.port", 1, 65535)
         ports.append(Port(name, port, target, protocol))
     return tuple(ports)
 
@@ -303,6 +306,8 @@ def _cleanup(raw: object, path: str) -> Cleanup:
         template = checks.pod_template(job.get("template"), f"{path}.job.template", needs_main=False)
     return Cleanup(
         job_template=template,
-        timeout_seconds=checks.integer(raw.get("timeoutSeconds", DEFAULT_CLEANUP_TIMEOUT), f"{path}.timeoutSeconds", 1),
-        retries=checks.integer(raw.get("retries", DEFAULT_CLEANUP_RETRIES), f"{path}.retries", 0),
+        timeout_seconds=checks.integer(
+            raw.get("timeoutSeconds", DEFAULT_CLEANUP_TIMEOUT), f"{path}.timeoutSeconds", 1, MAX_SECONDS
+        ),
+        retries=checks.integer(raw.get("retries", DEFAULT_CLEANUP_RETRIES), f"{path}.retries", 0, MAX_RETRIES),
     )

@@ -13,6 +13,11 @@ DEFAULT_SETUP_TIMEOUT = 600
 DEFAULT_CLEANUP_TIMEOUT = 600
 DEFAULT_CLEANUP_RETRIES = 3
 DEFAULT_BACKOFF_SECONDS = 10
+# Upper bounds of the spec's numbers (the CRD states the same): large enough for any real run,
+# small enough that no arithmetic on them can overflow a date or a Kubernetes int32.
+MAX_SECONDS = 31_536_000  # one year: every duration (deadlines, timeouts, backoff, TTL)
+MAX_RETRIES = 100  # retries.limit, cleanup.retries, setup.job.backoffLimit
+MAX_COUNT = 10_000  # parallelism, replicas
 
 
 class SpecError(ValueError):
