@@ -157,6 +157,10 @@ def main() -> int:
                 f"objects were {', '.join(resource.get('objects') or [])}"
             )
         tasks = status.get("tasks") or {}
+        for task_name, task_status in sorted(tasks.items()):
+            if task_status.get("phase") == "Failed" and task_status.get("logs"):
+                print(f"\nlast log lines of {task_name} (kept in its status):")
+                print("  " + task_status["logs"].strip().replace("\n", "\n  "))
         if real and status["phase"] == "Succeeded":
             summary = (tasks.get("summarize") or {}).get("result") or ""
             print("\nsummary computed by the Dask cluster (the result of summarize):")
