@@ -242,76 +242,18 @@ def _make_pki(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
         "/CN=flowrun-devcluster-ca",
         cwd=pki,
     )
-    (pki / "apiserver.ext").write_text(
+    _sign(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
         "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
         "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.96.0.1"
         + "".join(f",IP:{ip}" for ip in extra_ips)
-        + "\n"
-        "extendedKeyUsage=serverAuth\n"
-    )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "apiserver.key",
-        "-out",
-        "apiserver.csr",
-        "-subj",
-        "/CN=kube-apiserver",
-        cwd=pki,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "apiserver.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "apiserver.crt",
-        "-days",
-        "3650",
-        "-extfile",
-        "apiserver.ext",
-        cwd=pki,
+        + "\nextendedKeyUsage=serverAuth\n",
     )
     # KWOK's server plays the nodes' kubelet endpoint (container logs) on loopback.
-    (pki / "kubelet.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "kubelet.key",
-        "-out",
-        "kubelet.csr",
-        "-subj",
-        "/CN=kwok-kubelet",
-        cwd=pki,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "kubelet.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "kubelet.crt",
-        "-days",
-        "3650",
-        "-extfile",
-        "kubelet.ext",
-        cwd=pki,
+    _sign(
+        pki, "kubelet", "/CN=kwok-kubelet", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
     )
     # One RSA key signs ServiceAccount tokens and verifies them.
     _openssl("genrsa", "-out", "service-account.key", "2048", cwd=pki)

@@ -721,3 +721,15 @@ def real_task(real_node: RealNode, name: str, script: str, **fields: Any) -> dic
         "containers": [main],
     }
     return {"name": name, "template": {"spec": pod_spec}, **fields}
+
+
+def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
+    """kubectl's output for `args` (the dev cluster's kubectl where it has one)."""
+    binary = str(kube_cluster.bin_dir / "kubectl") if kube_cluster.bin_dir else "kubectl"
+    return subprocess.run(
+        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout

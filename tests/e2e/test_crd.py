@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import KubeCluster
-from tests.e2e.helpers import FlowRuns, Operator, deployment, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, deployment, kubectl, sim_task
 
 pytestmark = pytest.mark.e2e
-
-
-def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
-    binary = str(kube_cluster.bin_dir / "kubectl") if kube_cluster.bin_dir else "kubectl"
-    return subprocess.run(
-        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
 
 
 def test_kubectl_explain_describes_the_task_fields(kube_cluster: KubeCluster, flowrun_crd: None) -> None:

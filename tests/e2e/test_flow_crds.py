@@ -5,7 +5,6 @@ at apply time with a message naming the problem. No operator runs here: this is 
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pytest
@@ -14,23 +13,13 @@ from kubernetes.client.exceptions import ApiException
 
 from devcluster.pytest_plugin import KubeCluster
 from flowrun import api
+from tests.e2e.helpers import kubectl
 
 pytestmark = pytest.mark.e2e
 
 TASKS = [{"name": "a", "template": {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}}]
 FLOW = {"params": [{"name": "out", "default": "x", "description": "where"}, {"name": "n"}], "tasks": TASKS}
 CRON = {"schedule": "0 2 * * *", "timeZone": "Europe/Paris", "flowRunTemplate": {"spec": {"flowRef": {"name": "f"}}}}
-
-
-def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
-    binary = str(kube_cluster.bin_dir / "kubectl") if kube_cluster.bin_dir else "kubectl"
-    return subprocess.run(
-        [binary, f"--kubeconfig={kube_cluster.kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
 
 
 class Objects:
