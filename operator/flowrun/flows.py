@@ -20,7 +20,6 @@ from flowrun.engine.lenient import as_map, conditions_by_type
 from flowrun.engine.status import condition
 from flowrun.model import SpecError, checks, parse_spec
 from flowrun.observed import observed_from_objects
-from flowrun.references import PARAM_NAME
 
 FLOW_KIND = "Flow"
 FLOW_PLURAL = "flows"
@@ -98,14 +97,7 @@ def flow_params(flow_spec: Mapping[str, Any]) -> tuple[FlowParam, ...]:
         path = f"spec.params[{i}]"
         item = checks.mapping(item, path)
         checks.known_keys(item, path, ("name", "default", "description"))
-        name = checks.string(item.get("name"), f"{path}.name")
-        if not PARAM_NAME.fullmatch(name):
-            raise SpecError(
-                f"{path}.name",
-                f"{name!r} is not a valid param name (a letter or '_', then letters, digits, '_' or '-')",
-            )
-        if any(p.name == name for p in params):
-            raise SpecError(f"{path}.name", f"duplicate param name {name!r}")
+        name = checks.param_name(item.get("name"), f"{path}.name", [p.name for p in params])
         default = item.get("default")
         params.append(
             FlowParam(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -733,3 +734,12 @@ def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
         check=True,
         timeout=60,
     ).stdout
+
+
+def real_dask_example(real_node: RealNode) -> dict[str, Any]:
+    """examples/dask-flowrun.yaml with its `image` param set to the dev cluster's local Dask image."""
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
+    for param in body["spec"]["params"]:
+        if param["name"] == "image":
+            param["value"] = real_node.dask_image
+    return body

@@ -16,10 +16,10 @@ from devcluster import node as devcluster_node
 from devcluster.pytest_plugin import KubeCluster, RealNode, fresh_namespace, wait_for
 from tests.e2e.helpers import (
     CHART,
-    REPO,
     FlowRuns,
     Tools,
     labelled_leftovers,
+    real_dask_example,
     release_name,
     res,
     task,
@@ -98,10 +98,7 @@ def test_the_chart_installs_the_image_which_runs_the_real_dask_example(
         assert pod.status.container_statuses[0].ready and pod.status.container_statuses[0].restart_count == 0
 
         flowruns = FlowRuns(kube_cluster, flows_namespace)
-        body = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
-        for param in body["spec"]["params"]:
-            if param["name"] == "image":
-                param["value"] = real_node.dask_image
+        body = real_dask_example(real_node)
         name = body["metadata"]["name"]
         flowruns.create(body)
         run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=300)

@@ -7,16 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from devcluster import node as devcluster_node
 from devcluster.pytest_plugin import KubeCluster, RealNode, wait_for
 from tests.e2e.helpers import (
-    REPO,
     FlowRuns,
     Operator,
     Watch,
     WatchRecorder,
+    real_dask_example,
     real_task,
     task,
 )
@@ -129,10 +128,7 @@ def test_deleting_a_run_while_its_real_dask_cluster_runs_cleans_the_cluster_up(
     kube_cluster.core().patch_namespace(
         flowruns.namespace, {"metadata": {"annotations": devcluster_node.namespace_annotations()}}
     )
-    body = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
-    for param in body["spec"]["params"]:
-        if param["name"] == "image":
-            param["value"] = real_node.dask_image
+    body = real_dask_example(real_node)
     name = body["metadata"]["name"]
     flowruns.create(body)
     # The block is Ready only when the scheduler's readiness probe reached its port for real.

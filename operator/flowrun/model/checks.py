@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowrun.model.spec import SpecError
-from flowrun.references import DNS1123_LABEL
+from flowrun.references import DNS1123_LABEL, PARAM_NAME
 
 
 def type_name(value: object) -> str:
@@ -98,3 +98,13 @@ def pod_template(value: object, path: str, *, needs_main: bool) -> dict[str, Any
             "with several containers, one must be named 'main' (its termination message is the result)",
         )
     return dict(template)
+
+
+def param_name(value: object, path: str, taken: Sequence[str]) -> str:
+    """A param's name (of a run or of a Flow): well-formed and not among the names `taken`."""
+    name = string(value, path)
+    if not PARAM_NAME.fullmatch(name):
+        raise SpecError(path, f"{name!r} is not a valid param name (a letter or '_', then letters, digits, '_' or '-')")
+    if name in taken:
+        raise SpecError(path, f"duplicate param name {name!r}")
+    return name

@@ -32,7 +32,7 @@ from flowrun.model.spec import (
     SpecError,
     TaskSpec,
 )
-from flowrun.references import PARAM_NAME, ReferenceSyntaxError, find_references
+from flowrun.references import ReferenceSyntaxError, find_references
 
 _PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
 
@@ -96,14 +96,7 @@ def _params(raw: object) -> tuple[Param, ...]:
         path = f"spec.params[{i}]"
         item = checks.mapping(item, path)
         checks.known_keys(item, path, ("name", "value"))
-        name = checks.string(item.get("name"), f"{path}.name")
-        if not PARAM_NAME.fullmatch(name):
-            raise SpecError(
-                f"{path}.name",
-                f"{name!r} is not a valid param name (a letter or '_', then letters, digits, '_' or '-')",
-            )
-        if any(p.name == name for p in params):
-            raise SpecError(f"{path}.name", f"duplicate param name {name!r}")
+        name = checks.param_name(item.get("name"), f"{path}.name", [p.name for p in params])
         params.append(Param(name, checks.string(item.get("value"), f"{path}.value")))
     return tuple(params)
 
