@@ -1,7 +1,8 @@
 """The children of a FlowRun as the engine sees them, built from raw API objects.
 
-Handlers list the objects labelled with the run's UID and pass the raw dicts (camelCase keys, as
-the API returns them) to `observed_from_objects`. Parsing is lenient: a missing or malformed
+Each watch event of a child is turned into its observed form once (`observe`, from the raw dict
+as the API returns it, camelCase keys); a pass sorts a run's observed children into `Observed`.
+Parsing is lenient: a missing or malformed
 field becomes an empty value, never an exception.
 """
 
@@ -218,28 +219,57 @@ def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: b
     )
 
 
+ObservedChild = ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedObject
+# (apiVersion, kind, name): a child's identity within its run (and its namespace).
+ChildKey = tuple[str, str, str]
+
+
+def observe(obj: object) -> ObservedChild | None:
+    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service or anything
+    else); None if it is not an object. Computed once per watch event, not per pass."""
+    if not isinstance(obj, Mapping):
+        return None
+    metadata = _map(obj.get("metadata"))
+    deleting = bool(metadata.get("deletionTimestamp"))
+    api_version, kind = _text(obj.get("apiVersion")), _text(obj.get("kind"))
+    if (api_version, kind) == ("v1", "Pod"):
+        return _pod(obj, metadata, deleting)
+    if (api_version, kind) == ("batch/v1", "Job"):
+        return _job(obj, metadata, deleting)
+    if (api_version, kind) == ("apps/v1", "Deployment"):
+        return _deployment(obj, metadata, deleting)
+    if (api_version, kind) == ("v1", "Service"):
+        cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
+        return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting)
+    return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting)
+
+
+def child_key(child: ObservedChild) -> ChildKey:
+    if isinstance(child, ObservedObject):
+        return (child.api_version, child.kind, child.name)
+    return (*_KINDS[type(child)], child.name)
+
+
+_KINDS: dict[type, tuple[str, str]] = {
+    ObservedPod: ("v1", "Pod"),
+    ObservedJob: ("batch/v1", "Job"),
+    ObservedDeployment: ("apps/v1", "Deployment"),
+    ObservedService: ("v1", "Service"),
+}
+
+
+def observed_from_children(children: Iterable[ObservedChild]) -> Observed:
+    """Sort observed children by kind, in a stable order (by name), whatever order they came in."""
+    ordered = sorted(children, key=child_key)
+    return Observed(
+        pods=tuple(c for c in ordered if isinstance(c, ObservedPod)),
+        jobs=tuple(c for c in ordered if isinstance(c, ObservedJob)),
+        deployments=tuple(c for c in ordered if isinstance(c, ObservedDeployment)),
+        services=tuple(c for c in ordered if isinstance(c, ObservedService)),
+        others=tuple(c for c in ordered if isinstance(c, ObservedObject)),
+    )
+
+
 def observed_from_objects(objects: Iterable[object]) -> Observed:
     """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed."""
-    pods: list[ObservedPod] = []
-    jobs: list[ObservedJob] = []
-    deployments: list[ObservedDeployment] = []
-    services: list[ObservedService] = []
-    others: list[ObservedObject] = []
-    for obj in objects:
-        if not isinstance(obj, Mapping):
-            continue
-        metadata = _map(obj.get("metadata"))
-        deleting = bool(metadata.get("deletionTimestamp"))
-        api_version, kind = _text(obj.get("apiVersion")), _text(obj.get("kind"))
-        if (api_version, kind) == ("v1", "Pod"):
-            pods.append(_pod(obj, metadata, deleting))
-        elif (api_version, kind) == ("batch/v1", "Job"):
-            jobs.append(_job(obj, metadata, deleting))
-        elif (api_version, kind) == ("apps/v1", "Deployment"):
-            deployments.append(_deployment(obj, metadata, deleting))
-        elif (api_version, kind) == ("v1", "Service"):
-            cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
-            services.append(ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting))
-        else:
-            others.append(ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting))
-    return Observed(tuple(pods), tuple(jobs), tuple(deployments), tuple(services), tuple(others))
+    return observed_from_children(child for child in map(observe, objects) if child is not None)
