@@ -69,7 +69,7 @@ class PassResult:
     message: str = ""
     waiting_for_flow: str | None = None  # the run waits for this Flow to appear (FlowNotFound)
     # What this pass wrote: the FlowRun as the API server stored it after the last patch, the
-    # children created (as created) and the children it deleted.
+    # children of the watched kinds (CHILD_KINDS) it created (as created) and deleted.
     written: Mapping[str, Any] | None = None
     created: tuple[ObservedChild, ...] = ()
     deleted: tuple[ChildKey, ...] = ()
@@ -297,7 +297,8 @@ class Reconciler:
             elif isinstance(action, DeleteObject):
                 try:
                     self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
-                    writes.deleted.append((action.api_version, action.kind, action.name))
+                    if (action.api_version, action.kind) in CHILD_KINDS:
+                        writes.deleted.append((action.api_version, action.kind, action.name))
                 except ApiException as error:
                     failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
             elif isinstance(action, CreateObject):
@@ -305,10 +306,11 @@ class Reconciler:
                 kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
                 try:
                     created = self.kube.create(manifest, uid)
-                    # Existing already (an earlier pass made it): what is seen of it is the manifest.
-                    seen = observe(created if created is not None else manifest)
-                    if seen is not None:
-                        writes.created.append(seen)
+                    if (manifest.get("apiVersion"), kind) in CHILD_KINDS:
+                        # Existing already (an earlier pass made it): what is seen of it is the manifest.
+                        seen = observe(created if created is not None else manifest)
+                        if seen is not None:
+                            writes.created.append(seen)
                 except (ForeignObject, UnknownKind) as error:
                     refusals[f"{kind}/{name}"] = str(error)
                 except ApiException as error:

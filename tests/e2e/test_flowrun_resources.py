@@ -542,7 +542,8 @@ def test_the_finalizer_held_for_a_failing_cleanup_is_a_wait_not_an_error(
     flowruns.events_when("held", lambda events: any(e.reason == "CleanupFailed" for e in events))
     still = flowruns.get("held")
     assert still is not None and api.FINALIZER in still["metadata"]["finalizers"]
-    assert api.SKIP_CLEANUP_ANNOTATION in still["status"]["message"]
+    released = next(c for c in still["status"]["conditions"] if c["type"] == "ResourcesReleased")
+    assert api.SKIP_CLEANUP_ANNOTATION in released["message"], released
 
     flowruns.patch("held", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
     wait_for("the FlowRun to be released", lambda: flowruns.get("held") is None, timeout=30)
