@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     handlers.CLUSTERWIDE = args.all_namespaces
     handlers.WORKERS = args.workers
+    handlers.ORPHANS = handlers.OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after)
     structured_logging.configure(args.log_level, args.log_format)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -40,6 +41,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 31_536_000:
+        raise argparse.ArgumentTypeError("must be between 0 and 31536000 (a year)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowrun", description="flowrun-operator: runs FlowRuns on Kubernetes")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         type=_positive,
         default=16,
         help="reconcile passes of different FlowRuns run at once (default 16; never two of one run)",
+    )
+    run.add_argument(
+        "--orphan-grace",
+        type=_seconds,
+        default=60,
+        help="report an object whose FlowRun is gone this many seconds after it is first seen (default 60)",
+    )
+    run.add_argument(
+        "--delete-orphans-after",
+        type=_seconds,
+        default=None,
+        help="delete reported orphans this many seconds later (default: report only)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")

@@ -33,6 +33,7 @@ import logging
 import random
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -46,8 +47,9 @@ from flowrun.engine.phases import RUN_FINAL
 from flowrun.expectations import Expectations
 from flowrun.flow_checker import FlowChecker, checked
 from flowrun.flows import FLOW_PLURAL
-from flowrun.kube import REQUEST_TIMEOUT, Kube
+from flowrun.kube import CHILD_KINDS, REQUEST_TIMEOUT, Kube
 from flowrun.observed import ObservedChild, child_key, observe
+from flowrun.orphans import Child, SweepState, sweep
 from flowrun.reconciler import PassResult, Reconciler
 from flowrun.workqueue import WorkQueue
 
@@ -73,6 +75,18 @@ MAX_RETRY_SECONDS = 60.0
 CRON_RESYNC_SECONDS = 600.0
 
 Key = tuple[str, str]  # (namespace, name)
+CachedChild = tuple[str, ObservedChild]  # (namespace, what the engine sees of it)
+ORPHAN_SWEEP_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class OrphanPolicy:
+    grace: float = 60.0  # seconds an object whose FlowRun is gone waits before it is reported
+    delete_after: float | None = None  # then deleted this much later; None: report only
+
+
+# Set by the CLI before kopf starts.
+ORPHANS = OrphanPolicy()
 UNREACHABLE = (
     urllib3.exceptions.MaxRetryError,
     urllib3.exceptions.NewConnectionError,
@@ -102,7 +116,7 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         self.kube = kube
         self.flowruns: kopf.Index[str, Mapping[str, Any]] = indexes["flowruns_by_uid"]
-        self.children: tuple[kopf.Index[str, ObservedChild], ...] = tuple(indexes[name] for name in CHILD_INDEXES)
+        self.children: tuple[kopf.Index[str, CachedChild], ...] = tuple(indexes[name] for name in CHILD_INDEXES)
         self.flows_by_name: kopf.Index[Key, Any] = indexes["flows_by_name"]
         self.cron_runs: kopf.Index[Key, Owned] = indexes["cron_runs"]
         self.expectations = Expectations()
@@ -151,7 +165,7 @@ class Runtime:
         body = self.expectations.flowrun(uid, cached)
         children: list[ObservedChild] = []
         for index in self.children:
-            children.extend(index.get(uid, ()))
+            children.extend(child for _, child in index.get(uid, ()))
         return body, self.expectations.children(uid, children)
 
     async def reconcile(self, uid: str) -> float | None:
@@ -177,6 +191,45 @@ class Runtime:
             self.expectations.written(uid, trimmed(result.written))
         self.expectations.created(uid, result.created)
         self.expectations.deleted(uid, result.deleted)
+
+    # --- orphans -----------------------------------------------------------------------------
+
+    async def sweep_orphans(self, policy: OrphanPolicy) -> None:
+        """Every ORPHAN_SWEEP_SECONDS: find orphans in the caches, report and maybe delete them."""
+        state = SweepState()
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+            found = sweep(
+                list(self.flowruns), self.cached_children(), state, self.loop.time(), policy.grace, policy.delete_after
+            )
+            state = found.state
+            for api_version, kind in CHILD_KINDS:
+                count = sum(1 for ref in found.orphans if ref[:2] == (api_version, kind))
+                metrics.ORPHANED_OBJECTS.labels(kind=kind).set(count)
+            for _, kind, namespace, name in found.newly_reported:
+                logger.warning(
+                    "orphaned %s %s/%s: labelled with the UID of a FlowRun that no longer exists%s",
+                    kind,
+                    namespace,
+                    name,
+                    "" if policy.delete_after is None else f"; deleted in {policy.delete_after:.0f}s",
+                )
+            for api_version, kind, namespace, name in found.delete:
+                try:
+                    await self.loop.run_in_executor(
+                        self.pool, self.kube.delete, namespace, api_version, kind, name, "Background"
+                    )
+                    logger.warning("deleted orphaned %s %s/%s", kind, namespace, name)
+                except Exception as error:  # tried again at the next sweep
+                    logger.warning("could not delete orphaned %s %s/%s: %s", kind, namespace, name, error)
+
+    def cached_children(self) -> list[Child]:
+        return [
+            Child((api_version, kind, namespace, child.name), uid)
+            for (api_version, kind), index in zip(CHILD_KINDS, self.children, strict=True)
+            for uid in index
+            for namespace, child in index.get(uid, ())
+        ]
 
     async def probe(self) -> None:
         await self.loop.run_in_executor(self.pool, self.kube.probe)
@@ -318,6 +371,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # kopf hands every handler, this one included, its indexes by the names of their functions.
     _runtime = Runtime(Kube(client.ApiClient(configuration)), kwargs, WORKERS)
     _runtime.queue.start()
+    _runtime.ensure_task("orphans", lambda: runtime().sweep_orphans(ORPHANS))
 
 
 @kopf.on.cleanup()
@@ -342,28 +396,29 @@ async def flowruns_by_uid(uid: str, body: kopf.Body, **_: Any) -> dict[str, Any]
     return {uid: trimmed(body)}
 
 
-def _child_index(body: kopf.Body, labels: kopf.Labels) -> dict[str, ObservedChild]:
+def _child_index(body: kopf.Body, labels: kopf.Labels) -> dict[str, CachedChild]:
     uid, child = labels.get(api.LABEL_UID), observe(body)
-    return {uid: child} if uid and child is not None else {}
+    namespace = str(body.get("metadata", {}).get("namespace") or "")
+    return {uid: (namespace, child)} if uid and child is not None else {}
 
 
 @kopf.index("v1", "pods", labels=MANAGED)
-async def pods_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, ObservedChild]:
+async def pods_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
     return _child_index(body, labels)
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-async def jobs_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, ObservedChild]:
+async def jobs_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
     return _child_index(body, labels)
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-async def deployments_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, ObservedChild]:
+async def deployments_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
     return _child_index(body, labels)
 
 
 @kopf.index("v1", "services", labels=MANAGED)
-async def services_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, ObservedChild]:
+async def services_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
     return _child_index(body, labels)
 
 

@@ -46,6 +46,11 @@ PASSES_QUEUED = Gauge("flowrun_passes_queued", "FlowRuns waiting for a reconcile
 API_SERVER_REACHABLE = Gauge(
     "flowrun_api_server_reachable", "1 while the API server answers, 0 during an outage the operator noticed"
 )
+ORPHANED_OBJECTS = Gauge(
+    "flowrun_orphaned_objects",
+    "Objects labelled with the UID of a FlowRun that no longer exists, past the grace period, by kind",
+    ["kind"],
+)
 API_OUTAGES = Counter("flowrun_api_server_outages_total", "Outages of the API server the operator noticed")
 
 _run_phases: dict[str, str] = {}

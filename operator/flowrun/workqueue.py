@@ -121,7 +121,7 @@ class WorkQueue:
             self._queued.discard(key)
             metrics.PASSES_QUEUED.set(len(self._queued))
             if not self._reachable.is_set():
-                self._requeue_front(key)
+                self.add(key)  # taken as the outage began: processed when the API server is back
                 continue
             self._active.add(key)
             try:
@@ -139,17 +139,13 @@ class WorkQueue:
             elif delay is not None:
                 self.add_after(key, delay)
 
-    def _requeue_front(self, key: str) -> None:
-        # Taken while the outage began: back in the queue, processed when the API server is back.
-        self.add(key)
-
     def _failed(self, key: str, error: BaseException) -> float:
         if self._is_unreachable(error):
             self._outage(error)
             return 0.0  # queued again at once: it waits for the probe with everything else
         count = self._failures.get(key, 0)
         self._failures[key] = count + 1
-        delay = min(RETRY_SECONDS * 2**count, MAX_RETRY_SECONDS)
+        delay = min(RETRY_SECONDS * 2.0**count, MAX_RETRY_SECONDS)
         logger.error("reconcile pass of %s failed; trying again in %.0fs", key, delay, exc_info=error)
         metrics.RECONCILE_ERRORS.inc()
         return delay
