@@ -197,8 +197,10 @@ class Runtime:
     async def sweep_orphans(self, policy: OrphanPolicy) -> None:
         """Every ORPHAN_SWEEP_SECONDS: find orphans in the caches, report and maybe delete them."""
         state = SweepState()
+        # A short grace is swept often enough to honour it.
+        interval = min(ORPHAN_SWEEP_SECONDS, max(policy.grace / 2, 1.0))
         while True:
-            await asyncio.sleep(ORPHAN_SWEEP_SECONDS)
+            await asyncio.sleep(interval)
             found = sweep(
                 list(self.flowruns), self.cached_children(), state, self.loop.time(), policy.grace, policy.delete_after
             )
