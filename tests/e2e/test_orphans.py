@@ -9,12 +9,17 @@ import pytest
 from kubernetes import client
 
 from devcluster.pytest_plugin import wait_for
-from tests.e2e.helpers import FlowRuns, StartOperator, deployment, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, StartOperator, deployment, sim_task
 
 pytestmark = pytest.mark.e2e
 
 
-def orphaned(metrics: str, kind: str) -> float | None:
+def orphaned(operator: Operator, kind: str) -> float | None:
+    """The operator's flowrun_orphaned_objects for the kind; None until its metrics are served."""
+    try:
+        metrics = operator.scrape_metrics()
+    except OSError:
+        return None
     prefix = f'flowrun_orphaned_objects{{kind="{kind}"}} '
     return next((float(line.removeprefix(prefix)) for line in metrics.splitlines() if line.startswith(prefix)), None)
 
@@ -48,11 +53,11 @@ def test_an_orphan_left_by_a_finalizer_removed_by_hand_is_reported_then_deleted(
     second = start_operator("--orphan-grace", "2", "--delete-orphans-after", "3", metrics=True)
     wait_for(
         "the orphan to be counted",
-        lambda: orphaned(second.scrape_metrics(), "Deployment") == 1.0,
+        lambda: orphaned(second, "Deployment") == 1.0,
         timeout=30,
     )
     wait_for("the orphan to be deleted", lambda: "Deployment" not in flowruns.children(uid), timeout=30)
-    wait_for("the count to drop", lambda: orphaned(second.scrape_metrics(), "Deployment") == 0.0, timeout=30)
+    wait_for("the count to drop", lambda: orphaned(second, "Deployment") == 0.0, timeout=30)
     wait_for("every child of the run to be gone", lambda: not flowruns.children(uid), timeout=60)
     log = second.log_path.read_text()
     assert log.count(f"orphaned Deployment {flowruns.namespace}/{name}:") == 1, log[-3000:]
