@@ -64,6 +64,10 @@ class ObservedJob:
     active: int = 0
     succeeded: int = 0
     failed: int = 0
+    created_at: datetime | None = None
+    # Why the Job controller could not create the Job's pod (a FailedCreate event, e.g. a missing
+    # ServiceAccount or a quota): the Job's status says nothing of it. Empty when not known.
+    pod_create_failure: str = ""
 
     def condition(self, kind: str) -> JobCondition | None:
         return next((c for c in self.conditions if c.type == kind and c.status == "True"), None)
@@ -75,6 +79,10 @@ class ObservedJob:
     @property
     def failed_condition(self) -> JobCondition | None:
         return self.condition("Failed")
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed_condition is not None
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
     )
 
 
-def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedJob:
+def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool, pod_create_failure: str) -> ObservedJob:
     status = _map(obj.get("status"))
     return ObservedJob(
         name=_text(metadata.get("name")),
@@ -195,6 +203,8 @@ def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
         active=_count(status.get("active")),
         succeeded=_count(status.get("succeeded")),
         failed=_count(status.get("failed")),
+        created_at=parse_time(metadata.get("creationTimestamp")),
+        pod_create_failure=pod_create_failure,
     )
 
 
@@ -218,8 +228,10 @@ def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: b
     )
 
 
-def observed_from_objects(objects: Iterable[object]) -> Observed:
-    """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed."""
+def observed_from_objects(objects: Iterable[object], pod_create_failures: Mapping[str, str] | None = None) -> Observed:
+    """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed.
+    `pod_create_failures`: Job name -> why its pod could not be created (see pod_refusals.py)."""
+    failures = pod_create_failures or {}
     pods: list[ObservedPod] = []
     jobs: list[ObservedJob] = []
     deployments: list[ObservedDeployment] = []
@@ -234,7 +246,7 @@ def observed_from_objects(objects: Iterable[object]) -> Observed:
         if (api_version, kind) == ("v1", "Pod"):
             pods.append(_pod(obj, metadata, deleting))
         elif (api_version, kind) == ("batch/v1", "Job"):
-            jobs.append(_job(obj, metadata, deleting))
+            jobs.append(_job(obj, metadata, deleting, failures.get(_text(metadata.get("name")), "")))
         elif (api_version, kind) == ("apps/v1", "Deployment"):
             deployments.append(_deployment(obj, metadata, deleting))
         elif (api_version, kind) == ("v1", "Service"):

@@ -9,6 +9,7 @@ the operator can be killed at any instant and the next pass continues where this
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from flowrun.engine.status import invalid_outcome
 from flowrun.flows import FLOW_KIND
 from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
 from flowrun.observed import Observed, observed_from_objects
+from flowrun.pod_refusals import PodRefusals
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +76,18 @@ class Reconciler:
         # after a restart the next pass sends the create again, is refused again, and the pass
         # after that records it.
         self._refused: dict[str, dict[str, str]] = {}
+        # Per run: a create of the last pass was refused because the namespace is being deleted
+        # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
+        self._namespace_terminating: set[str] = set()
+        # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
+        self.pod_refusals = PodRefusals(kube.core)
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
         self._reported_failures.pop(uid, None)
         self._refused.pop(uid, None)
+        self._namespace_terminating.discard(uid)
+        self.pod_refusals.forget(uid)
 
     def run_pass(self, namespace: str, name: str) -> PassResult:
         body = self.kube.get_flowrun(namespace, name)
@@ -101,6 +110,9 @@ class Reconciler:
         refused = self._refused.pop(uid, {})
         now = datetime.now(UTC)
         run = engine.run_input_from_object(body, refused=refused)
+        if uid in self._namespace_terminating:
+            self._namespace_terminating.discard(uid)
+            run = dataclasses.replace(run, namespace_terminating=True)
         resolved = self._resolve(run, now)
         if isinstance(resolved, resolution.Waiting):
             return self._wait(body, run, resolved)
@@ -118,13 +130,28 @@ class Reconciler:
             children = self.kube.list_children(namespace, uid, manifest_kinds(resolved.spec))
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error))
-        observed = observed_from_objects(children)
+        observed = observed_from_objects(children, self.pod_refusals.read(uid, namespace, children, now))
         outcome = engine.reconcile(run, observed, now)
         outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now)
         if refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[uid] = refusals
+        if run.namespace_terminating:
+            self._report_outside(body, outcome)
         return self._write(body, outcome, resolved, logs, failures, refusals)
+
+    def _report_outside(self, body: Mapping[str, Any], outcome: Outcome) -> None:
+        """A terminating namespace accepts no Event either: its Warning events are logged and posted
+        on the Namespace (as Events of cluster-scoped objects are, in namespace `default`)."""
+        metadata = body["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        where = {"name": namespace, "namespace": "default", "uid": ""}
+        involved = {"apiVersion": "v1", "kind": "Namespace", "metadata": where}
+        for event in outcome.events:
+            if event.type == "Warning":
+                message = f"FlowRun {namespace}/{name}: {event.message}"
+                logger.warning("%s: %s", event.reason, message)
+                self.kube.post_event(involved, "Warning", event.reason, message)
 
     def _resolve(self, run: RunInput, now: datetime) -> resolution.Resolution:
         """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
@@ -259,6 +286,8 @@ class Reconciler:
                     refusal = refusal_message(error)
                     if refusal is not None:
                         refusals[f"{kind}/{name}"] = refusal
+                        if namespace_terminating(error):
+                            self._namespace_terminating.add(uid)
                     else:
                         failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
             elif isinstance(action, DeleteFlowRun):
@@ -287,6 +316,16 @@ def refusal_message(error: ApiException) -> str | None:
     if error.status not in PERMANENT_REJECTIONS:
         return None
     return f"{error.status} {error.reason}: {api_message(error)}"
+
+
+def namespace_terminating(error: ApiException) -> bool:
+    """The create was refused because its namespace is being deleted (the API server says so in
+    a cause of type NamespaceTerminating)."""
+    try:
+        causes = (json.loads(error.body).get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("type") == "NamespaceTerminating" for c in causes)
 
 
 def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:

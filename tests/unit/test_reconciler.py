@@ -3,6 +3,7 @@ handed to the next pass's engine (RunInput.refused) and which are transient and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -181,3 +182,51 @@ def test_skip_cleanup_releases_the_finalizer_whatever_reading_the_children_raise
     kube.body["metadata"]["annotations"] = {api.SKIP_CLEANUP_ANNOTATION: "true"}
     result = reconciler.run_pass(NS, "x")
     assert result.finalizer_releasable and result.deleting
+
+
+def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its_warnings_go_elsewhere() -> None:
+    spec = {
+        "tasks": [pod_task("a", resources=["r"])],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {"deployments": [{"name": "db", "template": pod_task("db")["template"]}]},
+                "cleanup": {"job": {"template": pod_task("c")["template"]}},
+            }
+        ],
+    }
+    terminating = api_error(
+        403, "Forbidden", "unable to create new content in namespace team because it is being terminated"
+    )
+    terminating.body = json.dumps(
+        {
+            "kind": "Status",
+            "message": "unable to create new content in namespace team because it is being terminated",
+            "details": {"causes": [{"type": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        }
+    )
+    kube = FakeKube(spec, {"Job/x-r-cleanup-1": terminating})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")  # the Deployment is created (the task waits for it)
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
+    reconciler.run_pass(NS, "x")  # stopped; the cleanup job is refused
+    assert UID in reconciler._namespace_terminating
+    result = reconciler.run_pass(NS, "x")
+    r = kube.body["status"]["resources"]["r"]
+    assert (r["phase"], r["reason"]) == ("CleanupFailed", "NamespaceDeleted")
+    # The namespace accepts no Event: the Warning goes on the Namespace (in `default`) as well.
+    warnings = [
+        (o, m) for o, (t, reason, m) in zip(kube.event_objects, kube.events, strict=True) if reason == "CleanupFailed"
+    ]
+    assert sorted(o for o, _ in warnings) == ["FlowRun/x", "Namespace/team"]
+    outside = next(m for o, m in warnings if o == "Namespace/team")
+    assert outside.startswith("FlowRun team/x: resource r: cleanup job not run: namespace team is being deleted")
+    assert UID not in reconciler._namespace_terminating
+    assert result.finalizer_releasable
+
+
+def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    reconciler.run_pass(NS, "x")
+    assert reconciler._refused[UID] and UID not in reconciler._namespace_terminating
