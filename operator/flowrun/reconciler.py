@@ -320,12 +320,12 @@ def refusal_message(error: ApiException) -> str | None:
 
 def namespace_terminating(error: ApiException) -> bool:
     """The create was refused because its namespace is being deleted (the API server says so in
-    a cause of type NamespaceTerminating)."""
+    a cause whose reason is NamespaceTerminating)."""
     try:
         causes = (json.loads(error.body).get("details") or {}).get("causes") or []
     except (TypeError, ValueError, AttributeError):
         return False
-    return any(isinstance(c, dict) and c.get("type") == "NamespaceTerminating" for c in causes)
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:

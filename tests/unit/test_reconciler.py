@@ -202,7 +202,7 @@ def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its
         {
             "kind": "Status",
             "message": "unable to create new content in namespace team because it is being terminated",
-            "details": {"causes": [{"type": "NamespaceTerminating", "field": "metadata.namespace"}]},
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
         }
     )
     kube = FakeKube(spec, {"Job/x-r-cleanup-1": terminating})
