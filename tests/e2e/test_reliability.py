@@ -236,23 +236,28 @@ def test_a_flowrun_deleted_in_each_phase_is_cleaned_up_and_released(
         flowruns.wait_status(name, f"in phase {name}", PHASES[name][1], timeout=60)
         flowruns.delete(name)
     for name in phases:
-        wait_for(f"FlowRun {name} to be gone", lambda n=name: flowruns.get(n) is None, timeout=60)
-        wait_for(f"every child of {name} to be gone", lambda n=name: not flowruns.children(uids[n]), timeout=60)
-        final = wait_for(f"the DELETED event of {name}", lambda n=name: runs.first(n, "DELETED"))
-        status = final.get("status") or {}
-        if PHASES[name][2]:
-            # Cleanup done before the finalizer went: the block cleaned up, its one cleanup job completed.
-            assert res(final, "env")["phase"] == "CleanedUp", (name, status)
-            cleanup_job = f"{name}-env-cleanup-1"
-            assert added(jobs, cleanup_job) == 1, name
-            assert any(
-                kind == "MODIFIED" and obj["metadata"]["name"] == cleanup_job and job_complete(obj)
-                for kind, obj in jobs.snapshot()
-            ), f"{name}: the cleanup job never completed"
-        else:
-            assert not status.get("resources"), status
+        assert_released(flowruns, runs, jobs, name, uids[name])
     # No name was created twice.
     assert not jobs.duplicated_names(), jobs.duplicated_names()
+
+
+def assert_released(flowruns: FlowRuns, runs: WatchRecorder, jobs: WatchRecorder, name: str, uid: str) -> None:
+    """Gone (the finalizer released), nothing of it left, and cleanup done before the finalizer went:
+    the block cleaned up, its one cleanup job completed."""
+    wait_for(f"FlowRun {name} to be gone", lambda: flowruns.get(name) is None, timeout=60)
+    wait_for(f"every child of {name} to be gone", lambda: not flowruns.children(uid), timeout=60)
+    final: dict[str, Any] = wait_for(f"the DELETED event of {name}", lambda: runs.first(name, "DELETED"))
+    status = final.get("status") or {}
+    if not PHASES[name][2]:
+        assert not status.get("resources"), status
+        return
+    assert res(final, "env")["phase"] == "CleanedUp", (name, status)
+    cleanup_job = f"{name}-env-cleanup-1"
+    assert added(jobs, cleanup_job) == 1, name
+    assert any(
+        kind == "MODIFIED" and obj["metadata"]["name"] == cleanup_job and job_complete(obj)
+        for kind, obj in jobs.snapshot()
+    ), f"{name}: the cleanup job never completed"
 
 
 def job_complete(obj: dict[str, Any]) -> bool:
