@@ -61,6 +61,14 @@ def put(path: str, value: Any) -> Edit:
     return edit
 
 
+def both(first: Edit, second: Edit) -> Edit:
+    def edit(spec: Spec) -> None:
+        first(spec)
+        second(spec)
+
+    return edit
+
+
 def add_task(task: dict[str, Any]) -> Edit:
     return lambda spec: spec["tasks"].append(task)
 
@@ -134,15 +142,15 @@ OPERATOR_TIME: list[tuple[str, Edit, tuple[str, ...]]] = [
     ("result-not-upstream", put("tasks.0.template", sim_template(args=["$(tasks.b.result)"])), ("'b'", "upstream")),
     (
         "service-without-ports",
-        lambda s: (
-            s["resources"][0]["setup"]["deployments"].append(deployment("cache")),
-            put("tasks.1.template.spec.containers.0.args", ["$(resources.r.services.cache)"])(s),
+        both(
+            lambda s: s["resources"][0]["setup"]["deployments"].append(deployment("cache")),
+            args("$(resources.r.services.cache)"),
         ),
         ("spec.tasks[1].template.spec.containers[0].args[0]", "cache"),
     ),
     (
         "replicas-resolving-to-a-word",
-        lambda s: (put("params.0.value", "two")(s), put("resources.0.setup.deployments.0.replicas", "$(params.n)")(s)),
+        both(put("params.0.value", "two"), put("resources.0.setup.deployments.0.replicas", "$(params.n)")),
         ("spec.resources[0].setup.deployments[0].replicas", "'two'"),
     ),
     (

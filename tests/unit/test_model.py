@@ -647,11 +647,12 @@ def test_an_image_may_use_a_declared_param_and_an_unknown_one_is_an_error() -> N
 
 
 def test_a_param_value_over_4096_characters_is_refused_naming_it() -> None:
-    spec = {"params": [{"name": "n", "value": "x" * 4097}], "tasks": [{"name": "a", "template": TEMPLATE_FOR_PARAMS}]}
+    param = {"name": "n", "value": "x" * 4097}
+    spec = {"params": [param], "tasks": [{"name": "a", "template": TEMPLATE_FOR_PARAMS}]}
     with pytest.raises(SpecError) as refused:
         parse_spec(spec, "team")
     assert str(refused.value) == "spec.params[0].value: may have at most 4096 characters, not 4097"
-    spec["params"][0]["value"] = "x" * 4096
+    param["value"] = "x" * 4096
     assert parse_spec(spec, "team").param_values == {"n": "x" * 4096}
 
 
