@@ -225,18 +225,16 @@ PHASES: dict[str, tuple[dict[str, Any], Any, bool]] = {
 }
 
 
+@pytest.mark.parametrize("phase", list(PHASES))
 def test_a_flowrun_deleted_in_each_phase_is_cleaned_up_and_released(
-    operator: Operator, flowruns: FlowRuns, watch: Watch
+    operator: Operator, flowruns: FlowRuns, watch: Watch, phase: str
 ) -> None:
-    """One run per phase of PHASES, side by side (one operator, one namespace: seconds, not a minute)."""
-    phases = list(PHASES)
     runs, jobs = watch("flowruns"), watch("jobs")
-    uids = {name: flowruns.create(copy.deepcopy(PHASES[name][0]))["metadata"]["uid"] for name in phases}
-    for name in phases:
-        flowruns.wait_status(name, f"in phase {name}", PHASES[name][1], timeout=60)
-        flowruns.delete(name)
-    for name in phases:
-        assert_released(flowruns, runs, jobs, name, uids[name])
+    body, in_phase, _ = PHASES[phase]
+    uid = flowruns.create(copy.deepcopy(body))["metadata"]["uid"]
+    flowruns.wait_status(phase, f"in phase {phase}", in_phase, timeout=60)
+    flowruns.delete(phase)
+    assert_released(flowruns, runs, jobs, phase, uid)
     # No name was created twice.
     assert not jobs.duplicated_names(), jobs.duplicated_names()
 
