@@ -263,3 +263,18 @@ def scrape_or_none(operator: Operator) -> str | None:
 def spec_invalid(status: dict[str, Any]) -> bool:
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     return (conditions.get("SpecValid") or {}).get("status") == "False"
+
+
+def test_a_termination_message_over_the_4_kib_limit_is_cut_to_it_and_said_so(
+    operator: Operator, flowruns: FlowRuns
+) -> None:
+    # The kubelet keeps at most 4 KiB of a termination message; the dev cluster's simulated pods
+    # report whatever they are told, so the operator's own cap is what is tested here.
+    flowruns.create(
+        {"metadata": {"name": "big-result"}, "spec": {"tasks": [sim_task("a", message="é" * 2500), sim_task("b")]}}
+    )
+    run = flowruns.wait_phase("big-result", "Succeeded")
+    a = run["status"]["tasks"]["a"]
+    assert a["result"] == "é" * 2048 and len(a["result"].encode()) == 4096, len(a["result"])
+    assert a["message"] == "result reached the 4 KiB termination-message limit and may be truncated"
+    flowruns.delete_and_check_nothing_leaked("big-result")
