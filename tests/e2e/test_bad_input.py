@@ -34,6 +34,8 @@ API_REQUESTS = "flowrun_api_requests_total"
 # reads of the run, the finalizer patch, the status patch, the InvalidSpec event, the children
 # list (one per kind), and the dry runs of its children. A retry storm is far above this.
 MAX_REQUESTS_PER_BAD_RUN = 30
+# Requests in the 3 s after every bad run was reported, all runs together.
+MAX_REQUESTS_WHEN_SETTLED = 5
 
 
 def base() -> Spec:
@@ -241,7 +243,9 @@ def test_malformed_flowruns_the_crd_accepts_are_reported_by_the_operator_naming_
     if before is not None and counted is not None:
         per_run = (counted - before) / len(uids)
         assert per_run <= MAX_REQUESTS_PER_BAD_RUN, f"{per_run:.1f} API requests per bad FlowRun"
-        assert api_requests(operator) == counted, "API requests went on after every run was reported"
+        # A few requests of the operator's own (a watch renewed) may fall in the window; a storm would not.
+        after = api_requests(operator) or 0.0
+        assert after - counted <= MAX_REQUESTS_WHEN_SETTLED, f"{after - counted:.0f} API requests once settled"
 
     # An edit of the spec after creation is refused by the CRD, naming spec.
     with pytest.raises(ApiException) as refused:
