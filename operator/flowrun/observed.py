@@ -8,6 +8,7 @@ field becomes an empty value, never an exception.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +66,10 @@ class ObservedJob:
     active: int = 0
     succeeded: int = 0
     failed: int = 0
+    created_at: datetime | None = None
+    # Why the Job controller could not create the Job's pod (a FailedCreate event, e.g. a missing
+    # ServiceAccount or a quota): the Job's status says nothing of it. Empty when not known.
+    pod_create_failure: str = ""
 
     def condition(self, kind: str) -> JobCondition | None:
         return next((c for c in self.conditions if c.type == kind and c.status == "True"), None)
@@ -76,6 +81,10 @@ class ObservedJob:
     @property
     def failed_condition(self) -> JobCondition | None:
         return self.condition("Failed")
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed_condition is not None
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
     )
 
 
-def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedJob:
+def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool, pod_create_failure: str) -> ObservedJob:
     status = _map(obj.get("status"))
     return ObservedJob(
         name=_text(metadata.get("name")),
@@ -196,6 +205,8 @@ def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
         active=_count(status.get("active")),
         succeeded=_count(status.get("succeeded")),
         failed=_count(status.get("failed")),
+        created_at=parse_time(metadata.get("creationTimestamp")),
+        pod_create_failure=pod_create_failure,
     )
 
 
@@ -235,7 +246,7 @@ def observe(obj: object) -> ObservedChild | None:
     if (api_version, kind) == ("v1", "Pod"):
         return _pod(obj, metadata, deleting)
     if (api_version, kind) == ("batch/v1", "Job"):
-        return _job(obj, metadata, deleting)
+        return _job(obj, metadata, deleting, "")
     if (api_version, kind) == ("apps/v1", "Deployment"):
         return _deployment(obj, metadata, deleting)
     if (api_version, kind) == ("v1", "Service"):
@@ -270,6 +281,20 @@ def observed_from_children(children: Iterable[ObservedChild]) -> Observed:
     )
 
 
-def observed_from_objects(objects: Iterable[object]) -> Observed:
+def with_pod_create_failures(observed: Observed, pod_create_failures: Mapping[str, str]) -> Observed:
+    """`pod_create_failures`: Job name -> why its pod could not be created (see pod_refusals.py)."""
+    if not pod_create_failures:
+        return observed
+    jobs = tuple(
+        dataclasses.replace(job, pod_create_failure=pod_create_failures[job.name])
+        if job.name in pod_create_failures
+        else job
+        for job in observed.jobs
+    )
+    return dataclasses.replace(observed, jobs=jobs)
+
+
+def observed_from_objects(objects: Iterable[object], pod_create_failures: Mapping[str, str] | None = None) -> Observed:
     """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed."""
-    return observed_from_children(child for child in map(observe, objects) if child is not None)
+    observed = observed_from_children(child for child in map(observe, objects) if child is not None)
+    return with_pod_create_failures(observed, pod_create_failures or {})

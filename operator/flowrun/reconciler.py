@@ -12,6 +12,7 @@ the operator can be killed at any instant and the next pass continues where this
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,15 @@ from flowrun.kube import (
     api_message,
     manifest_kinds,
 )
-from flowrun.observed import ChildKey, Observed, ObservedChild, observe, observed_from_children
+from flowrun.observed import (
+    ChildKey,
+    Observed,
+    ObservedChild,
+    observe,
+    observed_from_children,
+    with_pod_create_failures,
+)
+from flowrun.pod_refusals import PodRefusals
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +110,18 @@ class Reconciler:
         # after a restart the next pass sends the create again, is refused again, and the pass
         # after that records it.
         self._refused: dict[str, dict[str, str]] = {}
+        # Per run: a create of the last pass was refused because the namespace is being deleted
+        # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
+        self._namespace_terminating: set[str] = set()
+        # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
+        self.pod_refusals = PodRefusals(kube.core)
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
         self._reported_failures.pop(uid, None)
         self._refused.pop(uid, None)
+        self._namespace_terminating.discard(uid)
+        self.pod_refusals.forget(uid)
 
     def run_pass(self, body: Mapping[str, Any] | None, children: Sequence[ObservedChild]) -> PassResult:
         """One pass over the FlowRun `body` (None: it is gone) with `children`, the run's children
@@ -134,6 +150,9 @@ class Reconciler:
         refused = self._refused.pop(uid, {})
         now = datetime.now(UTC)
         run = engine.run_input_from_object(body, refused=refused)
+        if uid in self._namespace_terminating:
+            self._namespace_terminating.discard(uid)
+            run = dataclasses.replace(run, namespace_terminating=True)
         resolved = self._resolve(run, now)
         if isinstance(resolved, resolution.Waiting):
             return self._wait(body, run, resolved, writes)
@@ -153,11 +172,14 @@ class Reconciler:
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error), writes)
         observed = observed_from_children([*children, *(c for c in map(observe, listed) if c is not None)])
+        observed = with_pod_create_failures(observed, self.pod_refusals.read(uid, run.namespace, observed.jobs, now))
         outcome = engine.reconcile(run, observed, now)
         outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now, writes)
         if refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[uid] = refusals
+        if run.namespace_terminating:
+            self._report_outside(body, outcome)
         return self._write(body, outcome, resolved, logs, failures, refusals, writes)
 
     def _release(self, body: Mapping[str, Any], writes: _Writes) -> PassResult:
@@ -167,6 +189,19 @@ class Reconciler:
         if stored is not None:
             writes.body = stored
         return writes.result(deleting=True, released=True, phase=_phase(body), gone=stored is None)
+
+    def _report_outside(self, body: Mapping[str, Any], outcome: Outcome) -> None:
+        """A terminating namespace accepts no Event either: its Warning events are logged and posted
+        on the Namespace (as Events of cluster-scoped objects are, in namespace `default`)."""
+        metadata = body["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        where = {"name": namespace, "namespace": "default", "uid": ""}
+        involved = {"apiVersion": "v1", "kind": "Namespace", "metadata": where}
+        for event in outcome.events:
+            if event.type == "Warning":
+                message = f"FlowRun {namespace}/{name}: {event.message}"
+                logger.warning("%s: %s", event.reason, message)
+                self.kube.post_event(involved, "Warning", event.reason, message)
 
     def _resolve(self, run: RunInput, now: datetime) -> resolution.Resolution:
         """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
@@ -317,6 +352,8 @@ class Reconciler:
                     refusal = refusal_message(error)
                     if refusal is not None:
                         refusals[f"{kind}/{name}"] = refusal
+                        if namespace_terminating(error):
+                            self._namespace_terminating.add(uid)
                     else:
                         failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
             elif isinstance(action, DeleteFlowRun):
@@ -349,6 +386,16 @@ def refusal_message(error: ApiException) -> str | None:
     if error.status not in PERMANENT_REJECTIONS:
         return None
     return f"{error.status} {error.reason}: {api_message(error)}"
+
+
+def namespace_terminating(error: ApiException) -> bool:
+    """The create was refused because its namespace is being deleted (the API server says so in
+    a cause whose reason is NamespaceTerminating)."""
+    try:
+        causes = (json.loads(error.body).get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:

@@ -53,10 +53,14 @@ class FakeKube:
         self.objects: list[dict[str, Any]] = []
         self.create_calls: list[str] = []
         self.events: list[tuple[str, str, str]] = []
+        self.event_objects: list[str] = []  # "Kind/name" of the object of each event, in order
         self.others: dict[str, dict[str, Any]] = {}  # other FlowRuns by name (the original of a rerun)
         self.reads: list[str] = []  # names of the FlowRuns read, in order
         self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
         self.list_error: Exception | None = None  # what listing children of other kinds raises
+        # The core API as PodRefusals reads it: the Events of a Job (none unless a test adds some).
+        self.job_events: list[SimpleNamespace] = []
+        self.core = SimpleNamespace(list_namespaced_event=lambda namespace, **_: SimpleNamespace(items=self.job_events))
 
     def run(self, reconciler: Reconciler) -> PassResult:
         """A pass over the run and its children of the watched kinds, as the caches would hold them."""
@@ -113,6 +117,7 @@ class FakeKube:
 
     def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+        self.event_objects.append(f"{flowrun.get('kind', api.KIND)}/{flowrun['metadata']['name']}")
 
     def delete_flowrun(self, namespace: str, name: str) -> None:
         pass

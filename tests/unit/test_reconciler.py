@@ -189,3 +189,51 @@ def test_skip_cleanup_releases_the_finalizer_whatever_reading_the_children_raise
     result = kube.run(reconciler)
     assert result.released and result.deleting
     assert api.FINALIZER not in kube.body["metadata"]["finalizers"]
+
+
+def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its_warnings_go_elsewhere() -> None:
+    spec = {
+        "tasks": [pod_task("a", resources=["r"])],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {"deployments": [{"name": "db", "template": pod_task("db")["template"]}]},
+                "cleanup": {"job": {"template": pod_task("c")["template"]}},
+            }
+        ],
+    }
+    terminating = api_error(
+        403, "Forbidden", "unable to create new content in namespace team because it is being terminated"
+    )
+    terminating.body = json.dumps(
+        {
+            "kind": "Status",
+            "message": "unable to create new content in namespace team because it is being terminated",
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        }
+    )
+    kube = FakeKube(spec, {"Job/x-r-cleanup-1": terminating})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    kube.run(reconciler)  # the Deployment is created (the task waits for it)
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
+    kube.run(reconciler)  # stopped; the cleanup job is refused
+    assert UID in reconciler._namespace_terminating
+    result = kube.run(reconciler)
+    r = kube.body["status"]["resources"]["r"]
+    assert (r["phase"], r["reason"]) == ("CleanupFailed", "NamespaceDeleted")
+    # The namespace accepts no Event: the Warning goes on the Namespace (in `default`) as well.
+    warnings = [
+        (o, m) for o, (t, reason, m) in zip(kube.event_objects, kube.events, strict=True) if reason == "CleanupFailed"
+    ]
+    assert sorted(o for o, _ in warnings) == ["FlowRun/x", "Namespace/team"]
+    outside = next(m for o, m in warnings if o == "Namespace/team")
+    assert outside.startswith("FlowRun team/x: resource r: cleanup job not run: namespace team is being deleted")
+    assert UID not in reconciler._namespace_terminating
+    assert result.released
+
+
+def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    kube.run(reconciler)
+    assert reconciler._refused[UID] and UID not in reconciler._namespace_terminating
