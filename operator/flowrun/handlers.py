@@ -38,6 +38,7 @@ from typing import Any
 
 import kopf
 import urllib3.exceptions
+import urllib3.util
 from kubernetes import client, config
 
 from flowrun import api, cron, metrics, names
@@ -369,7 +370,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # One connection per worker; one attempt per request (a failed pass is retried by the queue,
     # and an unreachable API server is probed by one request, not by every request three times).
     configuration.connection_pool_maxsize = WORKERS + 4
-    configuration.retries = 1
+    configuration.retries = urllib3.util.Retry(total=1, connect=0, status=0, redirect=0)
     # kopf hands every handler, this one included, its indexes by the names of their functions.
     _runtime = Runtime(Kube(client.ApiClient(configuration)), kwargs, WORKERS)
     _runtime.queue.start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -85,6 +86,8 @@ class Kube:
         self._clock = clock
         self._resources: dict[tuple[str, str], Resource] = {}
         self._unknown: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> when discovery missed it
+        # The client's discovery cache is not safe for concurrent use, and passes run in threads.
+        self._discovery = threading.Lock()
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -97,6 +100,14 @@ class Kube:
     def resource(self, api_version: str, kind: str) -> Resource:
         """The API resource serving that kind; UnknownKind if the API server serves none."""
         key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        with self._discovery:
+            return self._discover(key)
+
+    def _discover(self, key: tuple[str, str]) -> Resource:
+        api_version, kind = key
         if key in self._resources:
             return self._resources[key]
         missed = self._unknown.get(key)
@@ -114,9 +125,10 @@ class Kube:
         return found
 
     def probe(self) -> None:
-        """One cheap request: raises while the API server cannot be reached."""
-        metrics.API_REQUESTS.labels(verb="get", resource="version").inc()
-        self.dynamic.request("get", "/version", serialize=False, _request_timeout=REQUEST_TIMEOUT)
+        """One cheap request: raises while the API server cannot be reached or is not ready (its
+        storage is not), as an API server that has just started is for a few seconds."""
+        metrics.API_REQUESTS.labels(verb="get", resource="readyz").inc()
+        self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT)
 
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)

@@ -181,6 +181,13 @@ OPERATOR_TIME: list[tuple[str, Edit, tuple[str, ...]]] = [
         put("tasks.0.template.spec.containers.0.imagePullPolicy", "Sometimes"),
         ("spec.tasks[0].template", "imagePullPolicy"),
     ),
+    (
+        # The template is schemaless in the CRD; the operator's dry run validates strictly, so a
+        # misspelt field is refused instead of dropped.
+        "unknown-pod-template-field",
+        put("tasks.0.template.spec.containers.0.imagePulPolicy", "Always"),
+        ("spec.tasks[0].template", 'unknown field "spec.containers[0].imagePulPolicy"'),
+    ),
 ]
 
 
