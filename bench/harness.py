@@ -22,6 +22,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from kubernetes import client, config
 
 from bench import stats
 from devcluster import cluster as devcluster
+from flowrun import api
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,10 +165,20 @@ class Session:
         return stats.audit_requests(lines, identity.username)
 
     def close(self) -> None:
+        """Delete the benchmark's namespaces (and wait until they are gone), its identities, and the
+        cluster if this session started it. Called after the controllers stopped: the FlowRuns'
+        finalizers are lifted here, as no operator is left to clean up (the namespaces' deletion
+        removes their children anyway)."""
         for name in self.namespaces:
             with contextlib.suppress(client.ApiException):
                 self.core.delete_namespace(name)
-        for name in self.namespaces:
+            self._lift_finalizers(name)
+        for binding in self.bindings:
+            with contextlib.suppress(client.ApiException):
+                self.rbac.delete_cluster_role_binding(binding)
+        with contextlib.suppress(client.ApiException):
+            self.core.delete_namespace(IDENTITY_NAMESPACE)
+        for name in [*self.namespaces, IDENTITY_NAMESPACE]:
 
             def gone(name: str = name) -> bool:
                 try:
@@ -175,15 +187,29 @@ class Session:
                 except client.ApiException as error:
                     return bool(error.status == 404)
 
-            with contextlib.suppress(TimeoutError):
-                wait_for(f"namespace {name} to be deleted", gone, 180, interval=1)
-        for binding in self.bindings:
-            with contextlib.suppress(client.ApiException):
-                self.rbac.delete_cluster_role_binding(binding)
-        with contextlib.suppress(client.ApiException):
-            self.core.delete_namespace(IDENTITY_NAMESPACE)
+            wait_for(f"namespace {name} to be deleted", gone, 300, interval=0.5)
         if self.started_cluster:
             devcluster.down()
+
+    def _lift_finalizers(self, namespace: str) -> None:
+        listed = json.loads(
+            self.custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, _preload_content=False
+            ).data
+        )
+
+        def lift(name: str) -> None:
+            with contextlib.suppress(client.ApiException):
+                self.custom.patch_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"metadata": {"finalizers": None}}
+                )
+
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lift, [item["metadata"]["name"] for item in listed["items"] if item["metadata"].get("finalizers")]
+                )
+            )
 
 
 @contextlib.contextmanager
