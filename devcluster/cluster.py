@@ -104,7 +104,7 @@ class _State:
         tmp.replace(self.file)
 
 
-def _start(state: _State, data: dict[str, Any], name: str, argv: list[str]) -> None:
+def _start(state: _State, data: dict[str, Any], name: str, argv: list[str], at: int | None = None) -> None:
     log = state.root / "logs" / f"{name}.log"
     with open(log, "ab") as out:
         # A new session: the cluster outlives `up` and ignores the terminal's Ctrl-C.
@@ -117,7 +117,9 @@ def _start(state: _State, data: dict[str, Any], name: str, argv: list[str]) -> N
         if start_time:
             break
         time.sleep(0.01)
-    data["processes"].append({"name": name, "pid": process.pid, "startTime": start_time, "log": str(log)})
+    record = {"name": name, "pid": process.pid, "startTime": start_time, "log": str(log), "argv": argv}
+    # The start order is the stop order reversed: a restarted component keeps its place.
+    data["processes"].insert(len(data["processes"]) if at is None else at, record)
     state.save(data)
 
 
@@ -392,6 +394,30 @@ def _create_nodes(api: Api) -> None:
 
 
 # --- commands -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stopped(component: str) -> Iterator[None]:
+    """One component of the running cluster (say `kube-apiserver` or `etcd`) stopped for the
+    duration of the block, then started again with the same command line: for fault tests."""
+    state = _State(state_dir())
+    with _exclusive():
+        data = state.load()
+        if data is None:
+            raise RuntimeError("no dev cluster is running")
+        index, record = next((i, r) for i, r in enumerate(data["processes"]) if r["name"] == component)
+        if "argv" not in record:
+            raise RuntimeError(f"{component} was started by an older devcluster: run `down` and `up` first")
+        _stop_processes([record])
+        del data["processes"][index]
+        state.save(data)
+    try:
+        yield
+    finally:
+        with _exclusive():
+            data = state.load()
+            if data is not None:
+                _start(state, data, component, record["argv"], at=index)
 
 
 def running_cluster() -> Cluster | None:

@@ -198,7 +198,11 @@ def flow_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
         "name": params["items"]["properties"]["name"],
         "default": {
             "type": "string",
-            "description": "The value when a run gives none (may be empty). Without it, every run must give the param.",
+            "description": (
+                "The value when a run gives none (may be empty; at most 4096 characters, as a run's value). "
+                "Without it, every run must give the param."
+            ),
+            "maxLength": 4096,
         },
         "description": {
             "type": "string",

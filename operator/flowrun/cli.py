@@ -18,6 +18,8 @@ def _run(args: argparse.Namespace) -> int:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
     handlers.CLUSTERWIDE = args.all_namespaces
+    handlers.WORKERS = args.workers
+    handlers.ORPHANS = handlers.OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after)
     structured_logging.configure(args.log_level, args.log_format)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -32,6 +34,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError("must be between 1 and 256")
+    return value
+
+
+def _seconds(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 31_536_000:
+        raise argparse.ArgumentTypeError("must be between 0 and 31536000 (a year)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowrun", description="flowrun-operator: runs FlowRuns on Kubernetes")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch FlowRuns in every namespace")
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     run.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        default=16,
+        help="reconcile passes of different FlowRuns run at once (default 16; never two of one run)",
+    )
+    run.add_argument(
+        "--orphan-grace",
+        type=_seconds,
+        default=60,
+        help="report an object whose FlowRun is gone this many seconds after it is first seen (default 60)",
+    )
+    run.add_argument(
+        "--delete-orphans-after",
+        type=_seconds,
+        default=None,
+        help="delete reported orphans this many seconds later (default: report only)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")

@@ -1,11 +1,22 @@
-"""kopf wiring, kept thin: one daemon per FlowRun drives reconcile passes; events of the run and of
-its labelled children wake it; the delete handler holds the finalizer until cleanup is done.
+"""kopf wiring, kept thin. kopf watches; the operator's own work queue drives the passes.
 
-Children are watched with `@kopf.on.event` only (never on.field/on.update on pods, which would make
-kopf patch every pod). A pass is level-triggered, so a missed event costs at most one resync.
+- FlowRuns and their children (Pods, Jobs, Deployments, Services labelled as the operator's) are
+  kept in kopf indexes: the watch caches every pass reads, never a LIST per pass (kopf fills its
+  indexes from its watches before any handler runs, so a pass after a restart sees every child).
+  A child is cached as what the engine sees of it (observed.py), computed once per event.
+- Every event of a FlowRun or of one of its children asks the work queue (workqueue.py) for a pass
+  of that run; the queue runs passes of different runs concurrently on a bounded pool of threads,
+  never two of one run at once, and pauses them all while the API server cannot be reached.
+- The operator keeps its finalizer itself (the reconciler puts it on and takes it off); kopf has
+  no change handlers for FlowRuns, so it never patches them, and it is configured with a
+  finalizer name of its own that no object carries.
+- A finished run costs nothing: no pass unless something about it changes, or its TTL timer fires.
 
-Flows and the FlowRuns of CronFlowRuns are kept in kopf indexes (kopf fills them from its watches
-before any handler runs, so a pass after a restart sees every one). Flows and CronFlowRuns are
+Children are watched with `@kopf.on.event` and indexes only (never on.field/on.update on pods,
+which would make kopf patch every pod). A pass is level-triggered, so a missed event costs at
+most one resync.
+
+Flows and the FlowRuns of CronFlowRuns are kept in kopf indexes too. Flows and CronFlowRuns are
 watched with `@kopf.on.event` only, and driven by tasks of this process, not by kopf daemons or
 timers: those would put a finalizer on every Flow and CronFlowRun (and need the right to patch
 them), which would block their deletion whenever the operator is down. A CronFlowRun's task wakes
@@ -16,29 +27,46 @@ validates it once per generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
+import random
 from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from kubernetes import config
+import urllib3.exceptions
+import urllib3.util
+from kubernetes import client, config
 
 from flowrun import api, cron, metrics, names
 from flowrun.cron import CRON_PLURAL, LABEL_CRON, OwnedRun
 from flowrun.cron_reconciler import CronReconciler, Owned
+from flowrun.engine.phases import RUN_FINAL
+from flowrun.expectations import Expectations
 from flowrun.flow_checker import FlowChecker, checked
 from flowrun.flows import FLOW_PLURAL
-from flowrun.kube import REQUEST_TIMEOUT, Kube
+from flowrun.kube import CHILD_KINDS, REQUEST_TIMEOUT, Kube
+from flowrun.observed import ObservedChild, child_key, observe
+from flowrun.orphans import Child, SweepState, sweep
 from flowrun.reconciler import PassResult, Reconciler
+from flowrun.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever happens
-FINISHED_RESYNC_SECONDS = 600.0
-DELETE_HANDLER_SLICE = 20.0  # the delete handler hands back to kopf this often (a checkpoint)
-WAITING_FOR_CLEANUP = "waiting for cleanup"  # what the delete handler's designed wait says
 MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+# kopf's own finalizer: no handler of this operator needs one, and kopf removes its finalizer from
+# objects with no handler needing it. A name nothing carries keeps kopf away from the operator's.
+KOPF_FINALIZER = "kopf.flowrun.dev/unused"
+# After a restart the finished runs are looked at again (level-triggered: a TTL may have passed),
+# spread over this long and behind the running ones, which resume at once.
+STARTUP_SPREAD_SECONDS = 60.0
+# Passes of different runs at once (the threads of the pool, and the HTTP connections they use):
+# `flowrun run --workers`, set by the CLI before kopf starts.
+WORKERS = 16
 # A pass of a Flow or CronFlowRun that failed (an API error) is tried again after this, doubling
 # up to the maximum: never a hot loop, never given up.
 RETRY_SECONDS = 5.0
@@ -48,29 +76,174 @@ MAX_RETRY_SECONDS = 60.0
 CRON_RESYNC_SECONDS = 600.0
 
 Key = tuple[str, str]  # (namespace, name)
+CachedChild = tuple[str, ObservedChild]  # (namespace, what the engine sees of it)
+ORPHAN_SWEEP_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class OrphanPolicy:
+    grace: float = 60.0  # seconds an object whose FlowRun is gone waits before it is reported
+    delete_after: float | None = None  # then deleted this much later; None: report only
+
+
+# Set by the CLI before kopf starts.
+ORPHANS = OrphanPolicy()
+UNREACHABLE = (
+    urllib3.exceptions.MaxRetryError,
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether the error says the API server cannot be reached (not that it refused something)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, UNREACHABLE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class Runtime:
-    """Per-process state: the reconcilers; per FlowRun UID (and per CronFlowRun), a wake-up event
-    and a lock; the runs waiting for a Flow; the tasks driving Flows and CronFlowRuns."""
+    """Per-process state: the reconcilers, the work queue and its pool; the watch caches (kopf
+    indexes) and what this process wrote that they do not show yet; the runs waiting for a Flow;
+    the tasks driving Flows and CronFlowRuns."""
 
-    def __init__(self, kube: Kube, flows_by_name: kopf.Index[Key, Any], cron_runs: kopf.Index[Key, Owned]) -> None:
+    def __init__(self, kube: Kube, indexes: Mapping[str, Any], workers: int) -> None:
         self.loop = asyncio.get_running_loop()
-        self.flows_by_name = flows_by_name
-        self.cron_runs = cron_runs
+        self.kube = kube
+        self.flowruns: kopf.Index[str, Mapping[str, Any]] = indexes["flowruns_by_uid"]
+        self.children: tuple[kopf.Index[str, CachedChild], ...] = tuple(indexes[name] for name in CHILD_INDEXES)
+        self.flows_by_name: kopf.Index[Key, Any] = indexes["flows_by_name"]
+        self.cron_runs: kopf.Index[Key, Owned] = indexes["cron_runs"]
+        self.expectations = Expectations()
         self.reconciler = Reconciler(kube, flows=self.lookup_flow)
         self.crons = CronReconciler(kube)
         self.flow_checker = FlowChecker(kube, self.reconciler)
-        self.wakeups: dict[str, asyncio.Event] = {}
-        self.locks: dict[str, asyncio.Lock] = {}
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pass")
+        self.queue = WorkQueue(self.reconcile, self.probe, workers, is_unreachable)
+        self.wakeups: dict[str, asyncio.Event] = {}  # of CronFlowRuns
         self.flow_waiters: dict[Key, set[str]] = {}  # Flow -> UIDs of the runs waiting for it
         self.cron_labels: dict[Key, str] = {}  # (namespace, flowrun.dev/cron label value) -> CronFlowRun name
         self.owned_seen: dict[str, OwnedRun] = {}  # UID -> a CronFlowRun's run, as last seen
         self.tasks: dict[str, asyncio.Task[None]] = {}  # "flow/<ns>/<name>", "cron/<ns>/<name>"
 
-    def wake(self, uid: str | None) -> None:
-        if uid and uid in self.wakeups:
-            self.wakeups[uid].set()
+    def wake(self, key: str | None) -> None:
+        if key and key in self.wakeups:
+            self.wakeups[key].set()
+
+    # --- FlowRuns ------------------------------------------------------------------------------
+
+    def flowrun_event(self, type_: str | None, uid: str, body: Mapping[str, Any]) -> None:
+        if type_ == "DELETED":
+            self.forget(uid)
+            return
+        if self.expectations.flowrun_seen(uid, body):
+            return  # the echo of this process's own write: the pass that wrote it decided already
+        status = body.get("status") or {}
+        finished = status.get("phase") in RUN_FINAL and not body["metadata"].get("deletionTimestamp")
+        if type_ is None and finished:
+            self.queue.add_after(uid, random.uniform(1.0, STARTUP_SPREAD_SECONDS))
+        else:
+            self.queue.add(uid)
+
+    def child_event(self, type_: str | None, body: Mapping[str, Any]) -> None:
+        uid = ((body.get("metadata") or {}).get("labels") or {}).get(api.LABEL_UID)
+        child = observe(body)
+        if not uid or child is None:
+            return
+        self.expectations.child_seen(uid, child_key(child))
+        if type_ is not None:  # the initial listing: the run's own listing asks for its pass
+            self.queue.add(uid)
+
+    def current(self, uid: str) -> tuple[Mapping[str, Any] | None, list[ObservedChild]]:
+        """The run and its children as this process knows them now (read on the event loop)."""
+        cached = next(iter(self.flowruns.get(uid, ())), None)
+        body = self.expectations.flowrun(uid, cached)
+        children: list[ObservedChild] = []
+        for index in self.children:
+            children.extend(child for _, child in index.get(uid, ()))
+        return body, self.expectations.children(uid, children)
+
+    async def reconcile(self, uid: str) -> float | None:
+        """One pass of the run; the delay after which the next one is wanted (None: only when
+        something changes)."""
+        body, children = self.current(uid)
+        if body is None:
+            self.forget(uid)
+            return None
+        with metrics.RECONCILE_DURATION.time():
+            result = await self.loop.run_in_executor(self.pool, self.reconciler.run_pass, body, children)
+        self.record(uid, result)
+        if result.gone:
+            self.forget(uid)
+            return None
+        namespace = body["metadata"]["namespace"]
+        if result.waiting_for_flow is not None:
+            self.flow_waiters.setdefault((namespace, result.waiting_for_flow), set()).add(uid)
+        return next_pass_after(result)
+
+    def record(self, uid: str, result: PassResult) -> None:
+        if result.written is not None:
+            self.expectations.written(uid, trimmed(result.written))
+        self.expectations.created(uid, result.created)
+        self.expectations.deleted(uid, result.deleted)
+
+    # --- orphans -----------------------------------------------------------------------------
+
+    async def sweep_orphans(self, policy: OrphanPolicy) -> None:
+        """Every ORPHAN_SWEEP_SECONDS: find orphans in the caches, report and maybe delete them."""
+        state = SweepState()
+        # A short grace is swept often enough to honour it.
+        interval = min(ORPHAN_SWEEP_SECONDS, max(policy.grace / 2, 1.0))
+        while True:
+            await asyncio.sleep(interval)
+            found = sweep(
+                list(self.flowruns), self.cached_children(), state, self.loop.time(), policy.grace, policy.delete_after
+            )
+            state = found.state
+            for api_version, kind in CHILD_KINDS:
+                count = sum(1 for ref in found.orphans if ref[:2] == (api_version, kind))
+                metrics.ORPHANED_OBJECTS.labels(kind=kind).set(count)
+            for _, kind, namespace, name in found.newly_reported:
+                logger.warning(
+                    "orphaned %s %s/%s: labelled with the UID of a FlowRun that no longer exists%s",
+                    kind,
+                    namespace,
+                    name,
+                    "" if policy.delete_after is None else f"; deleted in {policy.delete_after:.0f}s",
+                )
+            for api_version, kind, namespace, name in found.delete:
+                try:
+                    await self.loop.run_in_executor(
+                        self.pool, self.kube.delete, namespace, api_version, kind, name, "Background"
+                    )
+                    logger.warning("deleted orphaned %s %s/%s", kind, namespace, name)
+                except Exception as error:  # tried again at the next sweep
+                    logger.warning("could not delete orphaned %s %s/%s: %s", kind, namespace, name, error)
+
+    def cached_children(self) -> list[Child]:
+        return [
+            Child((api_version, kind, namespace, child.name), uid)
+            for (api_version, kind), index in zip(CHILD_KINDS, self.children, strict=True)
+            for uid in index
+            for namespace, child in index.get(uid, ())
+        ]
+
+    async def probe(self) -> None:
+        await self.loop.run_in_executor(self.pool, self.kube.probe)
+
+    def forget(self, uid: str) -> None:
+        self.queue.forget(uid)
+        self.expectations.forget(uid)
+        self.reconciler.forget(uid)
+        metrics.forget_run(uid)
+        for waiting in self.flow_waiters.values():
+            waiting.discard(uid)
 
     # --- Flows -----------------------------------------------------------------------------------
 
@@ -85,14 +258,10 @@ class Runtime:
             return copy.deepcopy(body)  # type: ignore[no-any-return]
         return None
 
-    def wait_for_flow(self, uid: str, namespace: str, flow: str | None) -> None:
-        if flow is not None:
-            self.flow_waiters.setdefault((namespace, flow), set()).add(uid)
-
     def flow_appeared(self, namespace: str, name: str) -> None:
-        """Wake the runs waiting for it (they register again if they still wait)."""
+        """Pass the runs waiting for it (they register again if they still wait)."""
         for uid in self.flow_waiters.pop((namespace, name), set()):
-            self.wake(uid)
+            self.queue.add(uid)
 
     # --- CronFlowRuns ----------------------------------------------------------------------------
 
@@ -118,54 +287,47 @@ class Runtime:
         self.tasks[key] = task
         task.add_done_callback(lambda done: self.tasks.pop(key, None) if self.tasks.get(key) is done else None)
 
-    async def stop_tasks(self) -> None:
+    async def wait(self, key: str, timeout: float) -> None:
+        """Until something about the CronFlowRun changed, or `timeout` passed."""
+        event = self.wakeups.setdefault(key, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
+
+    async def stop(self) -> None:
+        await self.queue.stop()
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def run_pass(self, uid: str, namespace: str, name: str) -> PassResult:
-        # One pass at a time per run: the daemon and the delete handler may overlap briefly.
-        async with self.locks.setdefault(uid, asyncio.Lock()):
-            self.wakeups.setdefault(uid, asyncio.Event()).clear()
-            try:
-                with metrics.RECONCILE_DURATION.time():
-                    result = await asyncio.to_thread(self.reconciler.run_pass, namespace, name)
-            except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                raise
-        if result.gone:
-            self.forget(uid)
-        else:
-            self.wait_for_flow(uid, namespace, result.waiting_for_flow)
-        return result
-
-    async def wait(self, uid: str, timeout: float, stopped: kopf.DaemonStopped | None = None) -> None:
-        """Until something about the run changed, `timeout` passed, or the daemon is stopped."""
-        waiters: set[asyncio.Future[Any]] = {
-            asyncio.ensure_future(self.wakeups.setdefault(uid, asyncio.Event()).wait())
-        }
-        if stopped is not None:
-            waiters.add(asyncio.ensure_future(_until_stopped(stopped)))
-        try:
-            await asyncio.wait(waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-
-    def forget(self, uid: str) -> None:
-        self.wakeups.pop(uid, None)
-        self.locks.pop(uid, None)
-        self.reconciler.forget(uid)
-        metrics.forget_run(uid)
-        for waiting in self.flow_waiters.values():
-            waiting.discard(uid)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
-    # An async daemon's `stopped.wait()` is awaitable, though its declared type is not a coroutine.
-    await stopped.wait()
+def next_pass_after(result: PassResult) -> float | None:
+    """When the run wants its next pass, events aside."""
+    if result.released:
+        return None  # the FlowRun goes; its DELETED event ends it
+    if result.done and not result.deleting:
+        # Nothing left to drive: only a change (an event) or its TTL matters, so thousands of
+        # finished runs cost nothing.
+        return result.requeue_after
+    if result.requeue_after is None:
+        return RESYNC_SECONDS
+    return min(result.requeue_after, RESYNC_SECONDS)
 
+
+def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A FlowRun as cached: without managedFields and kubectl's last-applied copy of the spec,
+    which no pass reads and which would double what thousands of cached runs cost."""
+    metadata = dict(body.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**body, "metadata": metadata}
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+CHILD_INDEXES = ("pods_by_run", "jobs_by_run", "deployments_by_run", "services_by_run")
 
 _runtime: Runtime | None = None
 
@@ -176,40 +338,11 @@ def runtime() -> Runtime:
     return _runtime
 
 
-def _next_wait(result: PassResult) -> float:
-    if result.waiting_for_finalizer:
-        return 1.0
-    # A finished run has nothing left to drive: only a change (an event) or its TTL matters, so
-    # thousands of finished runs do not cost a pass each every resync period.
-    resync = FINISHED_RESYNC_SECONDS if result.done else RESYNC_SECONDS
-    return min(result.requeue_after if result.requeue_after is not None else resync, resync)
-
-
-class DesignedWaitsAtInfo(logging.Filter):
-    """Logs kopf's report of the delete handler's designed wait at INFO, not ERROR.
-
-    While a cleanup keeps failing the finalizer is held on purpose (a Warning event says why and
-    how to release it). kopf's only way for a delete handler to keep its finalizer is to raise
-    TemporaryError, and kopf logs every TemporaryError as "Handler ... failed temporarily" at
-    ERROR: an ERROR every DELETE_HANDLER_SLICE seconds for what is no error. The alternatives are
-    worse: a handler that never returns blocks kopf's worker for the object (and is cancelled
-    with a warning at every shutdown), and taking the finalizer out of kopf's hands means
-    reimplementing its deletion handling. So the record is lowered here, matched exactly: kopf's
-    logger of objects, ERROR, and the text the handler raises with. Any other error stays one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and f"failed temporarily: {WAITING_FOR_CLEANUP}:" in record.getMessage():
-            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
-        return True
-
-
 def _namespace_of(name: str, namespace: str | None) -> str:
     if namespace is None:  # the CRD is Namespaced: kopf always passes the namespace
         raise RuntimeError(f"FlowRun {name} has no namespace")
     return namespace
 
-
-DESIGNED_WAITS = DesignedWaitsAtInfo()
 
 # Set by the CLI before kopf starts: whether the operator watches every namespace.
 CLUSTERWIDE = True
@@ -218,8 +351,7 @@ CLUSTERWIDE = True
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     global _runtime
-    settings.persistence.finalizer = api.FINALIZER
-    logging.getLogger("kopf.objects").addFilter(DESIGNED_WAITS)
+    settings.persistence.finalizer = KOPF_FINALIZER
     # Namespace-scoped, the operator has no right to list namespaces or CRDs cluster-wide; kopf's
     # scan for them would be refused and retried for about a minute before anything is handled.
     settings.scanning.disabled = not CLUSTERWIDE
@@ -230,58 +362,67 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     try:
-        api_client = config.new_client_from_config()
+        configuration = client.Configuration()
+        config.load_kube_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_incluster_config()
-        from kubernetes import client
-
-        api_client = client.ApiClient()
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+    # One connection per worker; one attempt per request (a failed pass is retried by the queue,
+    # and an unreachable API server is probed by one request, not by every request three times).
+    configuration.connection_pool_maxsize = WORKERS + 4
+    configuration.retries = urllib3.util.Retry(total=1, connect=0, status=0, redirect=0)
     # kopf hands every handler, this one included, its indexes by the names of their functions.
-    _runtime = Runtime(Kube(api_client), kwargs["flows_by_name"], kwargs["cron_runs"])
+    _runtime = Runtime(Kube(client.ApiClient(configuration)), kwargs, WORKERS)
+    _runtime.queue.start()
+    _runtime.ensure_task("orphans", lambda: runtime().sweep_orphans(ORPHANS))
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
     if _runtime is not None:
-        await _runtime.stop_tasks()
+        await _runtime.stop()
 
 
-# Stopped gracefully: the daemon notices `stopped` between passes within a second.
-@kopf.daemon(api.GROUP, api.VERSION, api.PLURAL, cancellation_backoff=2.0, cancellation_timeout=5.0)
-async def drive(uid: str, name: str, namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """Reconcile the run until it is deleted (then the delete handler takes over)."""
-    rt = runtime()
-    namespace = _namespace_of(name, namespace)
-    while not stopped:
-        try:
-            result = await rt.run_pass(uid, namespace, name)
-        except Exception:  # a failed pass is retried; the operator never crashes on one run
-            logger.exception("reconcile pass of %s/%s failed", namespace, name)
-            await rt.wait(uid, 5.0, stopped)
-            continue
-        if result.gone or result.deleting:
-            return
-        await rt.wait(uid, _next_wait(result), stopped)
+@kopf.on.probe(id="apiServer")
+async def api_server(**_: Any) -> str:
+    """Reported in the liveness endpoint's answer. An outage does not fail liveness: restarting the
+    operator would not bring the API server back."""
+    rt = _runtime
+    if rt is None or rt.queue.outage_started is None:
+        return "reachable"
+    return f"unreachable for {rt.loop.time() - rt.queue.outage_started:.0f}s"
 
 
-@kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL)
-async def release(uid: str, name: str, namespace: str | None, **_: Any) -> None:
-    """Hold the finalizer until every started block is cleaned up (or skip-cleanup is set).
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def flowruns_by_uid(uid: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """UID -> the FlowRun, as the API returns it (trimmed): what every pass reads."""
+    return {uid: trimmed(body)}
 
-    Never a PermanentError: that would release the finalizer with cleanup undone."""
-    rt = runtime()
-    namespace = _namespace_of(name, namespace)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DELETE_HANDLER_SLICE
-    while True:
-        result = await rt.run_pass(uid, namespace, name)
-        if result.gone or result.finalizer_releasable:
-            rt.forget(uid)
-            return
-        if loop.time() > deadline:
-            # Logged at INFO, not as kopf's ERROR: see DesignedWaitsAtInfo.
-            raise kopf.TemporaryError(f"{WAITING_FOR_CLEANUP}: {result.message or result.phase}", delay=1.0)
-        await rt.wait(uid, min(_next_wait(result), 2.0))
+
+def _child_index(body: kopf.Body, labels: kopf.Labels) -> dict[str, CachedChild]:
+    uid, child = labels.get(api.LABEL_UID), observe(body)
+    namespace = str(body.get("metadata", {}).get("namespace") or "")
+    return {uid: (namespace, child)} if uid and child is not None else {}
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+async def pods_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
+    return _child_index(body, labels)
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+async def jobs_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
+    return _child_index(body, labels)
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+async def deployments_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
+    return _child_index(body, labels)
+
+
+@kopf.index("v1", "services", labels=MANAGED)
+async def services_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
+    return _child_index(body, labels)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
@@ -289,7 +430,7 @@ async def flowrun_changed(
     type: str | None, uid: str, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any
 ) -> None:
     rt = runtime()
-    rt.wake(uid)
+    rt.flowrun_event(type, uid, body)
     cron_label = labels.get(LABEL_CRON)
     if cron_label is not None and namespace is not None:
         # Only what its CronFlowRun decides from (phase, cancel, deletion), not every status write.
@@ -307,8 +448,8 @@ async def flowrun_changed(
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
-async def child_changed(labels: kopf.Labels, **_: Any) -> None:
-    runtime().wake(labels.get(api.LABEL_UID))
+async def child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
+    runtime().child_event(type, body)
 
 
 # --- Flows -----------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""The operator's only door to the Kubernetes API: read FlowRuns and their children, create and
-delete children, dry-run them, read logs, write status and post events; read Flows and
+"""The operator's only door to the Kubernetes API, apart from kopf's watches: create and delete
+children, dry-run them, read logs, write status and finalizers, post events; read Flows and
 CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun.
-Synchronous: handlers run it in a worker thread."""
+Synchronous: handlers run it in worker threads.
+
+Requests go through the dynamic client's discovery (for the paths) but answers are plain dicts
+parsed from the JSON once (`serialize=False`): the client's object wrapping costs more than the
+request on the hot path. Every request is counted in `flowrun_api_requests_total`."""
 
 from __future__ import annotations
 
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,11 +24,12 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
-from flowrun import api
+from flowrun import api, metrics
 
 logger = logging.getLogger(__name__)
 
-# Children of every run, whatever its spec says; setup.manifests may add other kinds.
+# Children of every run, whatever its spec says, kept in the operator's watch caches;
+# setup.manifests may add other kinds.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Pod"),
     ("batch/v1", "Job"),
@@ -34,6 +40,17 @@ REQUEST_TIMEOUT = 30  # seconds: no call may hang a reconcile pass forever
 # A kind discovery did not find is not looked up again for this long: every pass of a run naming it
 # would otherwise fetch the whole discovery again. Not forever: a CRD installed later is found.
 UNKNOWN_KIND_RECHECK_SECONDS = 60.0
+
+
+def _json(response: Any) -> dict[str, Any]:
+    """The body of a raw (serialize=False) answer as a dict."""
+    data = getattr(response, "data", None)
+    parsed = json.loads(data) if data else {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _count(verb: str, resource: Resource) -> None:
+    metrics.API_REQUESTS.labels(verb=verb, resource=str(getattr(resource, "name", "") or "")).inc()
 
 
 class ForeignObject(RuntimeError):
@@ -69,6 +86,8 @@ class Kube:
         self._clock = clock
         self._resources: dict[tuple[str, str], Resource] = {}
         self._unknown: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> when discovery missed it
+        # The client's discovery cache is not safe for concurrent use, and passes run in threads.
+        self._discovery = threading.Lock()
 
     # --- discovery ---------------------------------------------------------------------------
 
@@ -81,6 +100,14 @@ class Kube:
     def resource(self, api_version: str, kind: str) -> Resource:
         """The API resource serving that kind; UnknownKind if the API server serves none."""
         key = (api_version, kind)
+        found = self._resources.get(key)
+        if found is not None:
+            return found
+        with self._discovery:
+            return self._discover(key)
+
+    def _discover(self, key: tuple[str, str]) -> Resource:
+        api_version, kind = key
         if key in self._resources:
             return self._resources[key]
         missed = self._unknown.get(key)
@@ -97,6 +124,12 @@ class Kube:
         self._resources[key] = found
         return found
 
+    def probe(self) -> None:
+        """One cheap request: raises while the API server cannot be reached or is not ready (its
+        storage is not), as an API server that has just started is for a few seconds."""
+        metrics.API_REQUESTS.labels(verb="get", resource="readyz").inc()
+        self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT)
+
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
 
@@ -104,13 +137,12 @@ class Kube:
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """An object of one of the operator's own kinds (FlowRun, Flow, CronFlowRun), or None."""
+        resource = self.resource(api.API_VERSION, kind)
+        _count("get", resource)
         try:
-            body: dict[str, Any] = (
-                self.resource(api.API_VERSION, kind)
-                .get(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
-                .to_dict()
+            return _json(
+                resource.get(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT)
             )
-            return body
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -119,26 +151,88 @@ class Kube:
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get_object(api.KIND, namespace, name)
 
-    def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """A JSON merge patch of the status: keys set to None are removed, `status.kopf` is left alone."""
-        self.resource(api.API_VERSION, kind).status.patch(
-            name=name,
-            namespace=namespace,
-            body={"status": dict(status)},
-            content_type="application/merge-patch+json",
-            _request_timeout=REQUEST_TIMEOUT,
+    def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of the status: keys set to None are removed, `status.kopf` is left
+        alone. Returns the object as the API server stored it."""
+        resource = self.resource(api.API_VERSION, kind).status
+        _count("patch", resource)
+        return _json(
+            resource.patch(
+                name=name,
+                namespace=namespace,
+                body={"status": dict(status)},
+                content_type="application/merge-patch+json",
+                serialize=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
         )
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """The FlowRun's status (see patch_object_status)."""
-        self.patch_object_status(api.KIND, namespace, name, status)
+        return self.patch_object_status(api.KIND, namespace, name, status)
+
+    def add_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Put the operator's finalizer on a FlowRun, keeping the others. The patch carries the
+        resourceVersion read: a FlowRun changed meanwhile answers 409 (the next pass tries again),
+        so a finalizer someone else added at the same moment is never lost."""
+        metadata = body["metadata"]
+        finalizers = [*(metadata.get("finalizers") or []), api.FINALIZER]
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}}
+        resource = self.flowruns()
+        _count("patch", resource)
+        return _json(
+            resource.patch(
+                name=metadata["name"],
+                namespace=metadata["namespace"],
+                body=patch,
+                content_type="application/merge-patch+json",
+                serialize=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        )
+
+    def remove_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Take the operator's finalizer off a FlowRun: a JSON patch that tests the entry it removes,
+        so another finalizer is never removed by mistake (a changed list answers 422; the next pass
+        tries again). Returns the object as stored, or None if the FlowRun is gone."""
+        metadata = body["metadata"]
+        finalizers = list(metadata.get("finalizers") or [])
+        if api.FINALIZER not in finalizers:
+            return dict(body)
+        index = finalizers.index(api.FINALIZER)
+        patch = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": api.FINALIZER},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        resource = self.flowruns()
+        _count("patch", resource)
+        try:
+            return _json(
+                resource.patch(
+                    name=metadata["name"],
+                    namespace=metadata["namespace"],
+                    body=patch,
+                    content_type="application/json-patch+json",
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     def create_flowrun(self, manifest: Mapping[str, Any]) -> bool:
         """Create a FlowRun; False if one of that name exists already (its name is deterministic:
         the one created by an earlier pass)."""
+        resource = self.flowruns()
+        _count("create", resource)
         try:
-            self.flowruns().create(
-                body=dict(manifest), namespace=manifest["metadata"]["namespace"], _request_timeout=REQUEST_TIMEOUT
+            resource.create(
+                body=dict(manifest),
+                namespace=manifest["metadata"]["namespace"],
+                serialize=False,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             return True
         except ApiException as error:
@@ -148,12 +242,15 @@ class Kube:
 
     def patch_flowrun(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of a FlowRun (spec.cancel); NotFound is success (nothing left to change)."""
+        resource = self.flowruns()
+        _count("patch", resource)
         try:
-            self.flowruns().patch(
+            resource.patch(
                 name=name,
                 namespace=namespace,
                 body=dict(patch),
                 content_type="application/merge-patch+json",
+                serialize=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as error:
@@ -161,33 +258,43 @@ class Kube:
                 raise
 
     def delete_flowrun(self, namespace: str, name: str) -> None:
+        resource = self.flowruns()
+        _count("delete", resource)
         try:
-            self.flowruns().delete(name=name, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+            resource.delete(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT)
         except ApiException as error:
             if error.status != 404:
                 raise
 
     # --- children ----------------------------------------------------------------------------
 
-    def list_children(self, namespace: str, uid: str, extra_kinds: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Every object of the listed kinds labelled with the run's UID (a fresh, consistent read)."""
+    def list_children(self, namespace: str, uid: str, kinds: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every object of the listed kinds labelled with the run's UID (a fresh, consistent read).
+        Only for kinds no watch cache holds (a setup manifest's own kind)."""
         selector = f"{api.LABEL_UID}={uid}"
         objects: list[dict[str, Any]] = []
-        kinds = list(dict.fromkeys([*CHILD_KINDS, *extra_kinds]))
-        for api_version, kind in kinds:
+        for api_version, kind in dict.fromkeys(kinds):
             try:
                 resource = self.resource(api_version, kind)
             except UnknownKind:
                 continue  # the dry run reports it as a spec error; nothing of that kind exists
+            _count("list", resource)
             try:
-                listed = resource.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT)
+                listed = _json(
+                    resource.get(
+                        namespace=namespace,
+                        label_selector=selector,
+                        serialize=False,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                )
             except ApiException as error:
                 if error.status in (403, 404):
                     raise ChildrenUnreadable(
                         f"listing {kind} in {api_version}: {error.status} {api_message(error)}"
                     ) from error
                 raise
-            for item in listed.to_dict().get("items", []):
+            for item in listed.get("items") or []:
                 # List items carry no apiVersion/kind of their own.
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
@@ -203,21 +310,38 @@ class Kube:
             raise ClusterScopedKind(f"{kind} in {api_version} is cluster-scoped: children must be namespaced")
         return resource
 
-    def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
-        """Create if absent. Returns True if created, False if this run's object already exists."""
+    def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None:
+        """Create if absent. Returns the object as created, or None if this run's object of that
+        name exists already (created by an earlier pass)."""
         metadata = manifest["metadata"]
         resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
+        _count("create", resource)
         try:
-            resource.create(body=dict(manifest), namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT)
-            return True
+            created = _json(
+                resource.create(
+                    body=dict(manifest),
+                    namespace=metadata["namespace"],
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
+            created.setdefault("apiVersion", manifest["apiVersion"])
+            created.setdefault("kind", manifest["kind"])
+            return created
         except ApiException as error:
             if error.status != 409:
                 raise
             conflict = error
+        _count("get", resource)
         try:
-            existing = resource.get(
-                name=metadata["name"], namespace=metadata["namespace"], _request_timeout=REQUEST_TIMEOUT
-            ).to_dict()
+            existing = _json(
+                resource.get(
+                    name=metadata["name"],
+                    namespace=metadata["namespace"],
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            )
         except ApiException as error:
             if error.status == 404:
                 raise conflict from error  # gone meanwhile: a 409 is transient, the next pass creates it
@@ -229,16 +353,20 @@ class Kube:
                 f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing object does not"
                 f" belong to this FlowRun (no label {api.LABEL_UID}={uid}) and is left alone"
             )
-        return False
+        return None
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
-        """Server-side dry run: raises ApiException (or UnknownKind, ClusterScopedKind) if the
+        """Server-side dry run with strict field validation (an unknown or duplicate field is
+        refused, not dropped): raises ApiException (or UnknownKind, ClusterScopedKind) if the
         server would refuse it, or the operator would."""
         resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
+        _count("create", resource)
         resource.create(
             body=dict(manifest),
             namespace=manifest["metadata"]["namespace"],
             dry_run="All",
+            query_params=[("fieldValidation", "Strict")],
+            serialize=False,
             _request_timeout=REQUEST_TIMEOUT,
         )
 
@@ -248,11 +376,13 @@ class Kube:
             resource = self.resource(api_version, kind)
         except UnknownKind:
             return
+        _count("delete", resource)
         try:
             resource.delete(
                 name=name,
                 namespace=namespace,
                 body={"propagationPolicy": propagation},
+                serialize=False,
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as error:
@@ -260,6 +390,7 @@ class Kube:
                 raise
 
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        metrics.API_REQUESTS.labels(verb="get", resource="pods/log").inc()
         try:
             log: str = self.core.read_namespaced_pod_log(
                 pod, namespace, container=container, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT
@@ -273,32 +404,35 @@ class Kube:
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """An Event on one of the operator's objects (a FlowRun, Flow or CronFlowRun)."""
         metadata = involved["metadata"]
-        now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                name=f"{metadata['name']}.{secrets.token_hex(8)}", namespace=metadata["namespace"]
-            ),
-            involved_object=client.V1ObjectReference(
-                api_version=involved.get("apiVersion") or api.API_VERSION,
-                kind=involved.get("kind") or api.KIND,
-                name=metadata["name"],
-                namespace=metadata["namespace"],
-                uid=metadata["uid"],
-                resource_version=metadata.get("resourceVersion"),
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            source=client.V1EventSource(component=api.MANAGED_BY),
-            reporting_component=api.MANAGED_BY,
-            reporting_instance=api.MANAGED_BY,
-            first_timestamp=now,
-            last_timestamp=now,
-            event_time=None,
-            count=1,
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{metadata['name']}.{secrets.token_hex(8)}", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion") or api.API_VERSION,
+                "kind": involved.get("kind") or api.KIND,
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata["uid"],
+                "resourceVersion": metadata.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": api.MANAGED_BY},
+            "reportingComponent": api.MANAGED_BY,
+            "reportingInstance": api.MANAGED_BY,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        resource = self.resource("v1", "Event")
+        _count("create", resource)
         try:
-            self.core.create_namespaced_event(metadata["namespace"], event, _request_timeout=REQUEST_TIMEOUT)
+            resource.create(
+                body=event, namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
             logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)

@@ -1,12 +1,14 @@
 """The children of a FlowRun as the engine sees them, built from raw API objects.
 
-Handlers list the objects labelled with the run's UID and pass the raw dicts (camelCase keys, as
-the API returns them) to `observed_from_objects`. Parsing is lenient: a missing or malformed
+Each watch event of a child is turned into its observed form once (`observe`, from the raw dict
+as the API returns it, camelCase keys); a pass sorts a run's observed children into `Observed`.
+Parsing is lenient: a missing or malformed
 field becomes an empty value, never an exception.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +66,10 @@ class ObservedJob:
     active: int = 0
     succeeded: int = 0
     failed: int = 0
+    created_at: datetime | None = None
+    # Why the Job controller could not create the Job's pod (a FailedCreate event, e.g. a missing
+    # ServiceAccount or a quota): the Job's status says nothing of it. Empty when not known.
+    pod_create_failure: str = ""
 
     def condition(self, kind: str) -> JobCondition | None:
         return next((c for c in self.conditions if c.type == kind and c.status == "True"), None)
@@ -75,6 +81,10 @@ class ObservedJob:
     @property
     def failed_condition(self) -> JobCondition | None:
         return self.condition("Failed")
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed_condition is not None
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,7 @@ def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
     )
 
 
-def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedJob:
+def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool, pod_create_failure: str) -> ObservedJob:
     status = _map(obj.get("status"))
     return ObservedJob(
         name=_text(metadata.get("name")),
@@ -195,6 +205,8 @@ def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
         active=_count(status.get("active")),
         succeeded=_count(status.get("succeeded")),
         failed=_count(status.get("failed")),
+        created_at=parse_time(metadata.get("creationTimestamp")),
+        pod_create_failure=pod_create_failure,
     )
 
 
@@ -218,28 +230,71 @@ def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: b
     )
 
 
-def observed_from_objects(objects: Iterable[object]) -> Observed:
+ObservedChild = ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedObject
+# (apiVersion, kind, name): a child's identity within its run (and its namespace).
+ChildKey = tuple[str, str, str]
+
+
+def observe(obj: object) -> ObservedChild | None:
+    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service or anything
+    else); None if it is not an object. Computed once per watch event, not per pass."""
+    if not isinstance(obj, Mapping):
+        return None
+    metadata = _map(obj.get("metadata"))
+    deleting = bool(metadata.get("deletionTimestamp"))
+    api_version, kind = _text(obj.get("apiVersion")), _text(obj.get("kind"))
+    if (api_version, kind) == ("v1", "Pod"):
+        return _pod(obj, metadata, deleting)
+    if (api_version, kind) == ("batch/v1", "Job"):
+        return _job(obj, metadata, deleting, "")
+    if (api_version, kind) == ("apps/v1", "Deployment"):
+        return _deployment(obj, metadata, deleting)
+    if (api_version, kind) == ("v1", "Service"):
+        cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
+        return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting)
+    return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting)
+
+
+def child_key(child: ObservedChild) -> ChildKey:
+    if isinstance(child, ObservedObject):
+        return (child.api_version, child.kind, child.name)
+    return (*_KINDS[type(child)], child.name)
+
+
+_KINDS: dict[type, tuple[str, str]] = {
+    ObservedPod: ("v1", "Pod"),
+    ObservedJob: ("batch/v1", "Job"),
+    ObservedDeployment: ("apps/v1", "Deployment"),
+    ObservedService: ("v1", "Service"),
+}
+
+
+def observed_from_children(children: Iterable[ObservedChild]) -> Observed:
+    """Sort observed children by kind, in a stable order (by name), whatever order they came in."""
+    ordered = sorted(children, key=child_key)
+    return Observed(
+        pods=tuple(c for c in ordered if isinstance(c, ObservedPod)),
+        jobs=tuple(c for c in ordered if isinstance(c, ObservedJob)),
+        deployments=tuple(c for c in ordered if isinstance(c, ObservedDeployment)),
+        services=tuple(c for c in ordered if isinstance(c, ObservedService)),
+        others=tuple(c for c in ordered if isinstance(c, ObservedObject)),
+    )
+
+
+def with_pod_create_failures(observed: Observed, pod_create_failures: Mapping[str, str]) -> Observed:
+    """`pod_create_failures`: Job name -> why its pod could not be created (see pod_refusals.py)."""
+    if not pod_create_failures:
+        return observed
+    jobs = tuple(
+        dataclasses.replace(job, pod_create_failure=pod_create_failures[job.name])
+        if job.name in pod_create_failures
+        else job
+        for job in observed.jobs
+    )
+    return dataclasses.replace(observed, jobs=jobs)
+
+
+def observed_from_objects(objects: Iterable[object], pod_create_failures: Mapping[str, str] | None = None) -> Observed:
     """Sort raw API objects (Pods, Jobs, Deployments, Services, anything else) into Observed."""
-    pods: list[ObservedPod] = []
-    jobs: list[ObservedJob] = []
-    deployments: list[ObservedDeployment] = []
-    services: list[ObservedService] = []
-    others: list[ObservedObject] = []
-    for obj in objects:
-        if not isinstance(obj, Mapping):
-            continue
-        metadata = _map(obj.get("metadata"))
-        deleting = bool(metadata.get("deletionTimestamp"))
-        api_version, kind = _text(obj.get("apiVersion")), _text(obj.get("kind"))
-        if (api_version, kind) == ("v1", "Pod"):
-            pods.append(_pod(obj, metadata, deleting))
-        elif (api_version, kind) == ("batch/v1", "Job"):
-            jobs.append(_job(obj, metadata, deleting))
-        elif (api_version, kind) == ("apps/v1", "Deployment"):
-            deployments.append(_deployment(obj, metadata, deleting))
-        elif (api_version, kind) == ("v1", "Service"):
-            cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
-            services.append(ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting))
-        else:
-            others.append(ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting))
-    return Observed(tuple(pods), tuple(jobs), tuple(deployments), tuple(services), tuple(others))
+    observed = observed_from_children(child for child in map(observe, objects) if child is not None)
+    return with_pod_create_failures(observed, pod_create_failures or {})

@@ -1,6 +1,9 @@
-"""One reconcile pass: read the FlowRun, resolve the spec it executes (its own, or the snapshot of
-its Flow or of the run it reruns), read its children, run the pure engine, apply its actions,
-write status once, post the events of the transitions. Synchronous (runs in a worker thread).
+"""One reconcile pass: given the FlowRun and its children as the watch caches hold them, resolve
+the spec it executes (its own, or the snapshot of its Flow or of the run it reruns), run the pure
+engine, apply its actions, write status once, post the events of the transitions, and keep the
+finalizer (put on before anything is created, taken off when cleanup is done). Synchronous (runs
+in a worker thread). What it wrote, created and deleted is handed back (PassResult) so that the
+caller's caches do not lag this process's own writes.
 
 Every decision comes from the engine, from what exists now; this module only carries it out, so
 the operator can be killed at any instant and the next pass continues where this one stopped.
@@ -9,8 +12,9 @@ the operator can be killed at any instant and the next pass continues where this
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +25,24 @@ from flowrun import api, engine, metrics, resolution
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
 from flowrun.engine.status import invalid_outcome
 from flowrun.flows import FLOW_KIND
-from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube, UnknownKind, api_message, manifest_kinds
-from flowrun.observed import Observed, observed_from_objects
+from flowrun.kube import (
+    CHILD_KINDS,
+    ChildrenUnreadable,
+    ForeignObject,
+    Kube,
+    UnknownKind,
+    api_message,
+    manifest_kinds,
+)
+from flowrun.observed import (
+    ChildKey,
+    Observed,
+    ObservedChild,
+    observe,
+    observed_from_children,
+    with_pod_create_failures,
+)
+from flowrun.pod_refusals import PodRefusals
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +70,30 @@ FlowLookup = Callable[[str, str], Mapping[str, Any] | None]
 @dataclass(frozen=True)
 class PassResult:
     gone: bool = False  # the FlowRun no longer exists
-    waiting_for_finalizer: bool = False
     deleting: bool = False
-    finalizer_releasable: bool = False
+    released: bool = False  # the finalizer is off (or was never on): nothing more to do for the run
     done: bool = False
     requeue_after: float | None = None
     phase: str = ""
     message: str = ""
     waiting_for_flow: str | None = None  # the run waits for this Flow to appear (FlowNotFound)
+    # What this pass wrote: the FlowRun as the API server stored it after the last patch, the
+    # children of the watched kinds (CHILD_KINDS) it created (as created) and deleted.
+    written: Mapping[str, Any] | None = None
+    created: tuple[ObservedChild, ...] = ()
+    deleted: tuple[ChildKey, ...] = ()
+
+
+@dataclass
+class _Writes:
+    """What one pass wrote so far (see PassResult)."""
+
+    body: Mapping[str, Any] | None = None
+    created: list[ObservedChild] = dataclasses.field(default_factory=list)
+    deleted: list[ChildKey] = dataclasses.field(default_factory=list)
+
+    def result(self, **fields: Any) -> PassResult:
+        return PassResult(written=self.body, created=tuple(self.created), deleted=tuple(self.deleted), **fields)
 
 
 class Reconciler:
@@ -74,57 +110,98 @@ class Reconciler:
         # after a restart the next pass sends the create again, is refused again, and the pass
         # after that records it.
         self._refused: dict[str, dict[str, str]] = {}
+        # Per run: a create of the last pass was refused because the namespace is being deleted
+        # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
+        self._namespace_terminating: set[str] = set()
+        # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
+        self.pod_refusals = PodRefusals(kube.core)
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
         self._reported_failures.pop(uid, None)
         self._refused.pop(uid, None)
+        self._namespace_terminating.discard(uid)
+        self.pod_refusals.forget(uid)
 
-    def run_pass(self, namespace: str, name: str) -> PassResult:
-        body = self.kube.get_flowrun(namespace, name)
+    def run_pass(self, body: Mapping[str, Any] | None, children: Sequence[ObservedChild]) -> PassResult:
+        """One pass over the FlowRun `body` (None: it is gone) with `children`, the run's children
+        of the watched kinds (CHILD_KINDS); children of a setup manifest's other kinds are listed."""
         if body is None:
             return PassResult(gone=True)
+        writes = _Writes()
         metadata = body["metadata"]
         deleting = bool(metadata.get("deletionTimestamp"))
-        if api.FINALIZER not in (metadata.get("finalizers") or []) and not deleting:
+        has_finalizer = api.FINALIZER in (metadata.get("finalizers") or [])
+        if not has_finalizer:
+            if deleting:
+                # Taken off already (by this operator, or by hand): nothing more to do.
+                return PassResult(deleting=True, released=True, phase=_phase(body))
             # Nothing is created before the finalizer is in place: it is what guarantees cleanup.
-            return PassResult(waiting_for_finalizer=True, requeue_after=1.0)
+            body = writes.body = self.kube.add_finalizer(body)
+            metadata = body["metadata"]
 
         if deleting and (metadata.get("annotations") or {}).get(api.SKIP_CLEANUP_ANNOTATION) == "true":
             # Looked at before anything else is read: whatever else fails (a kind of child that
             # cannot be listed, a Flow that cannot be read), the annotation releases the finalizer.
-            phase = str((body.get("status") or {}).get("phase") or "")
-            return PassResult(deleting=True, finalizer_releasable=True, phase=phase)
+            return self._release(body, writes)
 
         uid = metadata["uid"]
         # Taken out, not read: a pass that fails half way forgets them, which is as safe as a restart.
         refused = self._refused.pop(uid, {})
         now = datetime.now(UTC)
         run = engine.run_input_from_object(body, refused=refused)
+        if uid in self._namespace_terminating:
+            self._namespace_terminating.discard(uid)
+            run = dataclasses.replace(run, namespace_terminating=True)
         resolved = self._resolve(run, now)
         if isinstance(resolved, resolution.Waiting):
-            return self._wait(body, run, resolved)
+            return self._wait(body, run, resolved, writes)
         if isinstance(resolved, resolution.Refused):
             outcome = invalid_outcome(run, body.get("status") or {}, now, str(resolved.error))
-            return self._write(body, outcome, resolution.Resolved(run.spec), {}, [], {})
+            return self._write(body, outcome, resolution.Resolved(run.spec), {}, [], {}, writes)
         if resolved.snapshot:
             # The first pass of a run with flowRef or rerunOf: the snapshot is stored before anything
             # is created, so a pass after a crash executes the same spec even if the Flow (or the
             # original run) has changed or gone meanwhile.
-            self.kube.patch_status(namespace, name, {**resolved.snapshot, **resolved.seed})
+            writes.body = self.kube.patch_status(run.namespace, run.name, {**resolved.snapshot, **resolved.seed})
         run = dataclasses.replace(run, spec=resolved.spec, status=resolved.engine_status(run.status))
 
+        extra_kinds = [kind for kind in manifest_kinds(resolved.spec) if kind not in CHILD_KINDS]
         try:
-            children = self.kube.list_children(namespace, uid, manifest_kinds(resolved.spec))
+            listed = self.kube.list_children(run.namespace, uid, extra_kinds) if extra_kinds else []
         except ChildrenUnreadable as error:
-            return self._unreadable(body, str(error))
-        observed = observed_from_objects(children)
+            return self._unreadable(body, str(error), writes)
+        observed = observed_from_children([*children, *(c for c in map(observe, listed) if c is not None)])
+        observed = with_pod_create_failures(observed, self.pod_refusals.read(uid, run.namespace, observed.jobs, now))
         outcome = engine.reconcile(run, observed, now)
-        outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now)
+        outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now, writes)
         if refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[uid] = refusals
-        return self._write(body, outcome, resolved, logs, failures, refusals)
+        if run.namespace_terminating:
+            self._report_outside(body, outcome)
+        return self._write(body, outcome, resolved, logs, failures, refusals, writes)
+
+    def _release(self, body: Mapping[str, Any], writes: _Writes) -> PassResult:
+        """Take the finalizer off: the FlowRun goes (its remaining children with it, by owner
+        references)."""
+        stored = self.kube.remove_finalizer(body)
+        if stored is not None:
+            writes.body = stored
+        return writes.result(deleting=True, released=True, phase=_phase(body), gone=stored is None)
+
+    def _report_outside(self, body: Mapping[str, Any], outcome: Outcome) -> None:
+        """A terminating namespace accepts no Event either: its Warning events are logged and posted
+        on the Namespace (as Events of cluster-scoped objects are, in namespace `default`)."""
+        metadata = body["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        where = {"name": namespace, "namespace": "default", "uid": ""}
+        involved = {"apiVersion": "v1", "kind": "Namespace", "metadata": where}
+        for event in outcome.events:
+            if event.type == "Warning":
+                message = f"FlowRun {namespace}/{name}: {event.message}"
+                logger.warning("%s: %s", event.reason, message)
+                self.kube.post_event(involved, "Warning", event.reason, message)
 
     def _resolve(self, run: RunInput, now: datetime) -> resolution.Resolution:
         """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
@@ -146,22 +223,22 @@ class Reconciler:
             namespace=run.namespace,
         )
 
-    def _wait(self, body: Mapping[str, Any], run: RunInput, waiting: resolution.Waiting) -> PassResult:
+    def _wait(self, body: Mapping[str, Any], run: RunInput, waiting: resolution.Waiting, writes: _Writes) -> PassResult:
         """The Flow does not exist yet: nothing is created, so a run being deleted may go at once."""
         if run.deleting:
-            return PassResult(deleting=True, finalizer_releasable=True, phase=str(waiting.status.get("phase")))
+            return self._release(body, writes)
         if status_changed(waiting.status, body.get("status") or {}):
-            self.kube.patch_status(run.namespace, run.name, waiting.status)
+            writes.body = self.kube.patch_status(run.namespace, run.name, waiting.status)
         for event in waiting.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
-        return PassResult(
+        return writes.result(
             requeue_after=waiting.requeue_after,
             phase=str(waiting.status.get("phase") or ""),
             message=str(waiting.status.get("message") or ""),
             waiting_for_flow=resolution.ref_name(run.spec, "flowRef"),
         )
 
-    def _unreadable(self, body: Mapping[str, Any], error: str) -> PassResult:
+    def _unreadable(self, body: Mapping[str, Any], error: str, writes: _Writes) -> PassResult:
         """The children cannot be read: the engine cannot decide anything (a child it does not
         see may exist). The status says why (the rest of it is kept), a Warning event once; the
         pass is retried, and a run being deleted keeps its finalizer until skip-cleanup."""
@@ -173,13 +250,13 @@ class Reconciler:
             message += f'; the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set'
         previous = body.get("status") or {}
         if previous.get("message") != message:
-            self.kube.patch_status(namespace, name, {"message": message})
+            writes.body = self.kube.patch_status(namespace, name, {"message": message})
         reported = self._reported_failures.setdefault(uid, set())
         if message not in reported:
             self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, message)
         reported.intersection_update({message})
         reported.add(message)
-        return PassResult(
+        return writes.result(
             deleting=deleting,
             requeue_after=UNREADABLE_REQUEUE_SECONDS,
             phase=str(previous.get("phase") or ""),
@@ -194,15 +271,17 @@ class Reconciler:
         logs: Mapping[str, str],
         failures: list[str],
         refusals: Mapping[str, str],
+        writes: _Writes,
     ) -> PassResult:
-        """Write the status (if it changed), post the events, report the failed actions once."""
+        """Write the status (if it changed), post the events, report the failed actions once; take
+        the finalizer off when the run being deleted is cleaned up."""
         metadata = body["metadata"]
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
         previous = body.get("status") or {}
         status = _with_logs(resolved.written(outcome.status), logs)
         metrics.record_pass(uid, previous, status)
         if status_changed(status, previous):
-            self.kube.patch_status(namespace, name, status)
+            writes.body = self.kube.patch_status(namespace, name, status)
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         reported = self._reported_failures.setdefault(uid, set())
@@ -211,9 +290,10 @@ class Reconciler:
                 self.kube.post_event(body, "Warning", "ActionFailed", failure)
         reported.intersection_update(failures)
         reported.update(failures)
-        return PassResult(
+        if metadata.get("deletionTimestamp") and outcome.finalizer_releasable:
+            return self._release(writes.body or body, writes)
+        return writes.result(
             deleting=bool(metadata.get("deletionTimestamp")),
-            finalizer_releasable=outcome.finalizer_releasable,
             done=outcome.done,
             requeue_after=_requeue_after(outcome.requeue_after, failures, refusals),
             phase=str(status.get("phase") or ""),
@@ -221,7 +301,13 @@ class Reconciler:
         )
 
     def _apply(
-        self, body: Mapping[str, Any], run: RunInput, outcome: Outcome, observed: Observed, now: datetime
+        self,
+        body: Mapping[str, Any],
+        run: RunInput,
+        outcome: Outcome,
+        observed: Observed,
+        now: datetime,
+        writes: _Writes,
     ) -> tuple[Outcome, dict[str, str], list[str], dict[str, str]]:
         """Apply the actions in order. A rejected dry run turns the pass into a spec error.
 
@@ -246,19 +332,28 @@ class Reconciler:
             elif isinstance(action, DeleteObject):
                 try:
                     self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
+                    if (action.api_version, action.kind) in CHILD_KINDS:
+                        writes.deleted.append((action.api_version, action.kind, action.name))
                 except ApiException as error:
                     failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
             elif isinstance(action, CreateObject):
                 manifest = action.manifest
                 kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
                 try:
-                    self.kube.create(manifest, uid)
+                    created = self.kube.create(manifest, uid)
+                    if (manifest.get("apiVersion"), kind) in CHILD_KINDS:
+                        # Existing already (an earlier pass made it): what is seen of it is the manifest.
+                        seen = observe(created if created is not None else manifest)
+                        if seen is not None:
+                            writes.created.append(seen)
                 except (ForeignObject, UnknownKind) as error:
                     refusals[f"{kind}/{name}"] = str(error)
                 except ApiException as error:
                     refusal = refusal_message(error)
                     if refusal is not None:
                         refusals[f"{kind}/{name}"] = refusal
+                        if namespace_terminating(error):
+                            self._namespace_terminating.add(uid)
                     else:
                         failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
             elif isinstance(action, DeleteFlowRun):
@@ -281,12 +376,26 @@ class Reconciler:
         return None
 
 
+def _phase(body: Mapping[str, Any]) -> str:
+    return str((body.get("status") or {}).get("phase") or "")
+
+
 def refusal_message(error: ApiException) -> str | None:
     """`403 Forbidden: <the API server's message>` if the error refuses a create for good, else
     None (transient: sent again on the next pass)."""
     if error.status not in PERMANENT_REJECTIONS:
         return None
     return f"{error.status} {error.reason}: {api_message(error)}"
+
+
+def namespace_terminating(error: ApiException) -> bool:
+    """The create was refused because its namespace is being deleted (the API server says so in
+    a cause whose reason is NamespaceTerminating)."""
+    try:
+        causes = (json.loads(error.body).get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:

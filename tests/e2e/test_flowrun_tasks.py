@@ -341,6 +341,17 @@ def test_delete_mid_run_releases_the_finalizer_and_leaves_nothing(
     )
 
 
+def test_a_spec_over_256_kib_runs_and_is_deleted(operator: Operator, flowruns: FlowRuns) -> None:
+    # Annotations are limited to 256 KiB: an operator keeping a copy of the spec in one (as kopf's
+    # change handlers do) could never release such a run. This one keeps no copy.
+    task = sim_task("big")
+    task["template"]["spec"]["containers"][0]["env"] = [{"name": "BIG", "value": "x" * 300_000}]
+    flowruns.create({"metadata": {"name": "big"}, "spec": {"tasks": [task]}})
+    run = flowruns.wait_phase("big", "Succeeded")
+    assert not any(key.startswith("kopf.") for key in (run["metadata"].get("annotations") or {}))
+    flowruns.delete_and_check_nothing_leaked("big")
+
+
 def test_operator_killed_three_times_mid_run_creates_no_pod_twice(
     operator: Operator, flowruns: FlowRuns, watch: Watch
 ) -> None:

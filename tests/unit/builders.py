@@ -109,6 +109,8 @@ class FakeCluster:
         self.deleted: list[str] = []
         self.refusals: dict[str, str] = {}  # "Kind/name" prefix -> why the API server refuses it
         self.refused: list[str] = []  # "Kind/name" of every create refused, in order
+        # Job name -> why the Job controller cannot create its pod (as its FailedCreate Event says)
+        self.pod_create_failures: dict[str, str] = {}
 
     # applying engine actions
     def refuse(self, prefix: str, message: str) -> None:
@@ -158,7 +160,7 @@ class FakeCluster:
                 self._remove(*key)
 
     def observed(self) -> Observed:
-        return observed_from_objects(list(self.objects.values()))
+        return observed_from_objects(list(self.objects.values()), self.pod_create_failures)
 
     # reading
     def get(self, kind: str, name: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Fakes for unit tests of the operator's Kubernetes side. FakeKube: just what Reconciler.run_pass
-calls on a Kube, in memory. FakeApiServer: a fake API server's discovery endpoints below the
+calls on a Kube, in memory, and the watch caches' view of the run it hands the pass (`run`).
+FakeApiServer: a fake API server's discovery endpoints below the
 Kubernetes client's real DynamicClient, so the client's own discovery code runs unchanged and
 every request it sends is recorded."""
 
@@ -17,6 +18,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from flowrun import api
+from flowrun.kube import CHILD_KINDS
+from flowrun.observed import observe
+from flowrun.reconciler import PassResult, Reconciler
 
 NS, UID = "team", "uid-77"
 
@@ -49,34 +53,43 @@ class FakeKube:
         self.objects: list[dict[str, Any]] = []
         self.create_calls: list[str] = []
         self.events: list[tuple[str, str, str]] = []
+        self.event_objects: list[str] = []  # "Kind/name" of the object of each event, in order
         self.others: dict[str, dict[str, Any]] = {}  # other FlowRuns by name (the original of a rerun)
         self.reads: list[str] = []  # names of the FlowRuns read, in order
         self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
-        self.list_error: Exception | None = None  # what listing the children raises, if anything
+        self.list_error: Exception | None = None  # what listing children of other kinds raises
+        # The core API as PodRefusals reads it: the Events of a Job (none unless a test adds some).
+        self.job_events: list[SimpleNamespace] = []
+        self.core = SimpleNamespace(list_namespaced_event=lambda namespace, **_: SimpleNamespace(items=self.job_events))
+
+    def run(self, reconciler: Reconciler) -> PassResult:
+        """A pass over the run and its children of the watched kinds, as the caches would hold them."""
+        watched = [o for o in self.objects if (o["apiVersion"], o["kind"]) in CHILD_KINDS]
+        children = [child for child in map(observe, copy.deepcopy(watched)) if child is not None]
+        return reconciler.run_pass(copy.deepcopy(self.body), children)
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(name)
-        if name != self.body["metadata"]["name"]:
-            other = self.others.get(name)
-            return copy.deepcopy(other) if other is not None else None
-        return copy.deepcopy(self.body)
+        other = self.others.get(name)
+        return copy.deepcopy(other) if other is not None else None
 
-    def list_children(self, namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
+    def list_children(self, namespace: str, uid: str, kinds: Any) -> list[dict[str, Any]]:
         if self.list_error is not None:
             raise self.list_error
-        return copy.deepcopy(self.objects)
+        wanted = set(kinds)
+        return [copy.deepcopy(o) for o in self.objects if (o["apiVersion"], o["kind"]) in wanted]
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
         pass
 
-    def create(self, manifest: Mapping[str, Any], uid: str) -> bool:
+    def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None:
         ref = f"{manifest['kind']}/{manifest['metadata']['name']}"
         self.create_calls.append(ref)
         self.calls.append(f"create {ref}")
         if ref in self.errors:
             raise self.errors[ref]
         self.objects.append(copy.deepcopy(dict(manifest)))
-        return True
+        return copy.deepcopy(dict(manifest))
 
     def delete(self, *args: Any) -> None:
         pass
@@ -84,14 +97,27 @@ class FakeKube:
     def pod_log_tail(self, *args: Any) -> str:
         return ""
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """A merge patch of the top-level keys (what the reconciler's patches need)."""
         self.calls.append("patch_status")
         merged = {**self.body.get("status", {}), **status}
         self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+        return copy.deepcopy(self.body)
+
+    def add_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls.append("add_finalizer")
+        self.body["metadata"]["finalizers"] = [*(self.body["metadata"].get("finalizers") or []), api.FINALIZER]
+        return copy.deepcopy(self.body)
+
+    def remove_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.calls.append("remove_finalizer")
+        finalizers = [f for f in self.body["metadata"].get("finalizers") or [] if f != api.FINALIZER]
+        self.body["metadata"]["finalizers"] = finalizers
+        return copy.deepcopy(self.body)
 
     def post_event(self, flowrun: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
+        self.event_objects.append(f"{flowrun.get('kind', api.KIND)}/{flowrun['metadata']['name']}")
 
     def delete_flowrun(self, namespace: str, name: str) -> None:
         pass

@@ -249,6 +249,7 @@ MODEL_LENIENT = {
 # A valid value of each string field of exactly the given length.
 STRING_OF_LENGTH: dict[Path, Callable[[int], str]] = {
     ("params", "[]", "name"): lambda n: "p" * n,
+    ("params", "[]", "value"): lambda n: "v" * n,
     ("serviceAccountName",): lambda n: "s" * n,
     ("resources", "[]", "name"): lambda n: "r" * n,
     ("resources", "[]", "setup", "deployments", "[]", "name"): lambda n: "d" * n,

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from flowrun import api
 from flowrun.engine import RunInput, ValidateObjects, reconcile
 from tests.unit.builders import (
     NS,
@@ -28,6 +29,7 @@ from tests.unit.builders import (
 
 SETUP_JOB = "demo-r-setup"
 DB = "demo-r-db"  # the setup Deployment and its Service
+LABELS = {api.LABEL_UID: UID}
 CONFIG = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r-config"}, "data": {"k": "v"}}
 
 
@@ -303,7 +305,11 @@ def test_cleanup_starts_once_every_task_of_a_started_block_is_terminal(setup: st
         task("one", resources=["r"]), task("two", resources=["r"]), resources=[resource("r", cleanup={"job": job()})]
     )
     status = {"tasks": {"one": TASK_STATES[first], "two": TASK_STATES[second]}, "resources": {"r": SETUP_STATES[setup]}}
-    outcome = reconcile(RunInput(RUN, NS, UID, spec, status=status, created_at=T0), FakeCluster().observed(), at(1))
+    cluster = FakeCluster()
+    if setup != "Pending":  # what setup created exists (a Ready block missing it is broken)
+        for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
+            cluster.add_other({"apiVersion": api_version, "kind": kind, "metadata": {"name": DB, "labels": LABELS}})
+    outcome = reconcile(RunInput(RUN, NS, UID, spec, status=status, created_at=T0), cluster.observed(), at(1))
     # A failed setup skips the pending tasks of the block; Pending tasks otherwise wait.
     terminal_after = [s != "Running" and (s != "Pending" or setup == "SetupFailed") for s in (first, second)]
     expected = setup != "Pending" and all(terminal_after)

@@ -95,10 +95,10 @@ def test_a_run_naming_an_unknown_kind_fails_with_spec_valid_false_naming_the_man
     real = kube_over(server, tmp_path, clock)
     kube.dry_run_create = real.dry_run_create  # type: ignore[method-assign]
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    result = reconciler.run_pass("team", "x")
+    result = kube.run(reconciler)
     fetches = server.discovery_fetches()  # the client's first look and its refresh on the miss
     for _ in range(3):
-        result = reconciler.run_pass("team", "x")
+        result = kube.run(reconciler)
     assert server.discovery_fetches() == fetches
     assert result.phase == "Failed" and result.done
     conditions = {c["type"]: c for c in kube.body["status"]["conditions"]}

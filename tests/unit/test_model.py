@@ -644,3 +644,16 @@ def test_an_image_may_use_a_declared_param_and_an_unknown_one_is_an_error() -> N
     with pytest.raises(SpecError) as error:
         parse_spec(flow(task("a", template=image)))
     assert error.value.field == "spec.tasks[0].template.spec.containers[0].image"
+
+
+def test_a_param_value_over_4096_characters_is_refused_naming_it() -> None:
+    param = {"name": "n", "value": "x" * 4097}
+    spec = {"params": [param], "tasks": [{"name": "a", "template": TEMPLATE_FOR_PARAMS}]}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(spec, "team")
+    assert str(refused.value) == "spec.params[0].value: may have at most 4096 characters, not 4097"
+    param["value"] = "x" * 4096
+    assert parse_spec(spec, "team").param_values == {"n": "x" * 4096}
+
+
+TEMPLATE_FOR_PARAMS = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}

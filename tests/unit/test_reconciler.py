@@ -3,6 +3,8 @@ handed to the next pass's engine (RunInput.refused) and which are transient and 
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,7 +34,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
         },
     )
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    first = reconciler.run_pass(NS, "x")
+    first = kube.run(reconciler)
     assert reconciler._refused[UID] == {
         "Pod/x-a-1": f"403 Forbidden: {QUOTA}",
         "Pod/x-d-1": '422 Unprocessable Entity: Pod "x-d-1" is invalid',
@@ -45,7 +47,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
 
     kube.errors = {k: v for k, v in kube.errors.items() if k in ("Pod/x-a-1", "Pod/x-b-1")}
     kube.create_calls.clear()
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert tasks(kube) == {
         "a": ("Failed", "CreateRefused"),
         "b": ("Running", "PodCreating"),  # a 500 never fails a task: sent again
@@ -61,7 +63,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
     assert UID not in reconciler._refused  # nothing refused in this pass: the memory is empty
 
     kube.errors = {}
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert tasks(kube)["b"] == ("Running", "PodCreating") and "Pod/x-b-1" in [
         f"Pod/{o['metadata']['name']}" for o in kube.objects
     ]
@@ -70,23 +72,22 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
 def test_a_pass_that_fails_half_way_forgets_the_refusals_as_a_restart_would() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert UID in reconciler._refused
-    kube.errors["Pod/x-a-1"] = TimeoutError("read timed out")  # e.g. listing children times out
 
-    def broken(namespace: str, uid: str, extra_kinds: Any) -> list[dict[str, Any]]:
-        raise TimeoutError("read timed out")
+    def broken(namespace: str, name: str, status: Any) -> dict[str, Any]:
+        raise TimeoutError("read timed out")  # the status write of the pass that records them
 
-    kube.list_children = broken  # type: ignore[method-assign]
+    kube.patch_status = broken  # type: ignore[method-assign]
     with pytest.raises(TimeoutError):
-        reconciler.run_pass(NS, "x")
+        kube.run(reconciler)
     assert UID not in reconciler._refused
 
 
 def test_forget_drops_the_memory_of_a_run() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     reconciler.forget(UID)
     assert UID not in reconciler._refused and UID not in reconciler._reported_failures
 
@@ -106,13 +107,7 @@ class FakeResource:
     def get(self, **_: Any) -> Any:
         if self.existing is None:
             raise api_error(404, "Not Found", 'configmaps "r-config" not found')
-        existing = self.existing
-
-        class Result:
-            def to_dict(self) -> dict[str, Any]:
-                return existing
-
-        return Result()
+        return SimpleNamespace(data=json.dumps(self.existing).encode())
 
 
 def kube_with(existing: dict[str, Any] | None) -> Kube:
@@ -133,7 +128,7 @@ def test_create_of_a_name_taken_by_a_foreign_object_raises_foreign_object_with_t
 
 
 def test_create_of_an_own_object_is_success_and_one_gone_meanwhile_is_transient() -> None:
-    assert kube_with({"metadata": {"labels": {api.LABEL_UID: UID}}}).create(MANIFEST, UID) is False
+    assert kube_with({"metadata": {"labels": {api.LABEL_UID: UID}}}).create(MANIFEST, UID) is None
     with pytest.raises(ApiException) as raised:
         kube_with(None).create(MANIFEST, UID)
     assert raised.value.status == 409  # not a refusal: the next pass creates it
@@ -148,22 +143,34 @@ UNREADABLE = ChildrenUnreadable(
 )
 
 
+# A kind no watch cache holds: its children are listed, which may fail.
+WIDGETS = {
+    "resources": [
+        {
+            "name": "store",
+            "setup": {"manifests": [{"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}]},
+        }
+    ],
+    "tasks": [pod_task("a", resources=["store"])],
+}
+
+
 def test_children_that_cannot_be_read_are_reported_once_and_the_pass_does_not_raise() -> None:
-    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    kube = FakeKube(WIDGETS, {})
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert kube.body["status"]["phase"] == "Running"
     kube.list_error = UNREADABLE
     for _ in range(3):
-        result = reconciler.run_pass(NS, "x")
+        result = kube.run(reconciler)
     message = f"cannot read the run's children: {UNREADABLE}"
-    assert (result.message, result.finalizer_releasable) == (message, False)
+    assert (result.message, result.released) == (message, False)
     assert kube.body["status"]["message"] == message and kube.body["status"]["phase"] == "Running"
     assert [e for e in kube.events if e[1] == "ChildrenUnreadable"] == [("Warning", "ChildrenUnreadable", message)]
 
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
-    result = reconciler.run_pass(NS, "x")
-    assert not result.finalizer_releasable and result.deleting
+    result = kube.run(reconciler)
+    assert not result.released and result.deleting
     assert result.message.endswith(f'the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set')
 
 
@@ -173,11 +180,60 @@ def test_children_that_cannot_be_read_are_reported_once_and_the_pass_does_not_ra
     ids=["unreadable", "transient"],
 )
 def test_skip_cleanup_releases_the_finalizer_whatever_reading_the_children_raises(failure: Exception) -> None:
-    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    kube = FakeKube(WIDGETS, {})
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     kube.list_error = failure
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
     kube.body["metadata"]["annotations"] = {api.SKIP_CLEANUP_ANNOTATION: "true"}
-    result = reconciler.run_pass(NS, "x")
-    assert result.finalizer_releasable and result.deleting
+    result = kube.run(reconciler)
+    assert result.released and result.deleting
+    assert api.FINALIZER not in kube.body["metadata"]["finalizers"]
+
+
+def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its_warnings_go_elsewhere() -> None:
+    spec = {
+        "tasks": [pod_task("a", resources=["r"])],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {"deployments": [{"name": "db", "template": pod_task("db")["template"]}]},
+                "cleanup": {"job": {"template": pod_task("c")["template"]}},
+            }
+        ],
+    }
+    terminating = api_error(
+        403, "Forbidden", "unable to create new content in namespace team because it is being terminated"
+    )
+    terminating.body = json.dumps(
+        {
+            "kind": "Status",
+            "message": "unable to create new content in namespace team because it is being terminated",
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        }
+    )
+    kube = FakeKube(spec, {"Job/x-r-cleanup-1": terminating})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    kube.run(reconciler)  # the Deployment is created (the task waits for it)
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
+    kube.run(reconciler)  # stopped; the cleanup job is refused
+    assert UID in reconciler._namespace_terminating
+    result = kube.run(reconciler)
+    r = kube.body["status"]["resources"]["r"]
+    assert (r["phase"], r["reason"]) == ("CleanupFailed", "NamespaceDeleted")
+    # The namespace accepts no Event: the Warning goes on the Namespace (in `default`) as well.
+    warnings = [
+        (o, m) for o, (t, reason, m) in zip(kube.event_objects, kube.events, strict=True) if reason == "CleanupFailed"
+    ]
+    assert sorted(o for o, _ in warnings) == ["FlowRun/x", "Namespace/team"]
+    outside = next(m for o, m in warnings if o == "Namespace/team")
+    assert outside.startswith("FlowRun team/x: resource r: cleanup job not run: namespace team is being deleted")
+    assert UID not in reconciler._namespace_terminating
+    assert result.released
+
+
+def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> None:
+    kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
+    reconciler = Reconciler(kube)  # type: ignore[arg-type]
+    kube.run(reconciler)
+    assert reconciler._refused[UID] and UID not in reconciler._namespace_terminating

@@ -46,7 +46,7 @@ def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the
     kube = FakeKube({"flowRef": {"name": "etl"}, "params": [{"name": "who", "value": "you"}]}, {})
     lookup = Lookup(FLOW)
     reconciler = Reconciler(kube, flows=lookup)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert lookup.calls == [(NS, "etl")]
     assert kube.calls[:2] == ["patch_status", "create Pod/x-a-1"], kube.calls
     status = kube.body["status"]
@@ -56,7 +56,7 @@ def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the
     assert pod["spec"]["containers"][0]["args"] == ["you"]
 
     lookup.flow = None  # the Flow is deleted: the run goes on with its snapshot
-    result = reconciler.run_pass(NS, "x")
+    result = kube.run(reconciler)
     assert lookup.calls == [(NS, "etl")]
     assert result.waiting_for_flow is None
     assert kube.body["status"]["phase"] == "Running" and "resolvedSpec" in kube.body["status"]
@@ -66,16 +66,16 @@ def test_a_missing_flow_keeps_the_run_pending_creating_nothing_then_fails_it_aft
     kube = FakeKube({"flowRef": {"name": "etl"}}, {})
     kube.body["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"  # just created, as far as the pass knows
     reconciler = Reconciler(kube, flows=Lookup(None))  # type: ignore[arg-type]
-    result = reconciler.run_pass(NS, "x")
+    result = kube.run(reconciler)
     assert result.waiting_for_flow == "etl" and result.requeue_after is not None and result.requeue_after > 1
     assert kube.body["status"]["phase"] == "Pending"
     assert conditions(kube)["SpecValid"]["reason"] == "FlowNotFound"
     assert kube.create_calls == [] and [e[1] for e in kube.events] == ["FlowNotFound"]
-    reconciler.run_pass(NS, "x")
+    kube.run(reconciler)
     assert [e[1] for e in kube.events] == ["FlowNotFound"], "posted once"
 
     kube.body["metadata"]["creationTimestamp"] = "2024-05-01T12:00:00Z"  # long ago
-    result = reconciler.run_pass(NS, "x")
+    result = kube.run(reconciler)
     assert kube.body["status"]["phase"] == "Failed" and result.done
     assert conditions(kube)["SpecValid"]["status"] == "False"
     assert kube.body["status"]["message"].startswith("spec.flowRef.name: Flow 'etl' does not exist")
@@ -86,8 +86,8 @@ def test_a_run_waiting_for_its_flow_is_released_at_once_when_deleted() -> None:
     kube = FakeKube({"flowRef": {"name": "etl"}}, {})
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:01Z"
     kube.body["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
-    result = Reconciler(kube, flows=Lookup(None)).run_pass(NS, "x")  # type: ignore[arg-type]
-    assert result.deleting and result.finalizer_releasable
+    result = kube.run(Reconciler(kube, flows=Lookup(None)))  # type: ignore[arg-type]
+    assert result.deleting and result.released
 
 
 def test_a_rerun_reads_its_original_once_and_reuses_what_succeeded() -> None:
@@ -105,21 +105,21 @@ def test_a_rerun_reads_its_original_once_and_reuses_what_succeeded() -> None:
         },
     }
     reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    reconciler.run_pass(NS, "x")
-    assert kube.reads == ["x", "orig"]
+    kube.run(reconciler)
+    assert kube.reads == ["orig"]
     assert kube.calls[0] == "patch_status"
     assert kube.create_calls == ["Pod/x-b-1"], "a reused task gets no pod"
     tasks = kube.body["status"]["tasks"]
     assert (tasks["a"]["phase"], tasks["a"]["reason"], tasks["a"]["result"]) == ("Succeeded", "Reused", "r1")
     del kube.others["orig"]  # the original may go once the first pass is done
-    reconciler.run_pass(NS, "x")
-    assert kube.reads == ["x", "orig", "x"]
+    kube.run(reconciler)
+    assert kube.reads == ["orig"]
     assert kube.body["status"]["phase"] == "Running"
 
 
 def test_a_rerun_of_a_missing_run_is_a_spec_error_naming_rerun_of() -> None:
     kube = FakeKube({"rerunOf": {"name": "nope"}}, {})
-    Reconciler(kube).run_pass(NS, "x")  # type: ignore[arg-type]
+    kube.run(Reconciler(kube))  # type: ignore[arg-type]
     assert kube.body["status"]["phase"] == "Failed"
     assert kube.body["status"]["message"].startswith("spec.rerunOf.name:")
     assert kube.create_calls == [] and [e[1] for e in kube.events] == ["InvalidSpec"]

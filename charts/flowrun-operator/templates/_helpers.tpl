@@ -113,10 +113,12 @@ Every verb is one the operator or kopf uses; docs/install.md explains each rule.
   resources: [deployments]
   verbs: [get, list, watch, create, delete]
 # An Event on the FlowRun for every transition, on a Flow that is invalid, on a CronFlowRun for
-# each run it creates, replaces or deletes (core/v1 Events, the API kopf posts to as well).
+# each run it creates, replaces or deletes (core/v1 Events, the API kopf posts to as well). Listed
+# only for a setup or cleanup Job that has had no pod for a while (its FailedCreate Event says why
+# its pod is refused), by a field selector naming that Job, at most every 10 seconds.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- with .Values.rbac.extraRules }}
 # rbac.extraRules: the kinds of setup.manifests.
 {{ toYaml . }}

@@ -17,10 +17,15 @@ from flowrun.engine.phases import (
     CLEANUP_JOB_RUNNING,
     CREATE_REFUSED,
     NOT_NEEDED,
+    OBJECT_DELETED,
     PENDING,
+    PODS_REFUSED,
     READY,
     SETTING_UP,
     SETUP_FAILED,
+    SETUP_JOB_COMPLETE,
+    SETUP_JOB_DELETED,
+    SETUP_JOB_RUNNING,
     STOPPING_SETUP,
 )
 from flowrun.engine.state import ResourceState, RunState
@@ -89,14 +94,16 @@ def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, 
     """SettingUp to SetupFailed, or to Ready once every part is ready and the value is known."""
     failure = setup_failure(ctx, resource, rs, state)
     if failure is not None:
-        rs.phase, (rs.reason, rs.message) = SETUP_FAILED, failure
-        rs.setup_error = f"{rs.reason}: {rs.message}"
+        fail_setup(rs, failure)
         return
+    job = setup_job(ctx, resource)
+    if job is not None and not job.deleting:
+        # Recorded, so that a Job that vanishes from now on is known to have existed.
+        rs.reason = SETUP_JOB_COMPLETE if job.complete else SETUP_JOB_RUNNING
     for ref in setup_objects(ctx, resource):
         obj = ctx.children.find(ref)
         if obj is None or obj.deleting:
             return
-    job = setup_job(ctx, resource)
     if resource.setup.job is not None and (job is None or not job.complete):
         return
     for deployment in resource.setup.deployments:
@@ -110,6 +117,28 @@ def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, 
         if value is None:
             return  # the Job is Complete but its pod is not observed yet
     rs.phase, rs.reason, rs.message, rs.value, rs.ready_at = READY, READY, "", value, ctx.now
+
+
+def fail_setup(rs: ResourceState, failure: tuple[str, str]) -> None:
+    rs.phase, (rs.reason, rs.message) = SETUP_FAILED, failure
+    rs.setup_error = f"{rs.reason}: {rs.message}"
+
+
+def check_ready(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> None:
+    """A Ready block whose Deployment, Service or manifest is gone (or being deleted) is broken:
+    SetupFailed (ObjectDeleted), so no task starts into it, and cleanup follows once its running
+    tasks end. It is not recreated: a PVC or a Dask scheduler made anew would silently have lost
+    what the tasks before put in it. The setup Job is not looked at: once Ready its work is done
+    and its result recorded, whether the Job object is kept or not."""
+    job = ObjectRef("batch/v1", "Job", names.setup_job_name(ctx.run.name, resource.name))
+    gone = []
+    for ref in setup_objects(ctx, resource):
+        obj = ctx.children.find(ref)
+        if ref != job and (obj is None or obj.deleting):
+            gone.append(f"{ref} was deleted" if obj is None else f"{ref} is being deleted")
+    if gone:
+        why = ", ".join(gone) + " while the block was Ready (by someone else); it is not created again"
+        fail_setup(rs, (OBJECT_DELETED, why))
 
 
 def setup_failure(
@@ -128,13 +157,29 @@ def setup_failure(
     if refusals:
         return CREATE_REFUSED, "; ".join(refusals)
     job = setup_job(ctx, resource)
+    seen = rs.reason in (SETUP_JOB_RUNNING, SETUP_JOB_COMPLETE)
+    if resource.setup.job is not None and seen and (job is None or job.deleting):
+        name = names.setup_job_name(ctx.run.name, resource.name)
+        what = "was deleted" if job is None else "is being deleted"
+        return (
+            SETUP_JOB_DELETED,
+            f"setup job {name} {what} before the block was Ready (by someone else); it is not created"
+            " again, as it may have done part of its work",
+        )
     failed = job.failed_condition if job is not None else None
     if failed is not None:
         details = [d for d in (failed.reason, failed.message, setup_job_message(ctx, resource, "Failed")) if d]
         return "SetupJobFailed", "setup job failed: " + "; ".join(details)
+    if job is not None and job.pod_create_failure and not job.finished:
+        return PODS_REFUSED, f"setup job {job.name}: its pod cannot be created: {job.pod_create_failure}"
     for deployment in resource.setup.deployments:
         observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
         for cond in observed.conditions if observed is not None else ():
+            if cond.type == "ReplicaFailure" and cond.status == "True":
+                # The Deployment shows its ReplicaSet's refusal (a quota, Pod Security, a missing
+                # ServiceAccount): it would only end in SetupTimeout.
+                why = f"{cond.reason}: {cond.message}" if cond.reason else cond.message
+                return PODS_REFUSED, f"deployment {deployment.name}: its pods cannot be created: {why}"
             if cond.type == "Progressing" and cond.status == "False":
                 return "DeploymentFailed", f"deployment {deployment.name}: {cond.reason}: {cond.message}"
     started = rs.setup_started_at or ctx.now
@@ -156,8 +201,13 @@ def setup_job_message(ctx: PassContext, resource: ResourceSpec, phase: str | Non
     job = resource.setup.job
     if job is None:
         return None
-    container = main_container_name(job.template)
-    for pod in ctx.children.job_pods(names.setup_job_name(ctx.run.name, resource.name)):
+    return job_message(ctx, names.setup_job_name(ctx.run.name, resource.name), job.template, phase)
+
+
+def job_message(ctx: PassContext, job: str, template: dict[str, Any], phase: str | None) -> str | None:
+    """The termination message of the main container of a pod of Job `job` (one in `phase`)."""
+    container = main_container_name(template)
+    for pod in ctx.children.job_pods(job):
         term = termination(pod, container)
         if term is not None and (phase is None or pod.phase == phase):
             return result(term)[0]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from flowrun import manifests, names
-from flowrun.engine.blocks import setup_job, setup_job_running, setup_objects, with_setup_error
+from flowrun.engine.blocks import job_message, setup_job, setup_job_running, setup_objects, with_setup_error
 from flowrun.engine.children import ObjectRef
 from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal
@@ -24,6 +24,8 @@ from flowrun.engine.phases import (
     CLEANUP_JOB_RUNNING,
     CREATE_REFUSED,
     DELETING_OBJECTS,
+    NAMESPACE_DELETED,
+    PODS_REFUSED,
     SETUP_FAILED,
     STOPPING_SETUP,
 )
@@ -67,15 +69,21 @@ def _run_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
     rs.message = with_setup_error(rs, f"cleanup job attempt {rs.cleanup_attempts} running")
     name = names.cleanup_job_name(ctx.run.name, resource.name, rs.cleanup_attempts)
     job = ctx.children.jobs.get(name)
-    failed = job.failed_condition if job is not None else None
     refused = refusal(ctx, ObjectRef("batch/v1", "Job", name)) if job is None else None
+    if refused is not None and ctx.run.namespace_terminating:
+        # Nothing can be created in the namespace any more: the job can never run. What setup made
+        # in the namespace goes with it; the Warning event of this transition names what was skipped.
+        rs.phase, rs.reason, rs.next_cleanup_attempt_at = CLEANUP_FAILED, NAMESPACE_DELETED, None
+        rs.cleanup_error = rs.message = (
+            f"cleanup job not run: namespace {ctx.run.namespace} is being deleted ({refused}); what the job"
+            " would have removed outside the cluster may remain, the objects in the namespace go with it"
+        )
+        return
+    cause = _attempt_failure(ctx, resource, rs.cleanup_attempts)
     if job is not None and job.complete:
         rs.reason = DELETING_OBJECTS
-    elif failed is not None or refused is not None:
-        if failed is not None:
-            cause = f"{failed.reason or 'Failed'}: {failed.message}"
-        else:
-            cause = f"{CREATE_REFUSED}: {refused}"
+    elif cause is not None or refused is not None:
+        cause = cause or f"{CREATE_REFUSED}: {refused}"
         what = f"cleanup job attempt {rs.cleanup_attempts} failed ({cause})"
         if rs.cleanup_attempts < 1 + resource.cleanup.retries:
             rs.reason = CLEANUP_JOB_BACKOFF
@@ -85,13 +93,44 @@ def _run_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
             rs.reason, rs.cleanup_error = DELETING_OBJECTS, f"{what}, no retries left"
 
 
+def _attempt_failure(ctx: PassContext, resource: ResourceSpec, attempt: int) -> str | None:
+    """Why cleanup job attempt `attempt` failed (its Failed condition and its pod's termination
+    message, or why its pod cannot be created), from the observed Job; None if it did not fail."""
+    name = names.cleanup_job_name(ctx.run.name, resource.name, attempt)
+    job = ctx.children.jobs.get(name)
+    if job is None:
+        return None
+    failed = job.failed_condition
+    if failed is not None:
+        cause = f"{failed.reason or 'Failed'}: {failed.message}"
+        template = resource.cleanup.job_template
+        message = job_message(ctx, name, template, "Failed") if template is not None else None
+        return f"{cause}; termination message: {message}" if message else cause
+    if job.pod_create_failure and not job.complete:
+        return f"{PODS_REFUSED}: its pod cannot be created: {job.pod_create_failure}"
+    return None
+
+
+def _refused_cleanup_jobs(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> list[Action]:
+    """Delete the Jobs of failed attempts whose pod was refused: each still waits for its pod, and
+    must never start late (when the quota frees, say) beside a later attempt."""
+    deletes: list[Action] = []
+    for attempt in range(1, rs.cleanup_attempts + 1):
+        name = names.cleanup_job_name(ctx.run.name, resource.name, attempt)
+        job = ctx.children.jobs.get(name)
+        if job is not None and job.pod_create_failure and not job.finished and not job.deleting:
+            deletes.append(DeleteObject("batch/v1", "Job", name))
+    return deletes
+
+
 def _create_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, values: Context) -> list[Action]:
     if rs.reason != CLEANUP_JOB_RUNNING:
-        return []  # between attempts
-    if names.cleanup_job_name(ctx.run.name, resource.name, rs.cleanup_attempts) in ctx.children.jobs:
+        return _refused_cleanup_jobs(ctx, resource, rs)  # between attempts
+    name = names.cleanup_job_name(ctx.run.name, resource.name, rs.cleanup_attempts)
+    if name in ctx.children.jobs:
         return []
     job = manifests.build_cleanup_job(ctx.identity, ctx.spec, resource, rs.cleanup_attempts, values, rs.value or "")
-    return [CreateObject(job)]
+    return [*_refused_cleanup_jobs(ctx, resource, rs), CreateObject(job)]
 
 
 def _wait_until_gone(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> None:
@@ -109,7 +148,8 @@ def _wait_until_gone(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
 
 
 def _delete_setup_objects(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, _: Context) -> list[Action]:
-    deletes: list[Action] = []
+    """What setup created, and cleanup Jobs still waiting for a refused pod."""
+    deletes = _refused_cleanup_jobs(ctx, resource, rs)
     for ref in setup_objects(ctx, resource):
         obj = ctx.children.find(ref)
         if obj is not None and not obj.deleting:
@@ -155,10 +195,9 @@ def progress_cleanup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
 def _last_cleanup_job_failure(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> str | None:
     """Why the latest failed cleanup job attempt failed, from the observed Jobs; else None."""
     for attempt in range(rs.cleanup_attempts, 0, -1):
-        job = ctx.children.jobs.get(names.cleanup_job_name(ctx.run.name, resource.name, attempt))
-        failed = job.failed_condition if job is not None else None
-        if failed is not None:
-            return f"cleanup job attempt {attempt} failed ({failed.reason or 'Failed'}: {failed.message})"
+        cause = _attempt_failure(ctx, resource, attempt)
+        if cause is not None:
+            return f"cleanup job attempt {attempt} failed ({cause})"
     return None
 
 

@@ -32,6 +32,9 @@ class RunInput:
     # reason that does not go away by itself (Invalid, Forbidden, a foreign object holding the
     # name, an unknown kind). Transient errors never appear here: those creates are just retried.
     refused: Mapping[str, str] = field(default_factory=dict)
+    # Set by the handler when a create of the previous pass was refused because the namespace is
+    # being deleted: nothing can be created in it any more (a cleanup job cannot run).
+    namespace_terminating: bool = False
 
     @property
     def identity(self) -> RunIdentity:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
-from flowrun.engine.blocks import progress_setup, recover_resource, schedule_resource
+from flowrun.engine.blocks import check_ready, progress_setup, recover_resource, schedule_resource
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
 from flowrun.engine.interface import CreateObject, Outcome, RunInput
 from flowrun.engine.lenient import as_map, as_str, conditions_by_type
-from flowrun.engine.phases import CLEANING_UP, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
+from flowrun.engine.phases import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
 from flowrun.engine.state import RunState, load_state
@@ -71,14 +71,17 @@ def load(ctx: PassContext) -> RunState:
 
 
 def step(ctx: PassContext, before: RunState) -> RunState:
-    """Every transition the state and the observed children allow, in one sweep: blocks progress,
-    then tasks (in dependency order), then blocks start setup or cleanup, then the run."""
+    """Every transition the state and the observed children allow, in one sweep: blocks progress
+    (or a Ready one is found broken), then tasks (in dependency order), then blocks start setup
+    or cleanup, then the run."""
     state = copy.deepcopy(before)
     stop = stop_reason(ctx, state)
     for resource in ctx.resource_order:
         rs = state.resources[resource.name]
         if rs.phase == SETTING_UP:
             progress_setup(ctx, resource, rs, state)
+        elif rs.phase == READY:
+            check_ready(ctx, resource, rs)
         elif rs.phase == CLEANING_UP:
             progress_cleanup(ctx, resource, rs)
     live = live_pods(ctx, state)

@@ -45,11 +45,21 @@ STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS = (
 )
 CLEANUP_STEPS = (STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS)
 NOT_NEEDED = "NotNeeded"
+# While SettingUp: the setup Job has been seen (running, then complete). A setup Job that vanishes
+# after that is not created again (it may have done part of its work): SETUP_JOB_DELETED.
+SETUP_JOB_RUNNING, SETUP_JOB_COMPLETE = "SetupJobRunning", "SetupJobComplete"
+SETUP_JOB_DELETED = "SetupJobDeleted"
+OBJECT_DELETED = "ObjectDeleted"  # a Ready block's Deployment, Service or manifest was deleted
+PODS_REFUSED = "PodsRefused"  # a setup Deployment's or Job's pods are refused by admission
+NAMESPACE_DELETED = "NamespaceDeleted"  # the cleanup job could not run: the namespace is terminating
 CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
 INVALID_SPEC = "InvalidSpec"
 CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
 
 CLEANUP_BACKOFF_SECONDS = 10
+# While a setup or cleanup Job has no pod, passes come this often, so a refused pod (known only
+# from an Event, which the handler reads at most this often per Job) is acted on soon.
+POD_REFUSAL_RECHECK_SECONDS = 10
 RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
 LOG_TAIL_LINES = 100
 DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"

@@ -12,10 +12,19 @@ from flowrun.engine.cleanup import cleanup_actions
 from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, substitutions
 from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
-from flowrun.engine.phases import CLEANING_UP, DRY_RUN_PLACEHOLDER, RETRY_BACKOFF, RUN_FINAL, RUNNING, SETTING_UP
+from flowrun.engine.phases import (
+    CLEANING_UP,
+    DRY_RUN_PLACEHOLDER,
+    POD_REFUSAL_RECHECK_SECONDS,
+    RETRY_BACKOFF,
+    RUN_FINAL,
+    RUNNING,
+    SETTING_UP,
+)
 from flowrun.engine.run import run_deadline, ttl_expired, ttl_expiry
 from flowrun.engine.state import RunState
 from flowrun.engine.tasks import expected_pods, task_actions
+from flowrun.observed import ObservedJob
 
 
 def plan(ctx: PassContext, state: RunState) -> list[Action]:
@@ -62,6 +71,9 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
         pod = ctx.children.pod(ts.pod_name) if ts.pod_name in expected else None
         if pod is not None and pod.start_time is not None and task.active_deadline_seconds is not None:
             moments.append(after(pod.start_time, task.active_deadline_seconds))
+    if any(waits_for_pod(job) for job in ctx.children.jobs.values()):
+        # Its pod may be refused, which only an Event tells (the handler reads it): look again.
+        moments.append(after(ctx.now, POD_REFUSAL_RECHECK_SECONDS))
     for resource in ctx.spec.resources:
         rs = state.resources[resource.name]
         if rs.phase == SETTING_UP and rs.setup_started_at is not None:
@@ -73,3 +85,9 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
     if not future:
         return None
     return max(0.0, (min(future) - ctx.real_now).total_seconds())
+
+
+def waits_for_pod(job: ObservedJob) -> bool:
+    """A Job that runs and has never had a pod, and no known reason why."""
+    unstarted = not (job.active or job.succeeded or job.failed)
+    return unstarted and not job.finished and not job.deleting and not job.pod_create_failure

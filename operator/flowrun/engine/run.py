@@ -13,6 +13,7 @@ from flowrun.engine.phases import (
     CANCELLED,
     CLEANUP_FAILED,
     FAILED,
+    NAMESPACE_DELETED,
     PENDING,
     RUN_FINAL,
     RUNNING,
@@ -22,7 +23,7 @@ from flowrun.engine.phases import (
     SUCCEEDED,
     TERMINAL,
 )
-from flowrun.engine.state import RunState
+from flowrun.engine.state import ResourceState, RunState
 from flowrun.model import FlowSpec
 
 
@@ -83,6 +84,12 @@ def ttl_expired(ctx: PassContext, state: RunState) -> bool:
     return expiry is not None and ctx.now >= expiry and not ctx.run.deleting
 
 
+def holds_finalizer(rs: ResourceState) -> bool:
+    """A failed cleanup holds the finalizer, unless its namespace is being deleted: then the job
+    could never run, and what it left in the namespace goes with the namespace."""
+    return rs.phase == CLEANUP_FAILED and rs.reason != NAMESPACE_DELETED
+
+
 def finalizer_releasable(ctx: PassContext, state: RunState) -> bool:
     if not ctx.run.deleting:
         return False
@@ -90,6 +97,6 @@ def finalizer_releasable(ctx: PassContext, state: RunState) -> bool:
         return True
     return (
         state.phase in RUN_FINAL
-        and all(rs.phase != CLEANUP_FAILED for rs in state.resources.values())
+        and all(not holds_finalizer(rs) for rs in state.resources.values())
         and all(p.finished for p in ctx.children.pods)
     )

@@ -37,7 +37,7 @@ from flowrun.engine.phases import (
     SUCCEEDED,
     TERMINAL,
 )
-from flowrun.engine.run import stop_reason
+from flowrun.engine.run import holds_finalizer, stop_reason
 from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
 from flowrun.timestamps import format_time, parse_time
 
@@ -128,7 +128,7 @@ def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str
     failed = [n for n, p in phases.items() if p == CLEANUP_FAILED]
     if failed:
         message = "cleanup failed for " + ", ".join(failed) + ": " + state.resources[failed[0]].message
-        if ctx.run.deleting and not ctx.run.skip_cleanup:
+        if ctx.run.deleting and not ctx.run.skip_cleanup and any(holds_finalizer(state.resources[n]) for n in failed):
             message += f'; the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set'
             return "False", CLEANUP_BLOCKED, message
         return "False", "CleanupFailed", message

@@ -23,6 +23,8 @@ from flowrun.engine.phases import (
     READY,
     RETRY_BACKOFF,
     RUNNING,
+    SETTING_UP,
+    SETUP_FAILED,
     SKIPPED,
     STOP_CANCELLED,
     STOP_DEADLINE,
@@ -85,6 +87,13 @@ def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | 
         stop_task(ctx, ts, stop)
         return
     if backoff:
+        broken = next((r for r in task.resources if state.resources[r].phase not in (SETTING_UP, READY)), None)
+        if broken is not None:
+            # The block broke (or failed) while the task waited to retry: no attempt can run in it.
+            rs = state.resources[broken]
+            ts.phase, ts.reason, ts.finished_at, ts.next_attempt_at = FAILED, SETUP_FAILED, ctx.now, None
+            ts.message = f"{ts.message}; no next attempt: resource {broken} is not available ({rs.phase}: {rs.message})"
+            return
         if ts.next_attempt_at is not None and ctx.now < ts.next_attempt_at:
             return
     elif ts.phase == RUNNING:

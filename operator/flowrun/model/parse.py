@@ -16,6 +16,7 @@ from flowrun.model.spec import (
     DEFAULT_CLEANUP_TIMEOUT,
     DEFAULT_SETUP_TIMEOUT,
     MAX_COUNT,
+    MAX_PARAM_VALUE,
     MAX_RETRIES,
     MAX_SECONDS,
     PROTOCOLS,
@@ -97,7 +98,10 @@ def _params(raw: object) -> tuple[Param, ...]:
         item = checks.mapping(item, path)
         checks.known_keys(item, path, ("name", "value"))
         name = checks.param_name(item.get("name"), f"{path}.name", [p.name for p in params])
-        params.append(Param(name, checks.string(item.get("value"), f"{path}.value")))
+        value = checks.string(item.get("value"), f"{path}.value")
+        if len(value) > MAX_PARAM_VALUE:
+            raise SpecError(f"{path}.value", f"may have at most {MAX_PARAM_VALUE} characters, not {len(value)}")
+        params.append(Param(name, value))
     return tuple(params)
 
 

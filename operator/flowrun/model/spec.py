@@ -18,6 +18,9 @@ DEFAULT_BACKOFF_SECONDS = 10
 MAX_SECONDS = 31_536_000  # one year: every duration (deadlines, timeouts, backoff, TTL)
 MAX_RETRIES = 100  # retries.limit, cleanup.retries, setup.job.backoffLimit
 MAX_COUNT = 10_000  # parallelism, replicas
+# Characters of a param value (or a Flow's default), as much as a task result may carry: it is
+# copied into every pod that references it, and pods have a size limit of their own.
+MAX_PARAM_VALUE = 4096
 
 
 class SpecError(ValueError):
