@@ -131,18 +131,16 @@ def print_table(results: dict[str, list[Result]]) -> None:
     for column in columns:
         cells = "".join(f"{format_value(summaries[kind][column]):>14}" for kind in kinds)
         print(f"   {column:<{width}}{cells}")
-    floor = summaries.get("bare")
-    if floor is None:
-        return
-    for kind in kinds:
-        if kind == "bare":
-            continue
-        ratios = []
-        for column, name in RATIOS.items():
-            ours, base = summaries[kind][column], floor[column]
-            if ours is not None and base is not None:
-                ratios.append(f"{name} {stats.ratio(ours, base):.2f}x")
-        print(f"   {kind} / bare: " + ", ".join(ratios))
+    for base_kind in ("bare", "argo", "argo-tuned"):
+        for kind in kinds:
+            if base_kind not in summaries or kind == base_kind or (base_kind != "bare" and kind != "operator"):
+                continue
+            ratios = []
+            for column, name in RATIOS.items():
+                ours, base = summaries[kind][column], summaries[base_kind][column]
+                if ours is not None and base is not None:
+                    ratios.append(f"{name} {stats.ratio(ours, base):.2f}x")
+            print(f"   {kind} / {base_kind}: " + ", ".join(ratios))
 
 
 RATIOS = {"wall s": "wall", "first pod p50 s": "first pod", "gap p50 ms": "gap p50", "gap p99 ms": "gap p99"}
