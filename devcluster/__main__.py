@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from devcluster import build, cluster, images, node, node_deps
 from devcluster.paths import state_dir
@@ -18,7 +19,14 @@ def main(argv: list[str] | None = None) -> int:
         "install-deps",
         help="install the real node's Debian packages (containerd, runc, CNI plugins, iptables) if missing",
     )
-    commands.add_parser("up", help="start the cluster; returns once nodes are Ready and ServiceAccounts work")
+    up_command = commands.add_parser(
+        "up", help="start the cluster; returns once nodes are Ready and ServiceAccounts work"
+    )
+    up_command.add_argument(
+        "--audit-policy",
+        type=Path,
+        help="also write the API server's audit log by this policy file (the benchmarks count requests with it)",
+    )
     commands.add_parser("down", help="stop exactly the processes `up` started and remove the cluster's state")
     commands.add_parser("status", help="show each component; exit 0 only if all are running")
     commands.add_parser("kubeconfig", help="print the path of the admin kubeconfig")
@@ -36,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         started = time.monotonic()
         try:
-            running = cluster.up()
+            running = cluster.up(args.audit_policy)
         except cluster.AlreadyRunning as error:
             print(f"devcluster: {error}")
             return 0

@@ -30,6 +30,16 @@ class GoModule:
     binaries: dict[str, str]
     # -X flags stamping the upstream version into the binary, if it has them
     version_stamp: tuple[str, ...] = ()
+    # The folder that holds `directory`, if not devcluster/go/ (the benchmarks keep their own).
+    parent: Path | None = None
+
+    @property
+    def source(self) -> Path:
+        return (self.parent or GO_MODULES_DIR) / self.directory
+
+    @property
+    def label(self) -> str:
+        return f"{self.parent.name if self.parent else 'devcluster/go'}/{self.directory}"
 
 
 KUBERNETES_VERSION = "v1.36.3"
@@ -76,7 +86,7 @@ def module_key(module: GoModule, go_version: str) -> str:
     digest = hashlib.sha256(go_version.encode())
     digest.update(repr(sorted(module.binaries.items())).encode())
     digest.update(repr(module.version_stamp).encode())
-    root = GO_MODULES_DIR / module.directory
+    root = module.source
     for path in sorted(root.rglob("*")):
         if path.is_file() and (path.suffix == ".go" or path.name in ("go.mod", "go.sum")):
             digest.update(str(path.relative_to(root)).encode())
@@ -104,18 +114,18 @@ def _build_module(module: GoModule, target: Path) -> None:
     ldflags = ["-s", "-w"] + [f"-X {stamp}" for stamp in module.version_stamp]
     env = dict(os.environ, CGO_ENABLED="0")
     started = time.monotonic()
-    print(f"devcluster: building {', '.join(module.binaries)} (devcluster/go/{module.directory})", flush=True)
+    print(f"devcluster: building {', '.join(module.binaries)} ({module.label})", flush=True)
     # One `go build` for all of a module's binaries: it compiles shared packages once, in parallel.
     result = subprocess.run(
         ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", f"{staging}/", *module.binaries.values()],
-        cwd=GO_MODULES_DIR / module.directory,
+        cwd=module.source,
         env=env,
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise BuildError(f"building devcluster/go/{module.directory} failed:\n{tail}")
+        raise BuildError(f"building {module.label} failed:\n{tail}")
     for name, package in module.binaries.items():
         built = staging / Path(package).name if package != "." else staging / module.directory
         if built.name != name:
@@ -123,6 +133,16 @@ def _build_module(module: GoModule, target: Path) -> None:
     print(f"devcluster: built {module.directory} in {time.monotonic() - started:.0f}s", flush=True)
     # Rename last so an interrupted build never looks complete.
     staging.rename(target)
+
+
+def ensure_built(module: GoModule) -> Path:
+    """The cached build of one module (built now if missing): the folder that holds its binaries."""
+    if shutil.which("go") is None:
+        raise BuildError("the go command is not on PATH; the dev cluster is built from Go modules")
+    target = module_bin_dir(module, _go_version())
+    if not target.is_dir():
+        _build_module(module, target)
+    return target
 
 
 def build(verbose: bool = True) -> Path:

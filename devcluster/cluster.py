@@ -261,13 +261,14 @@ def _make_pki(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
     _openssl("genrsa", "-out", "service-account.key", "2048", cwd=pki)
 
 
-def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str) -> None:
+def write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: str, namespace: str = "") -> None:
+    context = {"cluster": "flowrun-dev", "user": user, **({"namespace": namespace} if namespace else {})}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "flowrun-dev", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
         "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "flowrun-dev", "context": {"cluster": "flowrun-dev", "user": user}}],
+        "contexts": [{"name": "flowrun-dev", "context": context}],
         "current-context": "flowrun-dev",
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML; every client reads it.
@@ -459,12 +460,29 @@ def _exclusive() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def up() -> Cluster:
+def up(audit_policy: Path | None = None) -> Cluster:
+    """Start the cluster. With `audit_policy`, the API server also writes an audit log (JSON lines,
+    `audit_log()`) by that policy: the benchmarks use it to count each client's requests."""
     with _exclusive():
-        return _up()
+        return _up(audit_policy)
 
 
-def _up() -> Cluster:
+def audit_log() -> Path:
+    """Where the API server writes its audit log, when `up` was given a policy."""
+    return state_dir() / "logs" / "audit.log"
+
+
+def _audit_flags(audit_policy: Path | None) -> list[str]:
+    if audit_policy is None:
+        return []
+    return [
+        f"--audit-policy-file={audit_policy.resolve()}",
+        f"--audit-log-path={audit_log()}",
+        "--audit-log-format=json",
+    ]
+
+
+def _up(audit_policy: Path | None) -> Cluster:
     root = state_dir()
     state = _State(root)
     previous = state.load()
@@ -586,6 +604,7 @@ def _up() -> Cluster:
                 f"--cert-dir={pki}",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *_audit_flags(audit_policy),
             ],
         )
         _wait("kube-apiserver to be ready", lambda: api.request("GET", "/readyz")[0] == 200, data, 90)
