@@ -6,6 +6,7 @@ floods neither the log nor the API server."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from tests.e2e.helpers import FlowRuns, Operator, StartOperator, Watch, deployme
 
 pytestmark = pytest.mark.e2e
 
-OUTAGE_SECONDS = 15.0
+# How long the control plane stays down; longer outages for the figures of docs/reliability.md.
+OUTAGE_SECONDS = float(os.environ.get("FLOWRUN_TEST_OUTAGE_SECONDS", "15"))
 RUNS = 4
 
 
