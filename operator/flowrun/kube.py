@@ -53,6 +53,25 @@ def _count(verb: str, resource: Resource) -> None:
     metrics.API_REQUESTS.labels(verb=verb, resource=str(getattr(resource, "name", "") or "")).inc()
 
 
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def _patch(resource: Resource, namespace: str, name: str, body: Any, content_type: str = MERGE_PATCH) -> dict[str, Any]:
+    """One counted patch; the object as the API server stored it."""
+    _count("patch", resource)
+    return _json(
+        resource.patch(
+            name=name,
+            namespace=namespace,
+            body=body,
+            content_type=content_type,
+            serialize=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    )
+
+
 class ForeignObject(RuntimeError):
     """A child name is taken by an object that does not belong to this run."""
 
@@ -154,18 +173,7 @@ class Kube:
     def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch of the status: keys set to None are removed, `status.kopf` is left
         alone. Returns the object as the API server stored it."""
-        resource = self.resource(api.API_VERSION, kind).status
-        _count("patch", resource)
-        return _json(
-            resource.patch(
-                name=name,
-                namespace=namespace,
-                body={"status": dict(status)},
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        return _patch(self.resource(api.API_VERSION, kind).status, namespace, name, {"status": dict(status)})
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """The FlowRun's status (see patch_object_status)."""
@@ -178,18 +186,7 @@ class Kube:
         metadata = body["metadata"]
         finalizers = [*(metadata.get("finalizers") or []), api.FINALIZER]
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}}
-        resource = self.flowruns()
-        _count("patch", resource)
-        return _json(
-            resource.patch(
-                name=metadata["name"],
-                namespace=metadata["namespace"],
-                body=patch,
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        return _patch(self.flowruns(), metadata["namespace"], metadata["name"], patch)
 
     def remove_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Take the operator's finalizer off a FlowRun: a JSON patch that tests the entry it removes,
@@ -204,19 +201,8 @@ class Kube:
             {"op": "test", "path": f"/metadata/finalizers/{index}", "value": api.FINALIZER},
             {"op": "remove", "path": f"/metadata/finalizers/{index}"},
         ]
-        resource = self.flowruns()
-        _count("patch", resource)
         try:
-            return _json(
-                resource.patch(
-                    name=metadata["name"],
-                    namespace=metadata["namespace"],
-                    body=patch,
-                    content_type="application/json-patch+json",
-                    serialize=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
+            return _patch(self.flowruns(), metadata["namespace"], metadata["name"], patch, JSON_PATCH)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -242,17 +228,8 @@ class Kube:
 
     def patch_flowrun(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of a FlowRun (spec.cancel); NotFound is success (nothing left to change)."""
-        resource = self.flowruns()
-        _count("patch", resource)
         try:
-            resource.patch(
-                name=name,
-                namespace=namespace,
-                body=dict(patch),
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            _patch(self.flowruns(), namespace, name, dict(patch))
         except ApiException as error:
             if error.status != 404:
                 raise
