@@ -372,6 +372,9 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # A watch that lost the API server tries again within 10 s (kopf's default backoffs reach 21 s):
+    # after an outage, events flow again soon after the API server is back.
+    settings.networking.error_backoffs = (1, 2, 5, 10, 10, 10)
     try:
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)

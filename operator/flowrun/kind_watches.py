@@ -65,7 +65,7 @@ class KindWatch(threading.Thread):
             except ApiException as error:
                 if error.status in (403, 404):
                     self.error = ChildrenUnreadable(
-                        f"listing and watching {self.kind} in {self.api_version}: {error.status} {api_message(error)}"
+                        f"listing {self.kind} in {self.api_version}: {error.status} {api_message(error)}"
                     )
                     self.synced.set()
                     self._stopped.wait(REFUSED_RETRY_SECONDS)
