@@ -188,10 +188,11 @@ class Runtime:
             return None
         with metrics.RECONCILE_DURATION.time():
             result = await self.loop.run_in_executor(self.pool, self.reconciler.run_pass, body, children)
-        self.record(uid, result)
-        if result.gone:
+        if result.gone or uid not in self.flowruns:
+            # Gone (maybe deleted while the pass ran): nothing of it is kept.
             self.forget(uid)
             return None
+        self.record(uid, result)
         namespace = body["metadata"]["namespace"]
         if result.waiting_for_flow is not None:
             self.flow_waiters.setdefault((namespace, result.waiting_for_flow), set()).add(uid)
