@@ -43,7 +43,9 @@ UNKNOWN_KIND_RECHECK_SECONDS = 60.0
 
 
 def _json(response: Any) -> dict[str, Any]:
-    """The body of a raw (serialize=False) answer as a dict."""
+    """The body of a raw (serialize=False) answer as a dict. Reading it to the end is also what
+    gives its connection back to the pool: an answer left unread costs the next request a new
+    TLS connection."""
     data = getattr(response, "data", None)
     parsed = json.loads(data) if data else {}
     return parsed if isinstance(parsed, dict) else {}
@@ -147,7 +149,7 @@ class Kube:
         """One cheap request: raises while the API server cannot be reached or is not ready (its
         storage is not), as an API server that has just started is for a few seconds."""
         metrics.API_REQUESTS.labels(verb="get", resource="readyz").inc()
-        self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT)
+        _json(self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT))
 
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
@@ -214,11 +216,13 @@ class Kube:
         resource = self.flowruns()
         _count("create", resource)
         try:
-            resource.create(
-                body=dict(manifest),
-                namespace=manifest["metadata"]["namespace"],
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            _json(
+                resource.create(
+                    body=dict(manifest),
+                    namespace=manifest["metadata"]["namespace"],
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
             return True
         except ApiException as error:
@@ -238,7 +242,7 @@ class Kube:
         resource = self.flowruns()
         _count("delete", resource)
         try:
-            resource.delete(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT)
+            _json(resource.delete(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT))
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -338,13 +342,15 @@ class Kube:
         server would refuse it, or the operator would."""
         resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         _count("create", resource)
-        resource.create(
-            body=dict(manifest),
-            namespace=manifest["metadata"]["namespace"],
-            dry_run="All",
-            query_params=[("fieldValidation", "Strict")],
-            serialize=False,
-            _request_timeout=REQUEST_TIMEOUT,
+        _json(
+            resource.create(
+                body=dict(manifest),
+                namespace=manifest["metadata"]["namespace"],
+                dry_run="All",
+                query_params=[("fieldValidation", "Strict")],
+                serialize=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
         )
 
     def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None:
@@ -355,12 +361,14 @@ class Kube:
             return
         _count("delete", resource)
         try:
-            resource.delete(
-                name=name,
-                namespace=namespace,
-                body={"propagationPolicy": propagation},
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            _json(
+                resource.delete(
+                    name=name,
+                    namespace=namespace,
+                    body={"propagationPolicy": propagation},
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
         except ApiException as error:
             if error.status != 404:
@@ -407,8 +415,10 @@ class Kube:
         resource = self.resource("v1", "Event")
         _count("create", resource)
         try:
-            resource.create(
-                body=event, namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+            _json(
+                resource.create(
+                    body=event, namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+                )
             )
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
