@@ -18,6 +18,7 @@ def _run(args: argparse.Namespace) -> int:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
     handlers.CLUSTERWIDE = args.all_namespaces
+    handlers.NAMESPACES = tuple(args.namespace or ())
     handlers.WORKERS = args.workers
     handlers.ORPHANS = handlers.OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after)
     structured_logging.configure(args.log_level, args.log_format)

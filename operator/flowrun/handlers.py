@@ -1,27 +1,25 @@
-"""kopf wiring, kept thin. kopf watches; the operator's own work queue drives the passes.
+"""kopf wiring, kept thin. The operator's own informers fill the watch caches; its own work queue
+drives the passes; kopf runs the process and watches Flows and CronFlowRuns.
 
 - FlowRuns and their children (Pods, Jobs, Deployments, Services labelled as the operator's) are
-  kept in kopf indexes: the watch caches every pass reads, never a LIST per pass (kopf fills its
-  indexes from its watches before any handler runs, so a pass after a restart sees every child).
-  A child is cached as what the engine sees of it (observed.py), computed once per event.
+  kept in the watch caches every pass reads, never a LIST per pass. They are fed by informers
+  (informer.py: one LIST, then a WATCH, per kind and namespace), not by kopf indexes: kopf makes
+  each object of an indexed kind hold up its start, at a cost that grows with the square of
+  their number. Passes start once every informer has delivered its first list, so a pass after a
+  restart sees every child. A child is cached as what the engine sees of it (observed.py),
+  computed once per event.
 - Every event of a FlowRun or of one of its children asks the work queue (workqueue.py) for a pass
   of that run; the queue runs passes of different runs concurrently on a bounded pool of threads,
   never two of one run at once, and pauses them all while the API server cannot be reached.
-- The operator keeps its finalizer itself (the reconciler puts it on and takes it off); kopf has
-  no change handlers for FlowRuns, so it never patches them, and it is configured with a
-  finalizer name of its own that no object carries.
+- The operator keeps its finalizer itself (the reconciler puts it on and takes it off); kopf does
+  not watch FlowRuns at all, so it never patches them.
 - A finished run costs nothing: no pass unless something about it changes, or its TTL timer fires.
 
-Children are watched with `@kopf.on.event` and indexes only (never on.field/on.update on pods,
-which would make kopf patch every pod). A pass is level-triggered, so a missed event costs at
-most one resync.
-
-Flows and the FlowRuns of CronFlowRuns are kept in kopf indexes too. Flows and CronFlowRuns are
-watched with `@kopf.on.event` only, and driven by tasks of this process, not by kopf daemons or
-timers: those would put a finalizer on every Flow and CronFlowRun (and need the right to patch
-them), which would block their deletion whenever the operator is down. A CronFlowRun's task wakes
-at its next scheduled time, when it changes and when one of its runs changes; a Flow's task
-validates it once per generation.
+Flows are kept in a kopf index. Flows and CronFlowRuns are watched with `@kopf.on.event` only, and
+driven by tasks of this process, not by kopf daemons or timers: those would put a finalizer on
+every Flow and CronFlowRun (and need the right to patch them), which would block their deletion
+whenever the operator is down. A CronFlowRun's task wakes at its next scheduled time, when it
+changes and when one of its runs changes; a Flow's task validates it once per generation.
 """
 
 from __future__ import annotations
@@ -48,6 +46,7 @@ from flowrun.engine.phases import RUN_FINAL
 from flowrun.expectations import Expectations
 from flowrun.flow_checker import FlowChecker, checked
 from flowrun.flows import FLOW_PLURAL
+from flowrun.informer import Informer
 from flowrun.kind_watches import KindWatches
 from flowrun.kube import CHILD_KINDS, REQUEST_TIMEOUT, Kube
 from flowrun.observed import ChildKey, ObservedChild, child_key, observe
@@ -59,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever happens
 MANAGED = {api.LABEL_MANAGED_BY: api.MANAGED_BY}
+MANAGED_SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
 # kopf's own finalizer: no handler of this operator needs one, and kopf removes its finalizer from
 # objects with no handler needing it. A name nothing carries keeps kopf away from the operator's.
 KOPF_FINALIZER = "kopf.flowrun.dev/unused"
@@ -117,10 +117,14 @@ class Runtime:
     def __init__(self, kube: Kube, indexes: Mapping[str, Any], workers: int) -> None:
         self.loop = asyncio.get_running_loop()
         self.kube = kube
-        self.flowruns: kopf.Index[str, Mapping[str, Any]] = indexes["flowruns_by_uid"]
-        self.children: tuple[kopf.Index[str, CachedChild], ...] = tuple(indexes[name] for name in CHILD_INDEXES)
+        # The watch caches (informer.py): UID -> the FlowRun (trimmed); run UID -> its children of
+        # the watched kinds; (namespace, flowrun.dev/cron label) -> UID -> a CronFlowRun's run.
+        self.flowruns: dict[str, Mapping[str, Any]] = {}
+        self.children: dict[str, dict[ChildKey, CachedChild]] = {}
+        self.cron_runs: dict[Key, dict[str, Owned]] = {}
+        self.informers: list[Informer] = []
+        self._unsynced = 0
         self.flows_by_name: kopf.Index[Key, Any] = indexes["flows_by_name"]
-        self.cron_runs: kopf.Index[Key, Owned] = indexes["cron_runs"]
         self.expectations = Expectations()
         self.kind_watches = KindWatches(kube, self.other_child_seen)
         self.reconciler = Reconciler(kube, flows=self.lookup_flow, other_children=self.kind_watches.children)
@@ -140,10 +144,58 @@ class Runtime:
 
     # --- FlowRuns ------------------------------------------------------------------------------
 
-    def flowrun_event(self, type_: str | None, uid: str, body: Mapping[str, Any]) -> None:
+    # --- the watch caches --------------------------------------------------------------------
+
+    def start_informers(self, namespaces: list[str | None]) -> None:
+        """FlowRuns and their children, in each namespace served (None: all). Passes start once
+        every informer has delivered its first list: a pass never decides from a partial cache."""
+        feeds: list[tuple[str, str, str | None, Callable[[str | None, dict[str, Any]], None]]] = [
+            (api.API_VERSION, api.KIND, None, self._from_thread(self.flowrun_event)),
+            *(
+                (api_version, kind, MANAGED_SELECTOR, self._from_thread(self.child_event))
+                for api_version, kind in CHILD_KINDS
+            ),
+        ]
+        for namespace in namespaces:
+            for api_version, kind, selector, on_event in feeds:
+                informer = Informer(
+                    self.kube, api_version, kind, namespace, selector, on_event, self._from_thread(self._synced)
+                )
+                self.informers.append(informer)
+        self._unsynced = len(self.informers)
+        for informer in self.informers:
+            informer.start()
+
+    def _from_thread(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """`handler`, called on the event loop from an informer's thread (in the order called)."""
+
+        def call(*args: Any) -> None:
+            self.loop.call_soon_threadsafe(handler, *args)
+
+        return call
+
+    def _synced(self) -> None:
+        self._unsynced -= 1
+        if self._unsynced == 0:
+            for informer in self.informers:
+                if informer.error is not None:
+                    logger.error("cannot watch: %s; runs of that namespace cannot be driven", informer.error)
+            logger.info("watch caches filled: %d FlowRuns; passes start", len(self.flowruns))
+            self.queue.start()
+            self.ensure_task("orphans", lambda: self.sweep_orphans(ORPHANS))
+
+    def flowrun_event(self, type_: str | None, raw: dict[str, Any]) -> None:
+        metadata = raw.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        namespace = str(metadata.get("namespace") or "")
+        cron_label = (metadata.get("labels") or {}).get(LABEL_CRON)
+        if cron_label is not None:
+            self.cron_run_event(type_, uid, namespace, cron_label, raw)
         if type_ == "DELETED":
+            self.flowruns.pop(uid, None)
             self.forget(uid)
             return
+        body = self.flowruns[uid] = trimmed(raw)
         if self.expectations.flowrun_seen(uid, body):
             return  # the echo of this process's own write: the pass that wrote it decided already
         status = body.get("status") or {}
@@ -153,12 +205,43 @@ class Runtime:
         else:
             self.queue.add(uid)
 
-    def child_event(self, type_: str | None, body: Mapping[str, Any]) -> None:
-        uid = ((body.get("metadata") or {}).get("labels") or {}).get(api.LABEL_UID)
-        child = observe(body)
+    def cron_run_event(self, type_: str | None, uid: str, namespace: str, label: str, raw: dict[str, Any]) -> None:
+        """A run of a CronFlowRun: kept by (namespace, label) as (controlling owner, run as
+        observed); its CronFlowRun is woken only by what it decides from (phase, cancel,
+        deletion), not by every status write."""
+        runs = self.cron_runs.setdefault((namespace, label), {})
+        if type_ == "DELETED":
+            runs.pop(uid, None)
+            if not runs:
+                del self.cron_runs[(namespace, label)]
+            self.owned_seen.pop(uid, None)
+            self.wake_cron_of_run(namespace, label)
+            return
+        owner = next(
+            (ref.get("uid", "") for ref in (raw["metadata"].get("ownerReferences") or []) if ref.get("controller")), ""
+        )
+        seen = cron.owned_run_from_object(raw)
+        runs[uid] = (str(owner), seen)
+        if self.owned_seen.get(uid) != seen:
+            self.owned_seen[uid] = seen
+            self.wake_cron_of_run(namespace, label)
+
+    def child_event(self, type_: str | None, raw: dict[str, Any]) -> None:
+        metadata = raw.get("metadata") or {}
+        uid = (metadata.get("labels") or {}).get(api.LABEL_UID)
+        child = observe(raw)
         if not uid or child is None:
             return
-        self.expectations.child_seen(uid, child_key(child))
+        key = child_key(child)
+        if type_ == "DELETED":
+            entries = self.children.get(uid)
+            if entries is not None:
+                entries.pop(key, None)
+                if not entries:
+                    del self.children[uid]
+        else:
+            self.children.setdefault(uid, {})[key] = (str(metadata.get("namespace") or ""), child)
+        self.expectations.child_seen(uid, key)
         if type_ is not None:  # the initial listing: the run's own listing asks for its pass
             self.queue.add(uid)
 
@@ -172,11 +255,8 @@ class Runtime:
 
     def current(self, uid: str) -> tuple[Mapping[str, Any] | None, list[ObservedChild]]:
         """The run and its children as this process knows them now (read on the event loop)."""
-        cached = next(iter(self.flowruns.get(uid, ())), None)
-        body = self.expectations.flowrun(uid, cached)
-        children: list[ObservedChild] = []
-        for index in self.children:
-            children.extend(child for _, child in index.get(uid, ()))
+        body = self.expectations.flowrun(uid, self.flowruns.get(uid))
+        children = [child for _, child in self.children.get(uid, {}).values()]
         return body, self.expectations.children(uid, children)
 
     async def reconcile(self, uid: str) -> float | None:
@@ -239,10 +319,9 @@ class Runtime:
 
     def cached_children(self) -> list[Child]:
         return [
-            Child((api_version, kind, namespace, child.name), uid)
-            for (api_version, kind), index in zip(CHILD_KINDS, self.children, strict=True)
-            for uid in index
-            for namespace, child in index.get(uid, ())
+            Child((api_version, kind, namespace, name), uid)
+            for uid, entries in self.children.items()
+            for (api_version, kind, name), (namespace, _) in entries.items()
         ]
 
     async def probe(self) -> None:
@@ -285,7 +364,7 @@ class Runtime:
             self.wake(self.cron_key(namespace, name))
 
     def owned_runs(self, namespace: str, name: str) -> list[Owned]:
-        return list(self.cron_runs.get((namespace, names.label_value(name)), ()))
+        return list(self.cron_runs.get((namespace, names.label_value(name)), {}).values())
 
     # --- tasks of Flows and CronFlowRuns ---------------------------------------------------------
 
@@ -305,6 +384,8 @@ class Runtime:
             await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
 
     async def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
         self.kind_watches.stop()
         await self.queue.stop()
         tasks = list(self.tasks.values())
@@ -339,7 +420,6 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-CHILD_INDEXES = ("pods_by_run", "jobs_by_run", "deployments_by_run", "services_by_run")
 
 _runtime: Runtime | None = None
 
@@ -356,8 +436,9 @@ def _namespace_of(name: str, namespace: str | None) -> str:
     return namespace
 
 
-# Set by the CLI before kopf starts: whether the operator watches every namespace.
+# Set by the CLI before kopf starts: whether the operator watches every namespace, else which.
 CLUSTERWIDE = True
+NAMESPACES: tuple[str, ...] = ()
 
 
 @kopf.on.startup()
@@ -388,8 +469,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     configuration.retries = urllib3.util.Retry(total=1, connect=0, status=0, redirect=0)
     # kopf hands every handler, this one included, its indexes by the names of their functions.
     _runtime = Runtime(Kube(client.ApiClient(configuration)), kwargs, WORKERS)
-    _runtime.queue.start()
-    _runtime.ensure_task("orphans", lambda: runtime().sweep_orphans(ORPHANS))
+    _runtime.start_informers([None] if CLUSTERWIDE else list(NAMESPACES))
 
 
 @kopf.on.cleanup()
@@ -406,65 +486,6 @@ async def api_server(**_: Any) -> str:
     if rt is None or rt.queue.outage_started is None:
         return "reachable"
     return f"unreachable for {rt.loop.time() - rt.queue.outage_started:.0f}s"
-
-
-@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
-async def flowruns_by_uid(uid: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    """UID -> the FlowRun, as the API returns it (trimmed): what every pass reads."""
-    return {uid: trimmed(body)}
-
-
-def _child_index(body: kopf.Body, labels: kopf.Labels) -> dict[str, CachedChild]:
-    uid, child = labels.get(api.LABEL_UID), observe(body)
-    namespace = str(body.get("metadata", {}).get("namespace") or "")
-    return {uid: (namespace, child)} if uid and child is not None else {}
-
-
-@kopf.index("v1", "pods", labels=MANAGED)
-async def pods_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
-    return _child_index(body, labels)
-
-
-@kopf.index("batch", "v1", "jobs", labels=MANAGED)
-async def jobs_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
-    return _child_index(body, labels)
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-async def deployments_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
-    return _child_index(body, labels)
-
-
-@kopf.index("v1", "services", labels=MANAGED)
-async def services_by_run(body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[str, CachedChild]:
-    return _child_index(body, labels)
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def flowrun_changed(
-    type: str | None, uid: str, labels: kopf.Labels, namespace: str | None, body: kopf.Body, **_: Any
-) -> None:
-    rt = runtime()
-    rt.flowrun_event(type, uid, body)
-    cron_label = labels.get(LABEL_CRON)
-    if cron_label is not None and namespace is not None:
-        # Only what its CronFlowRun decides from (phase, cancel, deletion), not every status write.
-        if type == "DELETED":
-            rt.owned_seen.pop(uid, None)
-            rt.wake_cron_of_run(namespace, cron_label)
-        else:
-            seen = cron.owned_run_from_object(body)
-            if rt.owned_seen.get(uid) != seen:
-                rt.owned_seen[uid] = seen
-                rt.wake_cron_of_run(namespace, cron_label)
-
-
-@kopf.on.event("v1", "pods", labels=MANAGED)
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("v1", "services", labels=MANAGED)
-async def child_changed(type: str | None, body: kopf.Body, **_: Any) -> None:
-    runtime().child_event(type, body)
 
 
 # --- Flows -----------------------------------------------------------------------------------------
@@ -502,16 +523,6 @@ async def _check_flow(rt: Runtime, namespace: str, name: str) -> None:
 
 
 # --- CronFlowRuns ----------------------------------------------------------------------------------
-
-
-@kopf.index(api.GROUP, api.VERSION, api.PLURAL, labels={LABEL_CRON: kopf.PRESENT})
-async def cron_runs(
-    namespace: str | None, name: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Key, Owned]:
-    """(namespace, flowrun.dev/cron label) -> (the controlling owner's UID, the run as observed)."""
-    owner = next((ref.get("uid", "") for ref in body.metadata.get("ownerReferences", []) if ref.get("controller")), "")
-    key = (_namespace_of(name, namespace), labels[LABEL_CRON])
-    return {key: (str(owner), cron.owned_run_from_object(body))}
 
 
 @kopf.on.event(api.GROUP, api.VERSION, CRON_PLURAL)
