@@ -399,7 +399,8 @@ def _create_nodes(api: Api) -> None:
 @contextlib.contextmanager
 def stopped(component: str) -> Iterator[None]:
     """One component of the running cluster (say `kube-apiserver` or `etcd`) stopped for the
-    duration of the block, then started again with the same command line: for fault tests."""
+    duration of the block, then started again with the same command line, and the API server
+    ready again: for fault tests."""
     state = _State(state_dir())
     with _exclusive():
         data = state.load()
@@ -418,6 +419,9 @@ def stopped(component: str) -> Iterator[None]:
             data = state.load()
             if data is not None:
                 _start(state, data, component, record["argv"], at=index)
+                # Back when the API server is ready again (for etcd too: its readiness includes etcd).
+                api = Api(data["server"], data["adminToken"], state_dir() / "pki" / "ca.crt")
+                _wait("kube-apiserver to be ready", lambda: api.request("GET", "/readyz")[0] == 200, data, 90)
 
 
 def running_cluster() -> Cluster | None:

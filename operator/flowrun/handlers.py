@@ -48,8 +48,9 @@ from flowrun.engine.phases import RUN_FINAL
 from flowrun.expectations import Expectations
 from flowrun.flow_checker import FlowChecker, checked
 from flowrun.flows import FLOW_PLURAL
+from flowrun.kind_watches import KindWatches
 from flowrun.kube import CHILD_KINDS, REQUEST_TIMEOUT, Kube
-from flowrun.observed import ObservedChild, child_key, observe
+from flowrun.observed import ChildKey, ObservedChild, child_key, observe
 from flowrun.orphans import Child, SweepState, sweep
 from flowrun.reconciler import PassResult, Reconciler
 from flowrun.workqueue import WorkQueue
@@ -121,7 +122,8 @@ class Runtime:
         self.flows_by_name: kopf.Index[Key, Any] = indexes["flows_by_name"]
         self.cron_runs: kopf.Index[Key, Owned] = indexes["cron_runs"]
         self.expectations = Expectations()
-        self.reconciler = Reconciler(kube, flows=self.lookup_flow)
+        self.kind_watches = KindWatches(kube, self.other_child_seen)
+        self.reconciler = Reconciler(kube, flows=self.lookup_flow, other_children=self.kind_watches.children)
         self.crons = CronReconciler(kube)
         self.flow_checker = FlowChecker(kube, self.reconciler)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pass")
@@ -160,6 +162,14 @@ class Runtime:
         if type_ is not None:  # the initial listing: the run's own listing asks for its pass
             self.queue.add(uid)
 
+    def other_child_seen(self, uid: str, key: ChildKey) -> None:
+        """An event of a child of another kind (kind_watches.py), from its watch's thread."""
+        self.loop.call_soon_threadsafe(self._other_child_seen, uid, key)
+
+    def _other_child_seen(self, uid: str, key: ChildKey) -> None:
+        self.expectations.child_seen(uid, key)
+        self.queue.add(uid)
+
     def current(self, uid: str) -> tuple[Mapping[str, Any] | None, list[ObservedChild]]:
         """The run and its children as this process knows them now (read on the event loop)."""
         cached = next(iter(self.flowruns.get(uid, ())), None)
@@ -178,10 +188,11 @@ class Runtime:
             return None
         with metrics.RECONCILE_DURATION.time():
             result = await self.loop.run_in_executor(self.pool, self.reconciler.run_pass, body, children)
-        self.record(uid, result)
-        if result.gone:
+        if result.gone or uid not in self.flowruns:
+            # Gone (maybe deleted while the pass ran): nothing of it is kept.
             self.forget(uid)
             return None
+        self.record(uid, result)
         namespace = body["metadata"]["namespace"]
         if result.waiting_for_flow is not None:
             self.flow_waiters.setdefault((namespace, result.waiting_for_flow), set()).add(uid)
@@ -294,6 +305,7 @@ class Runtime:
             await asyncio.wait_for(event.wait(), timeout=max(timeout, 0.0))
 
     async def stop(self) -> None:
+        self.kind_watches.stop()
         await self.queue.stop()
         tasks = list(self.tasks.values())
         for task in tasks:
@@ -361,6 +373,9 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # A watch that lost the API server tries again within 10 s (kopf's default backoffs reach 21 s):
+    # after an outage, events flow again soon after the API server is back.
+    settings.networking.error_backoffs = (1, 2, 5, 10, 10, 10)
     try:
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)

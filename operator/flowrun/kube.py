@@ -43,7 +43,9 @@ UNKNOWN_KIND_RECHECK_SECONDS = 60.0
 
 
 def _json(response: Any) -> dict[str, Any]:
-    """The body of a raw (serialize=False) answer as a dict."""
+    """The body of a raw (serialize=False) answer as a dict. Reading it to the end is also what
+    gives its connection back to the pool: an answer left unread costs the next request a new
+    TLS connection."""
     data = getattr(response, "data", None)
     parsed = json.loads(data) if data else {}
     return parsed if isinstance(parsed, dict) else {}
@@ -51,6 +53,25 @@ def _json(response: Any) -> dict[str, Any]:
 
 def _count(verb: str, resource: Resource) -> None:
     metrics.API_REQUESTS.labels(verb=verb, resource=str(getattr(resource, "name", "") or "")).inc()
+
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+def _patch(resource: Resource, namespace: str, name: str, body: Any, content_type: str = MERGE_PATCH) -> dict[str, Any]:
+    """One counted patch; the object as the API server stored it."""
+    _count("patch", resource)
+    return _json(
+        resource.patch(
+            name=name,
+            namespace=namespace,
+            body=body,
+            content_type=content_type,
+            serialize=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    )
 
 
 class ForeignObject(RuntimeError):
@@ -128,7 +149,7 @@ class Kube:
         """One cheap request: raises while the API server cannot be reached or is not ready (its
         storage is not), as an API server that has just started is for a few seconds."""
         metrics.API_REQUESTS.labels(verb="get", resource="readyz").inc()
-        self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT)
+        _json(self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT))
 
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
@@ -154,18 +175,7 @@ class Kube:
     def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """A JSON merge patch of the status: keys set to None are removed, `status.kopf` is left
         alone. Returns the object as the API server stored it."""
-        resource = self.resource(api.API_VERSION, kind).status
-        _count("patch", resource)
-        return _json(
-            resource.patch(
-                name=name,
-                namespace=namespace,
-                body={"status": dict(status)},
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        return _patch(self.resource(api.API_VERSION, kind).status, namespace, name, {"status": dict(status)})
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
         """The FlowRun's status (see patch_object_status)."""
@@ -178,18 +188,7 @@ class Kube:
         metadata = body["metadata"]
         finalizers = [*(metadata.get("finalizers") or []), api.FINALIZER]
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": metadata.get("resourceVersion")}}
-        resource = self.flowruns()
-        _count("patch", resource)
-        return _json(
-            resource.patch(
-                name=metadata["name"],
-                namespace=metadata["namespace"],
-                body=patch,
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        )
+        return _patch(self.flowruns(), metadata["namespace"], metadata["name"], patch)
 
     def remove_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Take the operator's finalizer off a FlowRun: a JSON patch that tests the entry it removes,
@@ -204,19 +203,8 @@ class Kube:
             {"op": "test", "path": f"/metadata/finalizers/{index}", "value": api.FINALIZER},
             {"op": "remove", "path": f"/metadata/finalizers/{index}"},
         ]
-        resource = self.flowruns()
-        _count("patch", resource)
         try:
-            return _json(
-                resource.patch(
-                    name=metadata["name"],
-                    namespace=metadata["namespace"],
-                    body=patch,
-                    content_type="application/json-patch+json",
-                    serialize=False,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-            )
+            return _patch(self.flowruns(), metadata["namespace"], metadata["name"], patch, JSON_PATCH)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -228,11 +216,13 @@ class Kube:
         resource = self.flowruns()
         _count("create", resource)
         try:
-            resource.create(
-                body=dict(manifest),
-                namespace=manifest["metadata"]["namespace"],
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            _json(
+                resource.create(
+                    body=dict(manifest),
+                    namespace=manifest["metadata"]["namespace"],
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
             return True
         except ApiException as error:
@@ -242,17 +232,8 @@ class Kube:
 
     def patch_flowrun(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """A JSON merge patch of a FlowRun (spec.cancel); NotFound is success (nothing left to change)."""
-        resource = self.flowruns()
-        _count("patch", resource)
         try:
-            resource.patch(
-                name=name,
-                namespace=namespace,
-                body=dict(patch),
-                content_type="application/merge-patch+json",
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            _patch(self.flowruns(), namespace, name, dict(patch))
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -261,7 +242,7 @@ class Kube:
         resource = self.flowruns()
         _count("delete", resource)
         try:
-            resource.delete(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT)
+            _json(resource.delete(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT))
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -361,13 +342,15 @@ class Kube:
         server would refuse it, or the operator would."""
         resource = self.child_resource(manifest["apiVersion"], manifest["kind"])
         _count("create", resource)
-        resource.create(
-            body=dict(manifest),
-            namespace=manifest["metadata"]["namespace"],
-            dry_run="All",
-            query_params=[("fieldValidation", "Strict")],
-            serialize=False,
-            _request_timeout=REQUEST_TIMEOUT,
+        _json(
+            resource.create(
+                body=dict(manifest),
+                namespace=manifest["metadata"]["namespace"],
+                dry_run="All",
+                query_params=[("fieldValidation", "Strict")],
+                serialize=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
         )
 
     def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None:
@@ -378,12 +361,14 @@ class Kube:
             return
         _count("delete", resource)
         try:
-            resource.delete(
-                name=name,
-                namespace=namespace,
-                body={"propagationPolicy": propagation},
-                serialize=False,
-                _request_timeout=REQUEST_TIMEOUT,
+            _json(
+                resource.delete(
+                    name=name,
+                    namespace=namespace,
+                    body={"propagationPolicy": propagation},
+                    serialize=False,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
             )
         except ApiException as error:
             if error.status != 404:
@@ -430,8 +415,10 @@ class Kube:
         resource = self.resource("v1", "Event")
         _count("create", resource)
         try:
-            resource.create(
-                body=event, namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+            _json(
+                resource.create(
+                    body=event, namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+                )
             )
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).

@@ -65,6 +65,8 @@ LOG_LIMIT = 4096
 
 # (namespace, name) -> the Flow as the API returns it, or None if there is none.
 FlowLookup = Callable[[str, str], Mapping[str, Any] | None]
+# (namespace, run UID, kinds) -> the run's children of those kinds.
+OtherChildren = Callable[[str, str, Sequence[tuple[str, str]]], list[ObservedChild]]
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,13 @@ class _Writes:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, flows: FlowLookup | None = None) -> None:
+    def __init__(
+        self, kube: Kube, flows: FlowLookup | None = None, other_children: OtherChildren | None = None
+    ) -> None:
         self.kube = kube
+        # Children of kinds outside CHILD_KINDS (a setup manifest's): the handlers pass their
+        # watch caches (kind_watches.py); without them, a LIST.
+        self.other_children: OtherChildren = other_children or self._list_other_children
         # The handlers pass a lookup in their watch cache of Flows; without one, a GET.
         self.flows: FlowLookup = flows or (lambda namespace, name: kube.get_object(FLOW_KIND, namespace, name))
         # Per run: the failed actions already reported, so a failure repeated on every pass
@@ -115,6 +122,10 @@ class Reconciler:
         self._namespace_terminating: set[str] = set()
         # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
         self.pod_refusals = PodRefusals(kube.core)
+
+    def _list_other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]:
+        listed = self.kube.list_children(namespace, uid, kinds)
+        return [child for child in map(observe, listed) if child is not None]
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
@@ -168,10 +179,10 @@ class Reconciler:
 
         extra_kinds = [kind for kind in manifest_kinds(resolved.spec) if kind not in CHILD_KINDS]
         try:
-            listed = self.kube.list_children(run.namespace, uid, extra_kinds) if extra_kinds else []
+            others = self.other_children(run.namespace, uid, extra_kinds) if extra_kinds else []
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error), writes)
-        observed = observed_from_children([*children, *(c for c in map(observe, listed) if c is not None)])
+        observed = observed_from_children([*children, *others])
         observed = with_pod_create_failures(observed, self.pod_refusals.read(uid, run.namespace, observed.jobs, now))
         outcome = engine.reconcile(run, observed, now)
         outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now, writes)
