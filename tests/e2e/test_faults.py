@@ -14,11 +14,12 @@ from functools import partial
 from typing import Any
 
 import pytest
+from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster import cluster as devcluster
 from flowrun import api
-from tests.e2e.helpers import FlowRuns, Operator, StartOperator, Watch, deployment, sim_task
+from tests.e2e.helpers import FlowRuns, Operator, StartOperator, Watch, WatchRecorder, deployment, sim_task
 
 pytestmark = pytest.mark.e2e
 
@@ -159,4 +160,32 @@ def test_sigkill_at_random_moments_during_20_runs_duplicates_nothing_and_loses_n
     ), sorted(pods)
     assert all(latest[f"{n}-report-1"]["spec"]["containers"][0]["args"] == ["L"] for n in names)
     for name in names:
+        flowruns.delete_and_check_nothing_leaked(name)
+
+
+def running(pod: str, recorder: WatchRecorder) -> bool:
+    return recorder.phase(pod) == "Running"
+
+
+def test_a_task_pod_deleted_by_someone_else_is_retried_or_fails_with_the_reason(
+    operator: Operator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    pods = watch("pods")
+    retried = sim_task("work", duration="1h", retries={"limit": 1, "backoffSeconds": 0})
+    flowruns.create({"metadata": {"name": "again"}, "spec": {"tasks": [retried]}})
+    flowruns.create({"metadata": {"name": "once"}, "spec": {"tasks": [sim_task("work", duration="1h")]}})
+    core = client.CoreV1Api(flowruns.api_client)
+    for name in ("again", "once"):
+        pods.wait(f"the pod of {name}", partial(running, f"{name}-work-1"))
+        core.delete_namespaced_pod(f"{name}-work-1", flowruns.namespace, grace_period_seconds=0)
+    # With a retry left, a new attempt (a new pod, a new name); without, the task fails saying why.
+    pods.wait("the second attempt", partial(running, "again-work-2"))
+    failed = flowruns.wait_phase("once", "Failed")
+    work = failed["status"]["tasks"]["work"]
+    assert (work["phase"], work["reason"], work["attempts"]) == ("Failed", "PodDeleted", 1), work
+    assert "disappeared" in work["message"]
+    again = flowruns.get("again") or {}
+    assert again["status"]["tasks"]["work"]["attempts"] == 2
+    assert not pods.duplicated_names()
+    for name in ("again", "once"):
         flowruns.delete_and_check_nothing_leaked(name)
