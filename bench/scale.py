@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finished", type=int, default=10000, help="finished runs kept (default 10000)")
     parser.add_argument("--in-flight", type=int, default=100, help="runs in flight at the restart (default 100)")
     parser.add_argument("--idle", type=float, default=60, help="seconds of idle measurement (default 60)")
+    parser.add_argument(
+        "--restart-timeout", type=float, default=600, help="seconds to wait for progress after the restart"
+    )
     args = parser.parse_args(argv)
     print(f"== scale: {args.finished} finished runs kept, {args.in_flight} in flight at a restart", flush=True)
     with harness.session() as session:
@@ -86,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
             def second_pods() -> list[float]:
                 return sorted(p.created for p in pods.of_runs(set(flight)) if p.task == "t1")
 
-            harness.wait_for("progress after the restart", lambda: bool(second_pods()), 600, 0.05)
+            try:
+                harness.wait_for("progress after the restart", lambda: bool(second_pods()), args.restart_timeout, 0.05)
+            except TimeoutError:
+                rss, peak = operator.memory()
+                print(
+                    f"   restart: no progress within {args.restart_timeout:.0f}s; the new process used "
+                    f"{operator.cpu():.1f}s of CPU, RSS {rss:.0f} MiB (peak {peak:.0f} MiB)",
+                    flush=True,
+                )
+                return 1
             first_progress = second_pods()[0] - restarted
             harness.wait_for("every in-flight run to move on", lambda: len(second_pods()) == len(flight), 600, 0.1)
             all_progress = second_pods()[-1] - restarted
