@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
+from flowrun import metrics
 from flowrun.kube import REQUEST_TIMEOUT, ChildrenUnreadable, Kube, api_message
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Informer(threading.Thread):
         listed: dict[str, dict[str, Any]] = {}
         token: str | None = None
         while True:
+            metrics.API_REQUESTS.labels(verb="list", resource=str(getattr(resource, "name", ""))).inc()
             page = json.loads(
                 resource.get(
                     namespace=self.namespace,

@@ -1,11 +1,12 @@
-"""The operator's only door to the Kubernetes API, apart from kopf's watches: create and delete
-children, dry-run them, read logs, write status and finalizers, post events; read Flows and
-CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun.
-Synchronous: handlers run it in worker threads.
+"""The operator's door to the Kubernetes API (the informers' lists and watches, informer.py, and
+kopf's watches aside): create and delete children, dry-run them, read logs, write status and
+finalizers, post events; read Flows and CronFlowRuns and write their status; create, cancel and
+delete the FlowRuns of a CronFlowRun. Synchronous: handlers run it in worker threads.
 
 Requests go through the dynamic client's discovery (for the paths) but answers are plain dicts
 parsed from the JSON once (`serialize=False`): the client's object wrapping costs more than the
-request on the hot path. Every request is counted in `flowrun_api_requests_total`."""
+request on the hot path. Every request is counted in `flowrun_api_requests_total` (the
+informers count their lists there too)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ RECONCILE_DURATION = Histogram(
 RECONCILE_ERRORS = Counter("flowrun_reconcile_errors_total", "Reconcile passes that raised an error")
 API_REQUESTS = Counter(
     "flowrun_api_requests_total",
-    "Requests this operator sent to the API server, apart from kopf's watches, by verb and resource",
+    "Requests this operator sent to the API server, apart from watches, by verb and resource",
     ["verb", "resource"],
 )
 PASSES_QUEUED = Gauge("flowrun_passes_queued", "FlowRuns waiting for a reconcile pass")
