@@ -126,6 +126,7 @@ class Runtime:
         self._unsynced = 0
         self.flows_by_name: kopf.Index[Key, Any] = indexes["flows_by_name"]
         self.expectations = Expectations()
+        self.seen_during_pass: dict[str, set[ChildKey]] = {}  # UID -> children seen while its pass runs
         self.kind_watches = KindWatches(kube, self.other_child_seen)
         self.reconciler = Reconciler(kube, flows=self.lookup_flow, other_children=self.kind_watches.children)
         self.crons = CronReconciler(kube)
@@ -241,16 +242,22 @@ class Runtime:
                     del self.children[uid]
         else:
             self.children.setdefault(uid, {})[key] = (str(metadata.get("namespace") or ""), child)
-        self.expectations.child_seen(uid, key)
+        self.child_seen(uid, key)
         if type_ is not None:  # the initial listing: the run's own listing asks for its pass
             self.queue.add(uid)
+
+    def child_seen(self, uid: str, key: ChildKey) -> None:
+        self.expectations.child_seen(uid, key)
+        seen = self.seen_during_pass.get(uid)
+        if seen is not None:
+            seen.add(key)
 
     def other_child_seen(self, uid: str, key: ChildKey) -> None:
         """An event of a child of another kind (kind_watches.py), from its watch's thread."""
         self.loop.call_soon_threadsafe(self._other_child_seen, uid, key)
 
     def _other_child_seen(self, uid: str, key: ChildKey) -> None:
-        self.expectations.child_seen(uid, key)
+        self.child_seen(uid, key)
         self.queue.add(uid)
 
     def current(self, uid: str) -> tuple[Mapping[str, Any] | None, list[ObservedChild]]:
@@ -266,23 +273,30 @@ class Runtime:
         if body is None:
             self.forget(uid)
             return None
-        with metrics.RECONCILE_DURATION.time():
-            result = await self.loop.run_in_executor(self.pool, self.reconciler.run_pass, body, children)
+        self.seen_during_pass[uid] = set()
+        try:
+            with metrics.RECONCILE_DURATION.time():
+                result = await self.loop.run_in_executor(self.pool, self.reconciler.run_pass, body, children)
+        finally:
+            seen = self.seen_during_pass.pop(uid, set())
         if result.gone or uid not in self.flowruns:
             # Gone (maybe deleted while the pass ran): nothing of it is kept.
             self.forget(uid)
             return None
-        self.record(uid, result)
+        self.record(uid, result, seen)
         namespace = body["metadata"]["namespace"]
         if result.waiting_for_flow is not None:
             self.flow_waiters.setdefault((namespace, result.waiting_for_flow), set()).add(uid)
         return next_pass_after(result)
 
-    def record(self, uid: str, result: PassResult) -> None:
+    def record(self, uid: str, result: PassResult, seen: set[ChildKey]) -> None:
+        """What the pass wrote, as expectations, but for the children whose events arrived while
+        it ran: the caches show those already (or later: a pod created, run and deleted within
+        the pass must not come back as a created one)."""
         if result.written is not None:
             self.expectations.written(uid, trimmed(result.written))
-        self.expectations.created(uid, result.created)
-        self.expectations.deleted(uid, result.deleted)
+        self.expectations.created(uid, [child for child in result.created if child_key(child) not in seen])
+        self.expectations.deleted(uid, [key for key in result.deleted if key not in seen])
 
     # --- orphans -----------------------------------------------------------------------------
 
