@@ -85,50 +85,76 @@ def _bounds(node: Mapping[str, Any], low: str, high: str) -> str:
 
 def type_of(node: Mapping[str, Any], required: bool) -> str:
     """The field's type and the bounds the CRD enforces, in a few words."""
-    parts: list[str] = []
-    kind = node.get("type")
-    if node.get("x-kubernetes-int-or-string"):
-        parts.append("int or string")
-        parts += [b for b in (_bounds(node, "minimum", "maximum"), _bounds(node, "minLength", "maxLength")) if b]
-        if node.get("pattern"):
-            parts.append(f"string matching `{node['pattern']}`")
-    elif "enum" in node:
-        parts.append(" \\| ".join(f"`{value}`" for value in node["enum"]))
-    elif kind == "integer":
-        parts.append(str(node.get("format", "integer")))
-        parts += [b for b in (_bounds(node, "minimum", "maximum"),) if b]
-    elif kind == "boolean":
-        parts.append("bool")
-    elif kind == "string":
-        if node.get("format") == "date-time":
-            parts.append("RFC 3339 time")
-        elif node.get("pattern") in PATTERNS:
-            parts.append(PATTERNS[node["pattern"]])
-        else:
-            parts.append("string")
-            if node.get("pattern"):
-                parts.append(f"matching `{node['pattern']}`")
-        length = _bounds(node, "minLength", "maxLength")
-        if length and not (node.get("pattern") in PATTERNS and length == "1..63"):  # a label says 63 itself
-            parts.append(length)
-    elif kind == "array":
-        items = node.get("items") or {}
-        list_type = node.get("x-kubernetes-list-type")
-        if items.get("type") == "string":
-            of = PATTERNS.get(items.get("pattern", ""), "string")
-            parts.append(f"{'set' if list_type == 'set' else 'list'} of {of}s")
-        elif list_type == "map":
-            parts.append(f"list keyed by `{'`, `'.join(node.get('x-kubernetes-list-map-keys', []))}`")
-        else:
-            parts.append("list")
-        parts += [b for b in (_bounds(node, "minItems", "maxItems"),) if b]
-    elif kind == "object":
-        parts.append("PodTemplateSpec" if _is_template(node) else "object")
-        if "additionalProperties" in node and "properties" not in node:
-            parts[-1] = "map"
+    parts = _type_words(node)
     if required:
         parts.append("required")
     return ", ".join(parts)
+
+
+def _type_words(node: Mapping[str, Any]) -> list[str]:
+    """By the schema's `type`, once an int-or-string or an enum (of any type) is told apart."""
+    if node.get("x-kubernetes-int-or-string"):
+        return _int_or_string_words(node)
+    if "enum" in node:
+        return [" \\| ".join(f"`{value}`" for value in node["enum"])]
+    kind = node.get("type")
+    if kind == "integer":
+        return _integer_words(node)
+    if kind == "boolean":
+        return ["bool"]
+    if kind == "string":
+        return _string_words(node)
+    if kind == "array":
+        return _array_words(node)
+    if kind == "object":
+        return _object_words(node)
+    return []
+
+
+def _int_or_string_words(node: Mapping[str, Any]) -> list[str]:
+    parts = ["int or string"]
+    parts += [b for b in (_bounds(node, "minimum", "maximum"), _bounds(node, "minLength", "maxLength")) if b]
+    if node.get("pattern"):
+        parts.append(f"string matching `{node['pattern']}`")
+    return parts
+
+
+def _integer_words(node: Mapping[str, Any]) -> list[str]:
+    return [str(node.get("format", "integer")), *[b for b in (_bounds(node, "minimum", "maximum"),) if b]]
+
+
+def _string_words(node: Mapping[str, Any]) -> list[str]:
+    if node.get("format") == "date-time":
+        parts = ["RFC 3339 time"]
+    elif node.get("pattern") in PATTERNS:
+        parts = [PATTERNS[node["pattern"]]]
+    else:
+        parts = ["string"]
+        if node.get("pattern"):
+            parts.append(f"matching `{node['pattern']}`")
+    length = _bounds(node, "minLength", "maxLength")
+    if length and not (node.get("pattern") in PATTERNS and length == "1..63"):  # a label says 63 itself
+        parts.append(length)
+    return parts
+
+
+def _array_words(node: Mapping[str, Any]) -> list[str]:
+    items = node.get("items") or {}
+    list_type = node.get("x-kubernetes-list-type")
+    if items.get("type") == "string":
+        of = PATTERNS.get(items.get("pattern", ""), "string")
+        shape = f"{'set' if list_type == 'set' else 'list'} of {of}s"
+    elif list_type == "map":
+        shape = f"list keyed by `{'`, `'.join(node.get('x-kubernetes-list-map-keys', []))}`"
+    else:
+        shape = "list"
+    return [shape, *[b for b in (_bounds(node, "minItems", "maxItems"),) if b]]
+
+
+def _object_words(node: Mapping[str, Any]) -> list[str]:
+    if "additionalProperties" in node and "properties" not in node:
+        return ["map"]
+    return ["PodTemplateSpec" if _is_template(node) else "object"]
 
 
 def default_and_meaning(node: Mapping[str, Any]) -> tuple[str, str]:

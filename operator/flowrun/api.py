@@ -1,13 +1,23 @@
-"""Names and keys of the flowrun.dev API shared by the operator's modules."""
+"""The flowrun.dev API's vocabulary, in one place for the engine, the controllers and the plugin:
+group, version, kinds and plurals; the labels, annotations and finalizer the operator puts on
+objects; the phases and reasons a status uses (docs/semantics.md describes each); and the engine's
+fixed limits."""
+
+from __future__ import annotations
 
 GROUP = "flowrun.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "FlowRun"
 PLURAL = "flowruns"
+FLOW_KIND = "Flow"
+FLOW_PLURAL = "flows"
+CRON_KIND = "CronFlowRun"
+CRON_PLURAL = "cronflowruns"
 
 FINALIZER = "flowrun.dev/cleanup"
 SKIP_CLEANUP_ANNOTATION = "flowrun.dev/skip-cleanup"
+SCHEDULED_TIME_ANNOTATION = "flowrun.dev/scheduled-time"  # on a CronFlowRun's run: the time it is for
 
 LABEL_FLOWRUN = "flowrun.dev/flowrun"
 LABEL_UID = "flowrun.dev/flowrun-uid"
@@ -16,9 +26,74 @@ LABEL_TASK = "flowrun.dev/task"
 LABEL_RESOURCE = "flowrun.dev/resource"
 LABEL_ATTEMPT = "flowrun.dev/attempt"
 LABEL_DEPLOYMENT = "flowrun.dev/deployment"
+LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
 
 ROLE_TASK = "task"
 ROLE_SETUP = "setup"
 ROLE_CLEANUP = "cleanup"
+
+# --- phases and reasons of a FlowRun's status --------------------------------------------------
+
+# Task phases (the run's phase is one of PENDING, RUNNING and RUN_FINAL)
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = (
+    "Pending",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "Skipped",
+    "Cancelled",
+)
+TASK_PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
+RUN_FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+# Resource phases
+SETTING_UP, READY, SETUP_FAILED = "SettingUp", "Ready", "SetupFailed"
+CLEANING_UP, CLEANED_UP, CLEANUP_FAILED = "CleaningUp", "CleanedUp", "CleanupFailed"
+RESOURCE_PHASES = (PENDING, SETTING_UP, READY, SETUP_FAILED, CLEANING_UP, CLEANED_UP, CLEANUP_FAILED)
+
+# Reasons a task is skipped or stopped
+UPSTREAM_FAILED, TRIGGER_NOT_MET = "UpstreamFailed", "TriggerNotMet"
+STOP_CANCELLED, STOP_DELETED, STOP_DEADLINE = "Cancelled", "FlowRunDeleted", "RunDeadlineExceeded"
+
+# Reasons of a task that is not terminal. Running/PodCreating: created, not observed yet.
+# Running/RetryBackoff: between attempts, no pod should run.
+POD_CREATING, POD_PENDING, POD_RUNNING = "PodCreating", "PodPending", "PodRunning"
+RETRY_BACKOFF = "RetryBackoff"
+WAITING_UPSTREAM, WAITING_RESOURCES, WAITING_PARALLELISM = (
+    "WaitingForUpstream",
+    "WaitingForResources",
+    "WaitingForParallelism",
+)
+
+# Steps of a block in CleaningUp, kept in its `reason`; cleanup.CLEANUP_ORDER says what each
+# step does and in which order.
+STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS = (
+    "StoppingSetup",
+    "CleanupJobRunning",
+    "CleanupJobBackoff",
+    "DeletingObjects",
+)
+CLEANUP_STEPS = (STOPPING_SETUP, CLEANUP_JOB_RUNNING, CLEANUP_JOB_BACKOFF, DELETING_OBJECTS)
+NOT_NEEDED = "NotNeeded"
+# While SettingUp: the setup Job has been seen (running, then complete). A setup Job that vanishes
+# after that is not created again (it may have done part of its work): SETUP_JOB_DELETED.
+SETUP_JOB_RUNNING, SETUP_JOB_COMPLETE = "SetupJobRunning", "SetupJobComplete"
+SETUP_JOB_DELETED = "SetupJobDeleted"
+OBJECT_DELETED = "ObjectDeleted"  # a Ready block's Deployment, Service or manifest was deleted
+PODS_REFUSED = "PodsRefused"  # a setup Deployment's or Job's pods are refused by admission
+NAMESPACE_DELETED = "NamespaceDeleted"  # the cleanup job could not run: the namespace is terminating
+CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
+INVALID_SPEC = "InvalidSpec"
+CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
+
+CLEANUP_BACKOFF_SECONDS = 10
+# While a setup or cleanup Job has no pod, passes come this often, so a refused pod (known only
+# from an Event, which a pass reads at most this often per Job) is acted on soon.
+POD_REFUSAL_RECHECK_SECONDS = 10
+RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
+LOG_TAIL_LINES = 100
+DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
+SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"

@@ -12,15 +12,17 @@ from flowrun import structured_logging
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flowrun import handlers  # registers the handlers with kopf
+    from flowrun.controller import wiring
+    from flowrun.controller.settings import OrphanPolicy, Settings
 
     if not args.all_namespaces and not args.namespace:
         print("flowrun run: give --all-namespaces or at least one --namespace", file=sys.stderr)
         return 2
-    handlers.CLUSTERWIDE = args.all_namespaces
-    handlers.NAMESPACES = tuple(args.namespace or ())
-    handlers.WORKERS = args.workers
-    handlers.ORPHANS = handlers.OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after)
+    settings = Settings(
+        namespaces=() if args.all_namespaces else tuple(args.namespace),
+        workers=args.workers,
+        orphans=OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after),
+    )
     structured_logging.configure(args.log_level, args.log_format)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
@@ -28,9 +30,11 @@ def _run(args: argparse.Namespace) -> int:
         # One replica (the chart's Deployment uses strategy Recreate): kopf's peering is priority
         # pausing, not leader election.
         standalone=True,
-        clusterwide=args.all_namespaces,
-        namespaces=args.namespace or (),
+        clusterwide=settings.clusterwide,
+        namespaces=settings.namespaces,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(settings=settings),
+        registry=wiring.REGISTRY,
     )
     return 0
 

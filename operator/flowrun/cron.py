@@ -1,6 +1,6 @@
 """CronFlowRuns: FlowRuns created on a cron schedule, with a CronJob's fields and behaviour. Pure:
 `decide` maps the CronFlowRun's spec and status, the runs it owns and the time (injected) to what
-to do; the handler applies it and wakes again after `requeue_after` (and whenever an owned run
+to do; a pass applies it and wakes again after `requeue_after` (and whenever an owned run
 changes). Level-triggered: the same inputs always give the same decision, and a run's name comes
 from its scheduled time, so a restarted operator never creates one scheduled run twice.
 
@@ -20,17 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 from flowrun import api, names
+from flowrun.api import CANCELLED, FAILED, INVALID_SPEC, RUN_FINAL, SUCCEEDED
 from flowrun.engine.interface import Event
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import CANCELLED, FAILED, INVALID_SPEC, RUN_FINAL, SUCCEEDED
 from flowrun.engine.status import condition
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import MAX_COUNT, MAX_SECONDS, SpecError, checks, parse_spec
 from flowrun.timestamps import format_time, parse_time
 
-CRON_KIND = "CronFlowRun"
-CRON_PLURAL = "cronflowruns"
-LABEL_CRON = "flowrun.dev/cron"
-SCHEDULED_TIME_ANNOTATION = "flowrun.dev/scheduled-time"
 POLICIES = ("Allow", "Forbid", "Replace")
 MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 DEFAULT_SUCCESSFUL_HISTORY = 3
@@ -80,22 +76,8 @@ def parse_cron_spec(spec: object) -> CronSpec:
     """Check a CronFlowRun spec field by field; raises SpecError naming the first bad field."""
     raw = checks.mapping(spec, "spec")
     checks.known_keys(raw, "spec", SPEC_FIELDS)
-    schedule = checks.string(raw.get("schedule"), "spec.schedule").strip()
-    if schedule.startswith("@"):
-        if schedule not in MACROS:
-            raise SpecError("spec.schedule", f"{schedule!r} is not one of {', '.join(MACROS)}")
-    elif len(schedule.split()) != 5:
-        raise SpecError(
-            "spec.schedule",
-            f"{schedule!r} has {len(schedule.split())} fields, not 5 (minute hour day-of-month month day-of-week)",
-        )
-    if not croniter.is_valid(schedule):
-        raise SpecError("spec.schedule", f"{schedule!r} is not a valid cron expression")
-    zone_name = checks.string(raw.get("timeZone", "UTC"), "spec.timeZone")
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone") from None
+    schedule = _schedule(raw)
+    zone = _time_zone(raw)
     try:
         croniter(schedule, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
     except CroniterError:
@@ -108,10 +90,6 @@ def parse_cron_spec(spec: object) -> CronSpec:
         raise SpecError("spec.suspend", f"must be a boolean, not {checks.type_name(suspend)}")
     template = checks.mapping(raw.get("flowRunTemplate"), "spec.flowRunTemplate")
     checks.known_keys(template, "spec.flowRunTemplate", ("metadata", "spec"))
-    metadata = checks.mapping(template.get("metadata") or {}, "spec.flowRunTemplate.metadata")
-    for key in ("labels", "annotations"):
-        if key in metadata:
-            checks.string_map(metadata[key], f"spec.flowRunTemplate.metadata.{key}")
     return CronSpec(
         schedule=schedule,
         time_zone=zone,
@@ -120,9 +98,41 @@ def parse_cron_spec(spec: object) -> CronSpec:
         suspend=suspend,
         successful_history=_limit(raw, "successfulRunsHistoryLimit", DEFAULT_SUCCESSFUL_HISTORY),
         failed_history=_limit(raw, "failedRunsHistoryLimit", DEFAULT_FAILED_HISTORY),
-        template_metadata=metadata,
+        template_metadata=_template_metadata(template),
         template_spec=_template_spec(template.get("spec")),
     )
+
+
+def _schedule(raw: Mapping[str, Any]) -> str:
+    """spec.schedule: a macro, or five cron fields that croniter accepts."""
+    schedule = checks.string(raw.get("schedule"), "spec.schedule").strip()
+    if schedule.startswith("@"):
+        if schedule not in MACROS:
+            raise SpecError("spec.schedule", f"{schedule!r} is not one of {', '.join(MACROS)}")
+    elif len(schedule.split()) != 5:
+        raise SpecError(
+            "spec.schedule",
+            f"{schedule!r} has {len(schedule.split())} fields, not 5 (minute hour day-of-month month day-of-week)",
+        )
+    if not croniter.is_valid(schedule):
+        raise SpecError("spec.schedule", f"{schedule!r} is not a valid cron expression")
+    return schedule
+
+
+def _time_zone(raw: Mapping[str, Any]) -> ZoneInfo:
+    zone_name = checks.string(raw.get("timeZone", "UTC"), "spec.timeZone")
+    try:
+        return ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone") from None
+
+
+def _template_metadata(template: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = checks.mapping(template.get("metadata") or {}, "spec.flowRunTemplate.metadata")
+    for key in ("labels", "annotations"):
+        if key in metadata:
+            checks.string_map(metadata[key], f"spec.flowRunTemplate.metadata.{key}")
+    return metadata
 
 
 def _limit(raw: Mapping[str, Any], key: str, default: int) -> int:
@@ -167,7 +177,7 @@ def owned_run_from_object(body: Mapping[str, Any]) -> OwnedRun:
     return OwnedRun(
         name=str(metadata.get("name") or ""),
         phase=str(status.get("phase") or ""),
-        scheduled_time=parse_time(as_map(metadata.get("annotations")).get(SCHEDULED_TIME_ANNOTATION)),
+        scheduled_time=parse_time(as_map(metadata.get("annotations")).get(api.SCHEDULED_TIME_ANNOTATION)),
         finished_at=parse_time(status.get("finishedAt")),
         cancel_requested=as_map(body.get("spec")).get("cancel") is True,
         deleting=bool(metadata.get("deletionTimestamp")),
@@ -253,62 +263,84 @@ def decide(
     (label flowrun.dev/cron), `created_at` its creationTimestamp (the earliest time a run may be
     scheduled for)."""
     prev = as_map(status)
-    conds = conditions_by_type(prev)
     active = sorted((r for r in runs if not r.finished), key=_order)
     try:
         cron = parse_cron_spec(spec)
     except SpecError as error:
         message = str(error)
-        reported = as_map(conds.get("SpecValid")).get("status") == "False"
+        reported = as_map(conditions_by_type(prev).get("SpecValid")).get("status") == "False"
         return CronDecision(
             status=_status(prev, generation, now, active, None, message, ("False", INVALID_SPEC, message)),
             events=() if reported else (Event("Warning", INVALID_SPEC, message),),
         )
-
-    last = parse_time(prev.get("lastScheduleTime"))
-    earliest = last or created_at or now
-    if cron.starting_deadline_seconds is not None:
-        earliest = max(earliest, now - timedelta(seconds=cron.starting_deadline_seconds))
-    due = None if cron.suspend else latest_due(cron, now)
-    create: NewRun | None = None
-    cancel: list[str] = []
-    events: list[Event] = []
-    message = "suspended" if cron.suspend else ""
-    if due is not None and due > earliest and (last is None or due > last):
-        new_name = run_name(name, due)
-        exists = any(r.name == new_name for r in runs)
-        others = [r for r in active if r.name != new_name]
-        if exists:
-            last = due  # created by a pass whose status write was lost
-        elif others and cron.concurrency_policy == "Forbid":
-            message = f"run for {format_time(due)} not started: {others[-1].name} is still active (Forbid)"
-        else:
-            create, last = NewRun(new_name, due), due
-            events.append(Event("Normal", "RunCreated", f"created FlowRun {new_name} for {format_time(due)}"))
-            active = sorted([*active, OwnedRun(new_name, "", due)], key=_order)
-        if last == due and cron.concurrency_policy == "Replace":
-            # Also when the run exists already: the pass that created it may have lost its cancels.
-            cancel = [run.name for run in others if not run.cancel_requested and not run.deleting]
-            replaced = [Event("Normal", "RunReplaced", f"cancelled {n}: replaced (Replace)") for n in cancel]
-            events = replaced + events
-    elif due is not None and cron.starting_deadline_seconds is not None and due > (last or created_at or now):
-        message = f"missed {format_time(due)}: later than startingDeadlineSeconds={cron.starting_deadline_seconds}"
-
+    scheduled = _schedule_due(name, cron, parse_time(prev.get("lastScheduleTime")), runs, active, now, created_at)
     delete = _pruned(cron, runs)
-    events.extend(Event("Normal", "RunDeleted", f"deleted {n}: over the history limit") for n in delete)
+    pruned = [Event("Normal", "RunDeleted", f"deleted {n}: over the history limit") for n in delete]
     upcoming = None if cron.suspend else next_due(cron, now)
     requeue = None if upcoming is None else max(1.0, (upcoming - now).total_seconds())
+    message = scheduled.message
     if not message and upcoming is not None:
         message = f"next run at {format_time(upcoming)}"
     valid = ("True", "Valid", "schedule, time zone and template are valid")
     return CronDecision(
-        status=_status(prev, generation, now, active, upcoming, message, valid, last, runs),
-        create=create,
-        cancel=tuple(cancel),
+        status=_status(prev, generation, now, scheduled.active, upcoming, message, valid, scheduled.last, runs),
+        create=scheduled.create,
+        cancel=scheduled.cancel,
         delete=delete,
-        events=tuple(events),
+        events=(*scheduled.events, *pruned),
         requeue_after=requeue,
     )
+
+
+@dataclass(frozen=True)
+class _Scheduled:
+    """What the time due now asks for: a run to create, runs to cancel (Replace), the events, the
+    message, the latest time scheduled and the active runs after it."""
+
+    last: datetime | None
+    active: list[OwnedRun]
+    create: NewRun | None = None
+    cancel: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    message: str = ""
+
+
+def _schedule_due(
+    name: str,
+    cron: CronSpec,
+    last: datetime | None,
+    runs: Sequence[OwnedRun],
+    active: list[OwnedRun],
+    now: datetime,
+    created_at: datetime | None,
+) -> _Scheduled:
+    earliest = last or created_at or now
+    if cron.starting_deadline_seconds is not None:
+        earliest = max(earliest, now - timedelta(seconds=cron.starting_deadline_seconds))
+    due = None if cron.suspend else latest_due(cron, now)
+    message = "suspended" if cron.suspend else ""
+    if due is None or due <= earliest or (last is not None and due <= last):
+        if due is not None and cron.starting_deadline_seconds is not None and due > (last or created_at or now):
+            message = f"missed {format_time(due)}: later than startingDeadlineSeconds={cron.starting_deadline_seconds}"
+        return _Scheduled(last, active, message=message)
+    new_name = run_name(name, due)
+    others = [r for r in active if r.name != new_name]
+    create: NewRun | None = None
+    events: list[Event] = []
+    if any(r.name == new_name for r in runs):
+        last = due  # created by a pass whose status write was lost
+    elif others and cron.concurrency_policy == "Forbid":
+        message = f"run for {format_time(due)} not started: {others[-1].name} is still active (Forbid)"
+    else:
+        create, last = NewRun(new_name, due), due
+        events.append(Event("Normal", "RunCreated", f"created FlowRun {new_name} for {format_time(due)}"))
+        active = sorted([*active, OwnedRun(new_name, "", due)], key=_order)
+    cancel: list[str] = []
+    if last == due and cron.concurrency_policy == "Replace":
+        # Also when the run exists already: the pass that created it may have lost its cancels.
+        cancel = [run.name for run in others if not run.cancel_requested and not run.deleting]
+        events = [Event("Normal", "RunReplaced", f"cancelled {n}: replaced (Replace)") for n in cancel] + events
+    return _Scheduled(last, active, create, tuple(cancel), tuple(events), message)
 
 
 def _order(run: OwnedRun) -> tuple[datetime, str]:
@@ -364,10 +396,10 @@ def run_manifest(cron: Mapping[str, Any], new: NewRun) -> dict[str, Any]:
     template = as_map(spec.get("flowRunTemplate"))
     template_metadata = as_map(template.get("metadata"))
     name = str(metadata.get("name") or "")
-    labels = {**as_map(template_metadata.get("labels")), LABEL_CRON: names.label_value(name)}
+    labels = {**as_map(template_metadata.get("labels")), api.LABEL_CRON: names.label_value(name)}
     annotations = {
         **as_map(template_metadata.get("annotations")),
-        SCHEDULED_TIME_ANNOTATION: format_time(new.scheduled_time),
+        api.SCHEDULED_TIME_ANNOTATION: format_time(new.scheduled_time),
     }
     return {
         "apiVersion": api.API_VERSION,
@@ -380,7 +412,7 @@ def run_manifest(cron: Mapping[str, Any], new: NewRun) -> dict[str, Any]:
             "ownerReferences": [
                 {
                     "apiVersion": api.API_VERSION,
-                    "kind": CRON_KIND,
+                    "kind": api.CRON_KIND,
                     "name": name,
                     "uid": metadata.get("uid"),
                     "controller": True,

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flowrun.engine import RunInput, ValidateObjects, reconcile
-from flowrun.engine.lenient import as_map, conditions_by_type
+from flowrun import api
+from flowrun.engine import RunInput, ValidateObjects, decide
 from flowrun.engine.status import condition
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import SpecError, checks, parse_spec
 from flowrun.observed import observed_from_objects
 
-FLOW_KIND = "Flow"
-FLOW_PLURAL = "flows"
 # How long a run waits for a Flow that does not exist (one GitOps sync may apply the run first).
 FLOW_NOT_FOUND_SECONDS = 60
 FLOW_NOT_FOUND = "FlowNotFound"
@@ -131,7 +130,33 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
         declared = flow_params(source)
     except SpecError as error:
         raise SpecError("spec.flowRef.name", f"Flow {flow_name!r} is invalid: {error}") from None
+    given = _given_params(run, declared, flow_name)
+    resolved: dict[str, Any] = {}
+    params = [{"name": p.name, "value": given.get(p.name, p.default or "")} for p in declared]
+    if params:
+        resolved["params"] = params
+    for field in (*OVERRIDES, "resources", "tasks"):
+        value = run.get(field) if field in OVERRIDES and run.get(field) is not None else source.get(field)
+        if value is not None:
+            resolved[field] = copy.deepcopy(value)
+    try:
+        parse_spec(resolved, namespace)
+    except SpecError as error:
+        top = error.field.removeprefix("spec.").split(".")[0].split("[")[0]
+        where = "spec" if top in OVERRIDES and top in run else f"Flow {flow_name!r}"
+        raise SpecError(error.field, f"{error.message} (in {where})") from None
+    return Snapshot(
+        spec=resolved,
+        kind=api.FLOW_KIND,
+        name=flow_name,
+        uid=str(metadata.get("uid") or ""),
+        resource_version=str(metadata.get("resourceVersion") or ""),
+    )
 
+
+def _given_params(run: Mapping[str, Any], declared: tuple[FlowParam, ...], flow_name: str) -> dict[str, str]:
+    """The run's spec.params by name: each one the Flow declares, once; every declared param without
+    a default given."""
     given: dict[str, str] = {}
     declared_names = [p.name for p in declared]
     for i, item in enumerate(checks.sequence(run.get("params") or [], "spec.params")):
@@ -153,28 +178,7 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
             + ", ".join(repr(m) for m in missing)
             + " (no default)",
         )
-
-    resolved: dict[str, Any] = {}
-    params = [{"name": p.name, "value": given.get(p.name, p.default or "")} for p in declared]
-    if params:
-        resolved["params"] = params
-    for field in (*OVERRIDES, "resources", "tasks"):
-        value = run.get(field) if field in OVERRIDES and run.get(field) is not None else source.get(field)
-        if value is not None:
-            resolved[field] = copy.deepcopy(value)
-    try:
-        parse_spec(resolved, namespace)
-    except SpecError as error:
-        top = error.field.removeprefix("spec.").split(".")[0].split("[")[0]
-        where = "spec" if top in OVERRIDES and top in run else f"Flow {flow_name!r}"
-        raise SpecError(error.field, f"{error.message} (in {where})") from None
-    return Snapshot(
-        spec=resolved,
-        kind=FLOW_KIND,
-        name=flow_name,
-        uid=str(metadata.get("uid") or ""),
-        resource_version=str(metadata.get("resourceVersion") or ""),
-    )
+    return given
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ def _as_run_spec(spec: Mapping[str, Any], declared: tuple[FlowParam, ...]) -> di
 
 def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     """Validate a Flow with the checks a run's spec gets; a param without default stands in with a
-    placeholder value. The server-side dry run of its children is the handler's (as for a run)."""
+    placeholder value. The server-side dry run of its children is the pass's (as for a run)."""
     raw = as_map(flow_spec)
     tasks, resources = raw.get("tasks"), raw.get("resources")
     counts = (len(tasks) if isinstance(tasks, list) else 0, len(resources) if isinstance(resources, list) else 0)
@@ -232,7 +236,7 @@ def flow_status(check: FlowCheck, prev_status: object, generation: int, now: dat
 def flow_dry_run(flow: Mapping[str, Any], now: datetime) -> ValidateObjects | None:
     """The server-side dry run of every child a run of this Flow may create (named as a run named
     after the Flow would name them), exactly as a run's first pass builds it; None if the Flow is
-    invalid or creates nothing. The handler applies it as for a run and reports a rejection with
+    invalid or creates nothing. The pass applies it as for a run and reports a rejection with
     `rejected_by_dry_run`."""
     metadata = as_map(flow.get("metadata"))
     namespace = str(metadata.get("namespace") or "")
@@ -246,13 +250,13 @@ def flow_dry_run(flow: Mapping[str, Any], now: datetime) -> ValidateObjects | No
         spec=_as_run_spec(spec, flow_params(spec)),
         created_at=now,
     )
-    outcome = reconcile(run, observed_from_objects([]), now)
+    outcome = decide(run, observed_from_objects([]), now)
     return next((a for a in outcome.actions if isinstance(a, ValidateObjects)), None)
 
 
 def rejected_by_dry_run(check: FlowCheck, message: str) -> FlowCheck:
     """`check` failed by the API server's rejection of a child: `message` is `FIELD: why`, as the
-    handler reports a run's dry run (RunInput.dry_run_error)."""
+    pass reports a run's dry run (RunInput.dry_run_error)."""
     field, _, why = message.partition(": ")
     error = SpecError(field, f"the API server rejected it: {why}") if why else SpecError("spec", message)
     return FlowCheck(error, check.task_count, check.resource_count)

@@ -1,12 +1,13 @@
-"""The operator's door to the Kubernetes API (the informers' lists and watches, informer.py, and
-kopf's watches aside): create and delete children, dry-run them, read logs, write status and
-finalizers, post events; read Flows and CronFlowRuns and write their status; create, cancel and
-delete the FlowRuns of a CronFlowRun. Synchronous: handlers run it in worker threads.
+"""The operator's only code that talks to the Kubernetes API (the plugin uses it too): connect;
+list and watch for the informers (on connections of their own); create and delete children and
+dry-run them, read logs, write status and finalizers, post and read events; read Flows and
+CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun; and
+what an error of the API server means (a refusal for good, or try again). Synchronous: the
+controllers call it from worker threads.
 
 Requests go through the dynamic client's discovery (for the paths) but answers are plain dicts
 parsed from the JSON once (`serialize=False`): the client's object wrapping costs more than the
-request on the hot path. Every request is counted in `flowrun_api_requests_total` (the
-informers count their lists there too)."""
+request on the hot path. Every request but a watch is counted in `flowrun_api_requests_total`."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
+import urllib3.util
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -37,7 +39,15 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
 )
-REQUEST_TIMEOUT = 30  # seconds: no call may hang a reconcile pass forever
+REQUEST_TIMEOUT = 30  # seconds: no request may hang a pass, or the plugin, for ever
+# A watch's connection that stays silent this much longer than the watch's own timeout is broken
+# (half-open): it is given up and the watch goes on from the last version on a new one.
+WATCH_SILENCE_SECONDS = 30
+# HTTP statuses of a create (or its dry run) that mean "this object is refused", not "try again
+# later": Bad Request, Forbidden (RBAC, a quota, an admission policy), Not Found (no such
+# namespace or resource), Invalid. 409 AlreadyExists is success (or a ForeignObject); 429, 5xx
+# and timeouts are transient: the create is simply sent again on the next pass.
+PERMANENT_REJECTIONS = (400, 403, 404, 422)
 # A kind discovery did not find is not looked up again for this long: every pass of a run naming it
 # would otherwise fetch the whole discovery again. Not forever: a CRD installed later is found.
 UNKNOWN_KIND_RECHECK_SECONDS = 60.0
@@ -75,6 +85,20 @@ def _patch(resource: Resource, namespace: str, name: str, body: Any, content_typ
     )
 
 
+def connect(pool_size: int) -> client.ApiClient:
+    """A client of the cluster KUBECONFIG (or ~/.kube/config) names, else of the one the process
+    runs in. One attempt per request: a failed pass is retried by the work queue, and an
+    unreachable API server is probed by one request, not by every request three times."""
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    configuration.retries = urllib3.util.Retry(total=1, connect=0, status=0, redirect=0)
+    return client.ApiClient(configuration)
+
+
 class ForeignObject(RuntimeError):
     """A child name is taken by an object that does not belong to this run."""
 
@@ -95,28 +119,28 @@ class ChildrenUnreadable(RuntimeError):
     whose children may still exist."""
 
 
-class Kube:
+class Discovery:
+    """Which API resource serves each kind, found once through the dynamic client's discovery and
+    shared by every Kube of the process (the informers' included)."""
+
     def __init__(
         self,
         api_client: client.ApiClient,
         dynamic: DynamicClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api_client = api_client
-        self.core = client.CoreV1Api(api_client)
+        self._api_client = api_client
         self._dynamic = dynamic
         self._clock = clock
         self._resources: dict[tuple[str, str], Resource] = {}
         self._unknown: dict[tuple[str, str], float] = {}  # (apiVersion, kind) -> when discovery missed it
         # The client's discovery cache is not safe for concurrent use, and passes run in threads.
-        self._discovery = threading.Lock()
-
-    # --- discovery ---------------------------------------------------------------------------
+        self._lock = threading.Lock()
 
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = DynamicClient(self.api_client)
+            self._dynamic = DynamicClient(self._api_client)
         return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Resource:
@@ -125,7 +149,7 @@ class Kube:
         found = self._resources.get(key)
         if found is not None:
             return found
-        with self._discovery:
+        with self._lock:
             return self._discover(key)
 
     def _discover(self, key: tuple[str, str]) -> Resource:
@@ -145,6 +169,35 @@ class Kube:
         self._unknown.pop(key, None)
         self._resources[key] = found
         return found
+
+
+class Kube:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        dynamic: DynamicClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        discovery: Discovery | None = None,
+        new_pool: Callable[[], Any] | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.discovery = discovery or Discovery(api_client, dynamic, clock)
+        # Makes an ApiClient of the same cluster with connections of its own.
+        self._new_pool = new_pool or (lambda: client.ApiClient(api_client.configuration))
+
+    def with_own_pool(self) -> Kube:
+        """A Kube that shares this one's discovery but sends its requests on connections of its
+        own: a watch then never holds a connection a pass is waiting for."""
+        return Kube(self._new_pool(), discovery=self.discovery, new_pool=self._new_pool)
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        return self.discovery.dynamic
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        """The API resource serving that kind; UnknownKind if the API server serves none."""
+        return self.discovery.resource(api_version, kind)
 
     def probe(self) -> None:
         """One cheap request: raises while the API server cannot be reached or is not ready (its
@@ -250,38 +303,74 @@ class Kube:
 
     # --- children ----------------------------------------------------------------------------
 
-    def list_children(self, namespace: str, uid: str, kinds: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Every object of the listed kinds labelled with the run's UID (a fresh, consistent read).
-        Only for kinds no watch cache holds (a setup manifest's own kind)."""
-        selector = f"{api.LABEL_UID}={uid}"
-        objects: list[dict[str, Any]] = []
-        for api_version, kind in dict.fromkeys(kinds):
-            try:
-                resource = self.resource(api_version, kind)
-            except UnknownKind:
-                continue  # the dry run reports it as a spec error; nothing of that kind exists
-            _count("list", resource)
-            try:
-                listed = _json(
-                    resource.get(
-                        namespace=namespace,
-                        label_selector=selector,
-                        serialize=False,
-                        _request_timeout=REQUEST_TIMEOUT,
-                    )
-                )
-            except ApiException as error:
-                if error.status in (403, 404):
-                    raise ChildrenUnreadable(
-                        f"listing {kind} in {api_version}: {error.status} {api_message(error)}"
-                    ) from error
-                raise
-            for item in listed.get("items") or []:
-                # List items carry no apiVersion/kind of their own.
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-                objects.append(item)
-        return objects
+    def list_page(
+        self, api_version: str, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None
+    ) -> dict[str, Any]:
+        """One page of a LIST (a consistent read): the list object, its items given the apiVersion
+        and kind that list items do not carry."""
+        resource = self.resource(api_version, kind)
+        _count("list", resource)
+        query: list[tuple[str, Any]] = [("limit", limit)]
+        if selector:
+            query.append(("labelSelector", selector))
+        if token:
+            query.append(("continue", token))
+        page = _json(self._get(resource.path(namespace=namespace), query, REQUEST_TIMEOUT))
+        for item in page.get("items") or []:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        return page
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[dict[str, Any]]:
+        """The events of a WATCH from `resource_version` on, as sent ({"type", "object"}), until the
+        server ends it after `timeout_seconds`. The client gives up on a connection silent for
+        WATCH_SILENCE_SECONDS longer than that (a half-open connection raises, never hangs)."""
+        resource = self.resource(api_version, kind)
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        if selector:
+            query.append(("labelSelector", selector))
+        response = self._get(
+            resource.path(namespace=namespace), query, (REQUEST_TIMEOUT, timeout_seconds + WATCH_SILENCE_SECONDS)
+        )
+        try:
+            for line in _lines(response):
+                event = json.loads(line)
+                if isinstance(event, dict) and isinstance(event.get("object"), dict):
+                    event["object"].setdefault("apiVersion", api_version)
+                    event["object"].setdefault("kind", kind)
+                    yield event
+        finally:
+            response.close()
+            release = getattr(response, "release_conn", None)
+            if release is not None:
+                release()
+
+    def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
+        """A GET on this Kube's own connections: the raw answer (a stream), ApiException if it is
+        not a success."""
+        request = self.api_client.param_serialize(
+            "GET", path, query_params=query, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+        )
+        answer = self.api_client.call_api(*request, _request_timeout=timeout)
+        if not 200 <= answer.status <= 299:
+            data = answer.read()
+            error = ApiException(status=answer.status, reason=getattr(answer, "reason", None))
+            error.body = data.decode(errors="replace") if isinstance(data, bytes) else data
+            raise error
+        return answer.response
 
     def child_resource(self, api_version: str, kind: str) -> Resource:
         """The API resource of a child's kind: UnknownKind if not served, ClusterScopedKind if not
@@ -387,6 +476,12 @@ class Kube:
 
     # --- events ------------------------------------------------------------------------------
 
+    def event_messages(self, namespace: str, field_selector: str) -> list[str]:
+        """The messages of the Events the field selector selects, oldest first."""
+        metrics.API_REQUESTS.labels(verb="list", resource="events").inc()
+        listed = self.core.list_namespaced_event(namespace, field_selector=field_selector, _request_timeout=10)
+        return [str(event.message) for event in listed.items or [] if event.message]
+
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """An Event on one of the operator's objects (a FlowRun, Flow or CronFlowRun)."""
         metadata = involved["metadata"]
@@ -449,3 +544,37 @@ def manifest_kinds(spec: object) -> list[tuple[str, str]]:
             ):
                 kinds.append((manifest["apiVersion"], manifest["kind"]))
     return kinds
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """The lines of a streamed answer (a watch sends one JSON event a line)."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk if isinstance(chunk, bytes) else str(chunk).encode()
+        *complete, buffer = buffer.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if buffer.strip():
+        yield buffer
+
+
+def refusal_message(error: ApiException) -> str | None:
+    """`403 Forbidden: <the API server's message>` if the error refuses a create for good, else
+    None (transient: sent again on the next pass)."""
+    if error.status not in PERMANENT_REJECTIONS:
+        return None
+    return f"{error.status} {error.reason}: {api_message(error)}"
+
+
+def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether writing `status` as a merge patch changes `previous`: only the keys written count
+    (status.kopf, and the snapshot once stored, are not rewritten on every pass)."""
+    return any(_pruned(value) != _pruned(previous.get(key)) for key, value in status.items())
+
+
+def _pruned(value: Any) -> Any:
+    """The value as the API server stores it after a merge patch: no None-valued keys."""
+    if isinstance(value, Mapping):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value

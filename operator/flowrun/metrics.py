@@ -1,23 +1,26 @@
-"""Prometheus metrics, derived from what each reconcile pass changed in a run's status.
-
-Transitions are found by comparing the status before and after a pass, so a restarted operator
-never counts a finished task twice: it sees no transition for what was already terminal.
+"""Prometheus metrics. Durations and failures are derived from what each pass changed in a run's
+status: transitions are found by comparing the status before and after a pass, so a restarted
+operator never counts a finished task twice (it sees no transition for what was already
+terminal). The runs by phase are counted from the watch cache at scrape time (RunPhases), so the
+figure is exact whatever thread changed what.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from flowrun import api
 from flowrun.timestamps import parse_time
 
-TERMINAL_TASK_PHASES = ("Succeeded", "Failed", "Skipped", "Cancelled")
-CLEANUP_END_PHASES = ("CleanedUp", "CleanupFailed")
+CLEANUP_END_PHASES = (api.CLEANED_UP, api.CLEANUP_FAILED)
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
-RUNS = Gauge("flowrun_runs", "FlowRuns known to this operator, by phase", ["phase"])
 TASK_DURATION = Histogram(
     "flowrun_task_duration_seconds",
     "Task duration from first start to finish, by final phase",
@@ -53,9 +56,6 @@ ORPHANED_OBJECTS = Gauge(
 )
 API_OUTAGES = Counter("flowrun_api_server_outages_total", "Outages of the API server the operator noticed")
 
-_run_phases: dict[str, str] = {}
-_phase_counts: dict[str, int] = {}
-
 
 def _seconds_between(start: object, end: object) -> float | None:
     started, finished = parse_time(start), parse_time(end)
@@ -83,39 +83,39 @@ def _newly_in(
     ]
 
 
-def record_pass(uid: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+def record_pass(before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """Account for what one pass changed in a run's status."""
-    _set_phase(uid, str(after.get("phase") or "Pending"))
-    for task in _newly_in(before, after, "tasks", TERMINAL_TASK_PHASES):
+    for task in _newly_in(before, after, "tasks", api.TERMINAL):
         duration = _seconds_between(task.get("startedAt"), task.get("finishedAt"))
         if duration is not None:
             TASK_DURATION.labels(phase=task["phase"]).observe(duration)
     for resource in _newly_in(before, after, "resources", CLEANUP_END_PHASES):
-        if resource["phase"] == "CleanupFailed":
+        if resource["phase"] == api.CLEANUP_FAILED:
             CLEANUP_FAILURES.inc()
         duration = _seconds_between(resource.get("cleanupStartedAt"), resource.get("cleanedUpAt"))
         if duration is not None:
             CLEANUP_DURATION.labels(phase=resource["phase"]).observe(duration)
 
 
-def forget_run(uid: str) -> None:
-    _set_phase(uid, None)
+class RunPhases(Collector):
+    """flowrun_runs{phase}: the runs known to this operator, counted from its watch cache when
+    Prometheus scrapes (`phases` returns each run's phase)."""
+
+    def __init__(self, phases: Callable[[], Iterable[str]]) -> None:
+        self.phases = phases
+
+    def collect(self) -> Iterator[Metric]:
+        counts = Tally(self.phases())
+        family = GaugeMetricFamily("flowrun_runs", "FlowRuns known to this operator, by phase", labels=["phase"])
+        for phase in sorted({api.PENDING, api.RUNNING, *api.RUN_FINAL, *counts}):
+            family.add_metric([phase], counts.get(phase, 0))
+        yield family
+
+    def register(self) -> None:
+        REGISTRY.register(self)
+
+    def unregister(self) -> None:
+        REGISTRY.unregister(self)
 
 
-def _set_phase(uid: str, phase: str | None) -> None:
-    """Counts kept up to date one run at a time: a pass costs the same with 10 runs or 10,000."""
-    previous = _run_phases.pop(uid, None) if phase is None else _run_phases.get(uid)
-    if previous == phase:
-        return
-    if previous is not None:
-        _phase_counts[previous] -= 1
-        RUNS.labels(phase=previous).set(_phase_counts[previous])
-    if phase is not None:
-        _run_phases[uid] = phase
-        _phase_counts[phase] = _phase_counts.get(phase, 0) + 1
-        RUNS.labels(phase=phase).set(_phase_counts[phase])
-
-
-for _phase in ("Pending", "Running", "Succeeded", "Failed", "Cancelled"):
-    RUNS.labels(phase=_phase).set(0)
 API_SERVER_REACHABLE.set(1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flowrun import api
 from flowrun.timestamps import parse_time
 
 
@@ -253,6 +254,21 @@ def observe(obj: object) -> ObservedChild | None:
         cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
         return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting)
     return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting)
+
+
+def run_of(obj: Mapping[str, Any]) -> str | None:
+    """The UID of the FlowRun a raw object belongs to: its controlling owner, if that is a
+    FlowRun, else its flowrun.dev/flowrun-uid label (pods of a setup Job or Deployment are owned by
+    those, and carry the label); None if neither says."""
+    metadata = _map(obj.get("metadata"))
+    for ref in _items(metadata.get("ownerReferences")):
+        if (
+            ref.get("controller")
+            and ref.get("kind") == api.KIND
+            and _text(ref.get("apiVersion")).startswith(api.GROUP + "/")
+        ):
+            return _text(ref.get("uid")) or None
+    return _labels(metadata).get(api.LABEL_UID) or None
 
 
 def child_key(child: ObservedChild) -> ChildKey:

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import CANCELLED, FAILED, SUCCEEDED
+from flowrun.api import CANCELLED, FAILED, SUCCEEDED
 from flowrun.flows import Snapshot, snapshot_from_status
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import MAX_SECONDS, FlowSpec, SpecError, checks, parse_spec
 
 RUN_KIND = "FlowRun"

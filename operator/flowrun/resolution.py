@@ -2,7 +2,7 @@
 
 A run that lists its tasks executes its own spec. A run with `spec.flowRef` or `spec.rerunOf`
 executes the snapshot its first pass copied into status (see flows.py and rerun.py): until then,
-`resolve_run` copies it from the Flow or the original run the handler looked up, waits up to
+`resolve_run` copies it from the Flow or the original run the pass looked up, waits up to
 FLOW_NOT_FOUND_SECONDS for a Flow that does not exist yet, or refuses the spec naming the field.
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowrun.api import PENDING
 from flowrun.engine.interface import Event
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import PENDING
 from flowrun.engine.status import condition
 from flowrun.flows import FLOW_NOT_FOUND, FLOW_NOT_FOUND_SECONDS, resolve_flow, run_spec, snapshot_from_status
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import SpecError
 from flowrun.rerun import plan_rerun
 
@@ -73,7 +73,7 @@ def ref_name(spec: object, key: str) -> str | None:
 
 
 def needs_lookup(spec: object, status: object) -> str | None:
-    """What the handler must look up in the run's namespace before calling resolve_run: "Flow"
+    """What the pass must look up in the run's namespace before calling resolve_run: "Flow"
     (spec.flowRef.name), "FlowRun" (spec.rerunOf.name), or None (nothing: own tasks, or a
     snapshot already stored)."""
     if snapshot_from_status(status) is not None:

@@ -15,8 +15,6 @@ import yaml
 
 from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
-from flowrun.cron import CRON_PLURAL, LABEL_CRON, SCHEDULED_TIME_ANNOTATION
-from flowrun.flows import FLOW_PLURAL
 from flowrun.timestamps import format_time
 from tests.e2e.helpers import (
     REPO,
@@ -40,16 +38,16 @@ FLOW_EXAMPLES = REPO / "examples" / "flows"
 
 @pytest.fixture
 def flows(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Objects:
-    return Objects(kube_cluster, namespace, FLOW_PLURAL, "Flow")
+    return Objects(kube_cluster, namespace, api.FLOW_PLURAL, "Flow")
 
 
 @pytest.fixture
 def crons(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Iterator[Objects]:
     """At teardown (before the operator's: request it after start_operator) every CronFlowRun
     left by a failed test is deleted, so none goes on creating runs while leftovers are released."""
-    objects = Objects(kube_cluster, namespace, CRON_PLURAL, "CronFlowRun")
+    objects = Objects(kube_cluster, namespace, api.CRON_PLURAL, "CronFlowRun")
     yield objects
-    listed = objects.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, CRON_PLURAL)
+    listed = objects.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.CRON_PLURAL)
     for leftover in listed["items"]:
         objects.delete(leftover["metadata"]["name"])
 
@@ -79,7 +77,7 @@ def minute_floor(moment: datetime) -> datetime:
 
 def run_names_of(flowruns: FlowRuns, cron: str) -> list[str]:
     listed = flowruns.custom.list_namespaced_custom_object(
-        api.GROUP, api.VERSION, flowruns.namespace, api.PLURAL, label_selector=f"{LABEL_CRON}={cron}"
+        api.GROUP, api.VERSION, flowruns.namespace, api.PLURAL, label_selector=f"{api.LABEL_CRON}={cron}"
     )["items"]
     return sorted(r["metadata"]["name"] for r in listed)
 
@@ -319,7 +317,7 @@ def test_cron_flow_runs_every_minute_with_forbid_replace_and_history_limits(
     now = datetime.now(UTC)
     if now.second > 35:
         time.sleep(60 - now.second - now.microsecond / 1e6 + 1)
-    runs = watch("flowruns", LABEL_CRON)
+    runs = watch("flowruns", api.LABEL_CRON)
     long_task = {"tasks": [sim_task("work", duration="1h")]}
     blocked = {
         "resources": [{"name": "db", "setup": {"deployments": [deployment("server")]}}],
@@ -345,7 +343,7 @@ def test_cron_flow_runs_every_minute_with_forbid_replace_and_history_limits(
         body = flowruns.get(run)
         assert body is not None
         scheduled = datetime.fromisoformat(
-            body["metadata"]["annotations"][SCHEDULED_TIME_ANNOTATION].replace("Z", "+00:00")
+            body["metadata"]["annotations"][api.SCHEDULED_TIME_ANNOTATION].replace("Z", "+00:00")
         )
         assert run == cron_run_name(name, scheduled) and scheduled.second == 0
         assert body["metadata"]["ownerReferences"][0]["kind"] == "CronFlowRun"
@@ -361,7 +359,7 @@ def test_cron_flow_runs_every_minute_with_forbid_replace_and_history_limits(
 
     # The next minute comes while the operator is down: it catches up once when it is back.
     scheduled_first = datetime.fromisoformat(
-        (flowruns.get(first["allow"]) or {})["metadata"]["annotations"][SCHEDULED_TIME_ANNOTATION].replace(
+        (flowruns.get(first["allow"]) or {})["metadata"]["annotations"][api.SCHEDULED_TIME_ANNOTATION].replace(
             "Z", "+00:00"
         )
     )
@@ -427,7 +425,7 @@ def test_the_flow_examples_run(
 
     nightly_runs = wait_for("last night's run", lambda: run_names_of(flowruns, "nightly-summary"), timeout=30)
     assert len(nightly_runs) == 1
-    scheduled = (flowruns.get(nightly_runs[0]) or {})["metadata"]["annotations"][SCHEDULED_TIME_ANNOTATION]
+    scheduled = (flowruns.get(nightly_runs[0]) or {})["metadata"]["annotations"][api.SCHEDULED_TIME_ANNOTATION]
     assert scheduled.endswith(("T01:00:00Z", "T00:00:00Z")), scheduled  # 02:00 in Paris, winter or summer
     nightly_run = flowruns.wait_phase(nightly_runs[0], ("Succeeded", "Failed"), timeout=90)
     assert nightly_run["status"]["phase"] == "Succeeded", nightly_run["status"]

@@ -1,7 +1,7 @@
 """Small builders for FlowRun specs and a fake cluster the engine's actions are applied to.
 
 The fake cluster stores raw API-shaped dicts (camelCase), so every test also goes through
-`observed_from_objects` exactly as the handlers do.
+`observed_from_objects` exactly as the controller does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flowrun.engine import (
     Outcome,
     RunInput,
     ValidateObjects,
-    reconcile,
+    decide,
 )
 from flowrun.observed import Observed, observed_from_objects
 from flowrun.timestamps import format_time
@@ -306,8 +306,8 @@ class Sim:
         """One reconcile pass. Every pass is also checked for idempotency: repeating it with the
         status it wrote and the same children emits no event and creates nothing new."""
         observed = self.cluster.observed()
-        outcome = reconcile(self.run, observed, now)
-        again = reconcile(replace(self.run, status=outcome.status), observed, now)
+        outcome = decide(self.run, observed, now)
+        again = decide(replace(self.run, status=outcome.status), observed, now)
         assert again.events == (), again.events
         assert again.status == outcome.status
         assert set(creates(again)) <= set(creates(outcome)), creates(again)
@@ -363,6 +363,6 @@ def fail(sim: Sim, task_name: str, attempt: int = 1, **kwargs: Any) -> None:
 def assert_restart_safe(sim: Sim, now: datetime) -> Outcome:
     """A pass with the status lost (an empty status) creates nothing that exists or ever existed."""
     fresh = replace(sim.run, status={})
-    outcome = reconcile(fresh, sim.cluster.observed(), now)
+    outcome = decide(fresh, sim.cluster.observed(), now)
     assert not set(creates(outcome)) & set(sim.cluster.created), creates(outcome)
     return outcome

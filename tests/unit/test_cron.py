@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from flowrun import api
 from flowrun.cron import (
-    SCHEDULED_TIME_ANNOTATION,
     CronDecision,
     OwnedRun,
     decide,
@@ -381,7 +381,7 @@ def test_the_created_flowrun_carries_the_label_annotation_and_owner() -> None:
     assert manifest["kind"] == "FlowRun" and manifest["apiVersion"] == "flowrun.dev/v1alpha1"
     assert manifest["metadata"]["name"] == decision.create.name and manifest["metadata"]["namespace"] == "team"
     assert manifest["metadata"]["labels"] == {"team": "analytics", "flowrun.dev/cron": CRON}
-    assert manifest["metadata"]["annotations"] == {SCHEDULED_TIME_ANNOTATION: "2026-01-10T02:00:00Z"}
+    assert manifest["metadata"]["annotations"] == {api.SCHEDULED_TIME_ANNOTATION: "2026-01-10T02:00:00Z"}
     owner = manifest["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("CronFlowRun", "cron-uid", True)
     assert manifest["spec"] == TEMPLATE["spec"] and manifest["spec"] is not TEMPLATE["spec"]

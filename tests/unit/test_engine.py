@@ -11,7 +11,7 @@ from flowrun.engine import (
     DeleteObject,
     RunInput,
     ValidateObjects,
-    reconcile,
+    decide,
     run_input_from_object,
 )
 from flowrun.observed import Observed, observed_from_objects
@@ -536,7 +536,7 @@ def test_a_dry_run_rejection_fails_the_run_for_good() -> None:
 )
 def test_garbage_previous_status_never_crashes(status: Any) -> None:
     run = RunInput(RUN, NS, UID, flow(task("a"), task("b", "a")), status=status, created_at=T0)
-    outcome = reconcile(run, Observed(), at(0))
+    outcome = decide(run, Observed(), at(0))
     assert not any(e.reason == "InternalError" for e in outcome.events)
     assert outcome.status["phase"] == "Running"
     assert all(n.startswith("Pod/demo-a-") for n in creates(outcome))
@@ -546,7 +546,7 @@ def test_garbage_previous_status_never_crashes(status: Any) -> None:
     "spec", [None, 3, "x", {"tasks": "a"}, {"tasks": [None]}, {"tasks": [{"name": "a", "template": []}]}]
 )
 def test_garbage_spec_is_a_spec_error(spec: Any) -> None:
-    outcome = reconcile(RunInput(RUN, NS, UID, spec), Observed(), at(0))
+    outcome = decide(RunInput(RUN, NS, UID, spec), Observed(), at(0))
     assert outcome.status["phase"] == "Failed" and outcome.done
     assert not any(e.reason == "InternalError" for e in outcome.events)
 
@@ -571,7 +571,7 @@ def test_garbage_children_never_crash() -> None:
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"labels": None}, "status": {"conditions": [1]}},
         {"kind": "Deployment", "apiVersion": "apps/v1", "spec": {"replicas": "2"}},
     ]
-    outcome = reconcile(RunInput(RUN, NS, UID, flow(task("a"))), observed_from_objects(junk), at(0))
+    outcome = decide(RunInput(RUN, NS, UID, flow(task("a"))), observed_from_objects(junk), at(0))
     assert not any(e.reason == "InternalError" for e in outcome.events)
 
 
@@ -686,7 +686,7 @@ def test_restart_with_a_lost_status_never_duplicates_or_reuses_a_name() -> None:
     assert_restart_safe(sim, at(2))
     succeed(sim, "a", attempt=2, message="r2")
     assert_restart_safe(sim, at(3))
-    fresh = reconcile(RunInput(RUN, NS, UID, sim.run.spec, status={}, created_at=T0), sim.cluster.observed(), at(3))
+    fresh = decide(RunInput(RUN, NS, UID, sim.run.spec, status={}, created_at=T0), sim.cluster.observed(), at(3))
     assert fresh.status["tasks"]["a"]["result"] == "r2" and fresh.status["tasks"]["a"]["attempts"] == 2
     assert creates(fresh) == ["Pod/demo-b-1"]
 

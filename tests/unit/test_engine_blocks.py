@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from flowrun import api
-from flowrun.engine import RunInput, ValidateObjects, reconcile
+from flowrun.engine import RunInput, ValidateObjects, decide
 from tests.unit.builders import (
     NS,
     RUN,
@@ -309,7 +309,7 @@ def test_cleanup_starts_once_every_task_of_a_started_block_is_terminal(setup: st
     if setup != "Pending":  # what setup created exists (a Ready block missing it is broken)
         for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service")):
             cluster.add_other({"apiVersion": api_version, "kind": kind, "metadata": {"name": DB, "labels": LABELS}})
-    outcome = reconcile(RunInput(RUN, NS, UID, spec, status=status, created_at=T0), cluster.observed(), at(1))
+    outcome = decide(RunInput(RUN, NS, UID, spec, status=status, created_at=T0), cluster.observed(), at(1))
     # A failed setup skips the pending tasks of the block; Pending tasks otherwise wait.
     terminal_after = [s != "Running" and (s != "Pending" or setup == "SetupFailed") for s in (first, second)]
     expected = setup != "Pending" and all(terminal_after)
@@ -608,7 +608,7 @@ def test_restart_at_every_stage_of_a_block_never_duplicates_a_child() -> None:
 
 def test_a_lost_status_with_a_ready_block_recovers_its_value() -> None:
     sim = ready_sim()
-    fresh = reconcile(RunInput(RUN, NS, UID, sim.run.spec, status={}, created_at=T0), sim.cluster.observed(), at(5))
+    fresh = decide(RunInput(RUN, NS, UID, sim.run.spec, status={}, created_at=T0), sim.cluster.observed(), at(5))
     assert fresh.status["resources"]["r"]["phase"] == "Ready"
     assert fresh.status["resources"]["r"]["value"] == f"{DB}.{NS}.svc"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flowrun.engine import CreateObject, RunInput, reconcile
+from flowrun.engine import CreateObject, RunInput, decide
 from flowrun.observed import Observed, observed_from_objects
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -81,7 +81,7 @@ def test_damaged_specs_never_cause_an_internal_error(example: Path) -> None:
     refused = accepted = 0
     for case in range(300):
         damaged = _damage(spec, rng)
-        outcome = reconcile(RunInput("fuzz", "default", "uid-1", damaged, created_at=NOW), Observed(), NOW)
+        outcome = decide(RunInput("fuzz", "default", "uid-1", damaged, created_at=NOW), Observed(), NOW)
         assert not any(event.reason == "InternalError" for event in outcome.events), (case, damaged, outcome.events)
         conditions = {c["type"]: c for c in outcome.status.get("conditions") or []}
         if conditions["SpecValid"]["status"] == "False":
@@ -94,7 +94,7 @@ def test_damaged_specs_never_cause_an_internal_error(example: Path) -> None:
         existing = [action.manifest for action in outcome.actions if isinstance(action, CreateObject)]
         assert existing, "an accepted run starts something"
         for _ in range(3):
-            outcome = reconcile(
+            outcome = decide(
                 RunInput("fuzz", "default", "uid-1", damaged, status=status, created_at=NOW),
                 observed_from_objects(existing),
                 NOW,

@@ -1,9 +1,9 @@
-"""The engine on its own bugs: reconcile() never raises and never acts on a half-made decision;
+"""The engine on its own bugs: decide() never raises and never acts on a half-made decision;
 it reports the error on the run and asks to be called again a minute later."""
 
 import pytest
 
-from flowrun.engine import RunInput, reconcile
+from flowrun.engine import RunInput, decide
 from flowrun.engine.context import PassContext
 from flowrun.engine.state import RunState
 from tests.unit.builders import NS, RUN, UID, FakeCluster, at, creates, flow, task
@@ -15,8 +15,8 @@ def test_the_engine_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(one_pass, "run_pass", broken)
-    outcome = reconcile(
+    monkeypatch.setattr(one_pass, "decide", broken)
+    outcome = decide(
         RunInput(RUN, NS, UID, flow(task("a")), status={"phase": "Running"}), FakeCluster().observed(), at(0)
     )
     message = "internal error in the flowrun engine: RuntimeError: bug"
@@ -40,7 +40,7 @@ def test_a_pass_that_never_settles_stops_at_the_bound_and_says_so(monkeypatch: p
 
     monkeypatch.setattr(one_pass, "step", restless)
     spec = flow(task("a"), task("b", "a"))
-    outcome = reconcile(RunInput(RUN, NS, UID, spec, status={"phase": "Running"}), FakeCluster().observed(), at(0))
+    outcome = decide(RunInput(RUN, NS, UID, spec, status={"phase": "Running"}), FakeCluster().observed(), at(0))
     bound = 4 * 2 + 8  # 4 per task and block, plus 8
     message = (
         "internal error in the flowrun engine: FixpointNotReached: "
@@ -65,6 +65,6 @@ def test_a_real_pass_settles_well_within_the_bound(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(one_pass, "step", counted)
     chain = flow(*(task(f"t{i}", *([f"t{i - 1}"] if i else [])) for i in range(30)))
-    outcome = reconcile(RunInput(RUN, NS, UID, chain), FakeCluster().observed(), at(0))
+    outcome = decide(RunInput(RUN, NS, UID, chain), FakeCluster().observed(), at(0))
     assert creates(outcome) == ["Pod/demo-t0-1"]
     assert len(steps) == 2  # one step decides, the next finds nothing left to change

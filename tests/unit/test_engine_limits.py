@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from flowrun.engine import reconcile
+from flowrun.engine import decide
 from flowrun.model import MAX_SECONDS
 from tests.unit.builders import Sim, at, deployment, flow, job, resource, succeed, task
 
@@ -98,7 +98,7 @@ def test_timestamps_at_the_end_of_the_calendar_in_the_status_do_not_overflow() -
     assert sim.res("r")["phase"] == "CleaningUp"
     status = sim.status
     status["resources"]["r"]["cleanupStartedAt"] = "9999-12-31T23:00:00Z"
-    outcome = reconcile(replace(sim.run, status=status), sim.cluster.observed(), at(3))
+    outcome = decide(replace(sim.run, status=status), sim.cluster.observed(), at(3))
     # The engine reports what it raises as an InternalError: none here.
     assert [e.reason for e in outcome.events if e.type == "Warning"] == []
     assert outcome.status["resources"]["r"]["phase"] == "CleaningUp"

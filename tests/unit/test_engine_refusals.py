@@ -4,7 +4,7 @@ each pass's refusals to the next pass, as the reconciler does."""
 
 from dataclasses import replace
 
-from flowrun.engine import reconcile
+from flowrun.engine import decide
 from tests.unit.builders import (
     Sim,
     assert_restart_safe,
@@ -184,6 +184,6 @@ def test_refusals_never_change_a_pass_that_did_not_ask_for_those_objects() -> No
     sim = Sim(flow(task("a"), task("b", "a")))
     sim.step(at(0))
     stale = {"Pod/demo-b-1": QUOTA, "Job/x": "403 Forbidden"}  # b is not started yet; x is nothing
-    outcome = reconcile(replace(sim.run, refused=stale), sim.cluster.observed(), at(1))
-    plain = reconcile(sim.run, sim.cluster.observed(), at(1))
+    outcome = decide(replace(sim.run, refused=stale), sim.cluster.observed(), at(1))
+    plain = decide(sim.run, sim.cluster.observed(), at(1))
     assert outcome.status == plain.status and outcome.actions == plain.actions and outcome.events == plain.events

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from flowrun.engine import reconcile
-from flowrun.engine.phases import POD_REFUSAL_RECHECK_SECONDS
+from flowrun.api import POD_REFUSAL_RECHECK_SECONDS
+from flowrun.engine import decide
 from tests.unit.builders import (
     Sim,
     at,
@@ -257,5 +257,5 @@ def test_a_refused_cleanup_job_elsewhere_is_retried_and_holds_the_finalizer() ->
 
 def test_a_namespace_terminating_pass_decides_like_any_other_when_nothing_was_refused() -> None:
     sim = ready(two_tasks())
-    outcome = reconcile(replace(sim.run, namespace_terminating=True), sim.cluster.observed(), at(2))
+    outcome = decide(replace(sim.run, namespace_terminating=True), sim.cluster.observed(), at(2))
     assert outcome.status["resources"]["r"]["phase"] == "Ready"

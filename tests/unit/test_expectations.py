@@ -4,7 +4,7 @@ deleting, a patched FlowRun is seen as written until the cache holds that versio
 
 from __future__ import annotations
 
-from flowrun.expectations import EXPECTATION_SECONDS, Expectations
+from flowrun.controller.expectations import EXPECTATION_SECONDS, Expectations
 from flowrun.observed import ObservedPod, child_key
 
 POD = ObservedPod(name="x-a-1", labels={})

@@ -10,8 +10,8 @@ import pytest
 from kubernetes.client import ApiClient
 
 from flowrun.kube import UNKNOWN_KIND_RECHECK_SECONDS, ClusterScopedKind, Kube, UnknownKind
-from flowrun.reconciler import Reconciler
-from tests.unit.fakes import FakeApiServer, FakeKube, ServedKind, pod_task
+from tests.unit.fake_api_server import FakeApiServer, ServedKind
+from tests.unit.fakes import FakeKube, pod_task
 
 WIDGET = ServedKind("example.com", "v1", "Widget", "widgets")
 MANIFEST = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "team"}}
@@ -83,7 +83,7 @@ def test_known_kinds_are_looked_up_once(tmp_path: Path) -> None:
 
 
 def test_a_run_naming_an_unknown_kind_fails_with_spec_valid_false_naming_the_manifest(tmp_path: Path) -> None:
-    """The reconciler's path for it: the dry run meets UnknownKind and the pass becomes a spec error."""
+    """The passes's path for it: the dry run meets UnknownKind and the pass becomes a spec error."""
     server, clock = FakeApiServer(), Clock()
     kube = FakeKube(
         {
@@ -94,11 +94,11 @@ def test_a_run_naming_an_unknown_kind_fails_with_spec_valid_false_naming_the_man
     )
     real = kube_over(server, tmp_path, clock)
     kube.dry_run_create = real.dry_run_create  # type: ignore[method-assign]
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    result = kube.run(reconciler)
+    passes = kube.passes()
+    result = kube.run(passes)
     fetches = server.discovery_fetches()  # the client's first look and its refresh on the miss
     for _ in range(3):
-        result = kube.run(reconciler)
+        result = kube.run(passes)
     assert server.discovery_fetches() == fetches
     assert result.phase == "Failed" and result.done
     conditions = {c["type"]: c for c in kube.body["status"]["conditions"]}

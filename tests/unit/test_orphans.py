@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowrun.orphans import Child, SweepState, sweep
+from flowrun.controller.orphans import Child, SweepState, sweep
 
 POD = ("v1", "Pod", "team", "x-a-1")
 JOB = ("batch/v1", "Job", "team", "x-setup")

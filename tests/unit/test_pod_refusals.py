@@ -4,11 +4,10 @@ at most once per interval, and what it says is kept until the Job is gone."""
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 from typing import Any
 
+from flowrun.controller.pod_refusals import READ_INTERVAL_SECONDS, STALLED_AFTER_SECONDS, PodRefusals
 from flowrun.observed import ObservedJob, observe
-from flowrun.pod_refusals import READ_INTERVAL_SECONDS, STALLED_AFTER_SECONDS, PodRefusals
 from tests.unit.builders import T0, at
 
 SA = 'Error creating: pods "r-setup-" is forbidden: serviceaccount "robot" not found'
@@ -19,9 +18,9 @@ class Events:
         self.messages: list[str] = []
         self.selectors: list[str] = []
 
-    def list_namespaced_event(self, namespace: str, **kwargs: Any) -> Any:
-        self.selectors.append(kwargs["field_selector"])
-        return SimpleNamespace(items=[SimpleNamespace(message=m) for m in self.messages])
+    def __call__(self, namespace: str, field_selector: str) -> list[str]:
+        self.selectors.append(field_selector)
+        return list(self.messages)
 
 
 def job(name: str, **status: Any) -> ObservedJob:

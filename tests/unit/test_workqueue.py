@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from flowrun import workqueue
-from flowrun.workqueue import WorkQueue
+from flowrun.controller import workqueue
+from flowrun.controller.workqueue import WorkQueue
 
 
 class Unreachable(ConnectionError):
@@ -130,7 +130,7 @@ async def test_an_unreachable_api_server_pauses_every_pass_behind_one_probe_and_
     queue = queue_of(passes, workers=4)
     queue.start()
     passes.down = True
-    caplog.set_level(logging.INFO, logger="flowrun.workqueue")
+    caplog.set_level(logging.INFO, logger="flowrun.controller.workqueue")
     for key in [f"run-{i}" for i in range(50)]:
         queue.add(key)
     await until(lambda: passes.probes >= 20)
@@ -160,5 +160,5 @@ async def test_a_failing_pass_is_retried_with_a_growing_delay(monkeypatch: pytes
     queue.start()
     queue.add("a")
     await until(lambda: failures >= 3)
-    assert queue._failures["a"] >= 3 and passes.probes == 0  # not an outage: no probe
+    assert queue._retries.failures("a") >= 3 and passes.probes == 0  # not an outage: no probe
     await queue.stop()

@@ -65,17 +65,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 What the operator does in a namespace it serves (the same rules cluster-wide or per namespace).
-Every verb is one the operator or kopf uses; docs/install.md explains each rule.
+Every verb is one the operator uses (kopf serves no resource); docs/install.md explains each rule.
 */}}
 {{- define "flowrun-operator.namespacedRules" -}}
-# FlowRuns: kopf lists and watches them and patches its finalizer and progress annotations in;
-# the operator reads one per reconcile pass (and the original of a rerun once) and deletes it
-# after ttlSecondsAfterFinished. For CronFlowRuns it creates their runs, cancels one (a patch of
+# FlowRuns: the operator lists and watches them (its passes read them from that cache), patches
+# its finalizer in and out, reads the original of a rerun once, and deletes a run after
+# ttlSecondsAfterFinished. For CronFlowRuns it creates their runs, cancels one (a patch of
 # spec.cancel, concurrencyPolicy Replace) and deletes those over the history limits.
 - apiGroups: [flowrun.dev]
   resources: [flowruns]
   verbs: [get, list, watch, create, patch, delete]
-# Status is written with merge patches (the operator's status, kopf's status.kopf).
+# Status is written with merge patches.
 - apiGroups: [flowrun.dev]
   resources: [flowruns/status]
   verbs: [patch]
@@ -95,8 +95,8 @@ Every verb is one the operator or kopf uses; docs/install.md explains each rule.
 - apiGroups: [flowrun.dev]
   resources: [flows/status, cronflowruns/status]
   verbs: [patch]
-# Children: task pods, setup Deployments and their Services (watched by kopf, listed by run UID,
-# created, server-side dry-run created, read on a name conflict, deleted by cleanup).
+# Children: task pods, setup Deployments and their Services (watched, created, server-side
+# dry-run created, read on a name conflict, deleted by cleanup).
 - apiGroups: [""]
   resources: [pods, services]
   verbs: [get, list, watch, create, delete]
@@ -113,7 +113,7 @@ Every verb is one the operator or kopf uses; docs/install.md explains each rule.
   resources: [deployments]
   verbs: [get, list, watch, create, delete]
 # An Event on the FlowRun for every transition, on a Flow that is invalid, on a CronFlowRun for
-# each run it creates, replaces or deletes (core/v1 Events, the API kopf posts to as well). Listed
+# each run it creates, replaces or deletes (core/v1 Events). Listed
 # only for a setup or cleanup Job that has had no pod for a while (its FailedCreate Event says why
 # its pod is refused), by a field selector naming that Job, at most every 10 seconds.
 - apiGroups: [""]

@@ -1,8 +1,9 @@
-"""The pure, level-triggered reconciler of a FlowRun. What it decides is the users' contract:
+"""The pure, level-triggered engine of a FlowRun: it decides; a pass of the FlowRun controller
+applies what it decided (controller/flowrun_pass.py). What it decides is the users' contract:
 docs/semantics.md (the state machines, triggers, retries, deadlines, cleanup, deletion, restart
 safety) and docs/api.md (the spec and status fields, events).
 
-`reconcile(run, observed, now)` derives everything from the FlowRun (spec and its own previous
+`decide(run, observed, now)` derives everything from the FlowRun (spec and its own previous
 status) and the children that exist now; it does no I/O and reads no clock (same inputs, same
 outcome). It never raises.
 
@@ -22,7 +23,7 @@ How a pass works (one_pass.py):
 The modules, each plain functions over one frozen PassContext (context.py) and the mutable
 RunState of the pass (state.py):
 
-- interface.py: RunInput, the actions, Event and Outcome: what the handler exchanges with the engine
+- interface.py: RunInput, the actions, Event and Outcome: what a pass exchanges with the engine
 - phases.py: the phases and reasons the status uses; lenient.py: reading a status that may be garbage
 - children.py: the observed children of the run, indexed
 - dag.py: triggers, skip reasons, when a block is needed or done with
@@ -50,8 +51,8 @@ from flowrun.engine.interface import (
     ValidateObjects,
     run_input_from_object,
 )
-from flowrun.engine.lenient import as_map
 from flowrun.engine.one_pass import FixpointNotReached
+from flowrun.lenient import as_map
 from flowrun.observed import Observed
 
 __all__ = [
@@ -65,19 +66,19 @@ __all__ = [
     "Outcome",
     "RunInput",
     "ValidateObjects",
-    "reconcile",
+    "decide",
     "run_input_from_object",
 ]
 
 INTERNAL_ERROR_REQUEUE_SECONDS = 60.0
 
 
-def reconcile(run: RunInput, observed: Observed, now: datetime) -> Outcome:
+def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     """One level-triggered pass: see the module docstring. Never raises: an internal error (a bug,
     or FixpointNotReached) keeps the previous status with the error as its message, posts a
     Warning event InternalError, applies nothing, and asks to be called again a minute later."""
     try:
-        return one_pass.run_pass(run, observed, now)
+        return one_pass.decide(run, observed, now)
     except Exception as err:
         message = f"internal error in the flowrun engine: {type(err).__name__}: {err}"
         status = {**as_map(run.status), "message": message}

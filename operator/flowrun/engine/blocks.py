@@ -7,12 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowrun import api, manifests, names
-from flowrun.engine.children import ObjectRef, result, termination
-from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, refusal, substitutions
-from flowrun.engine.dag import after_succeeded, blocked, consumers_done, wanted
-from flowrun.engine.interface import Action, CreateObject
-from flowrun.engine.phases import (
+from flowrun.api import (
     CLEANING_UP,
     CLEANUP_JOB_RUNNING,
     CREATE_REFUSED,
@@ -28,10 +23,18 @@ from flowrun.engine.phases import (
     SETUP_JOB_RUNNING,
     STOPPING_SETUP,
 )
+from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.clock import after
+from flowrun.engine.context import PassContext, refusal, substitutions
+from flowrun.engine.dag import after_succeeded, blocked, consumers_done, wanted
+from flowrun.engine.interface import Action, CreateObject
 from flowrun.engine.state import ResourceState, RunState
 from flowrun.model import MAX_COUNT, DeploymentSpec, ResourceSpec, main_container_name
 from flowrun.observed import ObservedJob
 from flowrun.references import Context, substitute
+
+# (reason, message) of a failed setup, or None.
+Failure = tuple[str, str] | None
 
 
 def setup_objects(ctx: PassContext, resource: ResourceSpec) -> list[ObjectRef]:
@@ -145,6 +148,14 @@ def setup_failure(
     ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState
 ) -> tuple[str, str] | None:
     """(reason, message) if setup failed, checked in a fixed order; else None."""
+    for check in (_invalid_replicas, _refused, _setup_job_failure, _deployment_failure, _timed_out):
+        failure = check(ctx, resource, rs, state)
+        if failure is not None:
+            return failure
+    return None
+
+
+def _invalid_replicas(ctx: PassContext, resource: ResourceSpec, _: ResourceState, state: RunState) -> Failure:
     values = substitutions(ctx, state)
     for deployment in resource.setup.deployments:
         if replicas(deployment, values) is None:
@@ -153,9 +164,16 @@ def setup_failure(
                 f"deployment {deployment.name}: replicas {deployment.replicas!r}"
                 f" is not an integer from 0 to {MAX_COUNT}",
             )
+    return None
+
+
+def _refused(ctx: PassContext, resource: ResourceSpec, *_: object) -> Failure:
     refusals = [r for r in (refusal(ctx, ref) for ref in setup_objects(ctx, resource)) if r is not None]
-    if refusals:
-        return CREATE_REFUSED, "; ".join(refusals)
+    return (CREATE_REFUSED, "; ".join(refusals)) if refusals else None
+
+
+def _setup_job_failure(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, _: RunState) -> Failure:
+    """The setup Job vanished after it was seen, failed, or its pod is refused."""
     job = setup_job(ctx, resource)
     seen = rs.reason in (SETUP_JOB_RUNNING, SETUP_JOB_COMPLETE)
     if resource.setup.job is not None and seen and (job is None or job.deleting):
@@ -172,6 +190,11 @@ def setup_failure(
         return "SetupJobFailed", "setup job failed: " + "; ".join(details)
     if job is not None and job.pod_create_failure and not job.finished:
         return PODS_REFUSED, f"setup job {job.name}: its pod cannot be created: {job.pod_create_failure}"
+    return None
+
+
+def _deployment_failure(ctx: PassContext, resource: ResourceSpec, *_: object) -> Failure:
+    """A Deployment whose pods are refused, or whose rollout failed."""
     for deployment in resource.setup.deployments:
         observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
         for cond in observed.conditions if observed is not None else ():
@@ -182,6 +205,10 @@ def setup_failure(
                 return PODS_REFUSED, f"deployment {deployment.name}: its pods cannot be created: {why}"
             if cond.type == "Progressing" and cond.status == "False":
                 return "DeploymentFailed", f"deployment {deployment.name}: {cond.reason}: {cond.message}"
+    return None
+
+
+def _timed_out(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, _: RunState) -> Failure:
     started = rs.setup_started_at or ctx.now
     if ctx.now >= after(started, resource.setup.timeout_seconds):
         return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flowrun import api
-from flowrun.engine.phases import RESULT_LIMIT
+from flowrun.api import RESULT_LIMIT
 from flowrun.observed import (
     Observed,
     ObservedDeployment,

@@ -10,12 +10,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from flowrun import manifests, names
-from flowrun.engine.blocks import job_message, setup_job, setup_job_running, setup_objects, with_setup_error
-from flowrun.engine.children import ObjectRef
-from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, refusal
-from flowrun.engine.interface import Action, CreateObject, DeleteObject
-from flowrun.engine.phases import (
+from flowrun.api import (
     CLEANED_UP,
     CLEANING_UP,
     CLEANUP_BACKOFF_SECONDS,
@@ -29,6 +24,11 @@ from flowrun.engine.phases import (
     SETUP_FAILED,
     STOPPING_SETUP,
 )
+from flowrun.engine.blocks import job_message, setup_job, setup_job_running, setup_objects, with_setup_error
+from flowrun.engine.children import ObjectRef
+from flowrun.engine.clock import after
+from flowrun.engine.context import PassContext, refusal
+from flowrun.engine.interface import Action, CreateObject, DeleteObject
 from flowrun.engine.state import ResourceState
 from flowrun.model import ResourceSpec
 from flowrun.references import Context
@@ -39,7 +39,7 @@ class CleanupStep(NamedTuple):
     reasons: tuple[str, ...]  # the block's `reason` while this is its current step
     # Decides from the observed children; may move the block on to a later step (or end it).
     advance: Callable[[PassContext, ResourceSpec, ResourceState], None]
-    # What the handler does while the block is at this step.
+    # What the pass does while the block is at this step.
     actions: Callable[[PassContext, ResourceSpec, ResourceState, Context], list[Action]]
 
 

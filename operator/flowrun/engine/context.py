@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from flowrun import names
+from flowrun.api import SUCCEEDED
 from flowrun.engine.children import Children, ObjectRef
 from flowrun.engine.dag import resource_order
 from flowrun.engine.interface import RunInput
-from flowrun.engine.phases import SUCCEEDED
 from flowrun.engine.state import RunState
 from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec
 from flowrun.observed import Observed

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flowrun.engine.phases import (
+from flowrun.api import (
     CANCELLED,
     CLEANED_UP,
     CLEANING_UP,

@@ -8,9 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flowrun.engine.interface import Event
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import (
+from flowrun.api import (
     CANCELLED,
     CLEANED_UP,
     CLEANING_UP,
@@ -28,6 +26,8 @@ from flowrun.engine.phases import (
     SUCCEEDED,
     TRIGGER_NOT_MET,
 )
+from flowrun.engine.interface import Event
+from flowrun.lenient import as_map, conditions_by_type
 
 _TASK_EVENTS = {
     RUNNING: ("Normal", "TaskStarted"),
@@ -54,59 +54,79 @@ _RUN_EVENTS = {
 
 
 def events(prev: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
-    events: list[Event] = []
-    prev_conds, conds = conditions_by_type(prev), conditions_by_type(status)
+    """Every transition between `prev` and `status`: tasks, then blocks, then the run."""
     prev_tasks, prev_resources = as_map(prev.get("tasks")), as_map(prev.get("resources"))
-    for name, task in status["tasks"].items():
-        old = as_map(prev_tasks.get(name))
-        backoff = task["phase"] == RUNNING and task["reason"] == RETRY_BACKOFF
-        was_backoff = old.get("phase") == RUNNING and old.get("reason") == RETRY_BACKOFF
-        if task["phase"] == PENDING or (old.get("phase"), old.get("attempts"), was_backoff) == (
-            task["phase"],
-            task["attempts"],
-            backoff,
-        ):
-            continue
-        kind, reason = ("Warning", "TaskRetrying") if backoff else _TASK_EVENTS[task["phase"]]
-        if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
-            kind = "Warning"
-        if backoff:
-            message = f"task {name}: {task['message']}; next attempt at {task['nextAttemptAt']}"
-        elif task["phase"] == RUNNING:
-            message = f"task {name}: attempt {task['attempts']} started (pod {task['podName']})"
-            if task["attempts"] > 1:
-                message += f" after {task['message']}"
-        elif task["phase"] == SUCCEEDED:
-            message = f"task {name} succeeded"
-        else:
-            message = f"task {name}: {task['reason']}: {task['message']}"
-        events.append(Event(kind, reason, message))
+    found = [
+        event
+        for name, task in status["tasks"].items()
+        if (event := task_event(name, as_map(prev_tasks.get(name)), task)) is not None
+    ]
     for name, resource in status["resources"].items():
-        old = as_map(prev_resources.get(name))
-        # A failed setup may already be cleaning up within the same pass: report the failure itself.
-        if resource["setupError"] and resource["setupError"] != old.get("setupError"):
-            events.append(Event("Warning", "SetupFailed", f"resource {name}: {resource['setupError']}"))
-        if old.get("phase") != resource["phase"] and resource["phase"] in _RESOURCE_EVENTS:
-            kind, reason = _RESOURCE_EVENTS[resource["phase"]]
-            detail = f": {resource['message']}" if resource["message"] else ""
-            events.append(Event(kind, reason, f"resource {name}{detail}"))
-        elif resource["reason"] == CLEANUP_JOB_BACKOFF and (old.get("reason"), old.get("cleanupAttempts")) != (
-            resource["reason"],
-            resource["cleanupAttempts"],
-        ):
-            events.append(Event("Warning", "CleanupRetrying", f"resource {name}: {resource['message']}"))
+        found.extend(resource_events(name, as_map(prev_resources.get(name)), resource))
+    found.extend(run_events(conditions_by_type(prev), conditions_by_type(status)))
+    return found
+
+
+def _in_backoff(task: Mapping[str, Any]) -> bool:
+    return task.get("phase") == RUNNING and task.get("reason") == RETRY_BACKOFF
+
+
+def task_event(name: str, old: Mapping[str, Any], task: Mapping[str, Any]) -> Event | None:
+    """A task started an attempt, is retrying, or ended; None if nothing of that changed."""
+    backoff = _in_backoff(task)
+    same = (old.get("phase"), old.get("attempts"), _in_backoff(old)) == (task["phase"], task["attempts"], backoff)
+    if task["phase"] == PENDING or same:
+        return None
+    kind, reason = ("Warning", "TaskRetrying") if backoff else _TASK_EVENTS[task["phase"]]
+    if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
+        kind = "Warning"
+    return Event(kind, reason, _task_message(name, task, backoff))
+
+
+def _task_message(name: str, task: Mapping[str, Any], backoff: bool) -> str:
+    if backoff:
+        return f"task {name}: {task['message']}; next attempt at {task['nextAttemptAt']}"
+    if task["phase"] == RUNNING:
+        started = f"task {name}: attempt {task['attempts']} started (pod {task['podName']})"
+        return started + (f" after {task['message']}" if task["attempts"] > 1 else "")
+    if task["phase"] == SUCCEEDED:
+        return f"task {name} succeeded"
+    return f"task {name}: {task['reason']}: {task['message']}"
+
+
+def resource_events(name: str, old: Mapping[str, Any], resource: Mapping[str, Any]) -> list[Event]:
+    """A block's setup failed, its phase changed, or its cleanup job is retried."""
+    found: list[Event] = []
+    # A failed setup may already be cleaning up within the same pass: report the failure itself.
+    if resource["setupError"] and resource["setupError"] != old.get("setupError"):
+        found.append(Event("Warning", "SetupFailed", f"resource {name}: {resource['setupError']}"))
+    if old.get("phase") != resource["phase"] and resource["phase"] in _RESOURCE_EVENTS:
+        kind, reason = _RESOURCE_EVENTS[resource["phase"]]
+        detail = f": {resource['message']}" if resource["message"] else ""
+        found.append(Event(kind, reason, f"resource {name}{detail}"))
+    elif resource["reason"] == CLEANUP_JOB_BACKOFF and (old.get("reason"), old.get("cleanupAttempts")) != (
+        resource["reason"],
+        resource["cleanupAttempts"],
+    ):
+        found.append(Event("Warning", "CleanupRetrying", f"resource {name}: {resource['message']}"))
+    return found
+
+
+def run_events(prev_conds: Mapping[str, Mapping[str, Any]], conds: Mapping[str, Mapping[str, Any]]) -> list[Event]:
+    """The run started a stage or ended (condition Succeeded), or its cleanup blocks its deletion."""
+    found: list[Event] = []
     succeeded, old_succeeded = conds["Succeeded"], as_map(prev_conds.get("Succeeded"))
     if (succeeded["status"], succeeded["reason"]) != (old_succeeded.get("status"), old_succeeded.get("reason")):
         reason = succeeded["reason"]
         if succeeded["status"] == "True":
-            events.append(Event("Normal", "Succeeded", succeeded["message"]))
+            found.append(Event("Normal", "Succeeded", succeeded["message"]))
         elif succeeded["status"] == "False":
             kind, name = ("Normal", "Cancelled") if reason == "Cancelled" else ("Warning", "Failed")
-            events.append(Event(kind, name, succeeded["message"]))
+            found.append(Event(kind, name, succeeded["message"]))
         elif reason in _RUN_EVENTS:
             kind = "Warning" if reason == STOP_DEADLINE else "Normal"
-            events.append(Event(kind, _RUN_EVENTS[reason], succeeded["message"]))
+            found.append(Event(kind, _RUN_EVENTS[reason], succeeded["message"]))
     released, old_released = conds["ResourcesReleased"], as_map(prev_conds.get("ResourcesReleased"))
     if released["reason"] == CLEANUP_BLOCKED and old_released.get("reason") != CLEANUP_BLOCKED:
-        events.append(Event("Warning", CLEANUP_BLOCKED, released["message"]))
-    return events
+        found.append(Event("Warning", CLEANUP_BLOCKED, released["message"]))
+    return found

@@ -1,5 +1,5 @@
 """What the engine is handed (RunInput) and what it hands back (Outcome: the new status, the
-actions for the handler to apply in order, the events to post)."""
+actions for the pass to apply in order, the events to post)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from flowrun import api
-from flowrun.engine.lenient import as_map
-from flowrun.engine.phases import LOG_TAIL_LINES
+from flowrun.api import LOG_TAIL_LINES
+from flowrun.lenient import as_map
 from flowrun.model import RunIdentity
 from flowrun.timestamps import parse_time
 
@@ -26,13 +26,13 @@ class RunInput:
     deleting: bool = False  # metadata.deletionTimestamp is set
     skip_cleanup: bool = False  # annotation flowrun.dev/skip-cleanup == "true"
     created_at: datetime | None = None
-    # Set by the handler when the ValidateObjects dry run was rejected by the API server.
+    # Set by the pass when the ValidateObjects dry run was rejected by the API server.
     dry_run_error: str | None = None
     # "Kind/name" -> why the API server refused to create that child in the previous pass, for a
     # reason that does not go away by itself (Invalid, Forbidden, a foreign object holding the
     # name, an unknown kind). Transient errors never appear here: those creates are just retried.
     refused: Mapping[str, str] = field(default_factory=dict)
-    # Set by the handler when a create of the previous pass was refused because the namespace is
+    # Set by the pass when a create of the previous pass was refused because the namespace is
     # being deleted: nothing can be created in it any more (a cleanup job cannot run).
     namespace_terminating: bool = False
 
@@ -67,7 +67,7 @@ def run_input_from_object(
 class ValidateObjects:
     """Server-side dry run of every child (references filled with placeholders), applied before
     anything else in the list. On rejection (Invalid, Forbidden, unknown kind; not a transient
-    error) the handler applies none of the other actions and reconciles again with
+    error) the pass applies none of the other actions and decides again with
     RunInput.dry_run_error = f"{fields[i]}: {the API server's message}". AlreadyExists is success."""
 
     manifests: tuple[dict[str, Any], ...]
@@ -121,7 +121,7 @@ class Event(NamedTuple):
 class Outcome:
     """The result of one pass. `status` is the complete new status: every key is always present,
     None where unset, so writing it as a JSON merge patch also clears what no longer applies.
-    Actions are applied in order; the handler then writes `status` (plus captured logs)."""
+    Actions are applied in order; the pass then writes `status` (plus captured logs)."""
 
     status: dict[str, Any]
     actions: tuple[Action, ...] = ()

@@ -6,18 +6,18 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
+from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
 from flowrun.engine.blocks import check_ready, progress_setup, recover_resource, schedule_resource
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
 from flowrun.engine.interface import CreateObject, Outcome, RunInput
-from flowrun.engine.lenient import as_map, as_str, conditions_by_type
-from flowrun.engine.phases import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
 from flowrun.engine.state import RunState, load_state
 from flowrun.engine.status import invalid_outcome, render
 from flowrun.engine.tasks import advance_task, live_pods, recover_task
+from flowrun.lenient import as_map, as_str, conditions_by_type
 from flowrun.model import FlowSpec, SpecError, parse_spec
 from flowrun.observed import Observed
 
@@ -26,7 +26,7 @@ class FixpointNotReached(RuntimeError):
     """The steps of a pass kept changing the state past the bound: a bug in the engine."""
 
 
-def run_pass(run: RunInput, observed: Observed, now: datetime) -> Outcome:
+def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     prev = as_map(run.status)
     spec_valid = as_map(conditions_by_type(prev).get("SpecValid"))
@@ -104,7 +104,7 @@ def fixpoint(ctx: PassContext, state: RunState) -> RunState:
     fed its own status takes none.
 
     Hitting the bound means a step that never settles: a bug. It raises rather than acting on a
-    state the engine has not finished deciding; reconcile() turns it, like any internal error,
+    state the engine has not finished deciding; decide() turns it, like any internal error,
     into status.message plus a Warning event InternalError and a requeue a minute later, so the
     operator neither crashes nor loops hot, and the bug is visible on the run it hit."""
     bound = fixpoint_bound(ctx.spec)

@@ -7,12 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flowrun import manifests
-from flowrun.engine.blocks import setup_actions, setup_manifests
-from flowrun.engine.cleanup import cleanup_actions
-from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, substitutions
-from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
-from flowrun.engine.phases import (
+from flowrun.api import (
     CLEANING_UP,
     DRY_RUN_PLACEHOLDER,
     POD_REFUSAL_RECHECK_SECONDS,
@@ -21,6 +16,11 @@ from flowrun.engine.phases import (
     RUNNING,
     SETTING_UP,
 )
+from flowrun.engine.blocks import setup_actions, setup_manifests
+from flowrun.engine.cleanup import cleanup_actions
+from flowrun.engine.clock import after
+from flowrun.engine.context import PassContext, substitutions
+from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
 from flowrun.engine.run import run_deadline, ttl_expired, ttl_expiry
 from flowrun.engine.state import RunState
 from flowrun.engine.tasks import expected_pods, task_actions
@@ -72,7 +72,7 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
         if pod is not None and pod.start_time is not None and task.active_deadline_seconds is not None:
             moments.append(after(pod.start_time, task.active_deadline_seconds))
     if any(waits_for_pod(job) for job in ctx.children.jobs.values()):
-        # Its pod may be refused, which only an Event tells (the handler reads it): look again.
+        # Its pod may be refused, which only an Event tells (the pass reads it): look again.
         moments.append(after(ctx.now, POD_REFUSAL_RECHECK_SECONDS))
     for resource in ctx.spec.resources:
         rs = state.resources[resource.name]

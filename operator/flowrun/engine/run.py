@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext
-from flowrun.engine.dag import final, is_failure
-from flowrun.engine.phases import (
+from flowrun.api import (
     CANCELLED,
     CLEANUP_FAILED,
     FAILED,
@@ -23,6 +20,9 @@ from flowrun.engine.phases import (
     SUCCEEDED,
     TERMINAL,
 )
+from flowrun.engine.clock import after
+from flowrun.engine.context import PassContext
+from flowrun.engine.dag import final, is_failure
 from flowrun.engine.state import ResourceState, RunState
 from flowrun.model import FlowSpec
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from flowrun.engine.lenient import as_map, as_str, count, opt_str
-from flowrun.engine.phases import (
+from flowrun.api import (
     CLEANING_UP,
     CLEANUP_STEPS,
     PENDING,
@@ -20,6 +19,7 @@ from flowrun.engine.phases import (
     STOPPING_SETUP,
     TASK_PHASES,
 )
+from flowrun.lenient import as_map, as_str, count, opt_str
 from flowrun.model import FlowSpec
 from flowrun.timestamps import format_time, parse_time
 

@@ -9,11 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flowrun import api
-from flowrun.engine.context import PassContext
-from flowrun.engine.dag import is_failure
-from flowrun.engine.interface import Event, Outcome, RunInput
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import (
+from flowrun.api import (
     CANCELLED,
     CLEANED_UP,
     CLEANING_UP,
@@ -37,8 +33,12 @@ from flowrun.engine.phases import (
     SUCCEEDED,
     TERMINAL,
 )
+from flowrun.engine.context import PassContext
+from flowrun.engine.dag import is_failure
+from flowrun.engine.interface import Event, Outcome, RunInput
 from flowrun.engine.run import holds_finalizer, stop_reason
 from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.timestamps import format_time, parse_time
 
 
@@ -141,25 +141,38 @@ def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str
 
 
 def run_message(ctx: PassContext, state: RunState) -> str:
-    tasks, resources = state.tasks, state.resources
-    cleanup_failed = [
-        f"cleanup of resource {n} failed: {rs.message}" for n, rs in resources.items() if rs.phase == CLEANUP_FAILED
-    ]
     if state.phase == SUCCEEDED:
-        counts = [f"{sum(ts.phase == p for ts in tasks.values())} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
+        counts = [f"{sum(ts.phase == p for ts in state.tasks.values())} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
         return ", ".join(c for c in counts if not c.startswith("0 "))
     if state.phase == CANCELLED:
         stopped = "cancelled" if ctx.spec.cancel or not ctx.run.deleting else "stopped: the FlowRun is being deleted"
-        return "; ".join([stopped, *cleanup_failed])
+        return "; ".join([stopped, *_cleanup_failures(state)])
     if state.phase == FAILED:
-        if final_reason(state) == "DeadlineExceeded":
-            return f"the run's activeDeadlineSeconds={ctx.spec.active_deadline_seconds} was exceeded"
-        for phase in (FAILED, SKIPPED, CANCELLED):
-            for task in ctx.order:
-                ts = tasks[task.name]
-                if ts.phase == phase and is_failure(ts):
-                    return f"task {task.name} {phase.lower()}: {ts.reason}: {ts.message}"
-        return "; ".join(cleanup_failed)
+        return _failure_message(ctx, state)
+    return _progress_message(ctx, state)
+
+
+def _cleanup_failures(state: RunState) -> list[str]:
+    failed = [(n, rs) for n, rs in state.resources.items() if rs.phase == CLEANUP_FAILED]
+    return [f"cleanup of resource {n} failed: {rs.message}" for n, rs in failed]
+
+
+def _failure_message(ctx: PassContext, state: RunState) -> str:
+    """Why a Failed run failed: its deadline, else the first failed task (in dependency order, failed
+    before skipped before cancelled), else its failed cleanups."""
+    if final_reason(state) == "DeadlineExceeded":
+        return f"the run's activeDeadlineSeconds={ctx.spec.active_deadline_seconds} was exceeded"
+    for phase in (FAILED, SKIPPED, CANCELLED):
+        for task in ctx.order:
+            ts = state.tasks[task.name]
+            if ts.phase == phase and is_failure(ts):
+                return f"task {task.name} {phase.lower()}: {ts.reason}: {ts.message}"
+    return "; ".join(_cleanup_failures(state))
+
+
+def _progress_message(ctx: PassContext, state: RunState) -> str:
+    """What a run that is not finished is doing: stopping, running, retrying, setting up, cleaning up."""
+    tasks, resources = state.tasks, state.resources
     parts = []
     for label, names_ in (
         ("running", [n for n, ts in tasks.items() if ts.phase == RUNNING and ts.reason != RETRY_BACKOFF]),

@@ -7,12 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flowrun import manifests, names
-from flowrun.engine.children import ObjectRef, result, termination
-from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, refusal
-from flowrun.engine.dag import skip_reason, trigger
-from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
-from flowrun.engine.phases import (
+from flowrun.api import (
     CANCELLED,
     CREATE_REFUSED,
     FAILED,
@@ -34,6 +29,11 @@ from flowrun.engine.phases import (
     WAITING_RESOURCES,
     WAITING_UPSTREAM,
 )
+from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.clock import after
+from flowrun.engine.context import PassContext, refusal
+from flowrun.engine.dag import skip_reason, trigger
+from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
 from flowrun.engine.state import RunState, TaskState
 from flowrun.model import TaskSpec, main_container_name
 from flowrun.references import Context
@@ -86,27 +86,9 @@ def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | 
     if stop is not None:
         stop_task(ctx, ts, stop)
         return
-    if backoff:
-        broken = next((r for r in task.resources if state.resources[r].phase not in (SETTING_UP, READY)), None)
-        if broken is not None:
-            # The block broke (or failed) while the task waited to retry: no attempt can run in it.
-            rs = state.resources[broken]
-            ts.phase, ts.reason, ts.finished_at, ts.next_attempt_at = FAILED, SETUP_FAILED, ctx.now, None
-            ts.message = f"{ts.message}; no next attempt: resource {broken} is not available ({rs.phase}: {rs.message})"
-            return
-        if ts.next_attempt_at is not None and ctx.now < ts.next_attempt_at:
-            return
-    elif ts.phase == RUNNING:
+    ready = retry_due(ctx, task, ts, state) if backoff else ts.phase != RUNNING and upstream_ready(ctx, task, ts, state)
+    if not ready:
         return
-    else:
-        skip = skip_reason(ctx.spec, task, state)
-        if skip is not None:
-            ts.phase, (ts.reason, ts.message), ts.finished_at = SKIPPED, skip, ctx.now
-            return
-        if trigger(task, state) != "go":
-            waiting_for = [u for u in task.run_after if state.tasks[u].phase not in TERMINAL]
-            ts.reason, ts.message = WAITING_UPSTREAM, "waiting for " + ", ".join(waiting_for)
-            return
     waiting = [r for r in task.resources if state.resources[r].phase != READY]
     parallelism = ctx.spec.parallelism
     full = parallelism is not None and len(live) >= parallelism
@@ -114,10 +96,40 @@ def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | 
         return  # the next attempt goes as soon as it can; the reason stays RetryBackoff
     if waiting:
         ts.reason, ts.message = WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
-        return
-    if full:
+    elif full:
         ts.reason, ts.message = WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
-        return
+    else:
+        start_attempt(ctx, task, ts, state, live)
+
+
+def retry_due(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:
+    """Whether the next attempt of a task in RetryBackoff may start now; a block it needs that broke
+    meanwhile fails the task instead."""
+    broken = next((r for r in task.resources if state.resources[r].phase not in (SETTING_UP, READY)), None)
+    if broken is not None:
+        # The block broke (or failed) while the task waited to retry: no attempt can run in it.
+        rs = state.resources[broken]
+        ts.phase, ts.reason, ts.finished_at, ts.next_attempt_at = FAILED, SETUP_FAILED, ctx.now, None
+        ts.message = f"{ts.message}; no next attempt: resource {broken} is not available ({rs.phase}: {rs.message})"
+        return False
+    return ts.next_attempt_at is None or ctx.now >= ts.next_attempt_at
+
+
+def upstream_ready(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:
+    """Whether a Pending task may start as far as its upstream tasks say: skipped if its trigger
+    can never hold, waiting while it does not hold yet."""
+    skip = skip_reason(ctx.spec, task, state)
+    if skip is not None:
+        ts.phase, (ts.reason, ts.message), ts.finished_at = SKIPPED, skip, ctx.now
+        return False
+    if trigger(task, state) != "go":
+        waiting_for = [u for u in task.run_after if state.tasks[u].phase not in TERMINAL]
+        ts.reason, ts.message = WAITING_UPSTREAM, "waiting for " + ", ".join(waiting_for)
+        return False
+    return True
+
+
+def start_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState, live: set[str]) -> None:
     ts.attempts += 1
     ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
     ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flowrun.model.spec import MAX_COUNT, FlowSpec, ResourceSpec, SpecError, TaskSpec, pod_template_strings
+from flowrun.model.spec import MAX_COUNT, FlowSpec, ResourceSpec, Setup, SpecError, TaskSpec, pod_template_strings
 from flowrun.references import Context, Reference, ReferenceSyntaxError, RefKind, find_references, substitute
 
 
@@ -123,23 +123,24 @@ class _References:
 
     def _resource_references(self, resource: ResourceSpec, path: str) -> Iterator[tuple[str, Reference, str]]:
         """(field, reference, where) with `where` one of setup | value | cleanup."""
-        setup = resource.setup
-        if setup.job is not None:
-            for field, ref in self._references(setup.job.template, f"{path}.setup.job.template"):
-                yield field, ref, "setup"
-        for i, deployment in enumerate(setup.deployments):
-            dpath = f"{path}.setup.deployments[{i}]"
-            for field, ref in self._references(deployment.template, f"{dpath}.template"):
-                yield field, ref, "setup"
-            if isinstance(deployment.replicas, str):
-                for field, ref in self._text_references(deployment.replicas, f"{dpath}.replicas"):
-                    yield field, ref, "setup"
+        for field, ref in self._setup_references(resource.setup, f"{path}.setup"):
+            yield field, ref, "setup"
         if resource.value is not None:
             for field, ref in self._text_references(resource.value, f"{path}.value"):
                 yield field, ref, "value"
         if resource.cleanup.job_template is not None:
             for field, ref in self._references(resource.cleanup.job_template, f"{path}.cleanup.job.template"):
                 yield field, ref, "cleanup"
+
+    def _setup_references(self, setup: Setup, path: str) -> Iterator[tuple[str, Reference]]:
+        """The references of a resource's setup: its job's template, its deployments' templates and replicas."""
+        if setup.job is not None:
+            yield from self._references(setup.job.template, f"{path}.job.template")
+        for i, deployment in enumerate(setup.deployments):
+            dpath = f"{path}.deployments[{i}]"
+            yield from self._references(deployment.template, f"{dpath}.template")
+            if isinstance(deployment.replicas, str):
+                yield from self._text_references(deployment.replicas, f"{dpath}.replicas")
 
     def _known_resource(self, ref: Reference, path: str) -> ResourceSpec:
         if ref.name not in self.resources:

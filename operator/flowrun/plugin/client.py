@@ -14,11 +14,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from flowrun import api
-from flowrun.kube import Kube, api_message
+from flowrun.kube import REQUEST_TIMEOUT, Kube, api_message
 
 DEFAULT_NAMESPACE = "default"
-FLOW_PLURAL = "flows"  # the Flow kind: reusable FlowRun specs
-REQUEST_TIMEOUT = 30  # seconds: a hung API server gives an error, not a hung terminal
 
 # Some releases of the Kubernetes client have type hints and some have none: call the untyped
 # parts through Any, so that both type-check.
@@ -160,7 +158,7 @@ class Connection:
             flow = cast(
                 dict[str, Any],
                 self.custom.get_namespaced_custom_object(
-                    api.GROUP, api.VERSION, self.namespace, FLOW_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
+                    api.GROUP, api.VERSION, self.namespace, api.FLOW_PLURAL, name, _request_timeout=REQUEST_TIMEOUT
                 ),
             )
         except ApiException as error:

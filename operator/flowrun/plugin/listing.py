@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from flowrun.engine.lenient import as_map, as_str
+from flowrun.lenient import as_map, as_str
 from flowrun.plugin.durations import age, elapsed
 from flowrun.plugin.tree import phase_text
 

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.text import Text
 
 from flowrun import names
-from flowrun.engine.lenient import as_map, as_str, count
-from flowrun.engine.phases import RUN_FINAL
+from flowrun.api import RUN_FINAL
+from flowrun.kube import REQUEST_TIMEOUT
+from flowrun.lenient import as_map, as_str, count
 from flowrun.model import main_container_name
-from flowrun.plugin.client import REQUEST_TIMEOUT, Connection, PluginError, api_error
+from flowrun.plugin.client import Connection, PluginError, api_error
 from flowrun.plugin.tree import run_spec
 
 POLL_SECONDS = 1.0
@@ -228,42 +229,73 @@ def follow(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Stream the logs of every attempt until the run has finished and every stream has ended."""
-    streams: dict[str, _Stream] = {}
-    handled: set[str] = set()
+    follower = _Follower(connection, only, printer, clock)
     while True:
         run = connection.get_flowrun(name)
-        for attempt in attempts(run, only):
-            if attempt.pod in handled:
-                continue
-            pod = _pod(connection, attempt.pod)
-            if pod is None:
-                if (
-                    not attempt.latest
-                    or as_str(as_map(run.get("status")).get("phase")) in RUN_FINAL
-                    or attempt.kept_logs
-                ):
-                    _gone(printer, attempt)
-                    handled.add(attempt.pod)
-                continue  # a latest attempt's pod may not be created yet
-            if not _started(pod):
-                continue
-            handled.add(attempt.pod)
-            if _finished(pod):
-                _read_once(connection, attempt, pod, printer)
-            else:
-                streams[attempt.pod] = _Stream(connection, attempt, _container(pod), printer)
-        for pod_name, stream in list(streams.items()):
-            if stream.done:
-                if stream.error:
-                    printer.note(f"{stream.attempt.prefix}: log stream of pod {pod_name} ended: {stream.error}")
-                del streams[pod_name]
-                continue
-            pod = _pod(connection, pod_name)
-            if pod is None or _finished(pod):
-                stream.finished_at = stream.finished_at or clock()
-                if clock() - stream.finished_at >= FINISHED_GRACE_SECONDS:
-                    stream.abandon()
-                    del streams[pod_name]
-        if _phase(run) in RUN_FINAL and not streams and all(a.pod in handled for a in attempts(run, only)):
+        follower.pick_up(run)
+        follower.drop_ended_streams()
+        if follower.finished(run):
             return
         time.sleep(POLL_SECONDS)
+
+
+class _Follower:
+    """What `follow` keeps from one poll to the next: the streams being read, and the pods already
+    dealt with (read, streamed, or reported gone), each handled once."""
+
+    def __init__(self, connection: Connection, only: str | None, printer: Printer, clock: Callable[[], float]) -> None:
+        self.connection, self.only, self.printer, self.clock = connection, only, printer, clock
+        self.streams: dict[str, _Stream] = {}
+        self.handled: set[str] = set()
+
+    def pick_up(self, run: Mapping[str, Any]) -> None:
+        """Handle every attempt not handled yet whose pod has started or is gone for good."""
+        for attempt in attempts(run, self.only):
+            if attempt.pod not in self.handled:
+                self._pick_up_attempt(run, attempt)
+
+    def _pick_up_attempt(self, run: Mapping[str, Any], attempt: Attempt) -> None:
+        pod = _pod(self.connection, attempt.pod)
+        if pod is None:
+            # Gone for good, unless it is a latest attempt's pod not created yet: that one is waited
+            # for while the run goes on and no log of it was kept.
+            if not attempt.latest or _phase(run) in RUN_FINAL or attempt.kept_logs:
+                _gone(self.printer, attempt)
+                self.handled.add(attempt.pod)
+            return
+        if not _started(pod):
+            return
+        self.handled.add(attempt.pod)
+        if _finished(pod):
+            _read_once(self.connection, attempt, pod, self.printer)
+        else:
+            self.streams[attempt.pod] = _Stream(self.connection, attempt, _container(pod), self.printer)
+
+    def drop_ended_streams(self) -> None:
+        """Forget the streams that ended (noting why, on an error) and abandon those that outlived
+        their pod's end by the grace."""
+        for pod_name, stream in list(self.streams.items()):
+            if stream.done:
+                if stream.error:
+                    self.printer.note(f"{stream.attempt.prefix}: log stream of pod {pod_name} ended: {stream.error}")
+                del self.streams[pod_name]
+            elif self._outlived_pod(pod_name, stream):
+                stream.abandon()
+                del self.streams[pod_name]
+
+    def _outlived_pod(self, pod_name: str, stream: _Stream) -> bool:
+        """The stream's pod ended (finished or gone) longer than the grace ago; its end is timed from
+        the first poll that sees it."""
+        pod = _pod(self.connection, pod_name)
+        if pod is None or _finished(pod):
+            stream.finished_at = stream.finished_at or self.clock()
+            return self.clock() - stream.finished_at >= FINISHED_GRACE_SECONDS
+        return False
+
+    def finished(self, run: Mapping[str, Any]) -> bool:
+        """The run has finished, no stream is left and every attempt has been dealt with."""
+        return (
+            _phase(run) in RUN_FINAL
+            and not self.streams
+            and all(a.pod in self.handled for a in attempts(run, self.only))
+        )

@@ -14,7 +14,7 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from flowrun.engine.lenient import as_map, as_str, count
+from flowrun.lenient import as_map, as_str, count
 from flowrun.model import FlowSpec, SpecError, TaskSpec, parse_spec
 from flowrun.plugin.durations import elapsed
 from flowrun.plugin.layout import BlockNode, layout

@@ -18,11 +18,10 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine
 from flowrun.engine import ValidateObjects
-from flowrun.kube import UnknownKind, api_message
+from flowrun.kube import PERMANENT_REJECTIONS, REQUEST_TIMEOUT, UnknownKind, api_message
 from flowrun.model import SpecError, parse_spec
 from flowrun.observed import observed_from_objects
-from flowrun.plugin.client import REQUEST_TIMEOUT, Connection, PluginError
-from flowrun.reconciler import PERMANENT_REJECTIONS
+from flowrun.plugin.client import Connection, PluginError
 
 
 @dataclass(frozen=True)
@@ -107,20 +106,10 @@ def server_check(body: Mapping[str, Any], connection: Connection, explicit_names
     """Dry-run the FlowRun, then every child the operator would create for it."""
     namespace = _namespace(body, connection, explicit_namespace)
     manifest = copy.deepcopy(dict(body))
-    metadata = manifest.setdefault("metadata", {})
-    metadata["namespace"] = namespace
+    manifest.setdefault("metadata", {})["namespace"] = namespace
     notes: list[str] = []
     try:
-        try:
-            created = _dry_run_flowrun(connection, namespace, manifest)
-        except ApiException as error:
-            if error.status != 409 or not metadata.get("name"):
-                raise
-            # The name is taken (by this very run, applied before, perhaps): check the rest
-            # under a generated name.
-            notes.append(f"a FlowRun named {metadata['name']} already exists: one of that name cannot be created")
-            metadata["generateName"] = f"{metadata.pop('name')}-"
-            created = _dry_run_flowrun(connection, namespace, manifest)
+        created = _dry_run_flowrun_under_free_name(connection, namespace, manifest, notes)
     except ApiException as error:
         if error.status in PERMANENT_REJECTIONS:
             return ServerCheck([f"the API server rejected the FlowRun: {api_message(error)}"], 0, notes)
@@ -128,6 +117,30 @@ def server_check(body: Mapping[str, Any], connection: Connection, explicit_names
     action = _children(created)
     if action is None:
         return ServerCheck([], 0, notes)
+    rejected = _rejected_children(connection, action)
+    return ServerCheck(rejected, len(action.manifests) - len(rejected), notes)
+
+
+def _dry_run_flowrun_under_free_name(
+    connection: Connection, namespace: str, manifest: dict[str, Any], notes: list[str]
+) -> Any:
+    """The dry-run FlowRun; if its name is taken, dry-run again under a generated name (noted in
+    `notes`), so that the rest is still checked."""
+    metadata = manifest["metadata"]
+    try:
+        return _dry_run_flowrun(connection, namespace, manifest)
+    except ApiException as error:
+        if error.status != 409 or not metadata.get("name"):
+            raise
+        # The name is taken (by this very run, applied before, perhaps): check the rest
+        # under a generated name.
+        notes.append(f"a FlowRun named {metadata['name']} already exists: one of that name cannot be created")
+        metadata["generateName"] = f"{metadata.pop('name')}-"
+        return _dry_run_flowrun(connection, namespace, manifest)
+
+
+def _rejected_children(connection: Connection, action: ValidateObjects) -> list[str]:
+    """Dry-run each child; what the API server refused, each named by the spec field it comes from."""
     rejected: list[str] = []
     for child, field in zip(action.manifests, action.fields, strict=True):
         try:
@@ -139,7 +152,7 @@ def server_check(body: Mapping[str, Any], connection: Connection, explicit_names
                 rejected.append(f"the API server rejected a child: {field}: {api_message(error)}")
             elif error.status != 409:  # a name already taken is the operator's to report, at run time
                 raise
-    return ServerCheck(rejected, len(action.manifests) - len(rejected), notes)
+    return rejected
 
 
 def _children(accepted: Mapping[str, Any]) -> ValidateObjects | None:
@@ -149,7 +162,7 @@ def _children(accepted: Mapping[str, Any]) -> ValidateObjects | None:
     run["status"] = {}
     # A run that asks to be cancelled creates nothing; its children are still worth checking.
     run.setdefault("spec", {})["cancel"] = False
-    outcome = engine.reconcile(engine.run_input_from_object(run), observed_from_objects([]), datetime.now(UTC))
+    outcome = engine.decide(engine.run_input_from_object(run), observed_from_objects([]), datetime.now(UTC))
     return next((a for a in outcome.actions if isinstance(a, ValidateObjects)), None)
 
 

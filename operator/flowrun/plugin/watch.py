@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from flowrun.engine.lenient import as_map, as_str
-from flowrun.engine.phases import RUN_FINAL
+from flowrun.api import RUN_FINAL
+from flowrun.lenient import as_map, as_str
 from flowrun.plugin.client import Connection, PluginError, api_error
 from flowrun.plugin.tree import RunView, one_line, phase_text
 

@@ -1,4 +1,4 @@
-"""The reconciler's handling of refused creates, against a fake Kube: which errors are refusals
+"""The passes's handling of refused creates, against a fake Kube: which errors are refusals
 handed to the next pass's engine (RunInput.refused) and which are transient and simply retried."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
 from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube
-from flowrun.reconciler import Reconciler
 from tests.unit.fakes import NS, UID, FakeKube, api_error, pod_task
 
 QUOTA = 'pods "x-a-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
@@ -33,9 +32,9 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
             "Pod/x-e-1": ForeignObject('409 AlreadyExists: pods "x-e-1" already exists; not this FlowRun\'s'),
         },
     )
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    first = kube.run(reconciler)
-    assert reconciler._refused[UID] == {
+    passes = kube.passes()
+    first = kube.run(passes)
+    assert passes._refused[UID] == {
         "Pod/x-a-1": f"403 Forbidden: {QUOTA}",
         "Pod/x-d-1": '422 Unprocessable Entity: Pod "x-d-1" is invalid',
         "Pod/x-e-1": '409 AlreadyExists: pods "x-e-1" already exists; not this FlowRun\'s',
@@ -47,7 +46,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
 
     kube.errors = {k: v for k, v in kube.errors.items() if k in ("Pod/x-a-1", "Pod/x-b-1")}
     kube.create_calls.clear()
-    kube.run(reconciler)
+    kube.run(passes)
     assert tasks(kube) == {
         "a": ("Failed", "CreateRefused"),
         "b": ("Running", "PodCreating"),  # a 500 never fails a task: sent again
@@ -60,10 +59,10 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
     assert kube.create_calls == ["Pod/x-b-1", "Pod/x-c-1"]  # the refused ones are not sent again
     failed = [m for _, reason, m in kube.events if reason == "TaskFailed"]
     assert any("x-a-1" in m and "exceeded quota" in m for m in failed), failed
-    assert UID not in reconciler._refused  # nothing refused in this pass: the memory is empty
+    assert UID not in passes._refused  # nothing refused in this pass: the memory is empty
 
     kube.errors = {}
-    kube.run(reconciler)
+    kube.run(passes)
     assert tasks(kube)["b"] == ("Running", "PodCreating") and "Pod/x-b-1" in [
         f"Pod/{o['metadata']['name']}" for o in kube.objects
     ]
@@ -71,25 +70,25 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
 
 def test_a_pass_that_fails_half_way_forgets_the_refusals_as_a_restart_would() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
-    assert UID in reconciler._refused
+    passes = kube.passes()
+    kube.run(passes)
+    assert UID in passes._refused
 
     def broken(namespace: str, name: str, status: Any) -> dict[str, Any]:
         raise TimeoutError("read timed out")  # the status write of the pass that records them
 
     kube.patch_status = broken  # type: ignore[method-assign]
     with pytest.raises(TimeoutError):
-        kube.run(reconciler)
-    assert UID not in reconciler._refused
+        kube.run(passes)
+    assert UID not in passes._refused
 
 
 def test_forget_drops_the_memory_of_a_run() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
-    reconciler.forget(UID)
-    assert UID not in reconciler._refused and UID not in reconciler._reported_failures
+    passes = kube.passes()
+    kube.run(passes)
+    passes.forget(UID)
+    assert UID not in passes._refused and UID not in passes._reported._reported
 
 
 # -- Kube.create: a name taken by someone else is a refusal quoting the API server -----------------
@@ -157,19 +156,19 @@ WIDGETS = {
 
 def test_children_that_cannot_be_read_are_reported_once_and_the_pass_does_not_raise() -> None:
     kube = FakeKube(WIDGETS, {})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
+    passes = kube.passes()
+    kube.run(passes)
     assert kube.body["status"]["phase"] == "Running"
     kube.list_error = UNREADABLE
     for _ in range(3):
-        result = kube.run(reconciler)
+        result = kube.run(passes)
     message = f"cannot read the run's children: {UNREADABLE}"
     assert (result.message, result.released) == (message, False)
     assert kube.body["status"]["message"] == message and kube.body["status"]["phase"] == "Running"
     assert [e for e in kube.events if e[1] == "ChildrenUnreadable"] == [("Warning", "ChildrenUnreadable", message)]
 
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
-    result = kube.run(reconciler)
+    result = kube.run(passes)
     assert not result.released and result.deleting
     assert result.message.endswith(f'the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set')
 
@@ -181,12 +180,12 @@ def test_children_that_cannot_be_read_are_reported_once_and_the_pass_does_not_ra
 )
 def test_skip_cleanup_releases_the_finalizer_whatever_reading_the_children_raises(failure: Exception) -> None:
     kube = FakeKube(WIDGETS, {})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
+    passes = kube.passes()
+    kube.run(passes)
     kube.list_error = failure
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:05:00Z"
     kube.body["metadata"]["annotations"] = {api.SKIP_CLEANUP_ANNOTATION: "true"}
-    result = kube.run(reconciler)
+    result = kube.run(passes)
     assert result.released and result.deleting
     assert api.FINALIZER not in kube.body["metadata"]["finalizers"]
 
@@ -213,12 +212,12 @@ def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its
         }
     )
     kube = FakeKube(spec, {"Job/x-r-cleanup-1": terminating})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)  # the Deployment is created (the task waits for it)
+    passes = kube.passes()
+    kube.run(passes)  # the Deployment is created (the task waits for it)
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
-    kube.run(reconciler)  # stopped; the cleanup job is refused
-    assert UID in reconciler._namespace_terminating
-    result = kube.run(reconciler)
+    kube.run(passes)  # stopped; the cleanup job is refused
+    assert UID in passes._namespace_terminating
+    result = kube.run(passes)
     r = kube.body["status"]["resources"]["r"]
     assert (r["phase"], r["reason"]) == ("CleanupFailed", "NamespaceDeleted")
     # The namespace accepts no Event: the Warning goes on the Namespace (in `default`) as well.
@@ -228,12 +227,12 @@ def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its
     assert sorted(o for o, _ in warnings) == ["FlowRun/x", "Namespace/team"]
     outside = next(m for o, m in warnings if o == "Namespace/team")
     assert outside.startswith("FlowRun team/x: resource r: cleanup job not run: namespace team is being deleted")
-    assert UID not in reconciler._namespace_terminating
+    assert UID not in passes._namespace_terminating
     assert result.released
 
 
 def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
-    assert reconciler._refused[UID] and UID not in reconciler._namespace_terminating
+    passes = kube.passes()
+    kube.run(passes)
+    assert passes._refused[UID] and UID not in passes._namespace_terminating

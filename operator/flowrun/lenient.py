@@ -1,5 +1,5 @@
-"""Lenient readers of what the engine is handed: a previous status may be empty or garbage (hand
-edits, an older operator), and reading it never raises."""
+"""Lenient readers of what is read back from the API: a status may be empty or garbage (hand
+edits, an older operator, someone else's write), and reading it never raises."""
 
 from __future__ import annotations
 

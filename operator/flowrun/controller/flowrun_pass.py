@@ -1,12 +1,15 @@
-"""One reconcile pass: given the FlowRun and its children as the watch caches hold them, resolve
-the spec it executes (its own, or the snapshot of its Flow or of the run it reruns), run the pure
-engine, apply its actions, write status once, post the events of the transitions, and keep the
-finalizer (put on before anything is created, taken off when cleanup is done). Synchronous (runs
-in a worker thread). What it wrote, created and deleted is handed back (PassResult) so that the
-caller's caches do not lag this process's own writes.
+"""One pass of a FlowRun: given the FlowRun and its children as the watch caches hold them, resolve
+the spec it executes (its own, or the snapshot of its Flow or of the run it reruns), let the pure
+engine decide, apply its actions, write the status (once; the first pass of a run of a Flow or a
+rerun stores its snapshot before anything is created), post the events of the transitions, and
+keep the finalizer (put on before anything is created, taken off when cleanup is done).
+Synchronous (runs in a worker thread). What it wrote, created and deleted is handed back
+(PassResult) so that the controller's caches do not lag this process's own writes.
 
 Every decision comes from the engine, from what exists now; this module only carries it out, so
 the operator can be killed at any instant and the next pass continues where this one stopped.
+What a pass needs of the API and of the caches is written down as two protocols (PassApi,
+PassCaches): kube.Kube and caches.Caches in the operator, fakes in the unit tests.
 """
 
 from __future__ import annotations
@@ -14,25 +17,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine, metrics, resolution
+from flowrun.controller.failures import ReportOnce
+from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
 from flowrun.engine.status import invalid_outcome
-from flowrun.flows import FLOW_KIND
 from flowrun.kube import (
     CHILD_KINDS,
+    PERMANENT_REJECTIONS,
     ChildrenUnreadable,
     ForeignObject,
-    Kube,
     UnknownKind,
     api_message,
     manifest_kinds,
+    refusal_message,
+    status_changed,
 )
 from flowrun.observed import (
     ChildKey,
@@ -42,15 +48,34 @@ from flowrun.observed import (
     observed_from_children,
     with_pod_create_failures,
 )
-from flowrun.pod_refusals import PodRefusals
+
+
+class PassApi(Protocol):
+    """What a pass asks of the API server (kube.Kube)."""
+
+    def add_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any]: ...
+    def remove_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any] | None: ...
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
+    def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None: ...
+    def dry_run_create(self, manifest: Mapping[str, Any]) -> None: ...
+    def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None: ...
+    def delete_flowrun(self, namespace: str, name: str) -> None: ...
+    def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str: ...
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+    def event_messages(self, namespace: str, field_selector: str) -> list[str]: ...
+
+
+class PassCaches(Protocol):
+    """What a pass reads from the watch caches (caches.Caches), besides the run and its children of
+    the watched kinds, which it is handed."""
+
+    def other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]: ...
+    def flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
 
 logger = logging.getLogger(__name__)
 
-# HTTP statuses of a create (or its dry run) that mean "this object is refused", not "try again
-# later": Bad Request, Forbidden (RBAC, a quota, an admission policy), Not Found (no such
-# namespace or resource), Invalid. 409 AlreadyExists is success (or a ForeignObject); 429, 5xx
-# and timeouts are transient: the create is simply sent again on the next pass.
-PERMANENT_REJECTIONS = (400, 403, 404, 422)
 # How soon the pass after a permanent refusal comes: that pass turns it into a status. Each such
 # pass consumes an attempt or fails a block, so this cannot loop hot for long.
 REFUSAL_REQUEUE_SECONDS = 1.0
@@ -62,11 +87,6 @@ CHILDREN_UNREADABLE = "ChildrenUnreadable"
 UNREADABLE_REQUEUE_SECONDS = 10.0
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
-
-# (namespace, name) -> the Flow as the API returns it, or None if there is none.
-FlowLookup = Callable[[str, str], Mapping[str, Any] | None]
-# (namespace, run UID, kinds) -> the run's children of those kinds.
-OtherChildren = Callable[[str, str, Sequence[tuple[str, str]]], list[ObservedChild]]
 
 
 @dataclass(frozen=True)
@@ -88,29 +108,29 @@ class PassResult:
 
 @dataclass
 class _Writes:
-    """What one pass wrote so far (see PassResult)."""
+    """What one pass wrote so far (see PassResult), and what applying its actions gave back: the
+    captured logs (task -> text), the failures to report as ActionFailed events (transient errors
+    and refused deletes), and the creates refused for good ("Kind/name" -> message) for the next
+    pass's engine, which reports those itself as transitions."""
 
     body: Mapping[str, Any] | None = None
     created: list[ObservedChild] = dataclasses.field(default_factory=list)
     deleted: list[ChildKey] = dataclasses.field(default_factory=list)
+    logs: dict[str, str] = dataclasses.field(default_factory=dict)
+    failures: list[str] = dataclasses.field(default_factory=list)
+    refusals: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def result(self, **fields: Any) -> PassResult:
         return PassResult(written=self.body, created=tuple(self.created), deleted=tuple(self.deleted), **fields)
 
 
-class Reconciler:
-    def __init__(
-        self, kube: Kube, flows: FlowLookup | None = None, other_children: OtherChildren | None = None
-    ) -> None:
+class FlowRunPass:
+    def __init__(self, kube: PassApi, caches: PassCaches) -> None:
         self.kube = kube
-        # Children of kinds outside CHILD_KINDS (a setup manifest's): the handlers pass their
-        # watch caches (kind_watches.py); without them, a LIST.
-        self.other_children: OtherChildren = other_children or self._list_other_children
-        # The handlers pass a lookup in their watch cache of Flows; without one, a GET.
-        self.flows: FlowLookup = flows or (lambda namespace, name: kube.get_object(FLOW_KIND, namespace, name))
+        self.caches = caches
         # Per run: the failed actions already reported, so a failure repeated on every pass
         # gives one Warning event, not one per pass.
-        self._reported_failures: dict[str, set[str]] = {}
+        self._reported = ReportOnce()
         # Per run: the creates the API server refused for good in the last pass ("Kind/name" ->
         # its message), handed to the engine in the next pass (RunInput.refused) so that what
         # waits for the child fails with a reason instead of waiting forever. Kept in memory only:
@@ -121,77 +141,89 @@ class Reconciler:
         # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
         self._namespace_terminating: set[str] = set()
         # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
-        self.pod_refusals = PodRefusals(kube.core)
-
-    def _list_other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]:
-        listed = self.kube.list_children(namespace, uid, kinds)
-        return [child for child in map(observe, listed) if child is not None]
+        self.pod_refusals = PodRefusals(kube.event_messages)
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
-        self._reported_failures.pop(uid, None)
+        self._reported.forget(uid)
         self._refused.pop(uid, None)
         self._namespace_terminating.discard(uid)
         self.pod_refusals.forget(uid)
 
-    def run_pass(self, body: Mapping[str, Any] | None, children: Sequence[ObservedChild]) -> PassResult:
+    def run(self, body: Mapping[str, Any] | None, children: Sequence[ObservedChild]) -> PassResult:
         """One pass over the FlowRun `body` (None: it is gone) with `children`, the run's children
-        of the watched kinds (CHILD_KINDS); children of a setup manifest's other kinds are listed."""
+        of the watched kinds (CHILD_KINDS); children of a setup manifest's other kinds are read
+        from their caches."""
         if body is None:
             return PassResult(gone=True)
         writes = _Writes()
         metadata = body["metadata"]
-        deleting = bool(metadata.get("deletionTimestamp"))
-        has_finalizer = api.FINALIZER in (metadata.get("finalizers") or [])
-        if not has_finalizer:
-            if deleting:
-                # Taken off already (by this operator, or by hand): nothing more to do.
-                return PassResult(deleting=True, released=True, phase=_phase(body))
-            # Nothing is created before the finalizer is in place: it is what guarantees cleanup.
-            body = writes.body = self.kube.add_finalizer(body)
-            metadata = body["metadata"]
-
-        if deleting and (metadata.get("annotations") or {}).get(api.SKIP_CLEANUP_ANNOTATION) == "true":
+        if api.FINALIZER not in (metadata.get("finalizers") or []) and metadata.get("deletionTimestamp"):
+            # Taken off already (by this operator, or by hand): nothing more to do.
+            return PassResult(deleting=True, released=True, phase=_phase(body))
+        body = self._with_finalizer(body, writes)
+        run = self._run_input(body)
+        if run.deleting and run.skip_cleanup:
             # Looked at before anything else is read: whatever else fails (a kind of child that
             # cannot be listed, a Flow that cannot be read), the annotation releases the finalizer.
             return self._release(body, writes)
-
-        uid = metadata["uid"]
-        # Taken out, not read: a pass that fails half way forgets them, which is as safe as a restart.
-        refused = self._refused.pop(uid, {})
         now = datetime.now(UTC)
-        run = engine.run_input_from_object(body, refused=refused)
-        if uid in self._namespace_terminating:
-            self._namespace_terminating.discard(uid)
-            run = dataclasses.replace(run, namespace_terminating=True)
         resolved = self._resolve(run, now)
         if isinstance(resolved, resolution.Waiting):
             return self._wait(body, run, resolved, writes)
         if isinstance(resolved, resolution.Refused):
-            outcome = invalid_outcome(run, body.get("status") or {}, now, str(resolved.error))
-            return self._write(body, outcome, resolution.Resolved(run.spec), {}, [], {}, writes)
+            return self._refuse(body, run, resolved, now, writes)
         if resolved.snapshot:
             # The first pass of a run with flowRef or rerunOf: the snapshot is stored before anything
             # is created, so a pass after a crash executes the same spec even if the Flow (or the
             # original run) has changed or gone meanwhile.
             writes.body = self.kube.patch_status(run.namespace, run.name, {**resolved.snapshot, **resolved.seed})
         run = dataclasses.replace(run, spec=resolved.spec, status=resolved.engine_status(run.status))
-
-        extra_kinds = [kind for kind in manifest_kinds(resolved.spec) if kind not in CHILD_KINDS]
         try:
-            others = self.other_children(run.namespace, uid, extra_kinds) if extra_kinds else []
+            observed = self._observed(run, children, now)
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error), writes)
-        observed = observed_from_children([*children, *others])
-        observed = with_pod_create_failures(observed, self.pod_refusals.read(uid, run.namespace, observed.jobs, now))
-        outcome = engine.reconcile(run, observed, now)
-        outcome, logs, failures, refusals = self._apply(body, run, outcome, observed, now, writes)
-        if refusals:
+        outcome = self._apply(body, run, engine.decide(run, observed, now), observed, now, writes)
+        if writes.refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
-            self._refused[uid] = refusals
+            self._refused[run.uid] = writes.refusals
         if run.namespace_terminating:
             self._report_outside(body, outcome)
-        return self._write(body, outcome, resolved, logs, failures, refusals, writes)
+        return self._write(body, outcome, resolved, writes)
+
+    def _with_finalizer(self, body: Mapping[str, Any], writes: _Writes) -> Mapping[str, Any]:
+        """The run with the operator's finalizer on. Nothing is created before it is in place: it is
+        what guarantees cleanup."""
+        if api.FINALIZER in (body["metadata"].get("finalizers") or []):
+            return body
+        writes.body = self.kube.add_finalizer(body)
+        return writes.body
+
+    def _refuse(
+        self, body: Mapping[str, Any], run: RunInput, refused: resolution.Refused, now: datetime, writes: _Writes
+    ) -> PassResult:
+        """The spec cannot run (its Flow, or the run it reruns, says why): reported as any invalid spec."""
+        outcome = invalid_outcome(run, body.get("status") or {}, now, str(refused.error))
+        return self._write(body, outcome, resolution.Resolved(run.spec), writes)
+
+    def _run_input(self, body: Mapping[str, Any]) -> RunInput:
+        """The engine's input, with what the last pass learnt of refused creates. Taken out, not
+        read: a pass that fails half way forgets them, which is as safe as a restart."""
+        uid = body["metadata"]["uid"]
+        run = engine.run_input_from_object(body, refused=self._refused.pop(uid, {}))
+        if uid in self._namespace_terminating:
+            self._namespace_terminating.discard(uid)
+            run = dataclasses.replace(run, namespace_terminating=True)
+        return run
+
+    def _observed(self, run: RunInput, children: Sequence[ObservedChild], now: datetime) -> Observed:
+        """The run's children: those handed to the pass, those of a setup manifest's other kinds, and
+        why a Job's pod is refused. ChildrenUnreadable if a kind cannot be read."""
+        extra_kinds = [kind for kind in manifest_kinds(run.spec) if kind not in CHILD_KINDS]
+        others = self.caches.other_children(run.namespace, run.uid, extra_kinds) if extra_kinds else []
+        observed = observed_from_children([*children, *others])
+        refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
+        return with_pod_create_failures(observed, refusals)
 
     def _release(self, body: Mapping[str, Any], writes: _Writes) -> PassResult:
         """Take the finalizer off: the FlowRun goes (its remaining children with it, by owner
@@ -219,8 +251,8 @@ class Reconciler:
         original of a rerun is read once, on its first pass (then its snapshot is in status)."""
         found: Mapping[str, Any] | None = None
         kind = resolution.needs_lookup(run.spec, run.status)
-        if kind == FLOW_KIND:
-            found = self.flows(run.namespace, resolution.ref_name(run.spec, "flowRef") or "")
+        if kind == api.FLOW_KIND:
+            found = self.caches.flow(run.namespace, resolution.ref_name(run.spec, "flowRef") or "")
         elif kind == api.KIND:
             original = resolution.ref_name(run.spec, "rerunOf") or ""
             found = self.kube.get_flowrun(run.namespace, original) if original else None
@@ -262,11 +294,8 @@ class Reconciler:
         previous = body.get("status") or {}
         if previous.get("message") != message:
             writes.body = self.kube.patch_status(namespace, name, {"message": message})
-        reported = self._reported_failures.setdefault(uid, set())
-        if message not in reported:
-            self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, message)
-        reported.intersection_update({message})
-        reported.add(message)
+        for fresh in self._reported.fresh(uid, [message]):
+            self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
         return writes.result(
             deleting=deleting,
             requeue_after=UNREADABLE_REQUEUE_SECONDS,
@@ -275,38 +304,27 @@ class Reconciler:
         )
 
     def _write(
-        self,
-        body: Mapping[str, Any],
-        outcome: Outcome,
-        resolved: resolution.Resolved,
-        logs: Mapping[str, str],
-        failures: list[str],
-        refusals: Mapping[str, str],
-        writes: _Writes,
+        self, body: Mapping[str, Any], outcome: Outcome, resolved: resolution.Resolved, writes: _Writes
     ) -> PassResult:
         """Write the status (if it changed), post the events, report the failed actions once; take
         the finalizer off when the run being deleted is cleaned up."""
         metadata = body["metadata"]
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
         previous = body.get("status") or {}
-        status = _with_logs(resolved.written(outcome.status), logs)
-        metrics.record_pass(uid, previous, status)
+        status = _with_logs(resolved.written(outcome.status), writes.logs)
+        metrics.record_pass(previous, status)
         if status_changed(status, previous):
             writes.body = self.kube.patch_status(namespace, name, status)
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
-        reported = self._reported_failures.setdefault(uid, set())
-        for failure in failures:
-            if failure not in reported:
-                self.kube.post_event(body, "Warning", "ActionFailed", failure)
-        reported.intersection_update(failures)
-        reported.update(failures)
+        for failure in self._reported.fresh(uid, writes.failures):
+            self.kube.post_event(body, "Warning", "ActionFailed", failure)
         if metadata.get("deletionTimestamp") and outcome.finalizer_releasable:
             return self._release(writes.body or body, writes)
         return writes.result(
             deleting=bool(metadata.get("deletionTimestamp")),
             done=outcome.done,
-            requeue_after=_requeue_after(outcome.requeue_after, failures, refusals),
+            requeue_after=_requeue_after(outcome.requeue_after, writes.failures, writes.refusals),
             phase=str(status.get("phase") or ""),
             message=str(status.get("message") or ""),
         )
@@ -319,57 +337,55 @@ class Reconciler:
         observed: Observed,
         now: datetime,
         writes: _Writes,
-    ) -> tuple[Outcome, dict[str, str], list[str], dict[str, str]]:
-        """Apply the actions in order. A rejected dry run turns the pass into a spec error.
-
-        Returns the outcome, captured logs, failures to report as ActionFailed events (transient
-        errors and refused deletes), and the permanently refused creates ("Kind/name" -> message)
-        for the next pass's engine, which reports those itself as transitions."""
-        metadata = body["metadata"]
-        namespace, uid = metadata["namespace"], metadata["uid"]
-        logs: dict[str, str] = {}
-        failures: list[str] = []
-        refusals: dict[str, str] = {}
+    ) -> Outcome:
+        """Apply the actions in order, noting in `writes` what each gave back. A rejected dry run
+        turns the pass into a spec error: its outcome is returned instead, nothing else applied."""
+        namespace = run.namespace
         for action in outcome.actions:
             if isinstance(action, ValidateObjects):
                 error = self.dry_run(action)
                 if error is not None:
-                    rejected = engine.reconcile(dataclasses.replace(run, dry_run_error=error), observed, now)
-                    return rejected, {}, [], {}
+                    return engine.decide(dataclasses.replace(run, dry_run_error=error), observed, now)
             elif isinstance(action, CaptureLogs):
-                logs[action.task] = self.kube.pod_log_tail(
+                writes.logs[action.task] = self.kube.pod_log_tail(
                     namespace, action.pod_name, action.container, action.tail_lines
                 )
             elif isinstance(action, DeleteObject):
-                try:
-                    self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
-                    if (action.api_version, action.kind) in CHILD_KINDS:
-                        writes.deleted.append((action.api_version, action.kind, action.name))
-                except ApiException as error:
-                    failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
+                self._delete(namespace, action, writes)
             elif isinstance(action, CreateObject):
-                manifest = action.manifest
-                kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
-                try:
-                    created = self.kube.create(manifest, uid)
-                    if (manifest.get("apiVersion"), kind) in CHILD_KINDS:
-                        # Existing already (an earlier pass made it): what is seen of it is the manifest.
-                        seen = observe(created if created is not None else manifest)
-                        if seen is not None:
-                            writes.created.append(seen)
-                except (ForeignObject, UnknownKind) as error:
-                    refusals[f"{kind}/{name}"] = str(error)
-                except ApiException as error:
-                    refusal = refusal_message(error)
-                    if refusal is not None:
-                        refusals[f"{kind}/{name}"] = refusal
-                        if namespace_terminating(error):
-                            self._namespace_terminating.add(uid)
-                    else:
-                        failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
+                self._create(run.uid, action, writes)
             elif isinstance(action, DeleteFlowRun):
-                self.kube.delete_flowrun(namespace, metadata["name"])
-        return outcome, logs, failures, refusals
+                self.kube.delete_flowrun(namespace, body["metadata"]["name"])
+        return outcome
+
+    def _delete(self, namespace: str, action: DeleteObject, writes: _Writes) -> None:
+        try:
+            self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
+            if (action.api_version, action.kind) in CHILD_KINDS:
+                writes.deleted.append((action.api_version, action.kind, action.name))
+        except ApiException as error:
+            writes.failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
+
+    def _create(self, uid: str, action: CreateObject, writes: _Writes) -> None:
+        manifest = action.manifest
+        kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
+        try:
+            created = self.kube.create(manifest, uid)
+            if (manifest.get("apiVersion"), kind) in CHILD_KINDS:
+                # Existing already (an earlier pass made it): what is seen of it is the manifest.
+                seen = observe(created if created is not None else manifest)
+                if seen is not None:
+                    writes.created.append(seen)
+        except (ForeignObject, UnknownKind) as error:
+            writes.refusals[f"{kind}/{name}"] = str(error)
+        except ApiException as error:
+            refusal = refusal_message(error)
+            if refusal is None:
+                writes.failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
+                return
+            writes.refusals[f"{kind}/{name}"] = refusal
+            if namespace_terminating(error):
+                self._namespace_terminating.add(uid)
 
     def dry_run(self, action: ValidateObjects) -> str | None:
         """The server-side dry run of every child: `FIELD: the API server's message` for the first
@@ -389,14 +405,6 @@ class Reconciler:
 
 def _phase(body: Mapping[str, Any]) -> str:
     return str((body.get("status") or {}).get("phase") or "")
-
-
-def refusal_message(error: ApiException) -> str | None:
-    """`403 Forbidden: <the API server's message>` if the error refuses a create for good, else
-    None (transient: sent again on the next pass)."""
-    if error.status not in PERMANENT_REJECTIONS:
-        return None
-    return f"{error.status} {error.reason}: {api_message(error)}"
 
 
 def namespace_terminating(error: ApiException) -> bool:
@@ -424,18 +432,3 @@ def _with_logs(status: dict[str, Any], logs: Mapping[str, str]) -> dict[str, Any
         if task in tasks:
             tasks[task]["logs"] = text[-LOG_LIMIT:]
     return {**status, "tasks": tasks}
-
-
-def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
-    """Whether writing `status` as a merge patch changes `previous`: only the keys written count
-    (status.kopf, and the snapshot once stored, are not rewritten on every pass)."""
-    return any(_pruned(value) != _pruned(previous.get(key)) for key, value in status.items())
-
-
-def _pruned(value: Any) -> Any:
-    """The value as the API server stores it after a merge patch: no None-valued keys."""
-    if isinstance(value, Mapping):
-        return {k: _pruned(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_pruned(v) for v in value]
-    return value

@@ -8,14 +8,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from flowrun import flows
-from flowrun.engine.lenient import as_map, conditions_by_type
-from flowrun.engine.phases import INVALID_SPEC
-from flowrun.flows import FLOW_KIND
-from flowrun.kube import Kube
-from flowrun.reconciler import Reconciler, status_changed
+from flowrun import api, flows
+from flowrun.api import INVALID_SPEC
+from flowrun.controller.flowrun_pass import FlowRunPass
+from flowrun.kube import status_changed
+from flowrun.lenient import as_map, conditions_by_type
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +26,37 @@ def checked(flow: Mapping[str, Any]) -> bool:
     return status.get("observedGeneration") == generation and "SpecValid" in conditions_by_type(status)
 
 
-class FlowChecker:
-    def __init__(self, kube: Kube, reconciler: Reconciler) -> None:
+class FlowCheckApi(Protocol):
+    """What the check of a Flow asks of the API server (kube.Kube)."""
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> Any: ...
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class FlowCheck:
+    def __init__(self, kube: FlowCheckApi, passes: FlowRunPass) -> None:
         self.kube = kube
-        self.reconciler = reconciler  # whose dry run of children a Flow's children get too
+        self.passes = passes  # whose dry run of children a Flow's children get too
 
     def check(self, namespace: str, name: str) -> bool:
         """Validate the Flow unless its status is up to date; True when there is nothing (left)
         to do: checked already, or gone. A transient API error raises (the caller retries)."""
-        flow = self.kube.get_object(FLOW_KIND, namespace, name)
+        flow = self.kube.get_object(api.FLOW_KIND, namespace, name)
         if flow is None or checked(flow):
             return True
         now = datetime.now(UTC)
         check = flows.check_flow(flow.get("spec"), namespace)
         if check.error is None:
             action = flows.flow_dry_run(flow, now)
-            rejection = self.reconciler.dry_run(action) if action is not None else None
+            rejection = self.passes.dry_run(action) if action is not None else None
             if rejection is not None:
                 check = flows.rejected_by_dry_run(check, rejection)
         previous = as_map(flow.get("status"))
         generation = flow["metadata"].get("generation")
         status = flows.flow_status(check, previous, generation if isinstance(generation, int) else 0, now)
         if status_changed(status, previous):
-            self.kube.patch_object_status(FLOW_KIND, namespace, name, status)
+            self.kube.patch_object_status(api.FLOW_KIND, namespace, name, status)
         was_invalid = as_map(conditions_by_type(previous).get("SpecValid")).get("status") == "False"
         if check.error is not None and not was_invalid:
             self.kube.post_event(flow, "Warning", INVALID_SPEC, str(check.error))

@@ -11,10 +11,9 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
+from flowrun.controller.cron_pass import FAILURE_REQUEUE_SECONDS, REFUSAL_REQUEUE_SECONDS, CronPass
+from flowrun.controller.flow_check import FlowCheck, checked
 from flowrun.cron import OwnedRun
-from flowrun.cron_reconciler import FAILURE_REQUEUE_SECONDS, REFUSAL_REQUEUE_SECONDS, CronReconciler
-from flowrun.flow_checker import FlowChecker, checked
-from flowrun.reconciler import Reconciler
 from tests.unit.fakes import NS, FakeKube, api_error, pod_task
 
 NOW = datetime(2026, 12, 1, 12, 0, 30, tzinfo=UTC)
@@ -22,7 +21,7 @@ MINUTE = int(datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()) // 60
 
 
 class FakeCronKube:
-    """What CronReconciler calls."""
+    """What CronPass calls."""
 
     def __init__(self, policy: str = "Allow", **spec: Any) -> None:
         self.cron: dict[str, Any] | None = {
@@ -75,8 +74,8 @@ class FakeCronKube:
         self.events.append((type_, reason))
 
 
-def crons(kube: FakeCronKube) -> CronReconciler:
-    return CronReconciler(kube, clock=lambda: NOW)  # type: ignore[arg-type]
+def crons(kube: FakeCronKube) -> CronPass:
+    return CronPass(kube, clock=lambda: NOW)
 
 
 def owned(name: str, phase: str, minute: int, owner: str = "cron-uid") -> tuple[str, OwnedRun]:
@@ -85,34 +84,34 @@ def owned(name: str, phase: str, minute: int, owner: str = "cron-uid") -> tuple[
 
 def test_a_due_run_is_created_recorded_and_not_created_again() -> None:
     kube = FakeCronKube()
-    result = crons(kube).run_pass(NS, "nightly", [])
+    result = crons(kube).run(NS, "nightly", [])
     assert [m["metadata"]["name"] for m in kube.created] == [f"nightly-{MINUTE}"]
     assert kube.created[0]["metadata"]["ownerReferences"][0]["uid"] == "cron-uid"
     assert kube.statuses[-1]["lastScheduleTime"] == "2026-12-01T12:00:00Z"
     assert kube.events == [("Normal", "RunCreated")]
     assert result.requeue_after == 30.0  # the next minute
-    crons(kube).run_pass(NS, "nightly", [owned(f"nightly-{MINUTE}", "Running", MINUTE)])
+    crons(kube).run(NS, "nightly", [owned(f"nightly-{MINUTE}", "Running", MINUTE)])
     assert len(kube.created) == 1 and kube.events == [("Normal", "RunCreated")]
 
 
 def test_already_exists_is_success() -> None:
     kube = FakeCronKube()
     kube.exists = True  # created by a pass whose status write was lost
-    crons(kube).run_pass(NS, "nightly", [])
+    crons(kube).run(NS, "nightly", [])
     assert kube.statuses[-1]["lastScheduleTime"] == "2026-12-01T12:00:00Z"
 
 
 def test_a_failed_create_writes_no_status_and_is_reported_once() -> None:
     kube = FakeCronKube()
     kube.create_error = api_error(500, "Internal Server Error", "etcd is slow")
-    reconciler = crons(kube)
-    assert reconciler.run_pass(NS, "nightly", []).requeue_after == FAILURE_REQUEUE_SECONDS
-    assert reconciler.run_pass(NS, "nightly", []).requeue_after == FAILURE_REQUEUE_SECONDS
+    passes = crons(kube)
+    assert passes.run(NS, "nightly", []).requeue_after == FAILURE_REQUEUE_SECONDS
+    assert passes.run(NS, "nightly", []).requeue_after == FAILURE_REQUEUE_SECONDS
     assert kube.statuses == [] and kube.events == [("Warning", "ActionFailed")]
     kube.create_error = api_error(403, "Forbidden", "flowruns is forbidden")
-    assert reconciler.run_pass(NS, "nightly", []).requeue_after == REFUSAL_REQUEUE_SECONDS
+    assert passes.run(NS, "nightly", []).requeue_after == REFUSAL_REQUEUE_SECONDS
     kube.create_error = None
-    reconciler.run_pass(NS, "nightly", [])
+    passes.run(NS, "nightly", [])
     assert kube.statuses and kube.events[-1] == ("Normal", "RunCreated")
 
 
@@ -124,7 +123,7 @@ def test_replace_cancels_the_active_run_and_history_deletes_only_owned_runs() ->
         owned("nightly-3", "Succeeded", MINUTE - 4, owner="someone-else"),  # labelled by hand
         owned(f"nightly-{MINUTE - 1}", "Running", MINUTE - 1),
     ]
-    crons(kube).run_pass(NS, "nightly", runs)
+    crons(kube).run(NS, "nightly", runs)
     assert [m["metadata"]["name"] for m in kube.created] == [f"nightly-{MINUTE}"]
     assert kube.patched == [(f"nightly-{MINUTE - 1}", {"spec": {"cancel": True}})]
     assert kube.deleted == ["nightly-1"]
@@ -134,9 +133,9 @@ def test_a_cron_flow_run_gone_or_being_deleted_ends_its_passes() -> None:
     kube = FakeCronKube()
     assert kube.cron is not None
     kube.cron["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:00Z"
-    assert crons(kube).run_pass(NS, "nightly", []).gone
+    assert crons(kube).run(NS, "nightly", []).gone
     kube.cron = None
-    assert crons(kube).run_pass(NS, "nightly", []).gone
+    assert crons(kube).run(NS, "nightly", []).gone
     assert kube.created == [] and kube.statuses == []
 
 
@@ -146,7 +145,7 @@ def test_a_cron_flow_run_gone_or_being_deleted_ends_its_passes() -> None:
 class FakeFlowKube(FakeKube):
     def __init__(self, flow_spec: dict[str, Any], dry_run_error: ApiException | None = None) -> None:
         super().__init__({}, {})
-        self.flow: dict[str, Any] = {
+        self.flow_object: dict[str, Any] = {
             "apiVersion": api.API_VERSION,
             "kind": "Flow",
             "metadata": {"name": "etl", "namespace": NS, "uid": "flow-uid", "generation": 3},
@@ -156,7 +155,7 @@ class FakeFlowKube(FakeKube):
         self.dry_runs: list[str] = []
 
     def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.flow)
+        return copy.deepcopy(self.flow_object)
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
         self.dry_runs.append(manifest["metadata"]["name"])
@@ -165,20 +164,20 @@ class FakeFlowKube(FakeKube):
 
     def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append("patch_object_status")
-        self.flow["status"] = dict(status)
+        self.flow_object["status"] = dict(status)
 
 
-def checker(kube: FakeFlowKube) -> FlowChecker:
-    return FlowChecker(kube, Reconciler(kube))  # type: ignore[arg-type]
+def checker(kube: FakeFlowKube) -> FlowCheck:
+    return FlowCheck(kube, kube.passes())
 
 
 def test_a_valid_flow_is_dry_run_and_marked_valid_once_per_generation() -> None:
     kube = FakeFlowKube({"params": [{"name": "n"}], "tasks": [pod_task("a")]})
     assert checker(kube).check(NS, "etl") is False  # written; checked again next time
     assert kube.dry_runs == ["etl-a-1"]
-    status = kube.flow["status"]
+    status = kube.flow_object["status"]
     assert (status["observedGeneration"], status["taskCount"], status["conditions"][0]["status"]) == (3, 1, "True")
-    assert checked(kube.flow)
+    assert checked(kube.flow_object)
     assert checker(kube).check(NS, "etl") is True
     assert kube.dry_runs == ["etl-a-1"] and kube.calls == ["patch_object_status"] and kube.events == []
 
@@ -186,17 +185,17 @@ def test_a_valid_flow_is_dry_run_and_marked_valid_once_per_generation() -> None:
 def test_a_flow_the_api_server_refuses_is_invalid_naming_the_field_with_one_warning() -> None:
     kube = FakeFlowKube({"tasks": [pod_task("a")]}, api_error(422, "Unprocessable Entity", "volumeMounts: Not found"))
     checker(kube).check(NS, "etl")
-    condition = kube.flow["status"]["conditions"][0]
+    condition = kube.flow_object["status"]["conditions"][0]
     assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
     assert condition["message"].startswith("spec.tasks[0]") and "Not found" in condition["message"]
     assert [e[1] for e in kube.events] == ["InvalidSpec"]
-    kube.flow["metadata"]["generation"] = 4  # edited, still refused: no second warning
+    kube.flow_object["metadata"]["generation"] = 4  # edited, still refused: no second warning
     checker(kube).check(NS, "etl")
-    assert kube.flow["status"]["observedGeneration"] == 4 and [e[1] for e in kube.events] == ["InvalidSpec"]
+    assert kube.flow_object["status"]["observedGeneration"] == 4 and [e[1] for e in kube.events] == ["InvalidSpec"]
 
 
 def test_a_flow_with_a_spec_error_is_not_dry_run() -> None:
     kube = FakeFlowKube({"tasks": [pod_task("a", runAfter=["nope"])]})
     checker(kube).check(NS, "etl")
     assert kube.dry_runs == []
-    assert kube.flow["status"]["message"].startswith("spec.tasks[0].runAfter[0]")
+    assert kube.flow_object["status"]["message"].startswith("spec.tasks[0].runAfter[0]")

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from flowrun import metrics
+from flowrun.controller.failures import Backoff, Backoffs, short
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class WorkQueue:
         self._active: set[str] = set()  # being processed
         self._again: set[str] = set()  # asked for while being processed
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._failures: dict[str, int] = {}
+        self._retries = Backoffs(RETRY_SECONDS, MAX_RETRY_SECONDS)
         self._reachable = asyncio.Event()
         self._reachable.set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,7 +91,7 @@ class WorkQueue:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._failures.pop(key, None)
+        self._retries.reset(key)
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
@@ -126,7 +125,7 @@ class WorkQueue:
             self._active.add(key)
             try:
                 delay = await self._process(key)
-                self._failures.pop(key, None)
+                self._retries.reset(key)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a failed pass is retried; the operator never crashes on one run
@@ -143,9 +142,7 @@ class WorkQueue:
         if self._is_unreachable(error):
             self._outage(error)
             return 0.0  # queued again at once: it waits for the probe with everything else
-        count = self._failures.get(key, 0)
-        self._failures[key] = count + 1
-        delay = min(RETRY_SECONDS * 2.0**count, MAX_RETRY_SECONDS)
+        delay = self._retries.next(key)
         logger.error("reconcile pass of %s failed; trying again in %.0fs", key, delay, exc_info=error)
         metrics.RECONCILE_ERRORS.inc()
         return delay
@@ -162,18 +159,18 @@ class WorkQueue:
         metrics.API_OUTAGES.inc()
         logger.warning(
             "the API server cannot be reached (%s); reconcile passes wait until one probe gets an answer",
-            _short(error),
+            short(error),
         )
         self._tasks.append(asyncio.create_task(self._probe_until_reachable(), name="api-server-probe"))
 
     async def _probe_until_reachable(self) -> None:
         loop = asyncio.get_running_loop()
-        delay, probes = PROBE_SECONDS, 0
+        # Jittered: several operators (or a restarted one) do not probe in step.
+        backoff, probes = Backoff(PROBE_SECONDS, MAX_PROBE_SECONDS, jitter=True), 0
         last_log = loop.time()
         started = self.outage_started or loop.time()
         while True:
-            # Full jitter: several operators (or a restarted one) do not probe in step.
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(backoff.next())
             probes += 1
             try:
                 await self._probe()
@@ -181,14 +178,13 @@ class WorkQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                delay = min(delay * 2, MAX_PROBE_SECONDS)
                 if loop.time() - last_log >= OUTAGE_LOG_SECONDS:
                     last_log = loop.time()
                     logger.warning(
                         "the API server still cannot be reached after %.0fs (%d probes; %s)",
                         loop.time() - started,
                         probes,
-                        _short(error),
+                        short(error),
                     )
         logger.warning(
             "the API server answers again after %.0fs (%d probes); %d runs queued resume",
@@ -199,8 +195,3 @@ class WorkQueue:
         self.outage_started = None
         metrics.API_SERVER_REACHABLE.set(1)
         self._reachable.set()
-
-
-def _short(error: BaseException) -> str:
-    text: Any = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return str(text)[:200]

@@ -1,4 +1,4 @@
-"""The reconciler's wiring of flowRef and rerunOf, against a fake Kube: the Flow comes from the
+"""The passes's wiring of flowRef and rerunOf, against a fake Kube: the Flow comes from the
 lookup it is given, the original of a rerun is read once, the snapshot is stored before anything
 is created, a missing Flow makes the run wait (creating nothing) and, after a minute, fail."""
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowrun import api
-from flowrun.reconciler import Reconciler
+from flowrun.controller.flowrun_pass import FlowRunPass
 from tests.unit.fakes import NS, FakeKube, pod_task
 
 FLOW: dict[str, Any] = {
@@ -38,6 +38,12 @@ class Lookup:
         return self.flow if self.flow is not None and name == self.flow["metadata"]["name"] else None
 
 
+def with_flows(kube: FakeKube, lookup: Lookup) -> FlowRunPass:
+    """The passes of `kube`, whose Flow cache is `lookup`."""
+    kube.flows = lookup
+    return kube.passes()
+
+
 def conditions(kube: FakeKube) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in kube.body["status"]["conditions"]}
 
@@ -45,8 +51,8 @@ def conditions(kube: FakeKube) -> dict[str, dict[str, Any]]:
 def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the_flow_up_again() -> None:
     kube = FakeKube({"flowRef": {"name": "etl"}, "params": [{"name": "who", "value": "you"}]}, {})
     lookup = Lookup(FLOW)
-    reconciler = Reconciler(kube, flows=lookup)  # type: ignore[arg-type]
-    kube.run(reconciler)
+    passes = with_flows(kube, lookup)
+    kube.run(passes)
     assert lookup.calls == [(NS, "etl")]
     assert kube.calls[:2] == ["patch_status", "create Pod/x-a-1"], kube.calls
     status = kube.body["status"]
@@ -56,7 +62,7 @@ def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the
     assert pod["spec"]["containers"][0]["args"] == ["you"]
 
     lookup.flow = None  # the Flow is deleted: the run goes on with its snapshot
-    result = kube.run(reconciler)
+    result = kube.run(passes)
     assert lookup.calls == [(NS, "etl")]
     assert result.waiting_for_flow is None
     assert kube.body["status"]["phase"] == "Running" and "resolvedSpec" in kube.body["status"]
@@ -65,17 +71,17 @@ def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the
 def test_a_missing_flow_keeps_the_run_pending_creating_nothing_then_fails_it_after_a_minute() -> None:
     kube = FakeKube({"flowRef": {"name": "etl"}}, {})
     kube.body["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"  # just created, as far as the pass knows
-    reconciler = Reconciler(kube, flows=Lookup(None))  # type: ignore[arg-type]
-    result = kube.run(reconciler)
+    passes = with_flows(kube, Lookup(None))
+    result = kube.run(passes)
     assert result.waiting_for_flow == "etl" and result.requeue_after is not None and result.requeue_after > 1
     assert kube.body["status"]["phase"] == "Pending"
     assert conditions(kube)["SpecValid"]["reason"] == "FlowNotFound"
     assert kube.create_calls == [] and [e[1] for e in kube.events] == ["FlowNotFound"]
-    kube.run(reconciler)
+    kube.run(passes)
     assert [e[1] for e in kube.events] == ["FlowNotFound"], "posted once"
 
     kube.body["metadata"]["creationTimestamp"] = "2024-05-01T12:00:00Z"  # long ago
-    result = kube.run(reconciler)
+    result = kube.run(passes)
     assert kube.body["status"]["phase"] == "Failed" and result.done
     assert conditions(kube)["SpecValid"]["status"] == "False"
     assert kube.body["status"]["message"].startswith("spec.flowRef.name: Flow 'etl' does not exist")
@@ -86,7 +92,7 @@ def test_a_run_waiting_for_its_flow_is_released_at_once_when_deleted() -> None:
     kube = FakeKube({"flowRef": {"name": "etl"}}, {})
     kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:01Z"
     kube.body["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
-    result = kube.run(Reconciler(kube, flows=Lookup(None)))  # type: ignore[arg-type]
+    result = kube.run(with_flows(kube, Lookup(None)))
     assert result.deleting and result.released
 
 
@@ -104,22 +110,22 @@ def test_a_rerun_reads_its_original_once_and_reuses_what_succeeded() -> None:
             },
         },
     }
-    reconciler = Reconciler(kube)  # type: ignore[arg-type]
-    kube.run(reconciler)
+    passes = kube.passes()
+    kube.run(passes)
     assert kube.reads == ["orig"]
     assert kube.calls[0] == "patch_status"
     assert kube.create_calls == ["Pod/x-b-1"], "a reused task gets no pod"
     tasks = kube.body["status"]["tasks"]
     assert (tasks["a"]["phase"], tasks["a"]["reason"], tasks["a"]["result"]) == ("Succeeded", "Reused", "r1")
     del kube.others["orig"]  # the original may go once the first pass is done
-    kube.run(reconciler)
+    kube.run(passes)
     assert kube.reads == ["orig"]
     assert kube.body["status"]["phase"] == "Running"
 
 
 def test_a_rerun_of_a_missing_run_is_a_spec_error_naming_rerun_of() -> None:
     kube = FakeKube({"rerunOf": {"name": "nope"}}, {})
-    kube.run(Reconciler(kube))  # type: ignore[arg-type]
+    kube.run(kube.passes())
     assert kube.body["status"]["phase"] == "Failed"
     assert kube.body["status"]["message"].startswith("spec.rerunOf.name:")
     assert kube.create_calls == [] and [e[1] for e in kube.events] == ["InvalidSpec"]

@@ -14,14 +14,12 @@ interval. A message once found is kept until the Job is gone: the Job will not r
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun import metrics
 from flowrun.observed import ObservedJob
 
 logger = logging.getLogger(__name__)
@@ -34,8 +32,8 @@ READ_INTERVAL_SECONDS = 10.0
 FAILED_CREATE = "FailedCreate"
 
 
-class EventReader(Protocol):
-    def list_namespaced_event(self, namespace: str, **kwargs: Any) -> Any: ...
+# (namespace, field selector) -> the messages of the Events it selects, oldest first.
+EventMessages = Callable[[str, str], list[str]]
 
 
 def stalled(job: ObservedJob, now: datetime) -> bool:
@@ -54,7 +52,7 @@ class _Watched:
 class PodRefusals:
     """Per run (by UID) and Job name: the FailedCreate message found, and when it was last read."""
 
-    def __init__(self, events: EventReader) -> None:
+    def __init__(self, events: EventMessages) -> None:
         self.events = events
         self._runs: dict[str, dict[str, _Watched]] = {}
 
@@ -83,12 +81,10 @@ class PodRefusals:
     def _failed_create(self, namespace: str, job: str) -> str:
         """The latest FailedCreate message of the Job, or "" (also when Events cannot be read)."""
         selector = f"involvedObject.kind=Job,involvedObject.name={job},reason={FAILED_CREATE}"
-        metrics.API_REQUESTS.labels(verb="list", resource="events").inc()
         try:
-            listed = self.events.list_namespaced_event(namespace, field_selector=selector, _request_timeout=10)
+            messages = self.events(namespace, selector)
         except ApiException as error:
             # The setup timeout still ends the wait; only the early, quoted failure is lost.
             logger.warning("cannot read the events of Job %s/%s: %s %s", namespace, job, error.status, error.reason)
             return ""
-        messages = [str(event.message) for event in listed.items or [] if event.message]
         return messages[-1] if messages else ""

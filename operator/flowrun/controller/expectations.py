@@ -1,6 +1,6 @@
 """What this process wrote and its watch caches have not shown yet.
 
-The caches (kopf indexes of FlowRuns and of their children) are fed by watches, which lag this
+The watch caches (caches.py: FlowRuns and their children) are fed by watches, which lag this
 process's own writes by a few milliseconds. A pass that runs in that window must neither create
 a child again nor think one missing, nor decide from a status older than the one it wrote. Like
 the ReplicaSet controller's "expectations":

@@ -2,25 +2,26 @@
 the FlowRuns it owns and the time, then create, cancel and delete runs, post the events and write
 its status. Synchronous (runs in a worker thread).
 
-The runs come from the handlers' watch cache. It may lag a create of this process; that costs
-nothing: a run's name is its scheduled time, so a create repeated by a pass that did not see it
-yet is AlreadyExists, which is success. The status is written only when every action succeeded;
-otherwise the next pass decides again from what exists.
+The runs come from the FlowRun watch cache (indexed by the CronFlowRun that made them). It may lag
+a create of this process; that costs nothing: a run's name is its scheduled time, so a create
+repeated by a pass that did not see it yet is AlreadyExists, which is success. The status is
+written only when every action succeeded; otherwise the next pass decides again from what exists.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun import cron
-from flowrun.cron import CRON_KIND, OwnedRun
-from flowrun.kube import Kube, api_message
-from flowrun.reconciler import PERMANENT_REJECTIONS, status_changed
+from flowrun import api, cron
+from flowrun.controller.failures import ReportOnce
+from flowrun.cron import OwnedRun
+from flowrun.kube import PERMANENT_REJECTIONS, api_message, status_changed
 from flowrun.timestamps import parse_time
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,20 @@ logger = logging.getLogger(__name__)
 FAILURE_REQUEUE_SECONDS = 5.0
 REFUSAL_REQUEUE_SECONDS = 60.0
 
-# (uid of the controlling CronFlowRun, the run): what the handlers' cache holds for each FlowRun
-# labelled flowrun.dev/cron.
+# (uid of the controlling CronFlowRun, the run): what the cache holds of each FlowRun labelled
+# flowrun.dev/cron.
 Owned = tuple[str, OwnedRun]
+
+
+class CronApi(Protocol):
+    """What a CronFlowRun pass asks of the API server (kube.Kube)."""
+
+    def get_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def create_flowrun(self, manifest: Mapping[str, Any]) -> bool: ...
+    def patch_flowrun(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None: ...
+    def delete_flowrun(self, namespace: str, name: str) -> None: ...
+    def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> Any: ...
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,15 +53,15 @@ class CronPassResult:
     requeue_after: float | None = None  # None: nothing is due; only a change wakes it
 
 
-class CronReconciler:
-    def __init__(self, kube: Kube, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+class CronPass:
+    def __init__(self, kube: CronApi, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.kube = kube
         self.clock = clock
         # Per CronFlowRun UID: the failures already reported, so a repeated one gives one event.
-        self._reported: dict[str, set[str]] = {}
+        self._reported = ReportOnce()
 
-    def run_pass(self, namespace: str, name: str, owned: Sequence[Owned]) -> CronPassResult:
-        body = self.kube.get_object(CRON_KIND, namespace, name)
+    def run(self, namespace: str, name: str, owned: Sequence[Owned]) -> CronPassResult:
+        body = self.kube.get_object(api.CRON_KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             # Its runs go with it: they carry its owner reference (the garbage collector deletes
             # them, each through its finalizer).
@@ -71,24 +83,19 @@ class CronReconciler:
         )
 
         failures, refused = self._apply(namespace, body, decision)
-        reported = self._reported.setdefault(uid, set())
+        for failure in self._reported.fresh(uid, failures):
+            logger.warning("CronFlowRun %s/%s: %s", namespace, name, failure)
+            self.kube.post_event(body, "Warning", "ActionFailed", failure)
         if failures:
-            for failure in failures:
-                if failure not in reported:
-                    logger.warning("CronFlowRun %s/%s: %s", namespace, name, failure)
-                    self.kube.post_event(body, "Warning", "ActionFailed", failure)
-            reported.clear()
-            reported.update(failures)
             return CronPassResult(requeue_after=REFUSAL_REQUEUE_SECONDS if refused else FAILURE_REQUEUE_SECONDS)
-        reported.clear()
         for event in decision.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         if status_changed(decision.status, body.get("status") or {}):
-            self.kube.patch_object_status(CRON_KIND, namespace, name, decision.status)
+            self.kube.patch_object_status(api.CRON_KIND, namespace, name, decision.status)
         return CronPassResult(requeue_after=decision.requeue_after)
 
     def forget(self, uid: str) -> None:
-        self._reported.pop(uid, None)
+        self._reported.forget(uid)
 
     def _apply(self, namespace: str, body: dict[str, object], decision: cron.CronDecision) -> tuple[list[str], bool]:
         """Apply the decision's actions in order; returns the failures and whether one of them is

@@ -1,0 +1,193 @@
+"""The operator's watch caches: every object a pass decides from, kept by its own informers
+(informer.py), never a LIST per pass.
+
+- FlowRuns (without managedFields and kubectl's last-applied copy), indexed by the CronFlowRun
+  that made them;
+- their children of the watched kinds (CHILD_KINDS: Pods, Jobs, Deployments, Services labelled as
+  the operator's), as the engine sees them (observed.py), indexed by their run;
+- the children of a setup manifest's other kinds, in watches started on first use
+  (kind_watches.py);
+- Flows (by namespace and name) and CronFlowRuns.
+
+One informer per kind and namespace served (or one for all namespaces). Their events reach the
+listener on the event loop, in the order they happened; the stores are read from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from flowrun import api
+from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.kind_watches import KindWatches
+from flowrun.kube import CHILD_KINDS, ChildrenUnreadable, Kube
+from flowrun.observed import ChildKey, ObservedChild, observe, run_of
+
+MANAGED_SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+Body = Mapping[str, Any]
+
+
+class Listener(Protocol):
+    """Who hears of every change in the caches (on the event loop)."""
+
+    def flowrun_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None: ...
+    def child_event(self, type_: str, entry: Entry[ObservedChild], previous: Entry[ObservedChild] | None) -> None: ...
+    def other_child_event(self, run: str, key: ChildKey) -> None: ...
+    def flow_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None: ...
+    def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None: ...
+    def synced(self) -> None: ...
+
+
+def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An object as cached: without managedFields and kubectl's last-applied copy of the spec,
+    which no pass reads and which would double what thousands of cached runs cost."""
+    metadata = dict(body.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
+        metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    return {**body, "metadata": metadata}
+
+
+def cron_key(namespace: str, label: str) -> str:
+    """The index key of the runs of a CronFlowRun: its namespace and its flowrun.dev/cron label."""
+    return f"{namespace}/{label}"
+
+
+def _cron_of(raw: Mapping[str, Any]) -> str | None:
+    metadata = raw.get("metadata") or {}
+    label = (metadata.get("labels") or {}).get(api.LABEL_CRON)
+    return None if label is None else cron_key(str(metadata.get("namespace") or ""), str(label))
+
+
+def _name_of(raw: Mapping[str, Any]) -> str:
+    metadata = raw.get("metadata") or {}
+    return f"{metadata.get('namespace') or ''}/{metadata.get('name') or ''}"
+
+
+class Caches:
+    def __init__(self, kube: Kube, namespaces: Sequence[str | None], listener: Listener) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.listener = listener
+        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event))
+        self.flowruns: dict[str | None, Informer[Body]] = {}
+        self.children: dict[str | None, list[Informer[ObservedChild]]] = {}
+        self.flows: dict[str | None, Informer[Body]] = {}
+        self.crons: dict[str | None, Informer[Body]] = {}
+        for namespace in namespaces:
+            feed = kube.with_own_pool
+            self.flowruns[namespace] = Informer(
+                feed(),
+                api.API_VERSION,
+                api.KIND,
+                namespace,
+                None,
+                trimmed,
+                index_of=_cron_of,
+                on_event=self._on_loop(listener.flowrun_event),
+            )
+            self.children[namespace] = [
+                Informer(
+                    feed(),
+                    api_version,
+                    kind,
+                    namespace,
+                    MANAGED_SELECTOR,
+                    observe,
+                    index_of=run_of,
+                    on_event=self._on_loop(listener.child_event),
+                )
+                for api_version, kind in CHILD_KINDS
+            ]
+            self.flows[namespace] = Informer(
+                feed(),
+                api.API_VERSION,
+                api.FLOW_KIND,
+                namespace,
+                None,
+                trimmed,
+                index_of=_name_of,
+                on_event=self._on_loop(listener.flow_event),
+            )
+            self.crons[namespace] = Informer(
+                feed(),
+                api.API_VERSION,
+                api.CRON_KIND,
+                namespace,
+                None,
+                trimmed,
+                on_event=self._on_loop(listener.cron_event),
+            )
+        self._unsynced = len(self.informers())
+        for informer in self.informers():
+            informer.on_synced = self._on_loop(self._synced)
+
+    def informers(self) -> list[Informer[Any]]:
+        found: list[Informer[Any]] = [*self.flowruns.values(), *self.flows.values(), *self.crons.values()]
+        for of_namespace in self.children.values():
+            found.extend(of_namespace)
+        return found
+
+    def start(self) -> None:
+        for informer in self.informers():
+            informer.start()
+
+    def stop(self) -> None:
+        for informer in self.informers():
+            informer.stop()
+        self.kind_watches.stop()
+
+    def _on_loop(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """`handler`, called on the event loop from an informer's thread (in the order called)."""
+
+        def call(*args: Any) -> None:
+            self.loop.call_soon_threadsafe(handler, *args)
+
+        return call
+
+    def _synced(self) -> None:
+        self._unsynced -= 1
+        if self._unsynced == 0:
+            self.listener.synced()
+
+    def errors(self) -> list[ChildrenUnreadable]:
+        """Why some kind cannot be listed (a namespace whose runs cannot be driven)."""
+        return [informer.error for informer in self.informers() if informer.error is not None]
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _serving(self, table: Mapping[str | None, Any], namespace: str) -> Any:
+        return table.get(namespace) if namespace in table else table.get(None)
+
+    def flowrun(self, namespace: str, uid: str) -> Body | None:
+        informer = self._serving(self.flowruns, namespace)
+        entry = informer.get(uid) if informer is not None else None
+        return entry.value if entry is not None else None
+
+    def flowrun_entries(self) -> list[Entry[Body]]:
+        return [entry for informer in self.flowruns.values() for entry in informer.entries()]
+
+    def run_children(self, namespace: str, uid: str) -> list[ObservedChild]:
+        """The run's children of the watched kinds."""
+        informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
+        return [entry.value for informer in informers for entry in informer.indexed(uid)]
+
+    def all_children(self) -> list[Entry[ObservedChild]]:
+        return [entry for informers in self.children.values() for i in informers for entry in i.entries()]
+
+    def other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]:
+        """The run's children of a setup manifest's other kinds (see KindWatches.children)."""
+        return self.kind_watches.children(namespace, uid, kinds)
+
+    def flow(self, namespace: str, name: str) -> Body | None:
+        informer = self._serving(self.flows, namespace)
+        found = informer.indexed(f"{namespace}/{name}") if informer is not None else []
+        return found[0].value if found else None
+
+    def cron_runs(self, namespace: str, label: str) -> list[Body]:
+        informer = self._serving(self.flowruns, namespace)
+        return [entry.value for entry in informer.indexed(cron_key(namespace, label))] if informer is not None else []

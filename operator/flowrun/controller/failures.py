@@ -1,0 +1,77 @@
+"""What every loop of the controllers does with a failure: wait before trying again (Backoff), report
+it once while it lasts (ReportOnce), in one short line (short). A failure repeated on every pass is
+then neither a hot loop nor a flood of events and log lines."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff: `initial` seconds after the first failure, doubling up to `maximum`.
+    With `jitter`, each delay is drawn from [delay/2, delay] (so that many clients, or a restarted
+    operator, do not retry in step). `reset()` after a success."""
+
+    initial: float
+    maximum: float
+    jitter: bool = False
+    failures: int = 0
+    _random: Callable[[float, float], float] = field(default=random.uniform, repr=False)
+
+    def next(self) -> float:
+        """The delay before the next try, counting one more failure."""
+        delay = min(self.initial * 2.0**self.failures, self.maximum)
+        self.failures += 1
+        return self._random(delay / 2, delay) if self.jitter else delay
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Backoffs:
+    """One Backoff per key (a run's UID): a key's delay grows with its own consecutive failures."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum = initial, maximum
+        self._by_key: dict[Hashable, Backoff] = {}
+
+    def next(self, key: Hashable) -> float:
+        return self._by_key.setdefault(key, Backoff(self.initial, self.maximum)).next()
+
+    def failures(self, key: Hashable) -> int:
+        backoff = self._by_key.get(key)
+        return backoff.failures if backoff is not None else 0
+
+    def reset(self, key: Hashable) -> None:
+        self._by_key.pop(key, None)
+
+
+class ReportOnce:
+    """Per key (a run's UID): which failures have been reported. A failure is reported once while
+    it persists, and again only after a pass without it."""
+
+    def __init__(self) -> None:
+        self._reported: dict[Hashable, frozenset[str]] = {}
+
+    def fresh(self, key: Hashable, failures: Iterable[str]) -> list[str]:
+        """Of this pass's `failures`, those to report now (in order, each once); remembers this
+        pass's failures as the ones reported."""
+        current = list(dict.fromkeys(failures))
+        before = self._reported.get(key, frozenset())
+        if current:
+            self._reported[key] = frozenset(current)
+        else:
+            self._reported.pop(key, None)
+        return [failure for failure in current if failure not in before]
+
+    def forget(self, key: Hashable) -> None:
+        self._reported.pop(key, None)
+
+
+def short(error: BaseException) -> str:
+    """The first line of an error's text (at most 200 characters), or its type's name."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]

@@ -1,0 +1,267 @@
+"""One LIST-then-WATCH of a kind (in one namespace, or all), in a thread of its own, and the store it
+keeps: the feed of every watch cache of the operator (FlowRuns and their children, Flows,
+CronFlowRuns, the kinds of setup manifests).
+
+Why not kopf's indexes: kopf makes every object of an indexed kind block its readiness until all
+are indexed, and each object's worker waits on one shared condition that every other object
+notifies, so a start with N objects costs N² wake-ups (minutes with 10,000 FlowRuns and their
+pods). A list here is one paginated request and a loop.
+
+The store holds each object as `transform` makes it (what its readers need of it, computed once
+per event), by the object's UID, and indexes it by `index_of` (for a child: the UID of its run).
+An object `transform` turns into None is not kept; one that is kept and then changes so that it
+is not, or that leaves the watch's label selector (the API server then sends DELETED), is gone
+from the store at once. Every change is handed to `on_event(type, entry, previous)` in this
+thread: type LISTED (an object a list returned), ADDED, MODIFIED or DELETED.
+
+A watch that ends (the server's timeout, a dropped or silent connection, an unreachable API
+server) goes on from the last resourceVersion seen; only 410 Gone (that version is too old)
+lists again, and the objects the new list lacks are reported DELETED. Failures are logged at most
+once a minute per informer, and retried with a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from kubernetes.client.exceptions import ApiException
+
+from flowrun.controller.failures import Backoff, short
+from flowrun.kube import ChildrenUnreadable, api_message
+
+logger = logging.getLogger(__name__)
+
+PAGE = 500  # objects per list request
+WATCH_SECONDS = 300  # the server ends each watch request after this; the next goes on from there
+RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 30.0  # after a failed list or watch, doubling
+REFUSED_RETRY_SECONDS = 60.0  # after a list refused for good (403, 404), tried again this much later
+LOG_EVERY_SECONDS = 60.0  # failures of one informer are logged at most this often
+
+T = TypeVar("T")
+
+
+class ListWatch(Protocol):
+    """What an informer asks of the API (kube.Kube, on connections of the informer's own)."""
+
+    def list_page(
+        self, api_version: str, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None
+    ) -> dict[str, Any]: ...
+
+    def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One stored object: who it is, the key it is indexed by, and what `transform` made of it."""
+
+    namespace: str
+    name: str
+    uid: str
+    key: str | None
+    value: T
+
+
+OnEvent = Callable[[str, Entry[T], Entry[T] | None], None]
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class Informer(threading.Thread, Generic[T]):
+    def __init__(
+        self,
+        client: ListWatch,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None,
+        transform: Callable[[dict[str, Any]], T | None],
+        *,
+        index_of: Callable[[dict[str, Any]], str | None] = lambda _: None,
+        on_event: OnEvent[T] | None = None,
+        on_synced: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name=f"informer-{kind}-{namespace or 'all'}", daemon=True)
+        self.client, self.api_version, self.kind = client, api_version, kind
+        self.namespace, self.selector = namespace, selector
+        self.transform, self.index_of = transform, index_of
+        self.on_event: OnEvent[T] = on_event or (lambda *_: None)
+        self.on_synced = on_synced
+        self.synced = threading.Event()
+        self.error: ChildrenUnreadable | None = None  # listing is refused for good (403, 404)
+        self.resource_version: str | None = None  # the last one seen
+        self.lists = 0  # LISTs done (the first, then one per 410 Gone)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._store: dict[str, Entry[T]] = {}  # object UID -> entry
+        self._index: dict[str | None, dict[str, Entry[T]]] = {}  # key -> object UID -> entry
+        self._stopped = threading.Event()
+        self._backoff = Backoff(RETRY_SECONDS, MAX_RETRY_SECONDS, jitter=True)
+        self._last_log = float("-inf")
+        self._unlogged = 0
+
+    # --- reading the store (any thread) --------------------------------------------------------
+
+    def get(self, uid: str) -> Entry[T] | None:
+        with self._lock:
+            return self._store.get(uid)
+
+    def entries(self) -> list[Entry[T]]:
+        with self._lock:
+            return list(self._store.values())
+
+    def indexed(self, key: str) -> list[Entry[T]]:
+        with self._lock:
+            return list(self._index.get(key, {}).values())
+
+    def keys(self) -> list[str]:
+        """The index keys that have entries."""
+        with self._lock:
+            return [key for key in self._index if key is not None]
+
+    # --- the thread ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                if self.resource_version is None:
+                    self.resource_version = self._list()
+                    self._mark_synced()
+                self._watch(self.resource_version)
+                self._backoff.reset()
+            except Gone:
+                self.resource_version = None  # listed again at once
+            except ApiException as error:
+                if error.status == 410:
+                    self.resource_version = None
+                elif error.status in (403, 404) and self.resource_version is None:
+                    self.error = ChildrenUnreadable(
+                        f"listing {self.kind} in {self.api_version}: {error.status} {api_message(error)}"
+                    )
+                    self._failed(error)
+                    self._mark_synced()
+                    self._stopped.wait(REFUSED_RETRY_SECONDS)
+                else:
+                    self._failed(error)
+                    self._stopped.wait(self._backoff.next())
+            except Exception as error:  # a dropped or silent connection, an unreachable API server
+                self._failed(error)
+                self._stopped.wait(self._backoff.next())
+
+    def _mark_synced(self) -> None:
+        if not self.synced.is_set():
+            self.synced.set()
+            self.on_synced()
+
+    def _failed(self, error: BaseException) -> None:
+        """Log at most once per LOG_EVERY_SECONDS (saying how many were not), debug otherwise."""
+        now = self._clock()
+        what = f"{self.kind} in {self.namespace or 'all namespaces'}"
+        if now - self._last_log < LOG_EVERY_SECONDS:
+            self._unlogged += 1
+            logger.debug("watch of %s failed: %s", what, error)
+            return
+        also = f" ({self._unlogged} more failures since the last message)" if self._unlogged else ""
+        logger.warning("watch of %s failed, trying again: %s%s", what, short(error), also)
+        self._last_log, self._unlogged = now, 0
+
+    def _list(self) -> str:
+        """Every object, page by page; then DELETED for each stored object the list lacks."""
+        self.lists += 1
+        listed: set[str] = set()
+        token: str | None = None
+        while True:
+            page = self.client.list_page(self.api_version, self.kind, self.namespace, self.selector, PAGE, token)
+            for item in page.get("items") or []:
+                uid = self._apply("LISTED", item)
+                if uid:
+                    listed.add(uid)
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
+        with self._lock:
+            vanished = [entry for uid, entry in self._store.items() if uid not in listed]
+        for entry in vanished:
+            self._remove(entry)
+        self.error = None
+        return str((page.get("metadata") or {}).get("resourceVersion") or "")
+
+    def _watch(self, resource_version: str) -> None:
+        """Events from `resource_version` on, until the server ends the request."""
+        for event in self.client.watch(
+            self.api_version, self.kind, self.namespace, self.selector, resource_version, WATCH_SECONDS
+        ):
+            if self._stopped.is_set():
+                return
+            type_, raw = event.get("type"), event.get("object") or {}
+            if type_ == "ERROR":
+                if raw.get("code") == 410:
+                    raise Gone(raw.get("message"))
+                error = ApiException(status=raw.get("code"), reason=raw.get("reason"))
+                error.body = raw.get("message")
+                raise error
+            version = (raw.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = str(version)
+            if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                self._apply(str(type_), raw)
+            self._backoff.reset()
+
+    # --- the store -----------------------------------------------------------------------------
+
+    def _apply(self, type_: str, raw: dict[str, Any]) -> str:
+        """Store (or remove) one object as an event or a list shows it; returns its UID if kept."""
+        metadata: Mapping[str, Any] = raw.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        if not uid:
+            return ""
+        with self._lock:
+            previous = self._store.get(uid)
+        value = None if type_ == "DELETED" else self.transform(raw)
+        if value is None:
+            if previous is not None:
+                self._remove(previous)
+            return ""
+        entry = Entry(
+            str(metadata.get("namespace") or ""), str(metadata.get("name") or ""), uid, self.index_of(raw), value
+        )
+        with self._lock:
+            self._store[uid] = entry
+            if previous is not None and previous.key != entry.key:
+                self._unindex(previous)
+            self._index.setdefault(entry.key, {})[uid] = entry
+        kind = type_ if type_ == "LISTED" else ("ADDED" if previous is None else "MODIFIED")
+        self.on_event(kind, entry, previous)
+        return uid
+
+    def _remove(self, entry: Entry[T]) -> None:
+        with self._lock:
+            if self._store.pop(entry.uid, None) is None:
+                return
+            self._unindex(entry)
+        self.on_event("DELETED", entry, entry)
+
+    def _unindex(self, entry: Entry[T]) -> None:
+        indexed = self._index.get(entry.key)
+        if indexed is not None:
+            indexed.pop(entry.uid, None)
+            if not indexed:
+                del self._index[entry.key]

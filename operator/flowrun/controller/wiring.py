@@ -1,0 +1,52 @@
+"""The kopf wiring, and nothing else: kopf runs the process (signals, the event loop, the liveness
+endpoint); its start-up handler makes the Runtime from the settings kopf's memo carries, its
+cleanup handler stops it, its probe reports on the API server. kopf watches no resource: the
+operator's own informers do (caches.py), so kopf never patches, annotates or puts a finalizer on
+anything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from flowrun.controller.runtime import Runtime
+from flowrun.controller.settings import Settings
+from flowrun.kube import Kube, connect
+
+# The operator's handlers, in a registry of their own (importing this module registers nothing
+# globally).
+REGISTRY = kopf.OperatorRegistry()
+
+
+@kopf.on.startup(registry=REGISTRY)
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf serves no resource here, so it needs no scan of namespaces or CRDs (which the
+    # namespace-scoped RBAC would refuse, and kopf would retry for a minute before starting).
+    settings.scanning.disabled = True
+    # The operator posts its own events, one per transition; kopf's per-handler events are noise.
+    settings.posting.enabled = False
+    operator: Settings = memo.settings
+    # One connection per worker, a few for everything else (the informers have pools of their own).
+    memo.runtime = Runtime(operator, Kube(connect(pool_size=operator.workers + 4)))
+    memo.runtime.start()
+
+
+@kopf.on.cleanup(registry=REGISTRY)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None:
+        await runtime.stop()
+
+
+@kopf.on.probe(id="apiServer", registry=REGISTRY)
+async def api_server(memo: kopf.Memo, **_: Any) -> str:
+    """Reported in the liveness endpoint's answer. An outage does not fail liveness: restarting the
+    operator would not bring the API server back."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return "starting"
+    since = runtime.flowruns.queue.outage_started
+    if since is None:
+        return "reachable"
+    return f"unreachable for {runtime.flowruns.loop.time() - since:.0f}s"

@@ -1,0 +1,135 @@
+"""The FlowRun controller over the fake API server, as production runs it (informers, caches, the
+work queue, passes): a run is driven from its creation to Succeeded by the events of its pod; and
+around a pass, what the pass created counts as created until the cache shows it, except a child
+whose events arrived while the pass ran, which the cache already shows as it is now (even gone)."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from flowrun import api
+from flowrun.controller.caches import Body, Caches
+from flowrun.controller.flowrun_pass import PassResult
+from flowrun.controller.flowruns import FlowRunController
+from flowrun.controller.informer import Entry
+from flowrun.controller.runtime import Runtime
+from flowrun.controller.settings import Settings
+from flowrun.observed import ObservedChild, observe
+from tests.unit.fake_api_server import FakeApiServer
+from tests.unit.fakes import pod_task
+from tests.unit.runtime_harness import NS, Recorded, fake_server, flowrun, kube_over, sim_pod, until
+
+
+def test_a_run_goes_from_created_to_succeeded_by_the_events_of_its_pod(tmp_path: Path) -> None:
+    server = fake_server()
+    uid = server.add(flowrun("x", {"tasks": [pod_task("a")]}))["metadata"]["uid"]
+
+    def stored(plural: str, name: str) -> dict[str, Any] | None:
+        return server.objects.get((plural, NS, name))
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), workers=2), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            pod = await until("the pod created", lambda: stored("pods", "x-a-1"))
+            assert pod["metadata"]["labels"][api.LABEL_UID] == uid
+            run = await until(
+                "the run Running",
+                lambda: (
+                    ((stored("flowruns", "x") or {}).get("status") or {}).get("phase") == "Running"
+                    and stored("flowruns", "x")
+                ),
+            )
+            assert api.FINALIZER in run["metadata"]["finalizers"]
+            done = {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0, "message": "42"}}}],
+            }
+            server.modify({**pod, "status": done})
+            run = await until(
+                "the run Succeeded",
+                lambda: (
+                    ((stored("flowruns", "x") or {}).get("status") or {}).get("phase") == "Succeeded"
+                    and stored("flowruns", "x")
+                ),
+            )
+            assert run["status"]["tasks"]["a"]["result"] == "42"
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())
+
+
+class ToController(Recorded):
+    """Hands the events of runs and their children to the controller, as the runtime does; its work
+    queue never starts, so no pass runs."""
+
+    controller: FlowRunController
+
+    def flowrun_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
+        self.controller.flowrun_event(type_, entry, previous)
+
+    def child_event(self, type_: str, entry: Entry[ObservedChild], previous: Entry[ObservedChild] | None) -> None:
+        self.events.append(("child", type_, entry.name))
+        self.controller.child_event(type_, entry, previous)
+
+
+def children_after(
+    server: FakeApiServer, tmp_path: Path, changes: list[tuple[str, str]], during_pass: bool
+) -> list[str]:
+    """Names of the run's children a pass would see, after a pass that created pod x-a-1 and these
+    changes of that pod in the API server (arriving while that pass ran, or after it)."""
+    uid = server.add(flowrun("x", {"tasks": []}))["metadata"]["uid"]
+    created = observe(sim_pod("x-a-1", uid))
+    assert created is not None
+    result = PassResult(created=(created,))
+
+    async def scenario() -> list[str]:
+        listener = ToController()
+        kube = kube_over(server, tmp_path)
+        caches = Caches(kube, [NS], listener)
+        controller = listener.controller = FlowRunController(
+            Settings(namespaces=(NS,)), kube, caches, ThreadPoolExecutor(1)
+        )
+        caches.start()
+        await asyncio.wait_for(listener.filled.wait(), 10)
+        await until("the run known", lambda: uid in controller.namespaces)
+
+        async def change() -> None:
+            for type_, phase in changes:
+                getattr(server, type_)(sim_pod("x-a-1", uid, phase))
+            await until("every change handed to the controller", lambda: len(listener.events) == len(changes))
+
+        try:
+            if during_pass:
+                controller.seen_during_pass[uid] = set()
+                await change()
+                controller.record(uid, result, controller.seen_during_pass.pop(uid))
+            else:
+                controller.record(uid, result, set())
+                if changes:
+                    await change()
+            return [child.name for child in controller.current(uid)[1]]
+        finally:
+            caches.stop()
+            server.end_watches()
+
+    return asyncio.run(scenario())
+
+
+def test_a_created_child_the_cache_does_not_show_yet_counts_as_created(tmp_path: Path) -> None:
+    assert children_after(fake_server(), tmp_path, [], during_pass=False) == ["x-a-1"]
+
+
+def test_a_child_created_and_deleted_while_its_pass_ran_does_not_come_back(tmp_path: Path) -> None:
+    changes = [("add", "Pending"), ("modify", "Running"), ("delete", "Running")]
+    assert children_after(fake_server(), tmp_path, changes, during_pass=True) == []
+
+
+def test_a_child_deleted_after_its_pass_is_gone(tmp_path: Path) -> None:
+    changes = [("add", "Pending"), ("delete", "Pending")]
+    assert children_after(fake_server(), tmp_path, changes, during_pass=False) == []

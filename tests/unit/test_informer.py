@@ -1,0 +1,218 @@
+"""The informer against the fake API server: a paginated list, then a watch that goes on from the
+last version seen after the server ends it or the connection drops (no new list), a new list only
+on 410 Gone (reporting what vanished meanwhile), objects that leave the label selector gone from
+the store at once, an index kept by the key of each object as stored, and failures logged once
+a minute, not once per retry."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3.exceptions
+from kubernetes.client import ApiClient
+
+from flowrun import api
+from flowrun.controller import informer as informer_module
+from flowrun.controller.informer import Entry, Informer
+from flowrun.kube import Kube
+from flowrun.observed import ObservedChild, ObservedPod, observe, run_of
+from tests.unit.fake_api_server import FakeApiServer
+from tests.unit.fakes import api_error
+
+NS = "team"
+SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+
+
+def pod(name: str, run: str = "run-1", *, managed: bool = True, phase: str = "Pending") -> dict[str, Any]:
+    labels = {api.LABEL_UID: run}
+    if managed:
+        labels[api.LABEL_MANAGED_BY] = api.MANAGED_BY
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "labels": labels},
+        "status": {"phase": phase},
+    }
+
+
+class Recorder:
+    """The events an informer hands on: (type, name, key now, key before)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str | None, str | None]] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, type_: str, entry: Entry[Any], previous: Entry[Any] | None) -> None:
+        with self.changed:
+            self.events.append((type_, entry.name, entry.key, previous.key if previous is not None else None))
+            self.changed.notify_all()
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self.changed:
+            if not self.changed.wait_for(check, timeout=timeout):
+                raise AssertionError(f"timed out waiting for {what}; events: {self.events}")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeApiServer]:
+    served = FakeApiServer(watch_seconds=0.5)
+    yield served
+    served.end_watches()
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 0.05)
+
+
+def informer_over(
+    server: FakeApiServer, tmp_path: Path, recorder: Recorder, selector: str | None = SELECTOR
+) -> Informer[ObservedChild]:
+    kube = Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
+    pods = Informer(kube.with_own_pool(), "v1", "Pod", NS, selector, observe, index_of=run_of, on_event=recorder)
+    pods.start()
+    return pods
+
+
+def test_a_list_in_pages_fills_the_store_and_its_index_then_the_watch_brings_changes(
+    server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(informer_module, "PAGE", 2)
+    for i in range(5):
+        server.add(pod(f"p{i}", run="run-1" if i < 3 else "run-2"))
+    server.add(pod("theirs", managed=False))
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    assert sorted(e.name for e in pods.entries()) == [f"p{i}" for i in range(5)]
+    assert sorted(e.name for e in pods.indexed("run-2")) == ["p3", "p4"]
+    assert [type_ for type_, *_ in recorder.events] == ["LISTED"] * 5
+    assert pods.lists == 1
+
+    server.modify(pod("p0", phase="Running"))
+    server.add(pod("p5", run="run-2"))
+    recorder.wait("the watch's events", lambda: len(recorder.events) == 7)
+    assert recorder.events[5:] == [("MODIFIED", "p0", "run-1", "run-1"), ("ADDED", "p5", "run-2", None)]
+    entry = pods.get("uid-p0")
+    assert entry is not None and isinstance(entry.value, ObservedPod) and entry.value.phase == "Running"
+    pods.stop()
+
+
+def test_a_watch_the_server_ends_or_that_drops_goes_on_from_the_last_version_without_a_new_list(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    server.add(pod("a"))
+    recorder.wait("a", lambda: len(recorder.events) == 1)
+    server.end_watches()  # the server's timeout
+    server.fail(urllib3.exceptions.ProtocolError("connection reset"), ConnectionError("refused"))
+    server.add(pod("b"))
+    server.delete(pod("a"))
+    recorder.wait("b added and a deleted", lambda: len(recorder.events) == 3)
+    assert recorder.events[1:] == [("ADDED", "b", "run-1", None), ("DELETED", "a", "run-1", "run-1")]
+    assert pods.lists == 1  # watched again from the last version: no new list
+    pods.stop()
+
+
+def test_410_gone_lists_again_and_reports_what_vanished_meanwhile(server: FakeApiServer, tmp_path: Path) -> None:
+    server.add(pod("stays"))
+    server.add(pod("goes"))
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    server.end_watches()
+    server.fail(ConnectionError("refused"))  # the next watch cannot start...
+    with server.changed:  # ...and meanwhile an object goes and the history is compacted
+        server.objects = {k: v for k, v in server.objects.items() if k[2] != "goes"}
+        server.version += 1
+    server.compact()
+    recorder.wait("the vanished object", lambda: ("DELETED", "goes", "run-1", "run-1") in recorder.events)
+    assert pods.lists == 2
+    assert [e.name for e in pods.entries()] == ["stays"]
+    pods.stop()
+
+
+def test_an_object_that_leaves_the_selector_is_gone_from_the_store_at_once_under_the_key_it_had(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    server.add(pod("p"))
+    relabelled = pod("p", run="run-1", managed=False)
+    server.modify(relabelled)
+    recorder.wait("p gone", lambda: len(recorder.events) == 2)
+    assert recorder.events[1] == ("DELETED", "p", "run-1", "run-1")
+    assert pods.get("uid-p") is None and pods.indexed("run-1") == []
+    server.modify(pod("p"))  # back in the selector
+    recorder.wait("p back", lambda: len(recorder.events) == 3)
+    assert recorder.events[2] == ("ADDED", "p", "run-1", None)
+    pods.stop()
+
+
+def test_a_changed_index_key_moves_the_entry_and_a_transform_to_none_removes_it(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    kube = Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
+    running_only = Informer(
+        kube.with_own_pool(),
+        "v1",
+        "Pod",
+        NS,
+        None,
+        lambda raw: observe(raw) if (raw.get("status") or {}).get("phase") == "Running" else None,
+        index_of=run_of,
+        on_event=recorder,
+    )
+    running_only.start()
+    assert running_only.synced.wait(10)
+    server.add(pod("p", phase="Running"))
+    server.modify(pod("p", run="run-2", phase="Running"))
+    server.modify(pod("p", run="run-2", phase="Succeeded"))
+    recorder.wait("three events", lambda: len(recorder.events) == 3)
+    assert recorder.events == [
+        ("ADDED", "p", "run-1", None),
+        ("MODIFIED", "p", "run-2", "run-1"),
+        ("DELETED", "p", "run-2", "run-2"),
+    ]
+    assert running_only.indexed("run-1") == [] and running_only.indexed("run-2") == []
+    running_only.stop()
+
+
+def test_a_list_refused_for_good_marks_the_informer_synced_with_the_error(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    server.fail(api_error(403, "Forbidden", 'pods is forbidden: User "op" cannot list resource "pods"'))
+    pods = informer_over(server, tmp_path, Recorder())
+    assert pods.synced.wait(10)
+    assert pods.error is not None and str(pods.error) == (
+        'listing Pod in v1: 403 pods is forbidden: User "op" cannot list resource "pods"'
+    )
+    pods.stop()
+
+
+def test_failures_are_logged_at_most_once_a_minute_saying_how_many_were_not(
+    server: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    caplog.set_level(logging.WARNING, logger=informer_module.__name__)
+    server.fail(*[ConnectionError("refused")] * 20)
+    server.end_watches()
+    server.add(pod("after"))
+    recorder.wait("the watch back", lambda: len(recorder.events) == 1, timeout=20)
+    assert not server.failures
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert warnings[0] == "watch of Pod in team failed, trying again: refused"
+    pods.stop()
