@@ -22,6 +22,7 @@ def _run(args: argparse.Namespace) -> int:
         namespaces=() if args.all_namespaces else tuple(args.namespace),
         workers=args.workers,
         orphans=OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after),
+        stall_seconds=args.liveness_stall_seconds,
     )
     structured_logging.configure(args.log_level, args.log_format)
     if args.metrics_port:
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch FlowRuns in every namespace")
     scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable)")
     run.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--liveness-stall-seconds",
+        type=_seconds,
+        default=300,
+        help="the liveness probe fails once passes have been due this long with none finishing (or a watch"
+        " failing this long) while the API server answers (default 300)",
+    )
     run.add_argument(
         "--workers",
         type=_positive,

@@ -203,7 +203,8 @@ class Kube:
         """One cheap request: raises while the API server cannot be reached or is not ready (its
         storage is not), as an API server that has just started is for a few seconds."""
         metrics.API_REQUESTS.labels(verb="get", resource="readyz").inc()
-        _json(self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT))
+        # The answer is the text `ok` (any non-2xx status raises): read to its end, never parsed.
+        _ = self.dynamic.request("get", "/readyz", serialize=False, _request_timeout=REQUEST_TIMEOUT).data
 
     def flowruns(self) -> Resource:
         return self.resource(api.API_VERSION, api.KIND)
@@ -331,8 +332,9 @@ class Kube:
         timeout_seconds: int,
     ) -> Iterator[dict[str, Any]]:
         """The events of a WATCH from `resource_version` on, as sent ({"type", "object"}), until the
-        server ends it after `timeout_seconds`. The client gives up on a connection silent for
-        WATCH_SILENCE_SECONDS longer than that (a half-open connection raises, never hangs)."""
+        server ends it after `timeout_seconds`. The request is sent (and refused or accepted) before
+        this returns. The client gives up on a connection silent for WATCH_SILENCE_SECONDS longer
+        than that (a half-open connection raises, never hangs)."""
         resource = self.resource(api_version, kind)
         query: list[tuple[str, Any]] = [
             ("watch", "true"),
@@ -342,21 +344,8 @@ class Kube:
         ]
         if selector:
             query.append(("labelSelector", selector))
-        response = self._get(
-            resource.path(namespace=namespace), query, (REQUEST_TIMEOUT, timeout_seconds + WATCH_SILENCE_SECONDS)
-        )
-        try:
-            for line in _lines(response):
-                event = json.loads(line)
-                if isinstance(event, dict) and isinstance(event.get("object"), dict):
-                    event["object"].setdefault("apiVersion", api_version)
-                    event["object"].setdefault("kind", kind)
-                    yield event
-        finally:
-            response.close()
-            release = getattr(response, "release_conn", None)
-            if release is not None:
-                release()
+        timeout = (REQUEST_TIMEOUT, timeout_seconds + WATCH_SILENCE_SECONDS)
+        return _events(self._get(resource.path(namespace=namespace), query, timeout), api_version, kind)
 
     def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
         """A GET on this Kube's own connections: the raw answer (a stream), ApiException if it is
@@ -544,6 +533,23 @@ def manifest_kinds(spec: object) -> list[tuple[str, str]]:
             ):
                 kinds.append((manifest["apiVersion"], manifest["kind"]))
     return kinds
+
+
+def _events(response: Any, api_version: str, kind: str) -> Iterator[dict[str, Any]]:
+    """The events of a watch's streamed answer, one JSON object a line; the connection is given
+    back when the stream ends or is dropped."""
+    try:
+        for line in _lines(response):
+            event = json.loads(line)
+            if isinstance(event, dict) and isinstance(event.get("object"), dict):
+                event["object"].setdefault("apiVersion", api_version)
+                event["object"].setdefault("kind", kind)
+                yield event
+    finally:
+        response.close()
+        release = getattr(response, "release_conn", None)
+        if release is not None:
+            release()
 
 
 def _lines(response: Any) -> Iterator[bytes]:

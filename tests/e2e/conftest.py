@@ -61,14 +61,17 @@ def flowrun_crd(kube_cluster: KubeCluster) -> None:
 def start_operator(
     kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
 ) -> Iterator[StartOperator]:
-    """`start_operator(*extra_args, metrics=False)` starts the operator on the test namespace. At
+    """`start_operator(*extra_args, metrics=False, liveness=False, env=None)` starts the operator on
+    the test namespace. At
     teardown every one started must still run; leftover runs are released; all are stopped."""
     started: list[Operator] = []
 
-    def start(*extra_args: str, metrics: bool = False) -> Operator:
+    def start(
+        *extra_args: str, metrics: bool = False, liveness: bool = False, env: dict[str, str] | None = None
+    ) -> Operator:
         log_dir = tmp_path / f"operator-{len(started) + 1}" if started else tmp_path
         log_dir.mkdir(exist_ok=True)
-        running = Operator(kube_cluster, namespace, log_dir, extra_args, metrics=metrics)
+        running = Operator(kube_cluster, namespace, log_dir, extra_args, metrics=metrics, liveness=liveness, env=env)
         running.start()
         started.append(running)
         return running

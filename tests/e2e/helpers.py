@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -60,7 +61,8 @@ def free_port() -> int:
 
 class Operator:
     """`flowrun run -n <namespace>` as a child process; killable and restartable. With
-    `metrics=True` it serves its Prometheus metrics on a free port of 127.0.0.1."""
+    `metrics=True` it serves its Prometheus metrics on a free port of 127.0.0.1, with
+    `liveness=True` its liveness endpoint; `env` is added to its environment."""
 
     def __init__(
         self,
@@ -70,12 +72,16 @@ class Operator:
         extra_args: tuple[str, ...] = (),
         *,
         metrics: bool = False,
+        liveness: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.namespace = namespace
         self.metrics_port = free_port() if metrics else None
+        self.liveness_port = free_port() if liveness else None
         metrics_args = ("--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1") if metrics else ()
-        self.extra_args = (*metrics_args, *extra_args)
-        self.env = dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig))
+        liveness_args = ("--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz") if liveness else ()
+        self.extra_args = (*metrics_args, *liveness_args, *extra_args)
+        self.env = dict(os.environ, KUBECONFIG=str(kube_cluster.kubeconfig), **(env or {}))
         self.log_dir = log_dir
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -129,6 +135,15 @@ class Operator:
     def log_tail(self, lines: int = 40) -> str:
         path = self.log_path
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The liveness endpoint's status code and answer."""
+        assert self.liveness_port is not None, "started without liveness=True"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=20) as response:
+                return int(response.status), json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return int(error.code), {"error": error.read().decode(errors="replace")}
 
     def scrape_metrics(self) -> str:
         assert self.metrics_port is not None, "started without metrics=True"
@@ -608,7 +623,7 @@ class WatchRecorder:
 
 
 # What the fixtures of the same names hand a test.
-StartOperator = Callable[..., Operator]  # start_operator(*extra_args, metrics=False)
+StartOperator = Callable[..., Operator]  # start_operator(*extra_args, metrics=False, liveness=False, env=None)
 Watch = Callable[..., WatchRecorder]  # watch(kind, label_selector=None)
 
 

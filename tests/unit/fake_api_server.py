@@ -210,6 +210,8 @@ class FakeApiServer:
         item = self._item(path)
         if item is not None:
             return self._on_object(method, *item, body)
+        if path in ("/readyz", "/livez", "/healthz"):
+            return _Answer(200, b"ok")  # text, as the API server answers them
         answer = self._answer(method, path, body)
         if answer is None:
             return _status(404, "NotFound", "not found")

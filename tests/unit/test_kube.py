@@ -121,3 +121,12 @@ def test_a_cluster_scoped_kind_is_refused_before_any_request_is_sent(tmp_path: P
     with pytest.raises(ClusterScopedKind, match=r"^Namespace in v1 is cluster-scoped: children must be namespaced$"):
         getattr(kube, create)(manifest, *(["uid-1"] if create == "create" else []))
     assert [r for r in server.requests if r[0] == "POST"] == []
+
+
+def test_the_api_server_probe_succeeds_on_its_text_answer(tmp_path: Path) -> None:
+    """GET /readyz answers the text `ok`, not JSON: reading it as JSON made the probe fail for
+    ever, so that passes paused by an outage never resumed."""
+    server = FakeApiServer()
+    kube = Kube(server, dynamic=server.dynamic_client(tmp_path))  # type: ignore[arg-type]
+    kube.probe()
+    assert server.requests[-1] == ("GET", "/readyz")

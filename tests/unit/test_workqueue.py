@@ -162,3 +162,27 @@ async def test_a_failing_pass_is_retried_with_a_growing_delay(monkeypatch: pytes
     await until(lambda: failures >= 3)
     assert queue._retries.failures("a") >= 3 and passes.probes == 0  # not an outage: no probe
     await queue.stop()
+
+
+@in_loop
+async def test_passes_due_with_none_finishing_count_as_stalled_and_a_finished_pass_or_an_empty_queue_does_not() -> None:
+    passes = Passes()
+    queue = queue_of(passes, workers=1)
+    assert queue.stalled_for() == 0.0  # nothing due
+    passes.hold.clear()  # the pass that starts now hangs
+    queue.start()
+    queue.add("a")
+    queue.add("b")
+    await until(lambda: passes.running == {"a"})
+    await asyncio.sleep(0.05)
+    assert queue.stalled_for() >= 0.05  # a runs, b waits, nothing finishes
+    passes.hold.set()
+    await until(lambda: not passes.running and len(queue) == 0)
+    assert queue.stalled_for() == 0.0
+    await queue.stop()
+
+
+def test_an_outage_of_any_length_is_probed_at_most_five_seconds_apart() -> None:
+    """So that passes resume within seconds of the API server answering again."""
+    backoff = workqueue.Backoff(workqueue.PROBE_SECONDS, workqueue.MAX_PROBE_SECONDS, jitter=True)
+    assert max(backoff.next() for _ in range(100)) <= 5.0

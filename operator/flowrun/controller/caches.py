@@ -154,6 +154,10 @@ class Caches:
         if self._unsynced == 0:
             self.listener.synced()
 
+    def failing_since(self) -> list[float | None]:
+        """When each informer's current run of failures began (None: it is not failing)."""
+        return [informer.failing_since for informer in self.informers()]
+
     def errors(self) -> list[ChildrenUnreadable]:
         """Why some kind cannot be listed (a namespace whose runs cannot be driven)."""
         return [informer.error for informer in self.informers() if informer.error is not None]

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine, metrics, resolution
+from flowrun.controller import failpoints
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
@@ -156,6 +157,7 @@ class FlowRunPass:
         from their caches."""
         if body is None:
             return PassResult(gone=True)
+        failpoints.hang_if("pass-hangs")
         writes = _Writes()
         metadata = body["metadata"]
         if api.FINALIZER not in (metadata.get("finalizers") or []) and metadata.get("deletionTimestamp"):

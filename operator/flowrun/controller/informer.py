@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 PAGE = 500  # objects per list request
 WATCH_SECONDS = 300  # the server ends each watch request after this; the next goes on from there
-RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 30.0  # after a failed list or watch, doubling
+# After a failed list or watch, doubling, jittered: at most a few seconds, so the caches catch up
+# soon after an outage (one request per informer that often while it lasts).
+RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 5.0
 REFUSED_RETRY_SECONDS = 60.0  # after a list refused for good (403, 404), tried again this much later
 LOG_EVERY_SECONDS = 60.0  # failures of one informer are logged at most this often
 
@@ -106,6 +108,7 @@ class Informer(threading.Thread, Generic[T]):
         self.error: ChildrenUnreadable | None = None  # listing is refused for good (403, 404)
         self.resource_version: str | None = None  # the last one seen
         self.lists = 0  # LISTs done (the first, then one per 410 Gone)
+        self.failing_since: float | None = None  # clock time of the first of the failures going on now
         self._clock = clock
         self._lock = threading.Lock()
         self._store: dict[str, Entry[T]] = {}  # object UID -> entry
@@ -144,9 +147,9 @@ class Informer(threading.Thread, Generic[T]):
             try:
                 if self.resource_version is None:
                     self.resource_version = self._list()
+                    self._succeeded()
                     self._mark_synced()
                 self._watch(self.resource_version)
-                self._backoff.reset()
             except Gone:
                 self.resource_version = None  # listed again at once
             except ApiException as error:
@@ -156,7 +159,9 @@ class Informer(threading.Thread, Generic[T]):
                     self.error = ChildrenUnreadable(
                         f"listing {self.kind} in {self.api_version}: {error.status} {api_message(error)}"
                     )
-                    self._failed(error)
+                    # Refused for good: reported where it matters (the runs that need the kind), and
+                    # not a wedge that a restart would cure.
+                    self._failed(error, wedging=False)
                     self._mark_synced()
                     self._stopped.wait(REFUSED_RETRY_SECONDS)
                 else:
@@ -166,14 +171,21 @@ class Informer(threading.Thread, Generic[T]):
                 self._failed(error)
                 self._stopped.wait(self._backoff.next())
 
+    def _succeeded(self) -> None:
+        self._backoff.reset()
+        self.failing_since = None
+
     def _mark_synced(self) -> None:
         if not self.synced.is_set():
             self.synced.set()
             self.on_synced()
 
-    def _failed(self, error: BaseException) -> None:
-        """Log at most once per LOG_EVERY_SECONDS (saying how many were not), debug otherwise."""
+    def _failed(self, error: BaseException, *, wedging: bool = True) -> None:
+        """Log at most once per LOG_EVERY_SECONDS (saying how many were not), debug otherwise;
+        note when the failures began (the liveness answer reads it) unless they are refusals."""
         now = self._clock()
+        if self.failing_since is None and wedging:
+            self.failing_since = now
         what = f"{self.kind} in {self.namespace or 'all namespaces'}"
         if now - self._last_log < LOG_EVERY_SECONDS:
             self._unlogged += 1
@@ -206,9 +218,11 @@ class Informer(threading.Thread, Generic[T]):
 
     def _watch(self, resource_version: str) -> None:
         """Events from `resource_version` on, until the server ends the request."""
-        for event in self.client.watch(
+        events = self.client.watch(
             self.api_version, self.kind, self.namespace, self.selector, resource_version, WATCH_SECONDS
-        ):
+        )
+        self._succeeded()  # the watch is open
+        for event in events:
             if self._stopped.is_set():
                 return
             type_, raw = event.get("type"), event.get("object") or {}
@@ -223,7 +237,7 @@ class Informer(threading.Thread, Generic[T]):
                 self.resource_version = str(version)
             if type_ in ("ADDED", "MODIFIED", "DELETED"):
                 self._apply(str(type_), raw)
-            self._backoff.reset()
+            self._succeeded()
 
     # --- the store -----------------------------------------------------------------------------
 

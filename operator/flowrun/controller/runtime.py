@@ -10,6 +10,7 @@ partial cache.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,7 @@ from flowrun.controller.cronflowruns import CronFlowRunController
 from flowrun.controller.flow_check import FlowCheck
 from flowrun.controller.flowruns import FlowRunController
 from flowrun.controller.flows import FlowController
+from flowrun.controller.health import Health, judge
 from flowrun.controller.informer import Entry
 from flowrun.controller.settings import Settings
 from flowrun.controller.tasks import Tasks
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 class Runtime:
     def __init__(self, settings: Settings, kube: Kube) -> None:
-        self.settings = settings
+        self.settings, self.kube = settings, kube
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="pass")
         self.tasks = Tasks()
         self.caches = Caches(kube, settings.watched, self)
@@ -49,6 +51,21 @@ class Runtime:
         await self.tasks.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.run_phases.unregister()
+
+    async def health(self) -> Health:
+        """The liveness answer (health.py): the API server is asked only when something is stalled."""
+        now = self.flowruns.loop.time()
+        stalled = self.flowruns.queue.stalled_for()
+        failing = max((now - since for since in self.caches.failing_since() if since is not None), default=0.0)
+        bound = self.settings.stall_seconds
+        if stalled <= bound and failing <= bound:
+            return judge(stalled, failing, bound, None)
+        try:
+            await asyncio.wait_for(self.flowruns.loop.run_in_executor(None, self.kube.probe), timeout=10)
+            answers = True
+        except Exception:
+            answers = False
+        return judge(stalled, failing, bound, answers)
 
     # --- the caches' events (caches.Listener), on the event loop ---------------------------------
 

@@ -19,6 +19,9 @@ class Settings:
     # Passes of different runs at once (the threads of the pool, and the HTTP connections they use).
     workers: int = 16
     orphans: OrphanPolicy = field(default_factory=OrphanPolicy)
+    # The liveness answer fails after passes have been due this long with none finishing (or a
+    # watch failing this long) while the API server answers (health.py).
+    stall_seconds: float = 300.0
 
     @property
     def clusterwide(self) -> bool:

@@ -39,6 +39,18 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         await runtime.stop()
 
 
+@kopf.on.probe(id="progress", registry=REGISTRY)
+async def progress(memo: kopf.Memo, **_: Any) -> str:
+    """The liveness endpoint answers 500 when the operator is wedged (health.py)."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return "starting"
+    health = await runtime.health()
+    if not health.ok:
+        raise kopf.PermanentError(health.message)
+    return health.message
+
+
 @kopf.on.probe(id="apiServer", registry=REGISTRY)
 async def api_server(memo: kopf.Memo, **_: Any) -> str:
     """Reported in the liveness endpoint's answer. An outage does not fail liveness: restarting the

@@ -6,10 +6,14 @@ the same time (an event meanwhile marks it to be processed again right after); a
 for later (a requeue, a TTL). A bounded number of workers run passes of different runs at once.
 
 When the API server cannot be reached, one pass noticing it pauses every worker: the queue keeps
-its keys, one probe asks the API server with a jittered exponential backoff, the outage is logged
-once when it starts, then at most every OUTAGE_LOG_SECONDS, and once when it ends; nothing else
-sends a request meanwhile. When the probe succeeds the workers resume, still at most `workers`
-passes at a time: no thundering herd.
+its keys, one probe asks the API server with a jittered exponential backoff (at most
+MAX_PROBE_SECONDS apart, so passes resume within seconds of the API server answering again),
+the outage is logged once when it starts, then at most every OUTAGE_LOG_SECONDS, and once when it
+ends; nothing else sends a request meanwhile. When the probe succeeds the workers resume, still
+at most `workers` passes at a time: no thundering herd.
+
+`stalled_for()` says how long passes have been due without one finishing: the liveness answer
+(health.py) fails when that lasts while the API server answers, whatever the cause.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 60.0
 # The probe of an unreachable API server: first after this, doubling up to the maximum, jittered.
 PROBE_SECONDS = 1.0
-MAX_PROBE_SECONDS = 30.0
+MAX_PROBE_SECONDS = 5.0
 OUTAGE_LOG_SECONDS = 300.0
 
 # A pass: the key's next pass is wanted after the returned delay (None: only when asked).
@@ -58,6 +62,7 @@ class WorkQueue:
         self._reachable.set()
         self._tasks: list[asyncio.Task[None]] = []
         self.outage_started: float | None = None  # loop time, while the API server is unreachable
+        self._progress_at: float | None = None  # loop time of the last pass that finished, or of no pass due
 
     # --- asking for passes -------------------------------------------------------------------
 
@@ -100,6 +105,15 @@ class WorkQueue:
     def __len__(self) -> int:
         return len(self._queued)
 
+    def stalled_for(self) -> float:
+        """Seconds that passes have been due (queued or running) with none finishing; 0 when none
+        is due. Called on the event loop."""
+        now = asyncio.get_running_loop().time()
+        if (not self._queued and not self._active) or self._progress_at is None:
+            self._progress_at = now
+            return 0.0
+        return now - self._progress_at
+
     # --- workers -----------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -132,6 +146,7 @@ class WorkQueue:
                 delay = self._failed(key, error)
             finally:
                 self._active.discard(key)
+                self._progress_at = asyncio.get_running_loop().time()
             if key in self._again:
                 self._again.discard(key)
                 self.add(key)

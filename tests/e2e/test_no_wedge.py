@@ -1,0 +1,101 @@
+"""No wedge: the operator resumes after an API server outage that passes run into, and its
+liveness answer tells the truth (docs/reliability.md, "No wedge")."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import pytest
+
+from devcluster import cluster as devcluster
+from devcluster.pytest_plugin import wait_for
+from tests.e2e.helpers import FlowRuns, StartOperator, Watch, WatchRecorder, deployment, job, sim_task, task
+
+pytestmark = pytest.mark.e2e
+
+OUTAGE_SECONDS = 20.0
+
+
+def has_phase(name: str, phase: tuple[str, str], status: dict[str, Any]) -> bool:
+    """A wait_status check: the task's (phase, reason)."""
+    entry = (status.get("tasks") or {}).get(name) or {}
+    return (entry.get("phase"), entry.get("reason")) == phase
+
+
+def created(recorder: WatchRecorder, name: str) -> bool:
+    return name in recorder.uids_by_name()
+
+
+def test_passes_due_during_an_api_server_outage_resume_within_seconds_of_its_return(
+    start_operator: StartOperator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    # A short stall bound: the liveness answer must stay 200 through the outage all the same.
+    operator = start_operator("--liveness-stall-seconds", "5", liveness=True)
+    pods, jobs = watch("pods"), watch("jobs")
+    block = {"name": "r", "setup": {"deployments": [deployment("db")]}, "cleanup": {"job": job(duration="6s")}}
+    flowruns.create(
+        {
+            "metadata": {"name": "in-block"},
+            "spec": {"resources": [block], "tasks": [sim_task("work", resources=["r"], duration="12s")]},
+        }
+    )
+    flowruns.create(
+        {
+            "metadata": {"name": "deleted"},
+            "spec": {"resources": [block], "tasks": [sim_task("work", resources=["r"], duration="1h")]},
+        }
+    )
+    retried = sim_task("flaky", outcome="fail", duration="500ms", retries={"limit": 1, "backoffSeconds": 12})
+    for name in ("in-block", "deleted"):
+        flowruns.wait_status(name, "work running", partial(has_phase, "work", ("Running", "PodRunning")))
+    flowruns.create({"metadata": {"name": "retry"}, "spec": {"tasks": [retried]}})
+    flowruns.wait_status("retry", "in its retry backoff", partial(has_phase, "flaky", ("Running", "RetryBackoff")))
+    flowruns.delete("deleted")
+    jobs.wait("the cleanup job of deleted", partial(created, name="deleted-r-cleanup-1"))
+
+    # Due while the API server is down: the retry (12 s backoff), the task in the block and the
+    # cleanup job finishing, the resync of every running run, the deleted run's finalizer.
+    with devcluster.stopped("kube-apiserver"):
+        time.sleep(OUTAGE_SECONDS / 2)
+        code, answer = operator.health()
+        time.sleep(OUTAGE_SECONDS / 2)
+    back = time.monotonic()
+    assert code == 200, answer  # an outage is no wedge: the liveness answer holds
+
+    flowruns.create({"metadata": {"name": "after"}, "spec": {"tasks": [sim_task("first")]}})
+    pods.wait("the first pod of the run created after the outage", partial(created, name="after-first-1"), timeout=60)
+    resumed = time.monotonic() - back
+    print(f"first pod of a new run {resumed:.1f}s after the API server was back")
+    assert resumed < 10.0, resumed
+
+    retry = flowruns.wait_phase("retry", "Failed", timeout=60)
+    assert (retry["status"]["tasks"]["flaky"]["attempts"], task(retry, "flaky")["phase"]) == (2, "Failed")
+    in_block = flowruns.wait_phase("in-block", "Succeeded", timeout=60)
+    assert in_block["status"]["resources"]["r"]["phase"] == "CleanedUp"
+    wait_for("the deleted run to be gone", lambda: flowruns.get("deleted") is None, timeout=60)
+    flowruns.wait_phase("after", "Succeeded", timeout=60)
+    assert not pods.duplicated_names() and not jobs.duplicated_names()
+    for name in ("retry", "in-block", "after"):
+        flowruns.delete_and_check_nothing_leaked(name)
+    assert operator.health()[0] == 200
+
+
+def test_the_liveness_answer_fails_when_passes_are_due_and_none_finishes_while_the_api_server_answers(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    # The failpoint makes every pass hang: a wedge of a kind no outside action can cause.
+    operator = start_operator("--liveness-stall-seconds", "5", liveness=True, env={"FLOWRUN_FAILPOINTS": "pass-hangs"})
+    wait_for("the liveness endpoint", lambda: operator.health()[0] == 200, timeout=30)
+    flowruns.create({"metadata": {"name": "stuck"}, "spec": {"tasks": [sim_task("a")]}})
+
+    def unhealthy() -> dict[str, Any] | None:
+        code, answer = operator.health()
+        return answer if code == 500 else None
+
+    answer = wait_for("the liveness answer to fail", unhealthy, timeout=60)
+    print(answer)
+    operator.stop()  # its passes hang: the run is released by a healthy operator
+    start_operator()
+    flowruns.delete_and_check_nothing_leaked("stuck")
