@@ -127,6 +127,6 @@ def test_the_api_server_probe_succeeds_on_its_text_answer(tmp_path: Path) -> Non
     """GET /readyz answers the text `ok`, not JSON: reading it as JSON made the probe fail for
     ever, so that passes paused by an outage never resumed."""
     server = FakeApiServer()
-    kube = Kube(server, dynamic=server.dynamic_client(tmp_path))  # type: ignore[arg-type]
+    kube = Kube(server, dynamic=server.dynamic_client(tmp_path))
     kube.probe()
     assert server.requests[-1] == ("GET", "/readyz")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flowrun.controller import workqueue
+from flowrun.controller.failures import Backoff
 from flowrun.controller.workqueue import WorkQueue
 
 
@@ -184,5 +185,5 @@ async def test_passes_due_with_none_finishing_count_as_stalled_and_a_finished_pa
 
 def test_an_outage_of_any_length_is_probed_at_most_five_seconds_apart() -> None:
     """So that passes resume within seconds of the API server answering again."""
-    backoff = workqueue.Backoff(workqueue.PROBE_SECONDS, workqueue.MAX_PROBE_SECONDS, jitter=True)
+    backoff = Backoff(workqueue.PROBE_SECONDS, workqueue.MAX_PROBE_SECONDS, jitter=True)
     assert max(backoff.next() for _ in range(100)) <= 5.0
