@@ -40,6 +40,7 @@ class ObservedPod:
     labels: Mapping[str, str]
     phase: str = "Pending"  # Pending | Running | Succeeded | Failed | Unknown
     deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
     containers: tuple[ContainerStatus, ...] = ()
     start_time: datetime | None = None
     reason: str = ""  # e.g. DeadlineExceeded, Evicted
@@ -64,6 +65,7 @@ class ObservedJob:
     labels: Mapping[str, str]
     conditions: tuple[JobCondition, ...] = ()
     deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
     active: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -106,6 +108,7 @@ class ObservedDeployment:
     updated_replicas: int = 0
     conditions: tuple[DeploymentCondition, ...] = ()
     deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class ObservedService:
     labels: Mapping[str, str]
     cluster_ip: str = ""
     deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class ObservedObject:
     name: str
     labels: Mapping[str, str]
     deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,7 @@ def _container(raw: Mapping[str, Any]) -> ContainerStatus:
 def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedPod:
     status = _map(obj.get("status"))
     return ObservedPod(
+        run=run_of(obj),
         name=_text(metadata.get("name")),
         labels=_labels(metadata),
         phase=_text(status.get("phase")) or "Pending",
@@ -196,6 +202,7 @@ def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
 def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool, pod_create_failure: str) -> ObservedJob:
     status = _map(obj.get("status"))
     return ObservedJob(
+        run=run_of(obj),
         name=_text(metadata.get("name")),
         labels=_labels(metadata),
         conditions=tuple(
@@ -214,6 +221,7 @@ def _job(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool, po
 def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedDeployment:
     status = _map(obj.get("status"))
     return ObservedDeployment(
+        run=run_of(obj),
         name=_text(metadata.get("name")),
         labels=_labels(metadata),
         # The API defaults spec.replicas to 1 when it is unset.
@@ -252,8 +260,8 @@ def observe(obj: object) -> ObservedChild | None:
         return _deployment(obj, metadata, deleting)
     if (api_version, kind) == ("v1", "Service"):
         cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
-        return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting)
-    return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting)
+        return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting, run_of(obj))
+    return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting, run_of(obj))
 
 
 def run_of(obj: Mapping[str, Any]) -> str | None:

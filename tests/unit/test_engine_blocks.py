@@ -455,6 +455,20 @@ def test_cancel_during_cleanup_lets_cleanup_finish() -> None:
     assert sim.res("r")["phase"] == "CleanedUp" and sim.status["phase"] == "Cancelled"
 
 
+def test_a_run_cancelled_while_only_its_cleanup_runs_ends_and_stays_cancelled() -> None:
+    """Its tasks all succeeded; the cancel came before the run finished (its cleanup ran)."""
+    sim = ready_sim(flow(task("use", resources=["r"]), resources=[resource("r", cleanup={"job": job()})]))
+    succeed(sim, "use")
+    sim.step(at(2))
+    sim.set_spec(cancel=True)
+    sim.cluster.finish_job("demo-r-cleanup-1")
+    for moment in range(3, 7):
+        sim.step(at(moment))
+        if sim.res("r")["phase"] == "CleanedUp":
+            assert sim.status["phase"] == "Cancelled", moment
+    assert sim.status["phase"] == "Cancelled"
+
+
 def test_a_cancelled_run_whose_cleanup_failed_stays_cancelled_and_shows_the_leak() -> None:
     sim = ready_sim(block(cleanup={"job": job(), "retries": 0}))
     sim.set_spec(cancel=True)

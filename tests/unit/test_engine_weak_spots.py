@@ -85,6 +85,18 @@ def test_a_task_running_in_a_broken_block_runs_on_and_cleanup_waits_for_it() -> 
     assert creates(sim.step(at(3))) == ["Job/demo-r-cleanup-1"]
 
 
+def test_a_run_whose_ready_block_broke_is_failed_even_when_its_tasks_all_succeed() -> None:
+    sim = ready(flow(task("only", resources=["r"]), resources=[resource("r")]))
+    sim.cluster.delete("Deployment", DB)  # with its pods
+    sim.step(at(2))
+    succeed(sim, "only")
+    for moment in (3, 4, 5):
+        sim.step(at(moment))
+    assert sim.task("only")["phase"] == "Succeeded" and sim.res("r")["phase"] == "CleanedUp"
+    assert sim.status["phase"] == "Failed"
+    assert sim.condition("Succeeded")["reason"] == "SetupFailed"
+
+
 def test_a_task_waiting_to_retry_in_a_broken_block_fails() -> None:
     spec = two_tasks()
     spec["tasks"][0]["retries"] = {"limit": 2, "backoffSeconds": 30}

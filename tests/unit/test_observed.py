@@ -103,8 +103,8 @@ def test_sorts_raw_objects_by_kind_and_reads_their_status() -> None:
         deployment.updated_replicas,
     ) == (3, 2, 2, 3)
     assert deployment.conditions == (DeploymentCondition("Available", "False"),)
-    assert observed.services == (ObservedService("s", LABELS, "10.0.0.1"),)
-    assert observed.others == (ObservedObject("v1", "ConfigMap", "c", LABELS),)
+    assert observed.services == (ObservedService("s", LABELS, "10.0.0.1", run="u"),)
+    assert observed.others == (ObservedObject("v1", "ConfigMap", "c", LABELS, run="u"),)
 
 
 def test_missing_fields_get_defaults() -> None:

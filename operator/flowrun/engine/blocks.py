@@ -8,9 +8,11 @@ from typing import Any
 
 from flowrun import api, manifests, names
 from flowrun.api import (
+    CLEANED_UP,
     CLEANING_UP,
     CLEANUP_JOB_RUNNING,
     CREATE_REFUSED,
+    DELETING_OBJECTS,
     NOT_NEEDED,
     OBJECT_DELETED,
     PENDING,
@@ -54,9 +56,23 @@ def setup_objects(ctx: PassContext, resource: ResourceSpec) -> list[ObjectRef]:
 
 
 def recover_resource(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState) -> None:
+    """Align a block with its observed objects: what exists wins over what the status claims (a
+    lost, garbage or foreign status). A block whose objects exist was started; one claimed
+    CleanedUp while its objects remain, or without its cleanup Job having succeeded, is not."""
+    if rs.phase == PENDING:
+        recover_started(ctx, resource, rs, state)
+    elif rs.phase == CLEANED_UP and not cleaned_up(ctx, resource):
+        if setup_objects_left(ctx, resource) and not consumers_done(ctx.spec, resource, state):
+            # In use (its tasks run in it): it is as set up as its objects show.
+            rs.phase, rs.reason, rs.cleaned_up_at = SETTING_UP, SETTING_UP, None
+        else:
+            restart_cleanup(ctx, resource, rs)
+    elif rs.phase == CLEANING_UP and rs.reason == DELETING_OBJECTS and not cleanup_job_done(ctx, resource, rs):
+        restart_cleanup(ctx, resource, rs)  # the cleanup job never succeeded: it runs first
+
+
+def recover_started(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState) -> None:
     """A block status does not know about but whose objects exist was started before."""
-    if rs.phase != PENDING:
-        return
     if ctx.children.has_block_objects(resource.name, api.ROLE_CLEANUP):
         rs.phase, rs.reason = CLEANING_UP, CLEANUP_JOB_RUNNING
         rs.cleanup_attempts = max(1, ctx.children.max_cleanup_attempt(resource.name))
@@ -67,6 +83,39 @@ def recover_resource(ctx: PassContext, resource: ResourceSpec, rs: ResourceState
         return
     rs.objects = [str(ref) for ref in setup_objects(ctx, resource)]
     state.started_at = state.started_at or ctx.now
+
+
+def setup_objects_left(ctx: PassContext, resource: ResourceSpec) -> bool:
+    """Something setup made exists and is not being deleted."""
+    found = [ctx.children.find(ref) for ref in setup_objects(ctx, resource)]
+    return any(obj is not None and not obj.deleting for obj in found)
+
+
+def cleaned_up(ctx: PassContext, resource: ResourceSpec) -> bool:
+    """Nothing setup made is left (its pods included), and its cleanup Job, if it has one, succeeded."""
+    left = any(ctx.children.find(ref) is not None for ref in setup_objects(ctx, resource))
+    return not left and not ctx.children.block_pods(resource.name) and cleanup_job_done(ctx, resource, None)
+
+
+def cleanup_job_done(ctx: PassContext, resource: ResourceSpec, rs: ResourceState | None) -> bool:
+    """The block has no cleanup job, or one of its attempts succeeded, or (`rs` given) every
+    attempt failed (its cleanup error says so)."""
+    if resource.cleanup.job_template is None or (rs is not None and rs.cleanup_error):
+        return True
+    attempts = range(1, ctx.children.max_cleanup_attempt(resource.name) + 1)
+    jobs = [ctx.children.jobs.get(names.cleanup_job_name(ctx.run.name, resource.name, n)) for n in attempts]
+    return any(job is not None and job.complete for job in jobs)
+
+
+def restart_cleanup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> None:
+    """Cleaning up again from its cleanup job (the latest attempt observed, or the first)."""
+    rs.phase, rs.cleaned_up_at = CLEANING_UP, None
+    rs.cleanup_started_at = rs.cleanup_started_at or ctx.now
+    if resource.cleanup.job_template is None:
+        rs.reason = DELETING_OBJECTS
+        return
+    rs.reason = CLEANUP_JOB_RUNNING
+    rs.cleanup_attempts = max(1, rs.cleanup_attempts, ctx.children.max_cleanup_attempt(resource.name))
 
 
 def schedule_resource(ctx: PassContext, resource: ResourceSpec, state: RunState, stop: str | None) -> None:

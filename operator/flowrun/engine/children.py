@@ -41,18 +41,19 @@ def _label_int(labels: Mapping[str, str], key: str) -> int:
 
 
 class Children:
-    """The observed children that carry this run's UID label, indexed for lookups. Read-only
-    once built."""
+    """The observed children of this run, indexed for lookups: those it controls (its owner
+    reference) or that carry its UID label (the pods of its Jobs and Deployments), whatever else
+    someone did to their labels. Read-only once built."""
 
     def __init__(self, observed: Observed, uid: str) -> None:
-        def mine(labels: Mapping[str, str]) -> bool:
-            return labels.get(api.LABEL_UID) == uid
+        def mine(child: ObservedChild) -> bool:
+            return (child.run or child.labels.get(api.LABEL_UID)) == uid
 
-        self.pods = [p for p in observed.pods if mine(p.labels)]
-        self.jobs = {j.name: j for j in observed.jobs if mine(j.labels)}
+        self.pods = [p for p in observed.pods if mine(p)]
+        self.jobs = {j.name: j for j in observed.jobs if mine(j)}
         self._pods = {p.name: p for p in self.pods}
-        self._deployments = {d.name: d for d in observed.deployments if mine(d.labels)}
-        self._services = {s.name: s for s in observed.services if mine(s.labels)}
+        self._deployments = {d.name: d for d in observed.deployments if mine(d)}
+        self._services = {s.name: s for s in observed.services if mine(s)}
         self._task_pods: dict[str, list[ObservedPod]] = {}
         for pod in self.pods:
             if pod.labels.get(api.LABEL_ROLE) == api.ROLE_TASK:
@@ -63,7 +64,11 @@ class Children:
             ("apps", "Deployment"): self._deployments,
             ("", "Service"): self._services,
         }
-        self._others = {(_group(o.api_version), o.kind, o.name): o for o in observed.others if mine(o.labels)}
+        self._others = {(_group(o.api_version), o.kind, o.name): o for o in observed.others if mine(o)}
+
+    def exist(self) -> bool:
+        """Whether the run has any child at all."""
+        return bool(self.pods or self.jobs or self._deployments or self._services or self._others)
 
     def find(self, ref: ObjectRef) -> ObservedChild | None:
         key = (_group(ref.api_version), ref.kind)

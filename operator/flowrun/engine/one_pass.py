@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
 from flowrun.engine.blocks import check_ready, progress_setup, recover_resource, schedule_resource
+from flowrun.engine.children import Children
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
@@ -30,8 +31,9 @@ def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     prev = as_map(run.status)
     spec_valid = as_map(conditions_by_type(prev).get("SpecValid"))
-    if spec_valid.get("status") == "False":
-        # A rejected spec stays rejected: the run never started and never will.
+    if spec_valid.get("status") == "False" and not Children(observed, run.uid).exist():
+        # A rejected spec stays rejected: the run never started and never will. (A run with
+        # children was not rejected, whatever its status claims: it goes on.)
         return invalid_outcome(run, prev, now, as_str(spec_valid.get("message")))
     try:
         spec = parse_spec(run.spec, run.namespace)

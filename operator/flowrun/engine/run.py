@@ -55,19 +55,24 @@ def done(spec: FlowSpec, state: RunState) -> bool:
 
 def update_run(ctx: PassContext, state: RunState) -> None:
     if done(ctx.spec, state):
-        if state.phase not in RUN_FINAL:
-            state.phase = final_phase(ctx.spec, state)
+        # Derived again on every pass, never taken from the status (someone else may write it);
+        # a cancel that came after the run finished changes nothing.
+        late = state.phase in RUN_FINAL and state.phase != CANCELLED
+        state.phase = final_phase(ctx.spec, state, cancelled=ctx.spec.cancel and not late)
         state.finished_at = state.finished_at or ctx.now
     else:
         state.phase, state.finished_at = (RUNNING if state.started_at else PENDING), None
 
 
-def final_phase(spec: FlowSpec, state: RunState) -> str:
+def final_phase(spec: FlowSpec, state: RunState, cancelled: bool) -> str:
     # A cancelled run stays Cancelled even if a cleanup failed (ResourcesReleased=False shows it).
-    if spec.cancel or any(ts.phase == CANCELLED for ts in state.tasks.values()):
+    if cancelled or any(ts.phase == CANCELLED for ts in state.tasks.values()):
         return CANCELLED
     failed = any(is_failure(ts) for ts in state.tasks.values())
-    if failed or any(rs.phase == CLEANUP_FAILED for rs in state.resources.values()):
+    # A block that broke (its setup failed, or someone deleted what it was made of while it was
+    # Ready) fails the run, even if its tasks completed: the user must learn the resource broke.
+    broken = any(rs.setup_error or rs.phase == CLEANUP_FAILED for rs in state.resources.values())
+    if failed or broken:
         return FAILED
     return SUCCEEDED
 

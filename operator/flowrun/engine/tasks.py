@@ -40,25 +40,41 @@ from flowrun.references import Context
 
 
 def recover_task(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> None:
-    """Align a task with its observed pods, so that a lost or garbage status neither reuses
-    an attempt's name nor loses a pod that exists."""
-    observed_attempt = ctx.children.max_attempt(task.name)
-    if ts.phase in TERMINAL:
-        ts.attempts = max(ts.attempts, observed_attempt)
-        return
-    if ts.phase == RUNNING and ts.attempts == 0:
-        ts.phase, ts.reason = PENDING, ""  # garbage: running without an attempt
-    if ts.phase == PENDING and ts.attempts:
-        ts.phase, ts.reason, ts.next_attempt_at = RUNNING, RETRY_BACKOFF, None  # garbage: go to the next attempt
-    if observed_attempt > ts.attempts:
-        # A pod of an attempt status does not know: the observe step judges it.
-        pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, observed_attempt))
-        ts.attempts = observed_attempt
+    """Align a task with its observed pods: what they show wins over what the status claims (a lost,
+    garbage or foreign status), so that the engine neither reuses an attempt's name, nor loses or
+    kills a pod that exists, nor hands on a result its pod did not write."""
+    latest = ctx.children.max_attempt(task.name)
+    if latest > ts.attempts or contradicted(ctx, task, ts, latest):
+        # The latest attempt's pod is judged afresh (observe_attempt) in this pass.
+        pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, latest))
+        ts.attempts, ts.result, ts.exit_code, ts.finished_at = latest, None, None, None
         ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
         ts.started_at = ts.started_at or (pod.start_time if pod is not None else None) or ctx.now
         state.started_at = state.started_at or ts.started_at
+    elif ts.phase == RUNNING and ts.attempts == 0:
+        ts.phase, ts.reason = PENDING, ""  # garbage: running without an attempt
+    elif ts.phase == PENDING and ts.attempts:
+        ts.phase, ts.reason, ts.next_attempt_at = RUNNING, RETRY_BACKOFF, None  # garbage: go to the next attempt
     if ts.attempts:
         ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
+
+
+def contradicted(ctx: PassContext, task: TaskSpec, ts: TaskState, latest: int) -> bool:
+    """Whether the status of a task contradicts the pod of its latest attempt (one that exists
+    and is not being deleted): it runs, but the task is not running that attempt; it succeeded,
+    but the task did not, or with another result; it failed, but the task succeeded."""
+    pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, latest)) if latest else None
+    if pod is None or pod.deleting:
+        return False
+    if ts.attempts != latest:
+        # A later attempt (whose pod may not exist: refused, or not observed yet) follows only a
+        # failed one.
+        return pod.phase != "Failed"
+    if not pod.finished:
+        return ts.phase != RUNNING or ts.reason == RETRY_BACKOFF
+    if pod.phase == "Succeeded":
+        return ts.phase != SUCCEEDED or ts.result != result(termination(pod, main_container_name(task.template)))[0]
+    return ts.phase in (SUCCEEDED, PENDING)
 
 
 def expected_pods(state: RunState) -> set[str]:
