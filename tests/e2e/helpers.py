@@ -137,13 +137,15 @@ class Operator:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def health(self) -> tuple[int, dict[str, Any]]:
-        """The liveness endpoint's status code and answer."""
+        """The liveness endpoint's status code and answer (0 while it does not serve)."""
         assert self.liveness_port is not None, "started without liveness=True"
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=20) as response:
                 return int(response.status), json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             return int(error.code), {"error": error.read().decode(errors="replace")}
+        except (urllib.error.URLError, ConnectionError):
+            return 0, {}  # not serving (yet)
 
     def scrape_metrics(self) -> str:
         assert self.metrics_port is not None, "started without metrics=True"

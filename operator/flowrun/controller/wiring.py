@@ -19,6 +19,12 @@ from flowrun.kube import Kube, connect
 REGISTRY = kopf.OperatorRegistry()
 
 
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own connection (for its discovery at start-up): as the Kubernetes client connects."""
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.startup(registry=REGISTRY)
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf serves no resource here, so it needs no scan of namespaces or CRDs (which the
