@@ -406,12 +406,13 @@ class Kube:
             if error.status == 404:
                 raise conflict from error  # gone meanwhile: a 409 is transient, the next pass creates it
             raise
-        labels = (existing.get("metadata") or {}).get("labels") or {}
-        if labels.get(api.LABEL_UID) != uid:
+        wanted = {**(metadata.get("labels") or {}), api.LABEL_UID: uid}
+        differing = proof_missing(wanted, (existing.get("metadata") or {}).get("labels") or {})
+        if differing:
             # The API server's own words, and why that is a refusal: the name is taken for good.
             raise ForeignObject(
-                f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing object does not"
-                f" belong to this FlowRun (no label {api.LABEL_UID}={uid}) and is left alone"
+                f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing object was not"
+                f" created as this child of this FlowRun ({', '.join(differing)}) and is left alone"
             )
         return None
 
@@ -508,6 +509,14 @@ class Kube:
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
             logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+
+
+def proof_missing(wanted: Mapping[str, str], existing: Mapping[str, str]) -> list[str]:
+    """What an existing object lacks of the labels proving that this run created it as this child
+    (the run's UID, the role, the task or block, the attempt): `label=value` for each differing one.
+    Only such an object is adopted by a create that finds its name taken."""
+    operator_keys = [k for k in wanted if k.startswith(f"{api.GROUP}/") or k == api.LABEL_MANAGED_BY]
+    return [f"{k}={wanted[k]}" for k in sorted(operator_keys) if existing.get(k) != wanted[k]]
 
 
 def api_message(error: ApiException) -> str:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
 from flowrun.engine.blocks import check_ready, progress_setup, recover_resource, schedule_resource
 from flowrun.engine.children import Children
+from flowrun.engine.clashes import name_clash
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
@@ -39,6 +40,9 @@ def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
         spec = parse_spec(run.spec, run.namespace)
     except SpecError as err:
         return invalid_outcome(run, prev, now, str(err))
+    clash = name_clash(run.name, spec)
+    if clash is not None:
+        return invalid_outcome(run, prev, now, str(clash))
     if run.dry_run_error is not None:
         return invalid_outcome(run, prev, now, f"the API server rejected a child: {run.dry_run_error}")
 
