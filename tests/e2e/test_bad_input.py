@@ -166,6 +166,12 @@ OPERATOR_TIME: list[tuple[str, Edit, tuple[str, ...]]] = [
         ("spec.resources[0].setup.manifests[0].metadata.namespace", "'kube-system'"),
     ),
     (
+        # The run's name is the case's: the manifest takes the name of task a's first pod.
+        "manifest-named-like-a-pod",
+        manifest({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "manifest-named-like-a-pod-a-1"}}),
+        ("spec.resources[0].setup.manifests[0].metadata.name", "is the name of attempt 1 of task a"),
+    ),
+    (
         "manifest-cluster-scoped",
         manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "made-by-a-flowrun"}}),
         ("spec.resources[0].setup.manifests[0]", "cluster-scoped"),
