@@ -361,6 +361,30 @@ class Kube:
             raise error
         return answer.response
 
+    def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A child by name, as the API server has it now (None if it does not exist): for one the
+        caches do not show but the run's status vouches for."""
+        try:
+            resource = self.resource(api_version, kind)
+        except UnknownKind:
+            return None
+        _count("get", resource)
+        try:
+            found = _json(
+                resource.get(name=name, namespace=namespace, serialize=False, _request_timeout=REQUEST_TIMEOUT)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        found.setdefault("apiVersion", api_version)
+        found.setdefault("kind", kind)
+        return found
+
+    def patch_labels(self, api_version: str, kind: str, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        """Set these labels on a child (a merge patch; its other labels stay)."""
+        _patch(self.resource(api_version, kind), namespace, name, {"metadata": {"labels": dict(labels)}})
+
     def child_resource(self, api_version: str, kind: str) -> Resource:
         """The API resource of a child's kind: UnknownKind if not served, ClusterScopedKind if not
         namespaced (the dynamic client would silently drop the namespace and make a cluster

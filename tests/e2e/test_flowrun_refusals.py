@@ -76,7 +76,10 @@ def test_a_setup_manifest_whose_name_is_taken_fails_setup_at_once_and_leaves_the
     assert time.monotonic() - started < 30, "a refused create must not wait for setup.timeoutSeconds"
     store = res(run, "store")
     assert store["setupError"].startswith("CreateRefused: cannot create ConfigMap shared-settings: 409 "), store
-    assert "already exists" in store["setupError"] and "was not created as this child of this FlowRun" in store["setupError"], store
+    assert (
+        "already exists" in store["setupError"]
+        and "was not created as this child of this FlowRun" in store["setupError"]
+    ), store
 
     run = flowruns.wait_phase("taken", ("Succeeded", "Failed"), timeout=30)
     assert run["status"]["phase"] == "Failed", run["status"]

@@ -1,5 +1,6 @@
-"""No wedge: the operator resumes after an API server outage that passes run into, and its
-liveness answer tells the truth (docs/reliability.md, "No wedge")."""
+"""No wedge: the operator resumes after an API server outage that passes run into, its liveness
+answer tells the truth, and children whose labels someone edits neither hang a run nor its
+deletion (docs/reliability.md, "No wedge")."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ from functools import partial
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from devcluster import cluster as devcluster
 from devcluster.pytest_plugin import wait_for
-from tests.e2e.helpers import FlowRuns, StartOperator, Watch, WatchRecorder, deployment, job, sim_task, task
+from tests.e2e.helpers import (
+    FlowRuns,
+    Operator,
+    StartOperator,
+    Watch,
+    WatchRecorder,
+    deployment,
+    job,
+    sim_task,
+    task,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +111,45 @@ def test_the_liveness_answer_fails_when_passes_are_due_and_none_finishes_while_t
     operator.stop()  # its passes hang: the run is released by a healthy operator
     start_operator()
     flowruns.delete_and_check_nothing_leaked("stuck")
+
+
+def test_children_whose_labels_someone_edits_are_still_the_runs_and_nothing_waits_for_ever(
+    operator: Operator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    pods = watch("pods")
+    core, apps = client.CoreV1Api(flowruns.api_client), client.AppsV1Api(flowruns.api_client)
+    ns = flowruns.namespace
+    block = {"name": "r", "setup": {"deployments": [deployment("db")]}}
+    flowruns.create(
+        {
+            "metadata": {"name": "relabelled-block"},
+            "spec": {"resources": [block], "tasks": [sim_task("work", resources=["r"], duration="8s")]},
+        }
+    )
+    flowruns.create({"metadata": {"name": "relabelled-pod"}, "spec": {"tasks": [sim_task("work", duration="8s")]}})
+    for name in ("relabelled-block", "relabelled-pod"):
+        flowruns.wait_status(name, "work running", partial(has_phase, "work", ("Running", "PodRunning")))
+
+    # The run's UID label off the block's Deployment (it stays in the operator's watch, by its
+    # owner reference); the operator's label off the running pod (it leaves the watch).
+    apps.patch_namespaced_deployment(
+        "relabelled-block-r-db", ns, {"metadata": {"labels": {"flowrun.dev/flowrun-uid": None}}}
+    )
+    core.patch_namespaced_pod(
+        "relabelled-pod-work-1", ns, {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}}
+    )
+    restored = flowruns.events_when("relabelled-pod", lambda found: any(e.reason == "LabelsRestored" for e in found))
+    assert any("Pod/relabelled-pod-work-1" in e.message for e in restored if e.reason == "LabelsRestored")
+    pod = core.read_namespaced_pod("relabelled-pod-work-1", ns)
+    assert pod.metadata.labels["app.kubernetes.io/managed-by"] == "flowrun-operator"
+
+    block_run = flowruns.wait_phase("relabelled-block", "Succeeded", timeout=60)
+    assert block_run["status"]["resources"]["r"]["phase"] == "CleanedUp"
+    assert not apps.list_namespaced_deployment(ns).items  # cleanup deleted it, and saw it go
+    pod_run = flowruns.wait_phase("relabelled-pod", "Succeeded", timeout=60)
+    assert pod_run["status"]["tasks"]["work"]["attempts"] == 1  # the same pod, never a second
+    assert "relabelled-pod-work-2" not in pods.uids_by_name()
+    for name in ("relabelled-block", "relabelled-pod"):
+        started = time.monotonic()
+        flowruns.delete_and_check_nothing_leaked(name, timeout=30)
+        print(f"{name} deleted in {time.monotonic() - started:.1f}s")

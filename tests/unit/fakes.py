@@ -62,8 +62,14 @@ class FakeKube:
         return FlowRunPass(self, self)
 
     def run(self, passes: FlowRunPass) -> PassResult:
-        """A pass over the run and its children of the watched kinds, as the caches would hold them."""
-        watched = [o for o in self.objects if (o["apiVersion"], o["kind"]) in CHILD_KINDS]
+        """A pass over the run and its children of the watched kinds, as the caches would hold them
+        (those labelled as the operator's: its watches select them so)."""
+        watched = [
+            o
+            for o in self.objects
+            if (o["apiVersion"], o["kind"]) in CHILD_KINDS
+            and (o["metadata"].get("labels") or {}).get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
+        ]
         children = [child for child in map(observe, copy.deepcopy(watched)) if child is not None]
         return passes.run(copy.deepcopy(self.body), children)
 
@@ -83,6 +89,17 @@ class FakeKube:
 
     def event_messages(self, namespace: str, field_selector: str) -> list[str]:
         return list(self.job_events)
+
+    def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get {kind}/{name}")
+        found = next((o for o in self.objects if (o["kind"], o["metadata"]["name"]) == (kind, name)), None)
+        return copy.deepcopy(found)
+
+    def patch_labels(self, api_version: str, kind: str, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        self.calls.append(f"patch_labels {kind}/{name}")
+        for o in self.objects:
+            if (o["kind"], o["metadata"]["name"]) == (kind, name):
+                o["metadata"]["labels"] = {**(o["metadata"].get("labels") or {}), **labels}
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(name)

@@ -47,6 +47,7 @@ from flowrun.observed import (
     ObservedChild,
     observe,
     observed_from_children,
+    run_of,
     with_pod_create_failures,
 )
 
@@ -62,6 +63,10 @@ class PassApi(Protocol):
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None: ...
     def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None: ...
     def delete_flowrun(self, namespace: str, name: str) -> None: ...
+    def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def patch_labels(
+        self, api_version: str, kind: str, namespace: str, name: str, labels: Mapping[str, str]
+    ) -> None: ...
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str: ...
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
     def event_messages(self, namespace: str, field_selector: str) -> list[str]: ...
@@ -86,6 +91,10 @@ FAILURE_REQUEUE_SECONDS = 5.0
 # the next pass tries again.
 CHILDREN_UNREADABLE = "ChildrenUnreadable"
 UNREADABLE_REQUEUE_SECONDS = 10.0
+# A child that had lost the operator's labels got them back: the next pass comes with its watch
+# event, or after this at the latest.
+RELABEL_REQUEUE_SECONDS = 1.0
+LABELS_RESTORED = "LabelsRestored"
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
 
@@ -181,10 +190,25 @@ class FlowRunPass:
             # original run) has changed or gone meanwhile.
             writes.body = self.kube.patch_status(run.namespace, run.name, {**resolved.snapshot, **resolved.seed})
         run = dataclasses.replace(run, spec=resolved.spec, status=resolved.engine_status(run.status))
+        return self._drive(body, run, resolved, children, now, writes)
+
+    def _drive(
+        self,
+        body: Mapping[str, Any],
+        run: RunInput,
+        resolved: resolution.Resolved,
+        children: Sequence[ObservedChild],
+        now: datetime,
+        writes: _Writes,
+    ) -> PassResult:
+        """The run's spec is known: observe its children, let the engine decide, apply, write."""
         try:
             observed = self._observed(run, children, now)
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error), writes)
+        if self._labels_restored(body, engine.missing_children(run, observed, now)):
+            # Back in the caches within moments (their watch event asks for the next pass).
+            return writes.result(requeue_after=RELABEL_REQUEUE_SECONDS, phase=_phase(body))
         outcome = self._apply(body, run, engine.decide(run, observed, now), observed, now, writes)
         if writes.refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
@@ -207,6 +231,24 @@ class FlowRunPass:
         """The spec cannot run (its Flow, or the run it reruns, says why): reported as any invalid spec."""
         outcome = invalid_outcome(run, body.get("status") or {}, now, str(refused.error))
         return self._write(body, outcome, resolution.Resolved(run.spec), writes)
+
+    def _labels_restored(self, body: Mapping[str, Any], vouched: Sequence[engine.Vouched]) -> bool:
+        """Look up each child the status vouches for that the caches lack: one that exists and is
+        this run's (its owner reference) lost the operator's labels to someone's edit and left the
+        watch; it gets them back, and is not taken for gone."""
+        metadata = body["metadata"]
+        restored = False
+        for child in vouched:
+            ref = child.ref
+            found = self.kube.get_child(ref.api_version, ref.kind, metadata["namespace"], ref.name)
+            if found is None or run_of(found) != metadata["uid"]:
+                continue  # gone (or no longer the run's): the engine decides what that means
+            self.kube.patch_labels(ref.api_version, ref.kind, metadata["namespace"], ref.name, child.labels)
+            message = f"{ref} had lost the operator's labels (edited by someone else): restored"
+            logger.info("FlowRun %s/%s: %s", metadata["namespace"], metadata["name"], message)
+            self.kube.post_event(body, "Warning", LABELS_RESTORED, message)
+            restored = True
+        return restored
 
     def _run_input(self, body: Mapping[str, Any]) -> RunInput:
         """The engine's input, with what the last pass learnt of refused creates. Taken out, not

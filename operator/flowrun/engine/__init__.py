@@ -32,6 +32,8 @@ RunState of the pass (state.py):
 - run.py: the run as a whole: stop reasons, final phase, TTL, finalizer
 - plan.py: the actions of a pass, the dry run, the requeue
 - status.py, events.py: the status written and the events posted
+- clashes.py: manifests named like generated children; vanished.py: children the status vouches
+  for that are not observed (the controller looks them up before they count as gone)
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from flowrun.engine.interface import (
     run_input_from_object,
 )
 from flowrun.engine.one_pass import FixpointNotReached
+from flowrun.engine.vanished import Vouched, missing_children
 from flowrun.lenient import as_map
 from flowrun.observed import Observed
 
@@ -66,7 +69,9 @@ __all__ = [
     "Outcome",
     "RunInput",
     "ValidateObjects",
+    "Vouched",
     "decide",
+    "missing_children",
     "run_input_from_object",
 ]
 
