@@ -23,7 +23,10 @@ from tests.unit.builders import (
 QUOTA = (
     '403 Forbidden: pods "demo-b-1" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1'
 )
-FOREIGN = '409 AlreadyExists: configmaps "r-config" already exists; the existing object was not created as this child of this FlowRun'
+FOREIGN = (
+    '409 AlreadyExists: configmaps "r-config" already exists; the existing object was not created as this child'
+    " of this FlowRun"
+)
 CONFIG = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "r-config"}, "data": {"k": "v"}}
 DB = "demo-r-db"
 
