@@ -199,3 +199,16 @@ def test_a_flow_with_a_spec_error_is_not_dry_run() -> None:
     checker(kube).check(NS, "etl")
     assert kube.dry_runs == []
     assert kube.flow_object["status"]["message"].startswith("spec.tasks[0].runAfter[0]")
+
+
+def test_a_cronflowrun_or_a_flow_deleted_while_its_pass_runs_ends_the_pass_quietly() -> None:
+    kube = FakeCronKube()
+
+    def gone(*_: Any) -> None:
+        raise api_error(404, "Not Found", "not found")
+
+    kube.patch_object_status = gone  # type: ignore[method-assign]
+    assert crons(kube).run(NS, "nightly", []).gone
+    flow_kube = FakeFlowKube({"tasks": [pod_task("a")]})
+    flow_kube.patch_object_status = gone  # type: ignore[method-assign]
+    assert checker(flow_kube).check(NS, "etl") is True  # nothing left to do

@@ -236,3 +236,15 @@ def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> 
     passes = kube.passes()
     kube.run(passes)
     assert passes._refused[UID] and UID not in passes._namespace_terminating
+
+
+def test_a_flowrun_deleted_while_its_pass_runs_ends_the_pass_quietly() -> None:
+    """A status patch that meets NotFound is an ordinary delete race: the pass says the run is gone
+    (its DELETED event follows) instead of raising (an ERROR traceback, a retry)."""
+    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+
+    def gone(namespace: str, name: str, status: Any) -> dict[str, Any]:
+        raise api_error(404, "Not Found", 'flowruns.flowrun.dev "x" not found')
+
+    kube.patch_status = gone  # type: ignore[method-assign]
+    assert kube.run(kube.passes()).gone

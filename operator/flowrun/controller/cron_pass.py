@@ -91,7 +91,13 @@ class CronPass:
         for event in decision.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         if status_changed(decision.status, body.get("status") or {}):
-            self.kube.patch_object_status(api.CRON_KIND, namespace, name, decision.status)
+            try:
+                self.kube.patch_object_status(api.CRON_KIND, namespace, name, decision.status)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                logger.debug("CronFlowRun %s/%s is gone: %s", namespace, name, error)  # deleted meanwhile
+                return CronPassResult(gone=True)
         return CronPassResult(requeue_after=decision.requeue_after)
 
     def forget(self, uid: str) -> None:

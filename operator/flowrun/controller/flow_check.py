@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from kubernetes.client.exceptions import ApiException
+
 from flowrun import api, flows
 from flowrun.api import INVALID_SPEC
 from flowrun.controller.flowrun_pass import FlowRunPass
@@ -56,7 +58,13 @@ class FlowCheck:
         generation = flow["metadata"].get("generation")
         status = flows.flow_status(check, previous, generation if isinstance(generation, int) else 0, now)
         if status_changed(status, previous):
-            self.kube.patch_object_status(api.FLOW_KIND, namespace, name, status)
+            try:
+                self.kube.patch_object_status(api.FLOW_KIND, namespace, name, status)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                logger.debug("Flow %s/%s is gone: %s", namespace, name, error)  # deleted meanwhile
+                return True
         was_invalid = as_map(conditions_by_type(previous).get("SpecValid")).get("status") == "False"
         if check.error is not None and not was_invalid:
             self.kube.post_event(flow, "Warning", INVALID_SPEC, str(check.error))

@@ -166,6 +166,17 @@ class FlowRunPass:
         from their caches."""
         if body is None:
             return PassResult(gone=True)
+        try:
+            return self._run(body, children)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            # The FlowRun was deleted while the pass ran (a write of it met NotFound): an ordinary
+            # race, not an error; its DELETED event ends it.
+            logger.debug("FlowRun %s/%s is gone: %s", body["metadata"]["namespace"], body["metadata"]["name"], error)
+            return PassResult(gone=True)
+
+    def _run(self, body: Mapping[str, Any], children: Sequence[ObservedChild]) -> PassResult:
         failpoints.hang_if("pass-hangs")
         writes = _Writes()
         metadata = body["metadata"]
