@@ -207,8 +207,8 @@ def test_a_cronflowrun_or_a_flow_deleted_while_its_pass_runs_ends_the_pass_quiet
     def gone(*_: Any) -> None:
         raise api_error(404, "Not Found", "not found")
 
-    kube.patch_object_status = gone  # type: ignore[method-assign]
+    kube.patch_object_status = gone  # type: ignore[method-assign,assignment]
     assert crons(kube).run(NS, "nightly", []).gone
     flow_kube = FakeFlowKube({"tasks": [pod_task("a")]})
-    flow_kube.patch_object_status = gone  # type: ignore[method-assign]
+    flow_kube.patch_object_status = gone  # type: ignore[method-assign,assignment]
     assert checker(flow_kube).check(NS, "etl") is True  # nothing left to do
