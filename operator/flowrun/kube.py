@@ -361,6 +361,20 @@ class Kube:
             raise error
         return answer.response
 
+    def allowed(self, namespace: str, group: str, plural: str, verb: str) -> bool:
+        """Whether the operator may `verb` the `plural` of `group` in `namespace`: a
+        SelfSubjectAccessReview (every authenticated user may send one)."""
+        resource = self.resource("authorization.k8s.io/v1", "SelfSubjectAccessReview")
+        _count("create", resource)
+        attributes = {"namespace": namespace, "group": group, "resource": plural, "verb": verb}
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = _json(resource.create(body=review, serialize=False, _request_timeout=REQUEST_TIMEOUT))
+        return bool((answer.get("status") or {}).get("allowed"))
+
     def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A child by name, as the API server has it now (None if it does not exist): for one the
         caches do not show but the run's status vouches for."""
@@ -551,21 +565,26 @@ def api_message(error: ApiException) -> str:
         return str(error.reason)
 
 
-def manifest_kinds(spec: object) -> list[tuple[str, str]]:
-    """The (apiVersion, kind) of every setup manifest, read leniently from a raw spec."""
-    kinds: list[tuple[str, str]] = []
+def manifest_fields(spec: object) -> list[tuple[str, str, str]]:
+    """(field, apiVersion, kind) of every setup manifest, read leniently from a raw spec."""
+    found: list[tuple[str, str, str]] = []
     resources = spec.get("resources") if isinstance(spec, Mapping) else None
-    for resource in resources if isinstance(resources, list) else []:
+    for i, resource in enumerate(resources if isinstance(resources, list) else []):
         setup = resource.get("setup") if isinstance(resource, Mapping) else None
         manifests = setup.get("manifests") if isinstance(setup, Mapping) else None
-        for manifest in manifests if isinstance(manifests, list) else []:
+        for j, manifest in enumerate(manifests if isinstance(manifests, list) else []):
             if (
                 isinstance(manifest, Mapping)
                 and isinstance(manifest.get("apiVersion"), str)
                 and isinstance(manifest.get("kind"), str)
             ):
-                kinds.append((manifest["apiVersion"], manifest["kind"]))
-    return kinds
+                found.append((f"spec.resources[{i}].setup.manifests[{j}]", manifest["apiVersion"], manifest["kind"]))
+    return found
+
+
+def manifest_kinds(spec: object) -> list[tuple[str, str]]:
+    """The (apiVersion, kind) of every setup manifest, read leniently from a raw spec."""
+    return [(api_version, kind) for _, api_version, kind in manifest_fields(spec)]
 
 
 def _events(response: Any, api_version: str, kind: str) -> Iterator[dict[str, Any]]:

@@ -509,3 +509,122 @@ def test_metrics_service_selects_the_operator_pod(
     assert pod.metadata.annotations["prometheus.io/port"] == "9090"
     assert pod.spec.security_context.run_as_user == 65532 and pod.spec.security_context.run_as_non_root is True
     uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
+
+
+MANIFESTS_THE_CHART_DOES_NOT_GRANT = {
+    "secret": ({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "may not create"),
+    "role-binding": (
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+        },
+        "may not create",
+    ),
+    "service-account": ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}}, "may not create"),
+    "webhook": (
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "w"},
+        },
+        "is cluster-scoped",
+    ),
+    "event": (
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Pod", "name": "p"},
+        },
+        "may not create Events",
+    ),
+}
+
+
+def test_manifests_of_kinds_the_charts_rbac_does_not_grant_fail_at_once_and_their_runs_delete_in_seconds(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
+) -> None:
+    release = release_name()
+    install_namespace_scoped(tools, release, namespace)
+    token = (
+        kube_cluster.core()
+        .create_namespaced_service_account_token(
+            f"{release}-flowrun-operator",
+            namespace,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
+        )
+        .status.token
+    )
+    operator = Operator(kube_cluster, namespace, tmp_path)
+    operator.env["KUBECONFIG"] = str(token_kubeconfig(kube_cluster, token, tmp_path / "operator-kubeconfig"))
+    operator.start()
+    try:
+        flowruns = FlowRuns(kube_cluster, namespace)
+        uids = {}
+        for name, (manifest, _) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
+            block = {"name": "r", "setup": {"manifests": [manifest]}}
+            task = {
+                "name": "a",
+                "resources": ["r"],
+                "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}},
+            }
+            uids[name] = flowruns.create({"metadata": {"name": name}, "spec": {"resources": [block], "tasks": [task]}})[
+                "metadata"
+            ]["uid"]
+        for name, (_, why) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
+            run = flowruns.wait_phase(name, "Failed", timeout=30)
+            message = run["status"]["message"]
+            assert message.startswith("spec.resources[0].setup.manifests[0]"), (name, message)
+            assert why in message, (name, message)
+            assert not flowruns.children(uids[name]), name
+        for name in MANIFESTS_THE_CHART_DOES_NOT_GRANT:
+            started = datetime.now(UTC)
+            flowruns.delete_and_check_nothing_leaked(name, timeout=20)
+            print(f"{name}: deleted in {(datetime.now(UTC) - started).total_seconds():.1f}s")
+        assert operator.running(), operator.log_tail()
+    finally:
+        operator.stop()
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
+
+
+def test_the_default_edit_role_may_change_flowruns_but_never_their_status(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
+) -> None:
+    release = release_name()
+    install_namespace_scoped(tools, release, namespace)
+    core, rbac = kube_cluster.core(), client.RbacAuthorizationV1Api(kube_cluster.api)
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="dev")))
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "dev-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "dev", "namespace": namespace}],
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "dev", namespace, client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+    ).status.token
+    as_dev = client.CustomObjectsApi(
+        config.new_client_from_config(str(token_kubeconfig(kube_cluster, token, tmp_path / "dev-kubeconfig")))
+    )
+    task = {"name": "a", "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+    spec = {"tasks": [task]}
+    body = {"apiVersion": "flowrun.dev/v1alpha1", "kind": "FlowRun", "metadata": {"name": "mine"}, "spec": spec}
+    # The aggregated rules reach `edit` within moments of the install.
+    wait_for(
+        "edit to allow FlowRuns",
+        lambda: as_dev.create_namespaced_custom_object("flowrun.dev", "v1alpha1", namespace, "flowruns", body),
+        timeout=30,
+    )
+    assert_forbidden(
+        "write a FlowRun's status as edit",
+        lambda: as_dev.patch_namespaced_custom_object_status(
+            "flowrun.dev", "v1alpha1", namespace, "flowruns", "mine", {"status": {"phase": "Succeeded"}}
+        ),
+    )
+    as_dev.delete_namespaced_custom_object("flowrun.dev", "v1alpha1", namespace, "flowruns", "mine")
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -56,6 +57,8 @@ class FakeKube:
         self.flows: Callable[[str, str], Mapping[str, Any] | None] = lambda namespace, name: None
         # The messages of a Job's FailedCreate Events (none unless a test adds some).
         self.job_events: list[str] = []
+        self.denied: set[tuple[str, str]] = set()  # (plural, verb) the operator may not use
+        self.cluster_scoped: set[str] = set()  # kinds discovery says are not namespaced
 
     def passes(self) -> FlowRunPass:
         """The FlowRun passes, with this fake as their API and their caches."""
@@ -89,6 +92,13 @@ class FakeKube:
 
     def event_messages(self, namespace: str, field_selector: str) -> list[str]:
         return list(self.job_events)
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        return SimpleNamespace(name=kind.lower() + "s", namespaced=kind not in self.cluster_scoped)
+
+    def allowed(self, namespace: str, group: str, plural: str, verb: str) -> bool:
+        self.calls.append(f"allowed {verb} {plural}")
+        return (plural, verb) not in self.denied
 
     def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(f"get {kind}/{name}")

@@ -26,10 +26,11 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine, metrics, resolution
 from flowrun.controller import failpoints
+from flowrun.controller.access import Access
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
-from flowrun.engine.status import invalid_outcome
+from flowrun.engine.status import invalid_outcome, validated
 from flowrun.kube import (
     CHILD_KINDS,
     PERMANENT_REJECTIONS,
@@ -37,10 +38,12 @@ from flowrun.kube import (
     ForeignObject,
     UnknownKind,
     api_message,
+    manifest_fields,
     manifest_kinds,
     refusal_message,
     status_changed,
 )
+from flowrun.model import SpecError, parse_spec
 from flowrun.observed import (
     ChildKey,
     Observed,
@@ -70,6 +73,8 @@ class PassApi(Protocol):
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str: ...
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
     def event_messages(self, namespace: str, field_selector: str) -> list[str]: ...
+    def resource(self, api_version: str, kind: str) -> Any: ...
+    def allowed(self, namespace: str, group: str, plural: str, verb: str) -> bool: ...
 
 
 class PassCaches(Protocol):
@@ -152,6 +157,8 @@ class FlowRunPass:
         self._namespace_terminating: set[str] = set()
         # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
         self.pod_refusals = PodRefusals(kube.event_messages)
+        # What the operator may do with the kinds of setup manifests (asked once, cached).
+        self.access = Access(kube.allowed)
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
@@ -213,8 +220,12 @@ class FlowRunPass:
         writes: _Writes,
     ) -> PassResult:
         """The run's spec is known: observe its children, let the engine decide, apply, write."""
+        problem = None if validated(run.status) else self._manifest_problem(run)
+        if problem is not None:
+            # Before anything of the kind is listed or created: nothing exists yet.
+            return self._write(body, invalid_outcome(run, body.get("status") or {}, now, problem), resolved, writes)
         try:
-            observed = self._observed(run, children, now)
+            observed = self._observed(body, run, children, now)
         except ChildrenUnreadable as error:
             return self._unreadable(body, str(error), writes)
         if self._labels_restored(body, engine.missing_children(run, observed, now)):
@@ -271,11 +282,47 @@ class FlowRunPass:
             run = dataclasses.replace(run, namespace_terminating=True)
         return run
 
-    def _observed(self, run: RunInput, children: Sequence[ObservedChild], now: datetime) -> Observed:
+    def _manifest_problem(self, run: RunInput) -> str | None:
+        """Why a setup manifest cannot be made (its field, then why): its kind is cluster-scoped, or
+        the operator may not create, read, list, watch or delete it in the run's namespace. A kind
+        the API server does not serve is left to the dry run (it says so, naming the field); a spec
+        that does not parse, to the engine."""
+        try:
+            parse_spec(run.spec, run.namespace)
+        except SpecError:
+            return None
+        for field, api_version, kind in manifest_fields(run.spec):
+            try:
+                resource = self.kube.resource(api_version, kind)
+            except UnknownKind:
+                continue
+            if not resource.namespaced:
+                return f"{field}: {kind} in {api_version} is cluster-scoped: children must be namespaced"
+            denied = self.access.denied(run.namespace, api_version.rpartition("/")[0], resource.name)
+            if denied:
+                return (
+                    f"{field}: the operator may not {', '.join(denied)} {resource.name} in namespace {run.namespace}"
+                    " (grant it, e.g. in the chart's rbac.extraRules)"
+                )
+        return None
+
+    def _observed(
+        self, body: Mapping[str, Any], run: RunInput, children: Sequence[ObservedChild], now: datetime
+    ) -> Observed:
         """The run's children: those handed to the pass, those of a setup manifest's other kinds, and
-        why a Job's pod is refused. ChildrenUnreadable if a kind cannot be read."""
-        extra_kinds = [kind for kind in manifest_kinds(run.spec) if kind not in CHILD_KINDS]
-        others = self.caches.other_children(run.namespace, run.uid, extra_kinds) if extra_kinds else []
+        why a Job's pod is refused. ChildrenUnreadable if a kind cannot be read, but for a run being
+        deleted: its deletion never waits on a kind the operator cannot list (what is left of it
+        goes with the FlowRun, by its owner reference), and a Warning event says so."""
+        others: list[ObservedChild] = []
+        for kind in dict.fromkeys(k for k in manifest_kinds(run.spec) if k not in CHILD_KINDS):
+            try:
+                others += self.caches.other_children(run.namespace, run.uid, [kind])
+            except ChildrenUnreadable as error:
+                if not run.deleting:
+                    raise
+                message = f"cannot read the run's children: {error}; left to the garbage collector"
+                for fresh in self._reported.fresh((run.uid, "unreadable", kind), [message]):
+                    self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
         observed = observed_from_children([*children, *others])
         refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
         return with_pod_create_failures(observed, refusals)

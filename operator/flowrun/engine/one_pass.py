@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
-from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP, SPEC_VALID_VALIDATED
+from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP
 from flowrun.engine.blocks import check_ready, progress_setup, recover_resource, schedule_resource
 from flowrun.engine.children import Children
 from flowrun.engine.clashes import name_clash
@@ -17,7 +17,7 @@ from flowrun.engine.interface import CreateObject, Outcome, RunInput
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
 from flowrun.engine.state import RunState, load_state
-from flowrun.engine.status import invalid_outcome, render
+from flowrun.engine.status import invalid_outcome, render, validated
 from flowrun.engine.tasks import advance_task, live_pods, recover_task
 from flowrun.lenient import as_map, as_str, conditions_by_type
 from flowrun.model import FlowSpec, SpecError, parse_spec
@@ -49,11 +49,11 @@ def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     ctx = new_pass_context(run, spec, prev, observed, now)
     state = fixpoint(ctx, load(ctx))
     actions = plan(ctx, state)
-    validated = spec_valid.get("status") == "True" and spec_valid.get("reason") == SPEC_VALID_VALIDATED
-    if not validated and any(isinstance(a, CreateObject) for a in actions):
+    checked = validated(prev)
+    if not checked and any(isinstance(a, CreateObject) for a in actions):
         actions.insert(0, dry_run(ctx, state))
-        validated = True
-    status = render(ctx, state, validated)
+        checked = True
+    status = render(ctx, state, checked)
     return Outcome(
         status=status,
         actions=tuple(actions),

@@ -199,6 +199,12 @@ def duration(start: datetime | None, end: datetime | None) -> str | None:
     return "".join(parts)
 
 
+def validated(status: object) -> bool:
+    """Whether the run's status says the API server accepted every child in a dry run."""
+    spec_valid = as_map(conditions_by_type(as_map(status)).get("SpecValid"))
+    return spec_valid.get("status") == "True" and spec_valid.get("reason") == SPEC_VALID_VALIDATED
+
+
 def invalid_outcome(run: RunInput, prev: Mapping[str, Any], now: datetime, message: str) -> Outcome:
     """A spec that cannot run: Failed, SpecValid=False, nothing created, finalizer free to go."""
     conds = conditions_by_type(prev)

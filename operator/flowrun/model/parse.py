@@ -258,6 +258,10 @@ def _manifest(raw: object, path: str, namespace: str | None) -> dict[str, Any]:
     for key in ("apiVersion", "kind"):
         if not checks.string(manifest.get(key), f"{path}.{key}"):
             raise SpecError(f"{path}.{key}", "must not be empty")
+    if manifest["kind"] == "Event" and manifest["apiVersion"].split("/")[0] in ("v1", "events.k8s.io"):
+        # An Event made by a run would speak for another component (the kubelet, a controller) and
+        # could never be cleaned up: the operator may create Events, not delete them.
+        raise SpecError(f"{path}.kind", "an Event is not a resource: setup manifests may not create Events")
     metadata = checks.mapping(manifest.get("metadata"), f"{path}.metadata")
     if not checks.string(metadata.get("name"), f"{path}.metadata.name"):
         raise SpecError(f"{path}.metadata.name", "must not be empty")
