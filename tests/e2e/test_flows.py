@@ -5,6 +5,7 @@ the leak check (nothing labelled with a run's UID remains once the run is gone).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -308,6 +309,60 @@ def every_minute(name: str, policy: str, spec: dict[str, Any], **fields: Any) ->
         "metadata": {"name": name},
         "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy, "flowRunTemplate": {"spec": spec}, **fields},
     }
+
+
+def operator_errors(operator: Operator) -> list[str]:
+    """Stop the operator (every line written) and return what it logged at ERROR or above, or
+    with a traceback."""
+    operator.stop()
+    records = [json.loads(line) for line in operator.log_path.read_text().splitlines() if line.startswith("{")]
+    return [
+        f"{r['message']}\n{r.get('exception', '')}"
+        for r in records
+        if r.get("level") in ("error", "critical") or "exception" in r
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"timeZone": "Europe"}, "spec.timeZone: 'Europe' is not a known IANA time zone (e.g. Europe/Paris)"),
+        ({"timeZone": "__pycache__"}, "spec.timeZone: '__pycache__' is not a known IANA time zone"),
+        (
+            {"schedule": "1-0 * * * *"},
+            "spec.schedule: '1-0 * * * *': minute '1-0': beginning of range (1) beyond end of range (0)",
+        ),
+    ],
+    ids=["time zone Europe", "time zone __pycache__", "reversed range"],
+)
+def test_a_cron_whose_time_zone_or_schedule_does_not_load_is_reported_once_and_the_operator_goes_on(
+    operator: Operator, flowruns: FlowRuns, crons: Objects, fields: dict[str, Any], message: str
+) -> None:
+    # Beside it, a valid CronFlowRun due at once: the operator goes on serving the others.
+    crons.create(every_minute("bad", "Allow", {"tasks": [sim_task("work", duration="200ms")]}, **fields))
+    crons.create(every_minute("good", "Allow", {"tasks": [sim_task("work", duration="200ms")]}))
+    crons.patch_status("good", {"lastScheduleTime": format_time(datetime.now(UTC) - timedelta(minutes=2))})
+
+    bad = crons.wait_status("bad", "SpecValid=False", lambda s: valid(s) == "False")
+    spec_valid = condition(bad["status"], "SpecValid")
+    assert (spec_valid["reason"], spec_valid["message"]) == ("InvalidSpec", bad["status"]["message"])
+    assert bad["status"]["message"].startswith(message), bad["status"]
+    assert bad["status"]["activeCount"] == 0 and not bad["status"].get("nextScheduleTime")
+    wait_for(
+        "the InvalidSpec warning", lambda: [(t, r) for t, r, _ in crons.events("bad")] == [("Warning", "InvalidSpec")]
+    )
+    wait_for("the good cron's run", lambda: run_names_of(flowruns, "good"), timeout=60)
+
+    # A later pass (a new generation, still invalid) neither reports it again nor creates a run.
+    crons.patch("bad", {"spec": {"startingDeadlineSeconds": 600}})
+    crons.wait_status("bad", "generation 2 seen", lambda s: s.get("observedGeneration") == 2 and valid(s) == "False")
+    assert [(t, r) for t, r, _ in crons.events("bad")] == [("Warning", "InvalidSpec")]
+    assert run_names_of(flowruns, "bad") == []
+
+    for name in ("bad", "good"):
+        delete_cron_and_check_its_runs_are_gone(crons, flowruns, name)
+    assert operator.running(), operator.log_tail()
+    assert operator_errors(operator) == []
 
 
 def test_cron_flow_runs_every_minute_with_forbid_replace_and_history_limits(
