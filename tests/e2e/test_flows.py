@@ -6,6 +6,7 @@ the leak check (nothing labelled with a run's UID remains once the run is gone).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -97,6 +98,32 @@ def delete_cron_and_check_its_runs_are_gone(crons: Objects, flowruns: FlowRuns, 
         lambda: not any(flowruns.children(uid) for uid in uids.values() if uid),
         timeout=60,
     )
+
+
+def json_operator(start_operator: StartOperator) -> Operator:
+    """The operator logging JSON, with its metrics served (passes are counted there)."""
+    return start_operator("--log-format", "json", metrics=True)
+
+
+def passes(operator: Operator) -> float:
+    found = re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", operator.scrape_metrics(), re.MULTILINE)
+    assert found, "no reconcile pass counted"
+    return float(found[1])
+
+
+def operator_errors(operator: Operator) -> list[str]:
+    """Stop the operator (every line written) and return what it logged at ERROR or above, or
+    with a traceback."""
+    operator.stop()
+    text = operator.log_path.read_text()
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert records, "the operator logged nothing as JSON"
+    errors = [
+        f"{r['message']}\n{r.get('exception', '')}"
+        for r in records
+        if r.get("level") in ("error", "critical") or "exception" in r
+    ]
+    return errors + (["a traceback:\n" + text] if "Traceback" in text and not errors else [])
 
 
 # --- Flows -------------------------------------------------------------------------------------
@@ -301,6 +328,35 @@ def test_a_rerun_reuses_succeeded_tasks_and_sets_its_block_up_anew(
     flowruns.delete_and_check_nothing_leaked("orig-rerun")
 
 
+def test_a_run_that_reruns_itself_fails_once_with_a_flat_message(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    operator = json_operator(start_operator)
+    expected = "spec.rerunOf.name: names this FlowRun itself ('itself'): rerun another run"
+    flowruns.create({"metadata": {"name": "itself"}, "spec": {"rerunOf": {"name": "itself"}}})
+    run = flowruns.wait_phase("itself", "Failed")
+    assert run["status"]["message"] == expected, run["status"]
+    spec_valid = condition(run["status"], "SpecValid")
+    assert (spec_valid["status"], spec_valid["reason"], spec_valid["message"]) == ("False", "InvalidSpec", expected)
+    flowruns.events_when("itself", lambda events: len(events) >= 1)
+
+    # Later passes (each change to the run wakes one) change nothing and report nothing again.
+    def poke_and_wait_for_a_pass(poke: int) -> None:
+        before = passes(operator)
+        flowruns.patch("itself", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
+        wait_for(f"a pass after poke {poke}", lambda: passes(operator) > before)
+
+    for poke in range(3):
+        poke_and_wait_for_a_pass(poke)
+    again = flowruns.get("itself")
+    assert again is not None and again["status"]["message"] == expected
+    assert again["status"]["conditions"] == run["status"]["conditions"]
+    assert [(e.type, e.reason, e.message) for e in flowruns.events("itself")] == [("Warning", "InvalidSpec", expected)]
+    flowruns.delete_and_check_nothing_leaked("itself")
+    assert operator.running(), operator.log_tail()
+    assert operator_errors(operator) == []
+
+
 # --- CronFlowRuns ------------------------------------------------------------------------------
 
 
@@ -309,18 +365,6 @@ def every_minute(name: str, policy: str, spec: dict[str, Any], **fields: Any) ->
         "metadata": {"name": name},
         "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy, "flowRunTemplate": {"spec": spec}, **fields},
     }
-
-
-def operator_errors(operator: Operator) -> list[str]:
-    """Stop the operator (every line written) and return what it logged at ERROR or above, or
-    with a traceback."""
-    operator.stop()
-    records = [json.loads(line) for line in operator.log_path.read_text().splitlines() if line.startswith("{")]
-    return [
-        f"{r['message']}\n{r.get('exception', '')}"
-        for r in records
-        if r.get("level") in ("error", "critical") or "exception" in r
-    ]
 
 
 @pytest.mark.parametrize(
@@ -336,8 +380,9 @@ def operator_errors(operator: Operator) -> list[str]:
     ids=["time zone Europe", "time zone __pycache__", "reversed range"],
 )
 def test_a_cron_whose_time_zone_or_schedule_does_not_load_is_reported_once_and_the_operator_goes_on(
-    operator: Operator, flowruns: FlowRuns, crons: Objects, fields: dict[str, Any], message: str
+    start_operator: StartOperator, flowruns: FlowRuns, crons: Objects, fields: dict[str, Any], message: str
 ) -> None:
+    operator = json_operator(start_operator)
     # Beside it, a valid CronFlowRun due at once: the operator goes on serving the others.
     crons.create(every_minute("bad", "Allow", {"tasks": [sim_task("work", duration="200ms")]}, **fields))
     crons.create(every_minute("good", "Allow", {"tasks": [sim_task("work", duration="200ms")]}))
