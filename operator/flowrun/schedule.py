@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 FIELD_NAMES = "minute hour day-of-month month day-of-week"
-# The macros a CronJob knows (robfig/cron's descriptors but `@every`), as five fields.
+# The macros, as five fields: robfig/cron's descriptors but `@every` (a CronJob takes it, but an
+# interval is no cron schedule: croniter, which computes the times, has no such thing).
 MACROS: Mapping[str, str] = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
@@ -68,7 +69,7 @@ def parse_schedule(schedule: str) -> str:
         raise ScheduleError("TZ= and CRON_TZ= are not supported in a schedule: set spec.timeZone")
     if text.startswith("@"):
         if text not in MACROS:
-            raise ScheduleError(f"{text!r} is not one of {', '.join(MACROS)}")
+            raise ScheduleError(f"not one of the macros {', '.join(MACROS)}")
         text = MACROS[text]
     fields = text.split()
     if len(fields) != len(_FIELDS):
