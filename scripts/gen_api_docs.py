@@ -23,6 +23,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from scripts.gen_crds import SCHEDULE_PATTERN, TIME_ZONE_PATTERN
+
 CRD_FILE = REPO / "crds" / "flowrun.yaml"
 FLOW_CRD_FILE = REPO / "crds" / "flow.yaml"
 CRON_CRD_FILE = REPO / "crds" / "cronflowrun.yaml"
@@ -51,6 +54,8 @@ LINKED = {"cronflowrun.spec.flowRunTemplate.spec": "[FlowRun spec](#spec)"}
 PATTERNS = {
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "DNS-1123 label",
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": "DNS-1123 subdomain",
+    SCHEDULE_PATTERN: "cron schedule (see [Schedules](semantics.md#schedules))",
+    TIME_ZONE_PATTERN: "IANA time zone name",
 }
 _DEFAULT_SENTENCE = re.compile(r"\s*Default: ([^.]*(?:\.\w[^.]*)*)\.(?=\s|$)")
 

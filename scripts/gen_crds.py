@@ -27,11 +27,17 @@ SOURCE = CRDS / "flowrun.yaml"
 
 # A DNS-1123 subdomain: object names.
 _OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Five cron fields, or one of the macros every cron knows. The operator's cron library judges the
-# fields themselves (it reports SpecValid=False naming spec.schedule).
-_SCHEDULE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^\s@]+(\s+[^\s@]+){4})$"
-# An IANA time zone name such as Europe/Paris or UTC; whether it exists is the operator's check.
-_TIME_ZONE = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$"
+# Five cron fields, or one of the macros a CronJob knows. Each field is a list of `*`, `?`, a
+# number or a three-letter name, or a range of two, each optionally with a /STEP: the syntax of a
+# CronJob's schedule. Whether the values are in range, the names right for the field and the
+# ranges not reversed is the operator's check (SpecValid=False naming spec.schedule).
+_CRON_VALUE = r"([0-9]+|[A-Za-z]{3})"
+_CRON_ITEM = rf"(\*|\?|{_CRON_VALUE}(-{_CRON_VALUE})?)(/[0-9]+)?"
+_CRON_FIELD = rf"{_CRON_ITEM}(,{_CRON_ITEM})*"
+SCHEDULE_PATTERN = rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}})$"
+# An IANA time zone name such as Europe/Paris or UTC, as a CronJob's timeZone: parts of 1 to 14
+# characters, none starting with `-`. Whether it exists is the operator's check.
+TIME_ZONE_PATTERN = r"^[A-Za-z0-9_+][A-Za-z0-9_+-]{0,13}(/[A-Za-z0-9_+][A-Za-z0-9_+-]{0,13})*$"
 # A run is named <cron>-<scheduled minute since the epoch> (up to 9 more characters).
 MAX_CRON_NAME = 243
 
@@ -295,19 +301,21 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
             "schedule": {
                 "type": "string",
                 "description": (
-                    "Standard 5-field cron expression (minute hour day-of-month month day-of-week), or @yearly, "
-                    "@annually, @monthly, @weekly, @daily, @midnight, @hourly; read in timeZone."
+                    "Standard 5-field cron expression (minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or "
+                    "jan-dec, day-of-week 0-6 or sun-sat; each a list of *, ?, N or N-M, each with an optional "
+                    "/STEP), or @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly: what a CronJob "
+                    "accepts. Read in timeZone."
                 ),
                 "minLength": 1,
                 "maxLength": 200,
-                "pattern": _SCHEDULE,
+                "pattern": SCHEDULE_PATTERN,
             },
             "timeZone": {
                 "type": "string",
                 "description": "IANA time zone name (e.g. Europe/Paris) the schedule is read in. Default: UTC.",
                 "minLength": 1,
                 "maxLength": 64,
-                "pattern": _TIME_ZONE,
+                "pattern": TIME_ZONE_PATTERN,
             },
             "concurrencyPolicy": {
                 "type": "string",

@@ -94,6 +94,7 @@ CLEANUP_BACKOFF_SECONDS = 10
 # from an Event, which a pass reads at most this often per Job) is acted on soon.
 POD_REFUSAL_RECHECK_SECONDS = 10
 RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
+MAX_REQUEST_BYTES = 3 * 1024 * 1024  # the API server refuses a request body larger than this
 LOG_TAIL_LINES = 100
 DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
 SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"

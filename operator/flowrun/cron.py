@@ -4,7 +4,8 @@ to do; a pass applies it and wakes again after `requeue_after` (and whenever an 
 changes). Level-triggered: the same inputs always give the same decision, and a run's name comes
 from its scheduled time, so a restarted operator never creates one scheduled run twice.
 
-Schedules are parsed by croniter, in the spec's time zone (zoneinfo). The users' contract:
+Schedules are checked as a CronJob checks them (schedule.py) and their times computed by croniter,
+in the spec's time zone (zoneinfo). The users' contract:
 docs/api.md ("CronFlowRun") and docs/semantics.md ("Schedules").
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterError, croniter
 
@@ -25,10 +26,10 @@ from flowrun.engine.interface import Event
 from flowrun.engine.status import condition
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import MAX_COUNT, MAX_SECONDS, SpecError, checks, parse_spec
+from flowrun.schedule import ScheduleError, parse_schedule
 from flowrun.timestamps import format_time, parse_time
 
 POLICIES = ("Allow", "Forbid", "Replace")
-MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 DEFAULT_SUCCESSFUL_HISTORY = 3
 DEFAULT_FAILED_HISTORY = 1
 TEMPLATE_FIELDS = (
@@ -55,7 +56,7 @@ SPEC_FIELDS = (
 
 @dataclass(frozen=True)
 class CronSpec:
-    schedule: str
+    schedule: str  # as croniter reads it: each field `*` or a list of values (schedule.py)
     time_zone: ZoneInfo
     concurrency_policy: str = "Allow"
     starting_deadline_seconds: int | None = None
@@ -81,7 +82,7 @@ def parse_cron_spec(spec: object) -> CronSpec:
     try:
         croniter(schedule, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
     except CroniterError:
-        raise SpecError("spec.schedule", f"{schedule!r} never matches a date") from None
+        raise SpecError("spec.schedule", f"{raw['schedule'].strip()!r} never matches a date") from None
     policy = checks.string(raw.get("concurrencyPolicy", "Allow"), "spec.concurrencyPolicy")
     if policy not in POLICIES:
         raise SpecError("spec.concurrencyPolicy", f"{policy!r} is not one of {', '.join(POLICIES)}")
@@ -104,27 +105,23 @@ def parse_cron_spec(spec: object) -> CronSpec:
 
 
 def _schedule(raw: Mapping[str, Any]) -> str:
-    """spec.schedule: a macro, or five cron fields that croniter accepts."""
-    schedule = checks.string(raw.get("schedule"), "spec.schedule").strip()
-    if schedule.startswith("@"):
-        if schedule not in MACROS:
-            raise SpecError("spec.schedule", f"{schedule!r} is not one of {', '.join(MACROS)}")
-    elif len(schedule.split()) != 5:
-        raise SpecError(
-            "spec.schedule",
-            f"{schedule!r} has {len(schedule.split())} fields, not 5 (minute hour day-of-month month day-of-week)",
-        )
-    if not croniter.is_valid(schedule):
-        raise SpecError("spec.schedule", f"{schedule!r} is not a valid cron expression")
-    return schedule
+    """spec.schedule, as croniter must read it to mean what a CronJob means (schedule.py)."""
+    text = checks.string(raw.get("schedule"), "spec.schedule")
+    try:
+        return parse_schedule(text)
+    except ScheduleError as error:
+        raise SpecError("spec.schedule", f"{text.strip()!r}: {error}") from None
 
 
 def _time_zone(raw: Mapping[str, Any]) -> ZoneInfo:
     zone_name = checks.string(raw.get("timeZone", "UTC"), "spec.timeZone")
     try:
         return ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone") from None
+    except Exception:
+        # Any failure to load it is the name's fault, whatever zoneinfo raises: not found, a
+        # directory of the time zone database (Europe, __pycache__: IsADirectoryError), a file of
+        # it that is not a zone (zone.tab: ValueError).
+        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone (e.g. Europe/Paris)") from None
 
 
 def _template_metadata(template: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -77,7 +77,8 @@ def plan_rerun(spec: object, original: Mapping[str, Any] | None, name: str, name
     if phase not in RERUNNABLE:
         raise SpecError(_FIELD, f"FlowRun {name!r} has not finished (phase {phase}): rerun it once it has")
     if as_map(conditions_by_type(status).get("SpecValid")).get("status") == "False":
-        raise SpecError(_FIELD, f"FlowRun {name!r} never started: its spec is invalid ({status.get('message')})")
+        # Not quoted: its message may quote the run it reruns in turn (a chain of reruns).
+        raise SpecError(_FIELD, f"FlowRun {name!r} never started: its spec is invalid (its status says why)")
     resolved = original_spec(original)
     if resolved is None:
         raise SpecError(_FIELD, f"FlowRun {name!r} never resolved a spec to rerun")

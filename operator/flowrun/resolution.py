@@ -72,15 +72,16 @@ def ref_name(spec: object, key: str) -> str | None:
     return name if isinstance(name, str) else ""
 
 
-def needs_lookup(spec: object, status: object) -> str | None:
-    """What the pass must look up in the run's namespace before calling resolve_run: "Flow"
-    (spec.flowRef.name), "FlowRun" (spec.rerunOf.name), or None (nothing: own tasks, or a
-    snapshot already stored)."""
+def needs_lookup(spec: object, status: object, name: str) -> str | None:
+    """What the pass of the run named `name` must look up in its namespace before calling
+    resolve_run: "Flow" (spec.flowRef.name), "FlowRun" (spec.rerunOf.name), or None (nothing: own
+    tasks, a snapshot already stored, or a rerun of itself, which is refused as it is)."""
     if snapshot_from_status(status) is not None:
         return None
     if ref_name(spec, "flowRef") is not None:
         return "Flow"
-    if ref_name(spec, "rerunOf") is not None:
+    original = ref_name(spec, "rerunOf")
+    if original is not None and original != name:
         return "FlowRun"
     return None
 
@@ -92,11 +93,13 @@ def resolve_run(
     found: Mapping[str, Any] | None,
     created_at: datetime | None,
     now: datetime,
+    name: str,
     generation: int = 0,
     namespace: str | None = None,
 ) -> Resolution:
-    """Decide the spec of one pass. `found` is the object needs_lookup asked for (the Flow or the
-    original FlowRun, as the API returns it), or None if it does not exist."""
+    """Decide the spec of one pass of the run named `name`. `found` is the object needs_lookup
+    asked for (the Flow or the original FlowRun, as the API returns it), or None if it does not
+    exist."""
     snapshot = snapshot_from_status(status)
     if snapshot is not None:
         return Resolved(run_spec(snapshot, spec))
@@ -106,6 +109,10 @@ def resolve_run(
     if flow_name is not None:
         return _from_flow(spec, status, flow_name, found, created_at, now, generation, namespace)
     if original_name is not None:
+        if original_name == name:
+            # Read, the run would be its own original: unfinished on its first pass, then failed
+            # by that very refusal, each pass quoting the one before.
+            return Refused(SpecError("spec.rerunOf.name", f"names this FlowRun itself ({name!r}): rerun another run"))
         try:
             plan = plan_rerun(spec, found, original_name, namespace)
         except SpecError as error:

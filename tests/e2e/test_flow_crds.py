@@ -111,6 +111,10 @@ def test_bad_flows_are_refused(objects: Objects, spec: dict[str, Any], says: str
     [
         ({"schedule": "0 2 * *"}, "spec.schedule"),
         ({"schedule": "@reboot"}, "spec.schedule"),
+        ({"schedule": "1,,2 * * * *"}, "spec.schedule"),
+        ({"schedule": "0 0 L * *"}, "spec.schedule"),
+        ({"schedule": "TZ=UTC 0 2 * * *"}, "spec.schedule"),
+        ({"timeZone": "Abcdefghijklmno"}, "spec.timeZone"),
         ({"timeZone": "Europe Paris"}, "spec.timeZone"),
         ({"concurrencyPolicy": "Sometimes"}, "spec.concurrencyPolicy"),
         ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds"),

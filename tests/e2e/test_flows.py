@@ -5,6 +5,8 @@ the leak check (nothing labelled with a run's UID remains once the run is gone).
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -96,6 +98,32 @@ def delete_cron_and_check_its_runs_are_gone(crons: Objects, flowruns: FlowRuns, 
         lambda: not any(flowruns.children(uid) for uid in uids.values() if uid),
         timeout=60,
     )
+
+
+def json_operator(start_operator: StartOperator) -> Operator:
+    """The operator logging JSON, with its metrics served (passes are counted there)."""
+    return start_operator("--log-format", "json", metrics=True)
+
+
+def passes(operator: Operator) -> float:
+    found = re.search(r"^flowrun_reconcile_duration_seconds_count (\S+)$", operator.scrape_metrics(), re.MULTILINE)
+    assert found, "no reconcile pass counted"
+    return float(found[1])
+
+
+def operator_errors(operator: Operator) -> list[str]:
+    """Stop the operator (every line written) and return what it logged at ERROR or above, or
+    with a traceback."""
+    operator.stop()
+    text = operator.log_path.read_text()
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert records, "the operator logged nothing as JSON"
+    errors = [
+        f"{r['message']}\n{r.get('exception', '')}"
+        for r in records
+        if r.get("level") in ("error", "critical") or "exception" in r
+    ]
+    return errors + (["a traceback:\n" + text] if "Traceback" in text and not errors else [])
 
 
 # --- Flows -------------------------------------------------------------------------------------
@@ -300,6 +328,35 @@ def test_a_rerun_reuses_succeeded_tasks_and_sets_its_block_up_anew(
     flowruns.delete_and_check_nothing_leaked("orig-rerun")
 
 
+def test_a_run_that_reruns_itself_fails_once_with_a_flat_message(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    operator = json_operator(start_operator)
+    expected = "spec.rerunOf.name: names this FlowRun itself ('itself'): rerun another run"
+    flowruns.create({"metadata": {"name": "itself"}, "spec": {"rerunOf": {"name": "itself"}}})
+    run = flowruns.wait_phase("itself", "Failed")
+    assert run["status"]["message"] == expected, run["status"]
+    spec_valid = condition(run["status"], "SpecValid")
+    assert (spec_valid["status"], spec_valid["reason"], spec_valid["message"]) == ("False", "InvalidSpec", expected)
+    flowruns.events_when("itself", lambda events: len(events) >= 1)
+
+    # Later passes (each change to the run wakes one) change nothing and report nothing again.
+    def poke_and_wait_for_a_pass(poke: int) -> None:
+        before = passes(operator)
+        flowruns.patch("itself", {"metadata": {"annotations": {"example.com/poke": str(poke)}}})
+        wait_for(f"a pass after poke {poke}", lambda: passes(operator) > before)
+
+    for poke in range(3):
+        poke_and_wait_for_a_pass(poke)
+    again = flowruns.get("itself")
+    assert again is not None and again["status"]["message"] == expected
+    assert again["status"]["conditions"] == run["status"]["conditions"]
+    assert [(e.type, e.reason, e.message) for e in flowruns.events("itself")] == [("Warning", "InvalidSpec", expected)]
+    flowruns.delete_and_check_nothing_leaked("itself")
+    assert operator.running(), operator.log_tail()
+    assert operator_errors(operator) == []
+
+
 # --- CronFlowRuns ------------------------------------------------------------------------------
 
 
@@ -308,6 +365,49 @@ def every_minute(name: str, policy: str, spec: dict[str, Any], **fields: Any) ->
         "metadata": {"name": name},
         "spec": {"schedule": "* * * * *", "concurrencyPolicy": policy, "flowRunTemplate": {"spec": spec}, **fields},
     }
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"timeZone": "Europe"}, "spec.timeZone: 'Europe' is not a known IANA time zone (e.g. Europe/Paris)"),
+        ({"timeZone": "__pycache__"}, "spec.timeZone: '__pycache__' is not a known IANA time zone"),
+        (
+            {"schedule": "1-0 * * * *"},
+            "spec.schedule: '1-0 * * * *': minute '1-0': beginning of range (1) beyond end of range (0)",
+        ),
+    ],
+    ids=["time zone Europe", "time zone __pycache__", "reversed range"],
+)
+def test_a_cron_whose_time_zone_or_schedule_does_not_load_is_reported_once_and_the_operator_goes_on(
+    start_operator: StartOperator, flowruns: FlowRuns, crons: Objects, fields: dict[str, Any], message: str
+) -> None:
+    operator = json_operator(start_operator)
+    # Beside it, a valid CronFlowRun due at once: the operator goes on serving the others.
+    crons.create(every_minute("bad", "Allow", {"tasks": [sim_task("work", duration="200ms")]}, **fields))
+    crons.create(every_minute("good", "Allow", {"tasks": [sim_task("work", duration="200ms")]}))
+    crons.patch_status("good", {"lastScheduleTime": format_time(datetime.now(UTC) - timedelta(minutes=2))})
+
+    bad = crons.wait_status("bad", "SpecValid=False", lambda s: valid(s) == "False")
+    spec_valid = condition(bad["status"], "SpecValid")
+    assert (spec_valid["reason"], spec_valid["message"]) == ("InvalidSpec", bad["status"]["message"])
+    assert bad["status"]["message"].startswith(message), bad["status"]
+    assert bad["status"]["activeCount"] == 0 and not bad["status"].get("nextScheduleTime")
+    wait_for(
+        "the InvalidSpec warning", lambda: [(t, r) for t, r, _ in crons.events("bad")] == [("Warning", "InvalidSpec")]
+    )
+    wait_for("the good cron's run", lambda: run_names_of(flowruns, "good"), timeout=60)
+
+    # A later pass (a new generation, still invalid) neither reports it again nor creates a run.
+    crons.patch("bad", {"spec": {"startingDeadlineSeconds": 600}})
+    crons.wait_status("bad", "generation 2 seen", lambda s: s.get("observedGeneration") == 2 and valid(s) == "False")
+    assert [(t, r) for t, r, _ in crons.events("bad")] == [("Warning", "InvalidSpec")]
+    assert run_names_of(flowruns, "bad") == []
+
+    for name in ("bad", "good"):
+        delete_cron_and_check_its_runs_are_gone(crons, flowruns, name)
+    assert operator.running(), operator.log_tail()
+    assert operator_errors(operator) == []
 
 
 def test_cron_flow_runs_every_minute_with_forbid_replace_and_history_limits(

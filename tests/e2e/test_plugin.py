@@ -259,6 +259,42 @@ def test_validate_server_catches_an_invalid_pod_template_and_a_forbidden_kind(
     )
 
 
+def test_validate_server_says_what_the_api_server_cannot_take_before_sending_it(
+    kube_cluster: KubeCluster, namespace: str, flowruns: FlowRuns, tmp_path: Path
+) -> None:
+    fine = flowrun("fine", task("a"))
+    huge = flowrun("huge", task("a"))
+    huge["metadata"]["annotations"] = {"example.com/blob": "x" * 10_000_000}
+    laughs = "".join(
+        [
+            "apiVersion: flowrun.dev/v1alpha1\nkind: FlowRun\nmetadata:\n  name: laughs\n  labels:\n",
+            f"    l0: &a0 [{', '.join(['lol'] * 10)}]\n",
+            *(f"    l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 12)),
+            "spec:\n  tasks:\n  - name: a\n    template: {spec: {containers: [{name: main, image: busybox}]}}\n",
+        ]
+    )
+    files = {
+        "huge.yaml": yaml.safe_dump(huge, width=1 << 30).encode(),
+        "laughs.yaml": laughs.encode(),
+        "latin1.yaml": yaml.safe_dump(fine).replace("fine", "caf\xe9").encode("latin-1"),
+    }
+    expected = {
+        "huge.yaml": "over 3 MiB: too large for the API server, which refuses a request over 3 MiB",
+        "laughs.yaml": "excessive aliasing: its YAML aliases expand it to over 3 MiB, too large for the API server",
+        "latin1.yaml": "not UTF-8 text (byte 0xe9 at offset ",
+    }
+    for name, content in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        checked = plugin(kube_cluster, namespace, "validate", "-f", str(path), "--server", timeout=30)
+        assert (checked.returncode, checked.stdout) == (1, ""), checked
+        assert checked.stderr.startswith(f"error: {path}: {expected[name]}") and checked.stderr.count("\n") == 1, (
+            checked.stderr
+        )
+    listed: Any = flowruns.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)
+    assert listed["items"] == []
+
+
 def with_args(body: dict[str, Any], *args: str) -> dict[str, Any]:
     body["template"]["spec"]["containers"][0]["args"] = list(args)
     return body

@@ -50,7 +50,8 @@ class FakeKube:
         self.create_calls: list[str] = []
         self.events: list[tuple[str, str, str]] = []
         self.event_objects: list[str] = []  # "Kind/name" of the object of each event, in order
-        self.others: dict[str, dict[str, Any]] = {}  # other FlowRuns by name (the original of a rerun)
+        # Other FlowRuns by name (the original of a rerun); get_flowrun finds the run itself too.
+        self.others: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []  # names of the FlowRuns read, in order
         self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
         self.list_error: Exception | None = None  # what reading children of other kinds raises
@@ -113,7 +114,7 @@ class FakeKube:
 
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(name)
-        other = self.others.get(name)
+        other = self.body if name == self.body["metadata"]["name"] else self.others.get(name)
         return copy.deepcopy(other) if other is not None else None
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:

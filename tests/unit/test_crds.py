@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from scripts import gen_crds
+from tests.unit.test_cron import ACCEPTED
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = {"FlowRun": "flowrun.yaml", "Flow": "flow.yaml", "CronFlowRun": "cronflowrun.yaml"}
@@ -236,11 +238,31 @@ def test_cron_spec_has_cronjob_fields_with_cronjob_defaults() -> None:
     [
         ("0 2 * * *", True),
         ("*/15 9-17 * * MON-FRI", True),
+        ("0 0 ? * mon/2", True),
+        ("0-5,*/30 * * * *", True),
         ("@daily", True),
         ("@hourly", True),
+        # Values out of range, reversed ranges, names of the wrong field: the operator's check.
+        ("1-0 * * * *", True),
+        ("0 0 * * jan", True),
         ("0 2 * *", False),
         ("0 2 * * * *", False),
         ("@reboot", False),
+        ("@every 1h", False),
+        ("TZ=UTC 0 2 * * *", False),
+        ("1,,2 * * * *", False),
+        (", * * * *", False),
+        ("+5 * * * *", False),
+        ("*-5 * * * *", False),
+        ("1-2-3 * * * *", False),
+        ("*/2/3 * * * *", False),
+        ("*/ * * * *", False),
+        ("/5 * * * *", False),
+        ("0 0 L * *", False),
+        ("0 0 15W * *", False),
+        ("0 0 * * 1#2", False),
+        ("H * * * *", False),
+        ("0 0 * * monday", False),
         ("", False),
     ],
 )
@@ -249,10 +271,37 @@ def test_schedule_pattern(schedule: str, ok: bool) -> None:
     assert bool(re.search(pattern, schedule)) is ok
 
 
-@pytest.mark.parametrize(("zone", "ok"), [("Europe/Paris", True), ("UTC", True), ("Etc/GMT+5", True), ("a b", False)])
+@pytest.mark.parametrize(("schedule", "expression"), ACCEPTED, ids=[a for a, _ in ACCEPTED])
+def test_the_schedule_pattern_lets_through_every_schedule_a_cronjob_accepts(schedule: str, expression: str) -> None:
+    pattern = spec_schema("CronFlowRun")["properties"]["schedule"]["pattern"]
+    assert re.search(pattern, schedule.strip())
+
+
+@pytest.mark.parametrize(
+    ("zone", "ok"),
+    [
+        ("Europe/Paris", True),
+        ("UTC", True),
+        ("Etc/GMT+5", True),
+        ("America/Argentina/ComodRivadavia", True),
+        ("Europe", True),  # a region, not a zone: the operator's check
+        ("a b", False),
+        ("-Europe", False),
+        ("Europe/-Paris", False),
+        ("../etc", False),
+        ("/etc/localtime", False),
+        ("Europe//Paris", False),
+        ("Abcdefghijklmno", False),  # a part has at most 14 characters, as in a CronJob
+    ],
+)
 def test_time_zone_pattern(zone: str, ok: bool) -> None:
     pattern = spec_schema("CronFlowRun")["properties"]["timeZone"]["pattern"]
     assert bool(re.search(pattern, zone)) is ok
+
+
+def test_the_time_zone_pattern_lets_through_every_zone_there_is() -> None:
+    pattern = spec_schema("CronFlowRun")["properties"]["timeZone"]["pattern"]
+    assert [zone for zone in zoneinfo.available_timezones() if not re.search(pattern, zone)] == []
 
 
 @pytest.mark.parametrize(

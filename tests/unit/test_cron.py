@@ -4,6 +4,7 @@ suspend, history limits, status, time zones and DST transitions, and bad specs."
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,14 @@ from flowrun.cron import (
     CronDecision,
     OwnedRun,
     decide,
+    next_due,
     owned_run_from_object,
     parse_cron_spec,
     run_manifest,
     run_name,
 )
 from flowrun.model import SpecError
+from flowrun.schedule import ScheduleError, parse_schedule
 from tests.unit.builders import task
 
 CRON = "nightly"
@@ -321,6 +324,201 @@ def test_fall_back_an_hourly_schedule_runs_in_both_repeated_hours() -> None:
 def test_a_week_of_passes_creates_one_run_a_day() -> None:
     times = walk("0 2 * * *", utc(2026, 1, 1), utc(2026, 1, 8), zone="UTC")
     assert times == [utc(2026, 1, day, 2) for day in range(1, 8)]
+
+
+# --- schedules: what a CronJob accepts and refuses ----------------------------------------------
+# robfig/cron's standard parser, which a CronJob's schedule goes through, gives the reasons quoted.
+
+ACCEPTED = [
+    # schedule, as croniter reads it (each field `*` or its values)
+    ("* * * * *", "* * * * *"),
+    ("? ? ? ? ?", "* * * * *"),
+    ("0 2 * * *", "0 2 * * *"),
+    ("  0   2 * * *  ", "0 2 * * *"),
+    ("0\t2 * * *", "0 2 * * *"),
+    ("59 23 31 12 6", "59 23 31 12 6"),
+    ("0 0 1 1 0", "0 0 1 1 0"),
+    ("05 007 * * *", "5 7 * * *"),
+    ("1-3 * * * *", "1,2,3 * * * *"),
+    ("5-5 * * * *", "5 * * * *"),
+    ("1,3,5 * * * *", "1,3,5 * * * *"),
+    ("5,1,3,3 * * * *", "1,3,5 * * * *"),
+    ("*/15 * * * *", "0,15,30,45 * * * *"),
+    ("?/20 * * * *", "0,20,40 * * * *"),
+    ("*/1 * * * *", "* * * * *"),
+    ("*/100 * * * *", "0 * * * *"),
+    ("50/5 * * * *", "50,55 * * * *"),
+    ("10-20/5 * * * *", "10,15,20 * * * *"),
+    ("1-59/60 * * * *", "1 * * * *"),
+    ("0-5,*/30 * * * *", "0,1,2,3,4,5,30 * * * *"),
+    ("*,5 * * * *", "* * * * *"),
+    ("0 0 1-31 * *", "0 0 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31 * *"),
+    ("0 0 * jan-mar *", "0 0 * 1,2,3 *"),
+    ("0 0 * JAN,Dec *", "0 0 * 1,12 *"),
+    ("0 0 * feb/3 *", "0 0 * 2,5,8,11 *"),
+    ("0 0 * * mon-fri", "0 0 * * 1,2,3,4,5"),
+    ("0 0 * * SUN,sat", "0 0 * * 0,6"),
+    ("0 0 * * sun-sat", "0 0 * * 0,1,2,3,4,5,6"),
+    ("0 0 * * mon/2", "0 0 * * 1,3,5"),
+    ("0 0 * * 0-6/3", "0 0 * * 0,3,6"),
+    ("@yearly", "0 0 1 1 *"),
+    ("@annually", "0 0 1 1 *"),
+    ("@monthly", "0 0 1 * *"),
+    ("@weekly", "0 0 * * 0"),
+    ("@daily", "0 0 * * *"),
+    ("@midnight", "0 0 * * *"),
+    ("@hourly", "0 * * * *"),
+]
+
+REFUSED = [
+    # schedule, what the error says (robfig/cron's reason where it has one)
+    ("1-0 * * * *", "minute '1-0': beginning of range (1) beyond end of range (0)"),
+    ("0 5-1 * * *", "hour '5-1': beginning of range (5) beyond end of range (1)"),
+    ("0 0 20-10 * *", "day-of-month '20-10': beginning of range (20) beyond end of range (10)"),
+    ("0 0 * dec-jan *", "month 'dec-jan': beginning of range (12) beyond end of range (1)"),
+    ("0 0 * * sat-sun", "day-of-week 'sat-sun': beginning of range (6) beyond end of range (0)"),
+    ("0 0 * * 5-1", "day-of-week '5-1': beginning of range (5) beyond end of range (1)"),
+    ("60 * * * *", "minute '60': end of range (60) above maximum (59)"),
+    ("0 24 * * *", "hour '24': end of range (24) above maximum (23)"),
+    ("0 0 0 * *", "day-of-month '0': beginning of range (0) below minimum (1)"),
+    ("0 0 32 * *", "day-of-month '32': end of range (32) above maximum (31)"),
+    ("0 0 * 0 *", "month '0': beginning of range (0) below minimum (1)"),
+    ("0 0 * 13 *", "month '13': end of range (13) above maximum (12)"),
+    ("0 0 * * 7", "day-of-week '7': end of range (7) above maximum (6)"),
+    ("0 0 * * 0-7", "day-of-week '0-7': end of range (7) above maximum (6)"),
+    ("0 0 * * 1-10/2", "day-of-week '1-10/2': end of range (10) above maximum (6)"),
+    ("70/5 * * * *", "minute '70/5': beginning of range (70) beyond end of range (59)"),
+    ("*/0 * * * *", "minute '*/0': step of range should be a positive number"),
+    ("1-5/0 * * * *", "minute '1-5/0': step of range should be a positive number"),
+    ("1-2-3 * * * *", "minute '1-2-3': too many hyphens"),
+    ("*/2/3 * * * *", "minute '*/2/3': too many slashes"),
+    ("*/ * * * *", "minute '*/': step: '' is not a number"),
+    ("/5 * * * *", "minute '/5': '' is not a number"),
+    ("-5 * * * *", "minute '-5': '' is not a number"),
+    ("5- * * * *", "minute '5-': '' is not a number"),
+    ("*/x * * * *", "minute '*/x': step: 'x' is not a number"),
+    ("*/mon * * * *", "minute '*/mon': step: 'mon' is not a number"),
+    ("jan * * * *", "minute 'jan': 'jan' is not a number"),
+    ("0 0 * * monday", "day-of-week 'monday': 'monday' is not a number or a name (sun-sat)"),
+    ("0 0 * * jan", "day-of-week 'jan': 'jan' is not a number or a name (sun-sat)"),
+    ("0 0 * mon *", "month 'mon': 'mon' is not a number or a name (jan-dec)"),
+    ("0 0 L * *", "day-of-month 'L': 'L' is not a number"),
+    ("0 0 15W * *", "day-of-month '15W': '15W' is not a number"),
+    ("0 0 * * 1#2", "day-of-week '1#2': '1#2' is not a number"),
+    ("0 0 * * 5L", "day-of-week '5L': '5L' is not a number"),
+    ("H * * * *", "minute 'H': 'H' is not a number"),
+    ("0 0 * * 1.5", "day-of-week '1.5': '1.5' is not a number"),
+    ("99999999999999999999 * * * *", "minute '99999999999999999999': 99999999999999999999 is out of range"),
+    # Let through by robfig/cron by accident, refused here: never what was meant.
+    ("1,,2 * * * *", "minute '1,,2': an empty item in the list"),
+    (", * * * *", "minute ',': an empty item in the list"),
+    ("+5 * * * *", "minute '+5': '+5' is not a number"),
+    ("*-5 * * * *", "minute '*-5': '*' is not a number"),
+    ("?-5 * * * *", "minute '?-5': '?' is not a number"),
+    ("\u0663 * * * *", "minute '\u0663': '\u0663' is not a number"),
+    # The number of fields, the macros.
+    ("", "has 0 fields, not 5"),
+    ("0 2 * *", "has 4 fields, not 5"),
+    ("0 0 2 * * *", "has 6 fields, not 5"),
+    ("@reboot", "not one of the macros @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly"),
+    ("@every 1h", "not one of the macros"),  # a CronJob takes it: an interval, not a cron schedule
+    ("@DAILY", "not one of the macros"),
+    ("TZ=Europe/Paris 0 2 * * *", "TZ= and CRON_TZ= are not supported in a schedule: set spec.timeZone"),
+    ("CRON_TZ=UTC 0 2 * * *", "TZ= and CRON_TZ= are not supported"),
+]
+
+
+@pytest.mark.parametrize(("schedule", "expression"), ACCEPTED, ids=[a for a, _ in ACCEPTED])
+def test_a_schedule_a_cronjob_accepts_is_read_as_it_reads_it(schedule: str, expression: str) -> None:
+    assert parse_schedule(schedule) == expression
+    assert parse_cron_spec(spec(schedule=schedule)).schedule == expression
+
+
+@pytest.mark.parametrize(("schedule", "error"), REFUSED, ids=[r for r, _ in REFUSED])
+def test_a_schedule_a_cronjob_refuses_is_refused_saying_why(schedule: str, error: str) -> None:
+    with pytest.raises(ScheduleError, match=re.escape(error)):
+        parse_schedule(schedule)
+    with pytest.raises(SpecError) as refused:
+        parse_cron_spec(spec(schedule=schedule))
+    assert refused.value.field == "spec.schedule"
+    assert str(refused.value) == f"spec.schedule: {schedule.strip()!r}: {refused.value.message.split(': ', 1)[1]}"
+    assert error in str(refused.value)
+
+
+def test_a_reversed_range_runs_never_instead_of_every_minute() -> None:
+    decision = step(at2(10, second=1), schedule="1-0 * * * *")
+    assert decision.create is None and decision.requeue_after is None
+    assert decision.status["message"].startswith("spec.schedule: '1-0 * * * *': minute '1-0': beginning of range")
+
+
+def next_times(schedule: str, start: datetime, count: int) -> list[datetime]:
+    times: list[datetime] = []
+    cron = parse_cron_spec(spec(schedule=schedule))
+    for _ in range(count):
+        upcoming = next_due(cron, times[-1] if times else start)
+        assert upcoming is not None
+        times.append(upcoming)
+    return times
+
+
+@pytest.mark.parametrize(
+    ("schedule", "days"),
+    [
+        # 2026-01: Thursday the 1st; Mondays are the 5th, 12th, 19th and 26th.
+        ("0 0 * * 1", [5, 12, 19, 26]),  # day of month `*`: the day of week alone
+        ("0 0 ? * mon", [5, 12, 19, 26]),
+        ("0 0 */1 * 1", [5, 12, 19, 26]),  # `*/1` counts as `*` (croniter alone: every day)
+        ("0 0 13 * *", [13]),
+        ("0 0 13 * ?", [13]),
+        ("0 0 13 * */1", [13]),
+        ("0 0 13,20 * 1", [5, 12, 13, 19, 20, 26]),  # both restricted: either
+        ("0 0 1-31 * 1", list(range(1, 32))),
+        ("0 0 */2 * 1", [1, 3, 5, 7, 9, 11, 12, 13, 15, 17, 19, 21, 23, 25, 26, 27, 29, 31]),
+    ],
+)
+def test_day_of_month_and_day_of_week_combine_as_in_a_cronjob(schedule: str, days: list[int]) -> None:
+    january = [t for t in next_times(schedule, utc(2025, 12, 31, 12), 40) if t.month == 1 and t.year == 2026]
+    assert [t.day for t in january] == days
+
+
+def test_months_and_days_of_week_by_name_run_as_their_numbers() -> None:
+    assert next_times("30 1 * feb-mar sat", utc(2026, 1, 1), 3) == [
+        utc(2026, 2, 7, 1, 30),
+        utc(2026, 2, 14, 1, 30),
+        utc(2026, 2, 21, 1, 30),
+    ]
+
+
+ZONES = [
+    # a directory of the time zone database: zoneinfo raised IsADirectoryError
+    "Europe",
+    "America",
+    "America/Argentina",
+    "Etc",
+    "__pycache__",
+    # a file of it that is no zone (ValueError), names that do not exist, names that are no names
+    "zone.tab",
+    "tzdata.zi",
+    "Mars/Olympus",
+    "Europe/Pari",
+    "../etc",
+    "/etc/localtime",
+    "Europe//Paris",
+    "",
+    "Europe/Paris\x00",
+]
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_a_time_zone_that_fails_to_load_is_refused_naming_the_field(zone: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_cron_spec(spec(timeZone=zone))
+    assert error.value.field == "spec.timeZone"
+    assert error.value.message == f"{zone!r} is not a known IANA time zone (e.g. Europe/Paris)"
+    decision = step(at2(10, second=1), timeZone=zone)
+    assert decision.status["conditions"][0]["status"] == "False"
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "InvalidSpec")]
+    assert decision.status["message"].startswith("spec.timeZone: ")
 
 
 # --- bad specs -----------------------------------------------------------------------------------

@@ -129,3 +129,34 @@ def test_a_rerun_of_a_missing_run_is_a_spec_error_naming_rerun_of() -> None:
     assert kube.body["status"]["phase"] == "Failed"
     assert kube.body["status"]["message"].startswith("spec.rerunOf.name:")
     assert kube.create_calls == [] and [e[1] for e in kube.events] == ["InvalidSpec"]
+
+
+def test_a_run_that_reruns_itself_fails_once_with_a_flat_message_and_reads_nothing() -> None:
+    kube = FakeKube({"rerunOf": {"name": "x"}}, {})  # the run is named x
+    passes = kube.passes()
+    expected = "spec.rerunOf.name: names this FlowRun itself ('x'): rerun another run"
+    for _ in range(4):  # later passes (a resync, a change to the run) change nothing
+        result = kube.run(passes)
+        assert (result.phase, result.done, result.message) == ("Failed", True, expected)
+        status = kube.body["status"]
+        assert status["message"] == expected
+        assert (conditions(kube)["SpecValid"]["status"], conditions(kube)["SpecValid"]["message"]) == (
+            "False",
+            expected,
+        )
+    assert kube.reads == [], "it is not its own original: nothing to look up"
+    assert kube.calls == ["patch_status"], "the status is written once"
+    assert [(e[0], e[1], e[2]) for e in kube.events] == [("Warning", "InvalidSpec", expected)]
+    assert kube.create_calls == []
+
+
+def test_a_rerun_of_a_run_refused_as_a_rerun_does_not_quote_its_message() -> None:
+    refused = FakeKube({"rerunOf": {"name": "x"}}, {})
+    refused.run(refused.passes())
+    kube = FakeKube({"rerunOf": {"name": "x"}}, {})
+    kube.body["metadata"]["name"] = "y"
+    kube.others["x"] = refused.body
+    kube.run(kube.passes())
+    assert kube.body["status"]["message"] == (
+        "spec.rerunOf.name: FlowRun 'x' never started: its spec is invalid (its status says why)"
+    )

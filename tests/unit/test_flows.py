@@ -136,7 +136,7 @@ def test_a_flow_with_cancel_is_invalid() -> None:
 
 
 def test_first_pass_resolves_and_asks_to_store_the_snapshot() -> None:
-    resolution = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
+    resolution = resolve_run(run(), {}, found=FLOW, name="this", created_at=T0, now=at(1))
     assert isinstance(resolution, Resolved)
     assert resolution.snapshot["resolvedSpec"] == resolution.spec
     assert resolution.snapshot["resolvedFrom"] == {
@@ -148,26 +148,26 @@ def test_first_pass_resolves_and_asks_to_store_the_snapshot() -> None:
 
 
 def test_later_passes_use_the_snapshot_even_after_the_flow_changed_or_went() -> None:
-    first = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
+    first = resolve_run(run(), {}, found=FLOW, name="this", created_at=T0, now=at(1))
     assert isinstance(first, Resolved)
     status = first.written({"phase": "Running"})
-    assert needs_lookup(run(), status) is None, "nothing to look up once the snapshot is stored"
+    assert needs_lookup(run(), status, "this") is None, "nothing to look up once the snapshot is stored"
     changed = flow_object({**FLOW_SPEC, "tasks": [task("other")]}, version="8")
     for flow in (changed, None):
-        later = resolve_run(run(), status, found=flow, created_at=T0, now=at(3600))
+        later = resolve_run(run(), status, found=flow, name="this", created_at=T0, now=at(3600))
         assert isinstance(later, Resolved)
         assert later.spec == first.spec and later.snapshot == {} and later.seed == {}
 
 
 def test_cancel_is_read_from_the_runs_spec_on_every_pass() -> None:
-    first = resolve_run(run(), {}, found=FLOW, created_at=T0, now=at(1))
+    first = resolve_run(run(), {}, found=FLOW, name="this", created_at=T0, now=at(1))
     assert isinstance(first, Resolved)
-    later = resolve_run(run(cancel=True), first.written({}), found=None, created_at=T0, now=at(5))
+    later = resolve_run(run(cancel=True), first.written({}), found=None, name="this", created_at=T0, now=at(5))
     assert isinstance(later, Resolved) and later.spec["cancel"] is True
 
 
 def test_a_missing_flow_waits_then_fails_naming_the_field() -> None:
-    waiting = resolve_run(run(), {}, found=None, created_at=T0, now=at(20))
+    waiting = resolve_run(run(), {}, found=None, name="this", created_at=T0, now=at(20))
     assert isinstance(waiting, Waiting)
     assert waiting.status["phase"] == "Pending"
     assert {c["type"]: c["reason"] for c in waiting.status["conditions"]} == {
@@ -176,42 +176,42 @@ def test_a_missing_flow_waits_then_fails_naming_the_field() -> None:
     }
     assert waiting.requeue_after == pytest.approx(FLOW_NOT_FOUND_SECONDS - 20)
     assert [(e.type, e.reason) for e in waiting.events] == [("Normal", "FlowNotFound")]
-    still = resolve_run(run(), waiting.status, found=None, created_at=T0, now=at(40))
+    still = resolve_run(run(), waiting.status, found=None, name="this", created_at=T0, now=at(40))
     assert isinstance(still, Waiting) and still.events == (), "posted once"
     assert still.status["conditions"] == waiting.status["conditions"], "transition times kept"
-    failed = resolve_run(run(), waiting.status, found=None, created_at=T0, now=at(FLOW_NOT_FOUND_SECONDS))
+    failed = resolve_run(run(), waiting.status, found=None, name="this", created_at=T0, now=at(FLOW_NOT_FOUND_SECONDS))
     assert isinstance(failed, Refused)
     assert failed.error.field == "spec.flowRef.name" and "'summary'" in failed.error.message
 
 
 def test_a_run_without_a_creation_time_does_not_wait_forever() -> None:
-    refused = resolve_run(run(), {}, found=None, created_at=None, now=at(1))
+    refused = resolve_run(run(), {}, found=None, name="this", created_at=None, now=at(1))
     assert isinstance(refused, Refused) and refused.error.field == "spec.flowRef.name"
 
 
 def test_a_flow_that_appears_within_the_wait_is_used() -> None:
-    waiting = resolve_run(run(), {}, found=None, created_at=T0, now=at(10))
+    waiting = resolve_run(run(), {}, found=None, name="this", created_at=T0, now=at(10))
     assert isinstance(waiting, Waiting)
-    resolved = resolve_run(run(), waiting.status, found=FLOW, created_at=T0, now=at(30))
+    resolved = resolve_run(run(), waiting.status, found=FLOW, name="this", created_at=T0, now=at(30))
     assert isinstance(resolved, Resolved) and resolved.snapshot
 
 
 def test_param_errors_are_refusals() -> None:
-    refused = resolve_run(run(params=[]), {}, found=FLOW, created_at=T0, now=at(1))
+    refused = resolve_run(run(params=[]), {}, found=FLOW, name="this", created_at=T0, now=at(1))
     assert isinstance(refused, Refused) and refused.error.field == "spec.params"
 
 
 def test_a_run_with_its_own_tasks_is_passed_through() -> None:
     spec = {"tasks": [task("a")]}
-    assert needs_lookup(spec, {}) is None
-    resolved = resolve_run(spec, {}, found=None, created_at=T0, now=T0)
+    assert needs_lookup(spec, {}, "this") is None
+    resolved = resolve_run(spec, {}, found=None, name="this", created_at=T0, now=T0)
     assert isinstance(resolved, Resolved) and resolved.spec == spec and resolved.snapshot == {} and resolved.seed == {}
 
 
 def test_needs_lookup_names_the_kind_to_read() -> None:
-    assert needs_lookup(run(), {}) == "Flow"
-    assert needs_lookup({"rerunOf": {"name": "x"}}, {}) == "FlowRun"
-    assert needs_lookup(run(), {"resolvedSpec": "garbage"}) == "Flow", "a damaged snapshot is not one"
+    assert needs_lookup(run(), {}, "this") == "Flow"
+    assert needs_lookup({"rerunOf": {"name": "x"}}, {}, "this") == "FlowRun"
+    assert needs_lookup(run(), {"resolvedSpec": "garbage"}, "this") == "Flow", "a damaged snapshot is not one"
 
 
 def test_snapshot_from_a_damaged_status_is_none() -> None:
@@ -221,7 +221,7 @@ def test_snapshot_from_a_damaged_status_is_none() -> None:
 
 
 def test_the_engine_runs_the_resolved_spec() -> None:
-    resolved = resolve_run(run(), {}, found=FLOW, created_at=T0, now=T0)
+    resolved = resolve_run(run(), {}, found=FLOW, name="this", created_at=T0, now=T0)
     assert isinstance(resolved, Resolved)
     sim = Sim(resolved.spec, status=resolved.engine_status({}))
     sim.step(at(0))

@@ -4,6 +4,9 @@ the pure helpers of logs, watch and list."""
 
 from __future__ import annotations
 
+import io
+import time
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import yaml
 from flowrun.plugin import objects
 from flowrun.plugin.app import main
 from flowrun.plugin.client import PluginError, Target, connect
+from flowrun.plugin.documents import load_documents
 from flowrun.plugin.durations import age
 from flowrun.plugin.listing import source
 from flowrun.plugin.logs import attempts, prefixes
@@ -148,6 +152,148 @@ def test_validate_of_an_unreadable_file_is_one_line(
 def test_graph_of_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "graph", "-f", str(REPO / "examples" / "dask-flowrun.yaml"), "--format", "mermaid")
     assert code == 0 and out.startswith("flowchart LR\n") and '  subgraph b_dask["block dask"]' in out
+
+
+# --- files that cannot be read safely: one line, exit 1, bounded memory, nothing sent --------------
+
+FLOWRUN_HEAD = "apiVersion: flowrun.dev/v1alpha1\nkind: FlowRun\nmetadata: {name: lol}\n"
+
+
+def alias_bomb(levels: int, fan_out: int) -> str:
+    """A "billion laughs" FlowRun: under 1 KB, valid offline (metadata.labels is the API server's
+    to check), whose labels hold fan_out**levels strings once expanded (10**12 here: terabytes
+    as JSON)."""
+    lines = ["apiVersion: flowrun.dev/v1alpha1\nkind: FlowRun\nmetadata:\n  name: lol\n  labels:\n"]
+    lines.append(f"    l0: &a0 [{', '.join(['lol'] * fan_out)}]\n")
+    lines += [f"    l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fan_out)}]\n" for i in range(1, levels)]
+    lines.append("spec:\n  tasks:\n  - name: a\n    template: {spec: {containers: [{name: main, image: busybox}]}}\n")
+    return "".join(lines)
+
+
+def unreachable(tmp_path: Path) -> list[str]:
+    """Flags for --server against an API server that is not there: the error must come before."""
+    return ["--server", "--kubeconfig", str(write_kubeconfig(tmp_path / "config"))]
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code, out, err = run_cli(capsys, *args)
+    assert (code, out) == (1, ""), (code, out, err)
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and "cannot reach the API server" not in err, err
+    return err
+
+
+COMMANDS_WITH_FILES = [["validate"], ["graph"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_FILES, ids=["validate", "graph"])
+def test_a_file_that_is_not_utf8_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(f"{FLOWRUN_HEAD}# caf\xe9\n".encode("latin-1"))
+    err = one_line_error(capsys, *command, "-f", str(path))
+    offset = len(FLOWRUN_HEAD) + len("# caf")
+    assert err == f"error: {path}: not UTF-8 text (byte 0xe9 at offset {offset})\n"
+
+
+def test_utf16_with_its_byte_order_mark_is_read_as_kubectl_reads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "utf16.yaml"
+    path.write_bytes((REPO / "examples" / "linear-flowrun.yaml").read_text().encode("utf-16"))
+    code, out, _ = run_cli(capsys, "validate", "-f", str(path))
+    assert (code, out) == (0, f"{path}: FlowRun linear: valid\n")
+
+
+def test_an_alias_bomb_is_refused_at_once_without_being_expanded(tmp_path: Path) -> None:
+    bomb = alias_bomb(levels=12, fan_out=10)
+    assert len(bomb) < 1024
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(PluginError) as error:
+        load_documents("-", io.BytesIO(bomb.encode()))
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(error.value) == (
+        "-: excessive aliasing: its YAML aliases expand it to over 3 MiB, too large for the API server,"
+        " which refuses a request over 3 MiB"
+    )
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes at the peak"
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_an_alias_bomb_is_one_line_and_nothing_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(levels=12, fan_out=10))
+    for command in (["validate", *unreachable(tmp_path)], ["graph"]):
+        assert "excessive aliasing" in one_line_error(capsys, *command, "-f", str(path))
+
+
+def test_aliases_that_stay_small_are_read_as_usual(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        FLOWRUN_HEAD
+        + "spec:\n  tasks:\n"
+        + "  - name: a\n    template: &pod {spec: {containers: [{name: main, image: busybox}]}}\n"
+        + "  - name: b\n    runAfter: [a]\n    template: *pod\n"
+    )
+    code, out, _ = run_cli(capsys, "validate", "-f", str(path))
+    assert (code, out) == (0, f"{path}: FlowRun lol: valid\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("a: &x [1, *x]\n", "the alias *x is inside its own anchor: a recursive document"),
+        ("a: &x {b: *x}\n", "the alias *x is inside its own anchor: a recursive document"),
+        ("a: *x\n", "the alias *x has no anchor before it"),
+        ("a:\n" + "".join(f"{'  ' * (i + 1)}k:\n" for i in range(120)), "nested more than 100 levels deep"),
+        ("a: [" + ",".join(["1"] * 150_000) + "]\n", "more than 100000 YAML nodes: far more than any FlowRun has"),
+    ],
+    ids=["recursive list", "recursive map", "undefined alias", "deep", "many nodes"],
+)
+def test_a_document_that_cannot_be_built_safely_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    assert one_line_error(capsys, "validate", *unreachable(tmp_path), "-f", str(path)) == f"error: {path}: {error}\n"
+
+
+def test_a_file_over_3_mib_is_too_large_for_the_api_server_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(f"{FLOWRUN_HEAD}spec:\n  tasks: []\n  x: '{'a' * 10_000_000}'\n")
+    expected = "over 3 MiB: too large for the API server, which refuses a request over 3 MiB"
+    for command in (["validate", *unreachable(tmp_path)], ["validate"], ["graph"]):
+        assert one_line_error(capsys, *command, "-f", str(path)) == f"error: {path}: {expected}\n"
+    # From stdin too, which may never end: at most one byte more than the limit is read.
+    endless = io.BytesIO(b"#" * 10_000_000)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(endless))
+    assert one_line_error(capsys, "validate", "-f", "-") == f"error: -: {expected}\n"
+    assert endless.tell() == 3 * 1024 * 1024 + 1
+
+
+def test_a_document_over_3_mib_as_json_is_too_large_for_the_api_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Under 3 MiB as YAML, over it as JSON (each control character is \\u0001 there): said, not sent.
+    path = tmp_path / "escapes.yaml"
+    run = yaml.safe_load((REPO / "examples" / "linear-flowrun.yaml").read_text())
+    run["metadata"] = {"name": "lol", "annotations": {"x": "\x01" * 700_000}}
+    path.write_text(yaml.safe_dump(run, width=1 << 30))
+    assert path.stat().st_size < 3 * 1024 * 1024
+    code, out, err = run_cli(capsys, "validate", *unreachable(tmp_path), "-f", str(path), "-n", "team")
+    assert code == 1 and "cannot reach" not in err, err
+    assert out.startswith(f"{path}: FlowRun lol: not sent: "), out
+    assert out.rstrip().endswith("bytes as JSON: too large for the API server, which refuses a request over 3 MiB")
+
+
+def test_a_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert one_line_error(capsys, "validate", "-f", str(tmp_path)) == f"error: {tmp_path}: Is a directory\n"
 
 
 def test_submit_builds_a_run_of_the_flow() -> None:

@@ -146,9 +146,18 @@ def test_a_missing_original_is_refused() -> None:
 def test_an_original_whose_spec_was_invalid_is_refused() -> None:
     sim = Sim(flow(task("a", "missing")))
     sim.step(at(0))
-    with pytest.raises(SpecError, match="its spec is invalid") as error:
+    with pytest.raises(SpecError) as error:
         plan_rerun(RERUN, {"metadata": {"name": "demo"}, "spec": sim.run.spec, "status": sim.status}, "demo")
     assert error.value.field == "spec.rerunOf.name"
+    # Its own message is not quoted: it may quote the run that one reruns, and so on.
+    assert error.value.message == "FlowRun 'demo' never started: its spec is invalid (its status says why)"
+
+
+def test_a_run_that_reruns_itself_is_refused_without_looking_itself_up() -> None:
+    assert needs_lookup(RERUN, {}, "demo") is None
+    refused = resolve_run(RERUN, {}, found=None, name="demo", created_at=T0, now=T0)
+    assert isinstance(refused, Refused)
+    assert str(refused.error) == "spec.rerunOf.name: names this FlowRun itself ('demo'): rerun another run"
 
 
 def test_an_original_that_never_resolved_its_flow_is_refused() -> None:
@@ -169,8 +178,8 @@ def test_fields_beside_rerun_of_are_refused_naming_them(original: dict[str, Any]
 
 
 def test_the_rerun_reuses_results_sets_the_block_up_anew_and_succeeds(original: dict[str, Any]) -> None:
-    assert needs_lookup(RERUN, {}) == "FlowRun"
-    first = resolve_run(RERUN, {}, found=original, created_at=T0, now=T0)
+    assert needs_lookup(RERUN, {}, "this") == "FlowRun"
+    first = resolve_run(RERUN, {}, found=original, name="this", created_at=T0, now=T0)
     assert isinstance(first, Resolved)
     sim = Sim(first.spec, status=first.engine_status({}))
     sim.step(at(0))
@@ -198,12 +207,12 @@ def test_the_rerun_reuses_results_sets_the_block_up_anew_and_succeeds(original: 
     written = first.written(sim.status)
     assert set(written["tasks"]) == {"prep", "prep2", "use", "report"}, "the engine's records, reused ones too"
     assert written["tasks"]["prep"]["reason"] == "Reused"
-    later = resolve_run(RERUN, written, found=None, created_at=T0, now=at(99))
+    later = resolve_run(RERUN, written, found=None, name="this", created_at=T0, now=at(99))
     assert isinstance(later, Resolved) and later.spec == first.spec
 
 
 def test_a_rerun_of_a_rerun_keeps_the_results_reused_before(original: dict[str, Any]) -> None:
-    first = resolve_run(RERUN, {}, found=original, created_at=T0, now=T0)
+    first = resolve_run(RERUN, {}, found=original, name="this", created_at=T0, now=T0)
     assert isinstance(first, Resolved)
     sim = Sim(first.spec, status=first.engine_status({}))
     for second in range(0, 6):
@@ -222,5 +231,5 @@ def test_a_rerun_of_a_rerun_keeps_the_results_reused_before(original: dict[str, 
 
 
 def test_refusals_reach_the_handler_as_refused(original: dict[str, Any]) -> None:
-    refused = resolve_run(RERUN, {}, found=None, created_at=T0, now=T0)
+    refused = resolve_run(RERUN, {}, found=None, name="this", created_at=T0, now=T0)
     assert isinstance(refused, Refused) and refused.error.field == "spec.rerunOf.name"

@@ -352,7 +352,7 @@ class FlowRunPass:
         """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
         original of a rerun is read once, on its first pass (then its snapshot is in status)."""
         found: Mapping[str, Any] | None = None
-        kind = resolution.needs_lookup(run.spec, run.status)
+        kind = resolution.needs_lookup(run.spec, run.status, run.name)
         if kind == api.FLOW_KIND:
             found = self.caches.flow(run.namespace, resolution.ref_name(run.spec, "flowRef") or "")
         elif kind == api.KIND:
@@ -364,6 +364,7 @@ class FlowRunPass:
             found=found,
             created_at=run.created_at,
             now=now,
+            name=run.name,
             generation=run.generation,
             namespace=run.namespace,
         )

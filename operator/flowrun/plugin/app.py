@@ -24,6 +24,7 @@ from flowrun.plugin import logs as task_logs
 from flowrun.plugin import objects
 from flowrun.plugin import validate as validation
 from flowrun.plugin.client import Connection, PluginError, Target, api_error, connect, connection_error
+from flowrun.plugin.documents import load_documents
 from flowrun.plugin.listing import table
 from flowrun.plugin.tree import render, run_spec
 from flowrun.plugin.watch import finished, phase
@@ -245,7 +246,7 @@ def validate_files(
     namespace: Namespace = None,
 ) -> None:
     """Check FlowRuns as the operator would, offline; with --server also as the API server would."""
-    documents = [d for f in files for d in validation.load_documents(f, sys.stdin.read() if f == "-" else None)]
+    documents = [d for f in files for d in load_documents(f, sys.stdin.buffer)]
     connection = _connect(kubeconfig, context, namespace) if server else None
     checked_namespace = connection.namespace if connection is not None else namespace
     out, failed = _out(), False
@@ -283,7 +284,7 @@ def graph(
     if (name is None) == (file is None):
         raise UsageProblem("give a FlowRun NAME or -f FILE (one of them)")
     if file is not None:
-        documents = validation.load_documents(file, sys.stdin.read() if file == "-" else None)
+        documents = load_documents(file, sys.stdin.buffer)
         runs = [(d.title, d.body) for d in documents]
     else:
         run = _connect(kubeconfig, context, namespace).get_flowrun(name or "")

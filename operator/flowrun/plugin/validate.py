@@ -7,13 +7,12 @@ create, admission policies)."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, engine
@@ -22,36 +21,7 @@ from flowrun.kube import PERMANENT_REJECTIONS, REQUEST_TIMEOUT, UnknownKind, api
 from flowrun.model import SpecError, parse_spec
 from flowrun.observed import observed_from_objects
 from flowrun.plugin.client import Connection, PluginError
-
-
-@dataclass(frozen=True)
-class Document:
-    where: str  # `FILE` or `FILE#2` (the second YAML document)
-    body: Any
-
-    @property
-    def title(self) -> str:
-        metadata = self.body.get("metadata") if isinstance(self.body, Mapping) else None
-        metadata = metadata if isinstance(metadata, Mapping) else {}
-        name = metadata.get("name") or (metadata.get("generateName") and f"{metadata['generateName']}*") or "?"
-        kind = self.body.get("kind") if isinstance(self.body, Mapping) else None
-        return f"{self.where}: {kind or 'document'} {name}"
-
-
-def load_documents(path: str, text: str | None = None) -> list[Document]:
-    """Every non-empty YAML document of `path` (`-`: `text`, read from stdin by the caller)."""
-    if text is None:
-        try:
-            text = Path(path).read_text()
-        except OSError as error:
-            raise PluginError(f"{path}: {error.strerror or error}") from None
-    try:
-        bodies = [b for b in yaml.safe_load_all(text) if b is not None]
-    except yaml.YAMLError as error:
-        raise PluginError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    if not bodies:
-        raise PluginError(f"{path}: no YAML document in it")
-    return [Document(path if len(bodies) == 1 else f"{path}#{i + 1}", b) for i, b in enumerate(bodies)]
+from flowrun.plugin.documents import Document, too_large
 
 
 def offline_errors(body: object, namespace: str | None) -> list[str]:
@@ -107,6 +77,10 @@ def server_check(body: Mapping[str, Any], connection: Connection, explicit_names
     namespace = _namespace(body, connection, explicit_namespace)
     manifest = copy.deepcopy(dict(body))
     manifest.setdefault("metadata", {})["namespace"] = namespace
+    size = len(json.dumps(manifest).encode())
+    if size > api.MAX_REQUEST_BYTES:
+        # Said before it is sent: the API server would close the connection on it.
+        return ServerCheck([f"not sent: {too_large(size)}"], 0, [])
     notes: list[str] = []
     try:
         created = _dry_run_flowrun_under_free_name(connection, namespace, manifest, notes)
