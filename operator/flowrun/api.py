@@ -33,6 +33,11 @@ MANAGED_BY = "flowrun-operator"
 ROLE_TASK = "task"
 ROLE_SETUP = "setup"
 ROLE_CLEANUP = "cleanup"
+ROLE_RESULT = "result"  # a ConfigMap holding a task's result that the full status could not hold
+
+# The stored FlowRun (metadata, spec and status, as JSON) never exceeds this (engine/budget.py):
+# well under etcd's default request limit of 1.5 MiB.
+OBJECT_LIMIT = 1_048_576
 
 # --- phases and reasons of a FlowRun's status --------------------------------------------------
 
@@ -86,6 +91,7 @@ OBJECT_DELETED = "ObjectDeleted"  # a Ready block's Deployment, Service or manif
 PODS_REFUSED = "PodsRefused"  # a setup Deployment's or Job's pods are refused by admission
 NAMESPACE_DELETED = "NamespaceDeleted"  # the cleanup job could not run: the namespace is terminating
 CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
+RESULT_LOST = "ResultLost"  # an upstream result the task uses is nowhere any more
 INVALID_SPEC = "InvalidSpec"
 CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
 

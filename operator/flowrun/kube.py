@@ -621,18 +621,3 @@ def refusal_message(error: ApiException) -> str | None:
     if error.status not in PERMANENT_REJECTIONS:
         return None
     return f"{error.status} {error.reason}: {api_message(error)}"
-
-
-def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
-    """Whether writing `status` as a merge patch changes `previous`: only the keys written count
-    (status.kopf, and the snapshot once stored, are not rewritten on every pass)."""
-    return any(_pruned(value) != _pruned(previous.get(key)) for key, value in status.items())
-
-
-def _pruned(value: Any) -> Any:
-    """The value as the API server stores it after a merge patch: no None-valued keys."""
-    if isinstance(value, Mapping):
-        return {k: _pruned(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_pruned(v) for v in value]
-    return value

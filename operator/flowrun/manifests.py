@@ -218,3 +218,16 @@ def build_manifest(run: RunIdentity, resource: ResourceSpec, obj: Mapping[str, A
     metadata["ownerReferences"] = [*(metadata.get("ownerReferences") or []), owner_reference(run)]
     manifest["metadata"] = metadata
     return manifest
+
+
+def build_result_config_map(run: RunIdentity, task: str, result: str) -> Manifest:
+    """The ConfigMap a task's result moves to when the run's status is full (engine/budget.py):
+    immutable, owned by the run (it goes with it)."""
+    labels = child_labels(run, api.ROLE_RESULT, task=task)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(run, names.result_config_map(run.name, task), labels),
+        "immutable": True,
+        "data": {"result": result},
+    }

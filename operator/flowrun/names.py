@@ -71,3 +71,8 @@ def service_dns_name(flowrun: str, resource: str, deployment: str, namespace: st
 def label_value(text: str) -> str:
     """`text` as a label value (at most 63 chars): FlowRun names may be longer."""
     return _bounded(text)
+
+
+def result_config_map(flowrun: str, task: str) -> str:
+    """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full."""
+    return _bounded(f"{flowrun}-{task}", "-result")

@@ -130,6 +130,8 @@ class ObservedObject:
     labels: Mapping[str, str]
     deleting: bool = False
     run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
+    # The data of a ConfigMap holding a task's result (role `result`); empty for anything else.
+    data: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,10 @@ def observe(obj: object) -> ObservedChild | None:
     if (api_version, kind) == ("v1", "Service"):
         cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
         return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting, run_of(obj))
-    return ObservedObject(api_version, kind, _text(metadata.get("name")), _labels(metadata), deleting, run_of(obj))
+    labels = _labels(metadata)
+    data = _map(obj.get("data")) if (kind, labels.get(api.LABEL_ROLE)) == ("ConfigMap", api.ROLE_RESULT) else {}
+    texts = {str(k): v for k, v in data.items() if isinstance(v, str)}
+    return ObservedObject(api_version, kind, _text(metadata.get("name")), labels, deleting, run_of(obj), texts)
 
 
 def run_of(obj: Mapping[str, Any]) -> str | None:

@@ -4,6 +4,8 @@ deletion (docs/reliability.md, "No wedge")."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from functools import partial
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from devcluster import cluster as devcluster
-from devcluster.pytest_plugin import wait_for
+from devcluster.pytest_plugin import RealNode, wait_for
 from tests.e2e.helpers import (
     FlowRuns,
     Operator,
@@ -21,6 +23,7 @@ from tests.e2e.helpers import (
     WatchRecorder,
     deployment,
     job,
+    real_task,
     sim_task,
     task,
 )
@@ -153,3 +156,51 @@ def test_children_whose_labels_someone_edits_are_still_the_runs_and_nothing_wait
         started = time.monotonic()
         flowruns.delete_and_check_nothing_leaked(name, timeout=30)
         print(f"{name} deleted in {time.monotonic() - started:.1f}s")
+
+
+WIDE = 200
+FAIL_LOUDLY = (
+    "head -c 4000 /dev/zero | tr '\\0' x; echo;"  # 4,000 bytes of output
+    " head -c 4000 /dev/zero | tr '\\0' m > /dev/termination-log; exit 1"  # a 4,000-byte message
+)
+
+
+def stored_bytes(run: dict[str, Any]) -> int:
+    return len(json.dumps(run, separators=(",", ":")).encode())
+
+
+def test_200_real_tasks_failing_loudly_end_failed_under_the_size_limit_and_delete_in_seconds(
+    real_node: RealNode, operator: Operator, flowruns: FlowRuns
+) -> None:
+    tasks = [real_task(real_node, f"t{i}", FAIL_LOUDLY) for i in range(WIDE)]
+    flowruns.create({"metadata": {"name": "loud"}, "spec": {"parallelism": 40, "tasks": tasks}})
+    run = flowruns.wait_phase("loud", ("Succeeded", "Failed"), timeout=600)
+    assert run["status"]["phase"] == "Failed"
+    assert {t["phase"] for t in run["status"]["tasks"].values()} == {"Failed"}
+    assert len(run["status"]["tasks"]) == WIDE
+    size = stored_bytes(run)
+    assert size <= 1_048_576, size
+    started = time.monotonic()
+    flowruns.delete_and_check_nothing_leaked("loud", timeout=120)
+    print(f"{WIDE} failing tasks: FlowRun of {size} bytes; deleted in {time.monotonic() - started:.1f}s")
+
+
+def test_200_real_tasks_with_4000_byte_results_hand_one_on_intact(
+    real_node: RealNode, operator: Operator, flowruns: FlowRuns
+) -> None:
+    def produce(i: int) -> str:
+        return f"printf '%04d' {i} > /dev/termination-log; head -c 3996 /dev/zero | tr '\\0' r >> /dev/termination-log"
+
+    tasks = [real_task(real_node, f"t{i}", produce(i)) for i in range(WIDE - 1)]  # and `use`: the most a run has
+    use = real_task(real_node, "use", 'printf %s "$0" | md5sum | head -c 32 > /dev/termination-log', runAfter=["t7"])
+    use["template"]["spec"]["containers"][0]["command"].append("$(tasks.t7.result)")
+    flowruns.create({"metadata": {"name": "results"}, "spec": {"parallelism": 40, "tasks": [*tasks, use]}})
+    run = flowruns.wait_phase("results", ("Succeeded", "Failed"), timeout=600)
+    assert run["status"]["phase"] == "Succeeded", run["status"]["message"]
+    expected = "0007" + "r" * 3996
+    assert run["status"]["tasks"]["use"]["result"] == hashlib.md5(expected.encode()).hexdigest()
+    size = stored_bytes(run)
+    assert size <= 1_048_576, size
+    started = time.monotonic()
+    flowruns.delete_and_check_nothing_leaked("results", timeout=120)
+    print(f"{WIDE} results: FlowRun of {size} bytes; deleted in {time.monotonic() - started:.1f}s")

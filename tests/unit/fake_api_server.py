@@ -268,7 +268,7 @@ class FakeApiServer:
             version = ((patch.get("metadata") or {}).get("resourceVersion")) if isinstance(patch, dict) else None
             if version is not None and version != current["metadata"]["resourceVersion"]:
                 return _status(409, "Conflict", "the object has been modified")
-            merged = _merge(current, patch)
+            merged = merge(current, patch)
             stored = self.modify(merged)
             if not stored["metadata"].get("finalizers") and stored["metadata"].get("deletionTimestamp"):
                 stored = self.delete(stored)
@@ -430,7 +430,7 @@ def _status(code: int, reason: str, message: str) -> _Answer:
     return answer
 
 
-def _merge(current: Any, patch: Any) -> Any:
+def merge(current: Any, patch: Any) -> Any:
     """A JSON merge patch (RFC 7386)."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -439,5 +439,5 @@ def _merge(current: Any, patch: Any) -> Any:
         if value is None:
             merged.pop(key, None)
         else:
-            merged[key] = _merge(merged.get(key), value)
+            merged[key] = merge(merged.get(key), value)
     return merged

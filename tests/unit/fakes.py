@@ -16,6 +16,7 @@ from flowrun import api
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
 from flowrun.kube import CHILD_KINDS
 from flowrun.observed import ObservedChild, observe
+from tests.unit.fake_api_server import merge
 
 NS, UID = "team", "uid-77"
 
@@ -59,6 +60,7 @@ class FakeKube:
         # The messages of a Job's FailedCreate Events (none unless a test adds some).
         self.job_events: list[str] = []
         self.denied: set[tuple[str, str]] = set()  # (plural, verb) the operator may not use
+        self.logs = ""  # what every pod's log tail reads
         self.cluster_scoped: set[str] = set()  # kinds discovery says are not namespaced
 
     def passes(self) -> FlowRunPass:
@@ -133,13 +135,12 @@ class FakeKube:
         pass
 
     def pod_log_tail(self, *args: Any) -> str:
-        return ""
+        return self.logs
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        """A merge patch of the top-level keys (what the reconciler's patches need)."""
+        """A merge patch of the status, as the API server applies it."""
         self.calls.append("patch_status")
-        merged = {**self.body.get("status", {}), **status}
-        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+        self.body["status"] = merge(self.body.get("status") or {}, dict(status))
         return copy.deepcopy(self.body)
 
     def add_finalizer(self, body: Mapping[str, Any]) -> dict[str, Any]:

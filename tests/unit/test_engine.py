@@ -603,6 +603,7 @@ def test_status_shape() -> None:
         "startedAt",
         "finishedAt",
         "result",
+        "resultFrom",
         "logs",
         "nextAttemptAt",
     }

@@ -104,6 +104,11 @@ Every verb is one the operator uses (kopf serves no resource); docs/install.md e
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
+# A task's result moves to a ConfigMap of its own (owned by its run, never changed, gone with the
+# run) when the run's status is full; the operator watches those it made (label selector).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create]
 # Setup and cleanup Jobs.
 - apiGroups: [batch]
   resources: [jobs]

@@ -22,11 +22,15 @@ from typing import Any, Protocol
 from flowrun import api
 from flowrun.controller.informer import Entry, Informer
 from flowrun.controller.kind_watches import KindWatches
+from flowrun.engine.budget import size
 from flowrun.kube import CHILD_KINDS, ChildrenUnreadable, Kube
 from flowrun.observed import ChildKey, ObservedChild, observe, run_of
 
 MANAGED_SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Beside a cached object: its size as the API server stores it, what it was trimmed of included
+# (a FlowRun's status has a byte budget: engine/budget.py).
+STORED_BYTES = "_storedBytes"
 
 Body = Mapping[str, Any]
 
@@ -50,7 +54,7 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
     annotations = metadata.get("annotations")
     if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
         metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    return {**body, "metadata": metadata}
+    return {**body, "metadata": metadata, STORED_BYTES: size(body)}
 
 
 def cron_key(namespace: str, label: str) -> str:

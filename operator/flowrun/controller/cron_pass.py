@@ -21,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api, cron
 from flowrun.controller.failures import ReportOnce
 from flowrun.cron import OwnedRun
-from flowrun.kube import PERMANENT_REJECTIONS, api_message, status_changed
+from flowrun.kube import PERMANENT_REJECTIONS, api_message
+from flowrun.merge_patch import changes
 from flowrun.timestamps import parse_time
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class CronPass:
             return CronPassResult(requeue_after=REFUSAL_REQUEUE_SECONDS if refused else FAILURE_REQUEUE_SECONDS)
         for event in decision.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
-        if status_changed(decision.status, body.get("status") or {}):
+        if changes(decision.status, body.get("status") or {}):
             try:
                 self.kube.patch_object_status(api.CRON_KIND, namespace, name, decision.status)
             except ApiException as error:

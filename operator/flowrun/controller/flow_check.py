@@ -15,8 +15,8 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api, flows
 from flowrun.api import INVALID_SPEC
 from flowrun.controller.flowrun_pass import FlowRunPass
-from flowrun.kube import status_changed
 from flowrun.lenient import as_map, conditions_by_type
+from flowrun.merge_patch import changes
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class FlowCheck:
         previous = as_map(flow.get("status"))
         generation = flow["metadata"].get("generation")
         status = flows.flow_status(check, previous, generation if isinstance(generation, int) else 0, now)
-        if status_changed(status, previous):
+        if changes(status, previous):
             try:
                 self.kube.patch_object_status(api.FLOW_KIND, namespace, name, status)
             except ApiException as error:

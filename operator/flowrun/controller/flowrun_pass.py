@@ -27,9 +27,19 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api, engine, metrics, resolution
 from flowrun.controller import failpoints
 from flowrun.controller.access import Access
+from flowrun.controller.caches import STORED_BYTES
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
-from flowrun.engine import CaptureLogs, CreateObject, DeleteFlowRun, DeleteObject, Outcome, RunInput, ValidateObjects
+from flowrun.engine import (
+    CaptureLogs,
+    CreateObject,
+    DeleteFlowRun,
+    DeleteObject,
+    Outcome,
+    RunInput,
+    ValidateObjects,
+    budget,
+)
 from flowrun.engine.status import invalid_outcome, validated
 from flowrun.kube import (
     CHILD_KINDS,
@@ -41,9 +51,10 @@ from flowrun.kube import (
     manifest_fields,
     manifest_kinds,
     refusal_message,
-    status_changed,
 )
-from flowrun.model import SpecError, parse_spec
+from flowrun.manifests import build_result_config_map
+from flowrun.merge_patch import changes
+from flowrun.model import RunIdentity, SpecError, parse_spec
 from flowrun.observed import (
     ChildKey,
     Observed,
@@ -100,6 +111,10 @@ UNREADABLE_REQUEUE_SECONDS = 10.0
 # event, or after this at the latest.
 RELABEL_REQUEUE_SECONDS = 1.0
 LABELS_RESTORED = "LabelsRestored"
+# The kind of the objects a result moves to when the status is full (engine/budget.py).
+RESULT_KIND = ("v1", "ConfigMap")
+# Room kept beside the status under the object's limit: fields that grow between two passes.
+BUDGET_SLACK = 8192
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
 LOG_LIMIT = 4096
 
@@ -220,7 +235,7 @@ class FlowRunPass:
         writes: _Writes,
     ) -> PassResult:
         """The run's spec is known: observe its children, let the engine decide, apply, write."""
-        problem = None if validated(run.status) else self._manifest_problem(run)
+        problem = None if validated(run.status) else too_large(body, run) or self._manifest_problem(run)
         if problem is not None:
             # Before anything of the kind is listed or created: nothing exists yet.
             return self._write(body, invalid_outcome(run, body.get("status") or {}, now, problem), resolved, writes)
@@ -314,7 +329,8 @@ class FlowRunPass:
         deleted: its deletion never waits on a kind the operator cannot list (what is left of it
         goes with the FlowRun, by its owner reference), and a Warning event says so."""
         others: list[ObservedChild] = []
-        for kind in dict.fromkeys(k for k in manifest_kinds(run.spec) if k not in CHILD_KINDS):
+        kinds = [*manifest_kinds(run.spec), *([RESULT_KIND] if results_moved(run.status) else [])]
+        for kind in dict.fromkeys(k for k in kinds if k not in CHILD_KINDS):
             try:
                 others += self.caches.other_children(run.namespace, run.uid, [kind])
             except ChildrenUnreadable as error:
@@ -373,7 +389,7 @@ class FlowRunPass:
         """The Flow does not exist yet: nothing is created, so a run being deleted may go at once."""
         if run.deleting:
             return self._release(body, writes)
-        if status_changed(waiting.status, body.get("status") or {}):
+        if changes(waiting.status, body.get("status") or {}):
             writes.body = self.kube.patch_status(run.namespace, run.name, waiting.status)
         for event in waiting.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
@@ -412,17 +428,18 @@ class FlowRunPass:
         """Write the status (if it changed), post the events, report the failed actions once; take
         the finalizer off when the run being deleted is cleaned up."""
         metadata = body["metadata"]
-        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        uid = metadata["uid"]
         previous = body.get("status") or {}
-        status = _with_logs(resolved.written(outcome.status), writes.logs)
+        status = self._fitted(body, resolved, _with_logs(resolved.written(outcome.status), writes.logs), writes)
         metrics.record_pass(previous, status)
-        if status_changed(status, previous):
-            writes.body = self.kube.patch_status(namespace, name, status)
+        releasing = bool(metadata.get("deletionTimestamp")) and outcome.finalizer_releasable
+        if changes(status, previous):
+            writes.body = self._patch_status(body, status, releasing) or writes.body
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         for failure in self._reported.fresh(uid, writes.failures):
             self.kube.post_event(body, "Warning", "ActionFailed", failure)
-        if metadata.get("deletionTimestamp") and outcome.finalizer_releasable:
+        if releasing:
             return self._release(writes.body or body, writes)
         return writes.result(
             deleting=bool(metadata.get("deletionTimestamp")),
@@ -431,6 +448,40 @@ class FlowRunPass:
             phase=str(status.get("phase") or ""),
             message=str(status.get("message") or ""),
         )
+
+    def _fitted(
+        self, body: Mapping[str, Any], resolved: resolution.Resolved, status: dict[str, Any], writes: _Writes
+    ) -> dict[str, Any]:
+        """The status as it fits the object's byte budget (engine/budget.py); the results it moves
+        go to ConfigMaps of their own first (a result whose ConfigMap cannot be made stays)."""
+        metadata = body["metadata"]
+        fitted = budget.fit(status, status_budget(body), metadata["name"], budget.referenced_results(resolved.spec))
+        if not fitted.fits:
+            logger.warning("FlowRun %s/%s: its status exceeds its byte budget", metadata["namespace"], metadata["name"])
+        identity = RunIdentity(metadata["name"], metadata["namespace"], metadata["uid"])
+        for task, (_, text) in fitted.moved.items():
+            if not self._create(metadata["uid"], CreateObject(build_result_config_map(identity, task, text)), writes):
+                entry = fitted.status["tasks"][task]
+                entry["result"], entry["resultFrom"] = text, None
+        return fitted.status
+
+    def _patch_status(self, body: Mapping[str, Any], status: dict[str, Any], releasing: bool) -> dict[str, Any] | None:
+        """Write the status; a run whose cleanup is done is released even if the write fails (too
+        large, a webhook, a conflict storm): deletion never depends on a status write."""
+        metadata = body["metadata"]
+        try:
+            return self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+        except ApiException as error:
+            if error.status == 404 or not releasing:
+                raise
+            logger.warning(
+                "could not write the status of FlowRun %s/%s (%s %s); its cleanup is done: releasing it all the same",
+                metadata["namespace"],
+                metadata["name"],
+                error.status,
+                api_message(error),
+            )
+            return None
 
     def _apply(
         self,
@@ -469,26 +520,28 @@ class FlowRunPass:
         except ApiException as error:
             writes.failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
 
-    def _create(self, uid: str, action: CreateObject, writes: _Writes) -> None:
+    def _create(self, uid: str, action: CreateObject, writes: _Writes) -> bool:
+        """Create if absent; whether it exists now. A refusal or a failure is noted in `writes`."""
         manifest = action.manifest
         kind, name = manifest.get("kind"), (manifest.get("metadata") or {}).get("name")
         try:
             created = self.kube.create(manifest, uid)
-            if (manifest.get("apiVersion"), kind) in CHILD_KINDS:
-                # Existing already (an earlier pass made it): what is seen of it is the manifest.
-                seen = observe(created if created is not None else manifest)
-                if seen is not None:
-                    writes.created.append(seen)
+            # Existing already (an earlier pass made it): what is seen of it is the manifest.
+            seen = observe(created if created is not None else manifest)
+            if seen is not None:
+                writes.created.append(seen)
+            return True
         except (ForeignObject, UnknownKind) as error:
             writes.refusals[f"{kind}/{name}"] = str(error)
         except ApiException as error:
             refusal = refusal_message(error)
             if refusal is None:
                 writes.failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
-                return
+                return False
             writes.refusals[f"{kind}/{name}"] = refusal
             if namespace_terminating(error):
                 self._namespace_terminating.add(uid)
+        return False
 
     def dry_run(self, action: ValidateObjects) -> str | None:
         """The server-side dry run of every child: `FIELD: the API server's message` for the first
@@ -525,6 +578,38 @@ def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: 
     if limit is None or engine_requeue is None:
         return engine_requeue if limit is None else limit
     return min(engine_requeue, limit)
+
+
+def results_moved(status: object) -> bool:
+    """Whether some task's result is in a ConfigMap (RESULT_KIND) rather than in the status."""
+    tasks = status.get("tasks") if isinstance(status, Mapping) else None
+    return isinstance(tasks, Mapping) and any(isinstance(t, Mapping) and t.get("resultFrom") for t in tasks.values())
+
+
+def too_large(body: Mapping[str, Any], run: RunInput) -> str | None:
+    """Why a new run cannot keep its status under the object's limit: its metadata and spec leave
+    too little room for even the least status its tasks and blocks need (engine/budget.py)."""
+    spec = run.spec if isinstance(run.spec, Mapping) else {}
+    tasks, resources = (len(spec.get(key) or []) for key in ("tasks", "resources"))
+    room = status_budget({**body, "status": {}})
+    snapshot = run.status.get("resolvedSpec") if isinstance(run.status, Mapping) else None
+    needed = budget.minimal_weight(tasks, resources) + (budget.size(snapshot) if snapshot else 0)
+    if needed <= room:
+        return None
+    taken = api.OBJECT_LIMIT - room - BUDGET_SLACK
+    return (
+        f"spec: the FlowRun takes {taken} bytes without its status (metadata and spec, as stored); the status of its"
+        f" {tasks} tasks and {resources} resources needs at least {needed} more, over the limit of"
+        f" {api.OBJECT_LIMIT} bytes a FlowRun is kept under: make the spec smaller (keep large data out of it)"
+    )
+
+
+def status_budget(body: Mapping[str, Any]) -> int:
+    """Bytes the status may take: the object's limit less what the rest of it takes as stored (its
+    metadata with managedFields, its spec), with some room for what grows beside it."""
+    stored = body.get(STORED_BYTES)
+    whole = stored if isinstance(stored, int) else budget.size(body)
+    return api.OBJECT_LIMIT - (whole - budget.size(body.get("status") or {})) - BUDGET_SLACK
 
 
 def _with_logs(status: dict[str, Any], logs: Mapping[str, str]) -> dict[str, Any]:

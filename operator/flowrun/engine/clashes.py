@@ -12,15 +12,17 @@ from flowrun.model import FlowSpec, SpecError
 
 Kind = tuple[str, str]  # (apiVersion, kind)
 POD, JOB, DEPLOYMENT, SERVICE = ("v1", "Pod"), ("batch/v1", "Job"), ("apps/v1", "Deployment"), ("v1", "Service")
+CONFIG_MAP = ("v1", "ConfigMap")
 
 
 def generated_names(run: str, spec: FlowSpec) -> dict[Kind, dict[str, str]]:
     """Every name the run's children may be given, by kind: name -> what it is the name of. Finite:
     attempts are bounded by the retries the spec allows."""
-    found: dict[Kind, dict[str, str]] = {POD: {}, JOB: {}, DEPLOYMENT: {}, SERVICE: {}}
+    found: dict[Kind, dict[str, str]] = {POD: {}, JOB: {}, DEPLOYMENT: {}, SERVICE: {}, CONFIG_MAP: {}}
     for task in spec.tasks:
         for attempt in range(1, task.retries.limit + 2):
             found[POD][names.task_pod_name(run, task.name, attempt)] = f"attempt {attempt} of task {task.name}"
+        found[CONFIG_MAP][names.result_config_map(run, task.name)] = f"the ConfigMap of task {task.name}'s result"
     for resource in spec.resources:
         if resource.setup.job is not None:
             found[JOB][names.setup_job_name(run, resource.name)] = f"the setup job of resource {resource.name}"

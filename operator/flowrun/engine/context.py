@@ -11,12 +11,12 @@ from typing import Any
 
 from flowrun import names
 from flowrun.api import SUCCEEDED
-from flowrun.engine.children import Children, ObjectRef
+from flowrun.engine.children import Children, ObjectRef, result, termination
 from flowrun.engine.dag import resource_order
 from flowrun.engine.interface import RunInput
-from flowrun.engine.state import RunState
-from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec
-from flowrun.observed import Observed
+from flowrun.engine.state import RunState, TaskState
+from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec, main_container_name
+from flowrun.observed import Observed, ObservedObject
 from flowrun.references import Context
 
 
@@ -67,7 +67,7 @@ def substitutions(ctx: PassContext, state: RunState, placeholder: str | None = N
         params=ctx.spec.param_values,
         flowrun={"name": run.name, "namespace": run.namespace, "uid": run.uid},
         task_results={
-            n: placeholder if placeholder is not None else (ts.result if ts.phase == SUCCEEDED and ts.result else "")
+            n: placeholder if placeholder is not None else (result_of(ctx, n, ts) or "")
             for n, ts in state.tasks.items()
         },
         resource_values={
@@ -75,6 +75,25 @@ def substitutions(ctx: PassContext, state: RunState, placeholder: str | None = N
         },
         services=services,
     )
+
+
+def result_of(ctx: PassContext, task: str, ts: TaskState) -> str | None:
+    """A succeeded task's result: as the status holds it, else from the ConfigMap it moved to when
+    the status was full (engine/budget.py), else from its pod's termination message; None for a
+    task that did not succeed, or whose result is nowhere any more."""
+    if ts.phase != SUCCEEDED:
+        return None
+    if ts.result is not None:
+        return ts.result
+    if ts.result_from is not None:
+        kind, _, name = ts.result_from.partition("/")
+        stored = ctx.children.find(ObjectRef("v1", kind, name))
+        if isinstance(stored, ObservedObject) and "result" in stored.data:
+            return stored.data["result"]
+    pod = ctx.children.pod(ts.pod_name)
+    if pod is not None and pod.phase == "Succeeded":
+        return result(termination(pod, main_container_name(ctx.spec.task(task).template)))[0]
+    return None if ts.result_from is not None else ""
 
 
 def refusal(ctx: PassContext, ref: ObjectRef) -> str | None:

@@ -35,6 +35,8 @@ class TaskState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     result: str | None = None
+    # Where the result is when the status could not hold it: "ConfigMap/<name>" (engine/budget.py).
+    result_from: str | None = None
     logs: str | None = None
     next_attempt_at: datetime | None = None
 
@@ -92,6 +94,7 @@ def load_task(raw: object) -> TaskState:
         started_at=parse_time(raw.get("startedAt")),
         finished_at=parse_time(raw.get("finishedAt")),
         result=opt_str(raw.get("result")),
+        result_from=opt_str(raw.get("resultFrom")),
         logs=opt_str(raw.get("logs")),
         next_attempt_at=parse_time(raw.get("nextAttemptAt")),
     )
@@ -136,6 +139,7 @@ def dump_task(state: TaskState) -> dict[str, Any]:
         "startedAt": time_or_none(state.started_at),
         "finishedAt": time_or_none(state.finished_at),
         "result": state.result,
+        "resultFrom": state.result_from,
         "logs": state.logs,
         "nextAttemptAt": time_or_none(state.next_attempt_at),
     }

@@ -16,6 +16,7 @@ from flowrun.api import (
     POD_PENDING,
     POD_RUNNING,
     READY,
+    RESULT_LOST,
     RETRY_BACKOFF,
     RUNNING,
     SETTING_UP,
@@ -29,9 +30,10 @@ from flowrun.api import (
     WAITING_RESOURCES,
     WAITING_UPSTREAM,
 )
+from flowrun.engine.budget import referenced_results
 from flowrun.engine.children import ObjectRef, result, termination
 from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, refusal
+from flowrun.engine.context import PassContext, refusal, result_of
 from flowrun.engine.dag import skip_reason, trigger
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
 from flowrun.engine.state import RunState, TaskState
@@ -47,7 +49,7 @@ def recover_task(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunStat
     if latest > ts.attempts or contradicted(ctx, task, ts, latest):
         # The latest attempt's pod is judged afresh (observe_attempt) in this pass.
         pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, latest))
-        ts.attempts, ts.result, ts.exit_code, ts.finished_at = latest, None, None, None
+        ts.attempts, ts.result, ts.result_from, ts.exit_code, ts.finished_at = latest, None, None, None, None
         ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
         ts.started_at = ts.started_at or (pod.start_time if pod is not None else None) or ctx.now
         state.started_at = state.started_at or ts.started_at
@@ -73,7 +75,10 @@ def contradicted(ctx: PassContext, task: TaskSpec, ts: TaskState, latest: int) -
     if not pod.finished:
         return ts.phase != RUNNING or ts.reason == RETRY_BACKOFF
     if pod.phase == "Succeeded":
-        return ts.phase != SUCCEEDED or ts.result != result(termination(pod, main_container_name(task.template)))[0]
+        # A result moved to a ConfigMap (the status was full) is no contradiction.
+        moved = ts.result is None and ts.result_from is not None
+        pod_result = result(termination(pod, main_container_name(task.template)))[0]
+        return ts.phase != SUCCEEDED or (not moved and ts.result != pod_result)
     return ts.phase in (SUCCEEDED, PENDING)
 
 
@@ -142,7 +147,19 @@ def upstream_ready(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunSt
         waiting_for = [u for u in task.run_after if state.tasks[u].phase not in TERMINAL]
         ts.reason, ts.message = WAITING_UPSTREAM, "waiting for " + ", ".join(waiting_for)
         return False
+    lost = [u for u in sorted(referenced_results(task.template)) if result_lost(ctx, u, state)]
+    if lost:
+        where = state.tasks[lost[0]]
+        ts.phase, ts.reason, ts.finished_at = FAILED, RESULT_LOST, ctx.now
+        ts.message = f"the result of task {lost[0]} is lost: {where.result_from} and pod {where.pod_name} are gone"
+        return False
     return True
+
+
+def result_lost(ctx: PassContext, task: str, state: RunState) -> bool:
+    """A succeeded task's result moved to a ConfigMap that is gone, and so is its pod."""
+    ts = state.tasks.get(task)
+    return ts is not None and ts.phase == SUCCEEDED and result_of(ctx, task, ts) is None
 
 
 def start_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState, live: set[str]) -> None:
@@ -172,7 +189,7 @@ def observe_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, stop: str |
     if pod.finished and term is not None:
         ts.exit_code = term.exit_code
     if pod.phase == "Succeeded":
-        ts.result, note = result(term)
+        (ts.result, note), ts.result_from = result(term), None
         ts.phase, ts.reason, ts.message, ts.finished_at = SUCCEEDED, "Succeeded", note, finished
     elif pod.phase == "Failed":
         reason = pod.reason or (term.reason if term is not None and term.reason else "PodFailed")

@@ -81,7 +81,12 @@ def _task_row(label: Text, entry: Mapping[str, Any], task: TaskSpec | None, now:
     limit = task.retries.limit if task is not None else 0
     shown = "" if attempts == 0 else str(attempts) if limit == 0 else f"{attempts}/{limit + 1}"
     result, message = as_str(entry.get("result")), as_str(entry.get("message"))
-    detail = Text(one_line(result)) if phase == "Succeeded" else Text(one_line(message), style="dim")
+    if phase == "Succeeded" and entry.get("resultFrom"):
+        detail = Text(f"(result in {as_str(entry.get('resultFrom'))})", style="dim")  # the status was full
+    elif phase == "Succeeded" and entry.get("result") is None and message:
+        detail = Text(one_line(message), style="dim")  # its result was not kept: the message says where it is
+    else:
+        detail = Text(one_line(result)) if phase == "Succeeded" else Text(one_line(message), style="dim")
     return Row(
         label,
         phase_text(phase),
