@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     WatchRecorder,
     deployment,
     job,
+    pod_phase,
     real_task,
     sim_task,
     task,
@@ -204,3 +205,43 @@ def test_200_real_tasks_with_4000_byte_results_hand_one_on_intact(
     started = time.monotonic()
     flowruns.delete_and_check_nothing_leaked("results", timeout=120)
     print(f"{WIDE} results: FlowRun of {size} bytes; deleted in {time.monotonic() - started:.1f}s")
+
+
+def test_a_status_written_by_someone_else_is_overruled_by_what_the_children_show(
+    operator: Operator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    pods, jobs = watch("pods"), watch("jobs")
+    block = {"name": "r", "setup": {"deployments": [deployment("db")]}, "cleanup": {"job": job()}}
+    tasks = [
+        sim_task("a", resources=["r"], duration="6s", message="REAL"),
+        sim_task("b", run_after=["a"], args=["$(tasks.a.result)"]),
+    ]
+    flowruns.create({"metadata": {"name": "lied-to"}, "spec": {"resources": [block], "tasks": tasks}})
+    flowruns.create({"metadata": {"name": "healthy"}, "spec": {"tasks": [sim_task("a", duration="6s")]}})
+    for name in ("lied-to", "healthy"):
+        flowruns.wait_status(name, "a running", partial(has_phase, "a", ("Running", "PodRunning")))
+    custom, ns = flowruns.custom, flowruns.namespace
+
+    def write_status(name: str, status: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object_status(
+            "flowrun.dev", "v1alpha1", ns, "flowruns", name, {"status": status}
+        )
+
+    write_status(
+        "lied-to",
+        {"resources": {"r": {"phase": "CleanedUp"}}, "tasks": {"a": {"phase": "Succeeded", "result": "FAKE"}}},
+    )
+    write_status("healthy", {"phase": "Failed", "tasks": {"a": {"phase": "Failed", "reason": "Error"}}})
+
+    lied = flowruns.wait_phase("lied-to", "Succeeded", timeout=60)
+    b = pods.first("lied-to-b-1")
+    assert b is not None and b["spec"]["containers"][0]["args"] == ["REAL"]  # never FAKE
+    assert lied["status"]["tasks"]["a"]["result"] == "REAL"
+    assert lied["status"]["resources"]["r"]["phase"] == "CleanedUp"
+    assert "lied-to-r-cleanup-1" in jobs.uids_by_name()  # the real cleanup ran
+    healthy = flowruns.wait_phase("healthy", "Succeeded", timeout=60)
+    assert healthy["status"]["tasks"]["a"]["attempts"] == 1
+    # Its pod ran to its end (a pod killed by the operator would have failed with exit code 137).
+    assert any(o["metadata"]["name"] == "healthy-a-1" and pod_phase(o) == "Succeeded" for _, o in pods.snapshot())
+    for name in ("lied-to", "healthy"):
+        flowruns.delete_and_check_nothing_leaked(name)
