@@ -261,3 +261,21 @@ def assert_released(flowruns: FlowRuns, runs: WatchRecorder, jobs: WatchRecorder
 def job_complete(obj: dict[str, Any]) -> bool:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
+def test_a_run_whose_ready_block_broke_is_failed_even_when_its_tasks_complete(
+    operator: Operator, flowruns: FlowRuns
+) -> None:
+    flowruns.create(
+        block_run(
+            "alone", {"deployments": [deployment("db")]}, tasks=[sim_task("only", resources=["r"], duration="5s")]
+        )
+    )
+    flowruns.wait_status("alone", "its task running", task_running("only"))
+    client.AppsV1Api(flowruns.api_client).delete_namespaced_deployment("alone-r-db", flowruns.namespace)
+    run = flowruns.wait_phase("alone", ("Succeeded", "Failed"), timeout=60)
+    assert task(run, "only")["phase"] == "Succeeded"  # it ran to its end in the broken block
+    assert run["status"]["phase"] == "Failed", run["status"]  # and the user learns the block broke
+    succeeded = next(c for c in run["status"]["conditions"] if c["type"] == "Succeeded")
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "SetupFailed")
+    flowruns.delete_and_check_nothing_leaked("alone")
