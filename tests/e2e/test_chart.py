@@ -49,7 +49,7 @@ def other_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
         yield name
 
 
-def install_namespace_scoped(tools: Tools, release: str, namespace: str) -> None:
+def install_namespace_scoped(tools: Tools, release: str, namespace: str, *values: str) -> None:
     """The chart for one namespace, the CRD left to the flowrun_crd fixture; waits for its pod."""
     tools.run(
         "helm",
@@ -61,6 +61,7 @@ def install_namespace_scoped(tools: Tools, release: str, namespace: str) -> None
         "--skip-crds",
         "--set",
         "rbac.scope=namespaces",
+        *values,
         "--wait",
         "--timeout",
         "120s",
@@ -109,7 +110,8 @@ def test_values_schema_rejects_bad_values(tools: Tools, setting: str, complaint:
 def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
     cluster = list(yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops").stdout))
     kinds = sorted(doc["kind"] for doc in cluster if doc)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    # The operator's ClusterRole, and the two that add FlowRuns to the default view/edit/admin roles.
+    assert kinds == ["ClusterRole"] * 3 + ["ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
     deployment = next(doc for doc in cluster if doc and doc["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -594,7 +596,7 @@ def test_the_default_edit_role_may_change_flowruns_but_never_their_status(
     tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
 ) -> None:
     release = release_name()
-    install_namespace_scoped(tools, release, namespace)
+    install_namespace_scoped(tools, release, namespace, "--set", "rbac.aggregateToDefaultRoles=true")
     core, rbac = kube_cluster.core(), client.RbacAuthorizationV1Api(kube_cluster.api)
     core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="dev")))
     rbac.create_namespaced_role_binding(
