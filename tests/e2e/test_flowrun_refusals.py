@@ -264,7 +264,7 @@ def test_a_cluster_scoped_setup_manifest_is_a_spec_error_and_nothing_is_created(
     conditions = {c["type"]: c for c in run["status"]["conditions"]}
     assert (conditions["SpecValid"]["status"], conditions["SpecValid"]["reason"]) == ("False", "InvalidSpec")
     assert conditions["SpecValid"]["message"] == (
-        f"the API server rejected a child: spec.resources[0].setup.manifests[1]: {kind} in"
+        f"spec.resources[0].setup.manifests[1]: {kind} in"
         f" {manifest['apiVersion']} is cluster-scoped: children must be namespaced"
     ), conditions["SpecValid"]
     assert run["status"]["tasks"] == {} and run["status"]["resources"] == {}

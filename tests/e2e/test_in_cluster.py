@@ -95,7 +95,11 @@ def test_the_chart_installs_the_image_which_runs_the_real_dask_example(
         container = pod.spec.containers[0]
         assert container.security_context.read_only_root_filesystem is True
         assert pod.spec.security_context.run_as_non_root is True
-        assert pod.status.container_statuses[0].ready and pod.status.container_statuses[0].restart_count == 0
+        status = pod.status.container_statuses[0]
+        if status.restart_count:
+            previous = core.read_namespaced_pod_log(pod.metadata.name, namespace, previous=True, tail_lines=40)
+            raise AssertionError(f"the operator restarted: {status.last_state}\n{previous}")
+        assert status.ready
 
         flowruns = FlowRuns(kube_cluster, flows_namespace)
         body = real_dask_example(real_node)

@@ -153,7 +153,9 @@ class Informer(threading.Thread, Generic[T]):
             except Gone:
                 self.resource_version = None  # listed again at once
             except ApiException as error:
-                if error.status == 410:
+                if error.status == 410 or (error.status in (403, 404) and self.resource_version is not None):
+                    # Too old a version, or the kind is gone or refused now (its CRD deleted, a right
+                    # taken away): listed again, which says which (and reports what vanished).
                     self.resource_version = None
                 elif error.status in (403, 404) and self.resource_version is None:
                     self.error = ChildrenUnreadable(
