@@ -19,6 +19,14 @@ from flowrun.kube import Kube, connect
 REGISTRY = kopf.OperatorRegistry()
 
 
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own credentials (it reads the API's discovery at start, scanning or not): those of the
+    kubeconfig or the ServiceAccount, as the operator's client finds them. A registry of one's own
+    gets none of kopf's default login handlers, and kopf stops at once without one."""
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.startup(registry=REGISTRY)
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf serves no resource here, so it needs no scan of namespaces or CRDs (which the
