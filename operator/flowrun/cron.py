@@ -37,6 +37,7 @@ TEMPLATE_FIELDS = (
     "serviceAccountName",
     "parallelism",
     "activeDeadlineSeconds",
+    "pendingTimeoutSeconds",
     "ttlSecondsAfterFinished",
     "resources",
     "tasks",
