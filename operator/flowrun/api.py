@@ -86,6 +86,7 @@ OBJECT_DELETED = "ObjectDeleted"  # a Ready block's Deployment, Service or manif
 PODS_REFUSED = "PodsRefused"  # a setup Deployment's or Job's pods are refused by admission
 NAMESPACE_DELETED = "NamespaceDeleted"  # the cleanup job could not run: the namespace is terminating
 CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
+PENDING_TIMEOUT = "PendingTimeout"  # a task pod did not start within pendingTimeoutSeconds
 INVALID_SPEC = "InvalidSpec"
 CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
 

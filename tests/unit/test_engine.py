@@ -605,6 +605,7 @@ def test_status_shape() -> None:
         "result",
         "logs",
         "nextAttemptAt",
+        "lastFailure",
     }
     for cond in sim.status["conditions"]:
         assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}

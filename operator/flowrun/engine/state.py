@@ -37,6 +37,9 @@ class TaskState:
     result: str | None = None
     logs: str | None = None
     next_attempt_at: datetime | None = None
+    # "attempt N failed (REASON: detail)": shown as the message while the next attempt has nothing
+    # of its own to say, so that a pod's waiting reason never hides it for good.
+    last_failure: str | None = None
 
 
 @dataclass
@@ -94,6 +97,7 @@ def load_task(raw: object) -> TaskState:
         result=opt_str(raw.get("result")),
         logs=opt_str(raw.get("logs")),
         next_attempt_at=parse_time(raw.get("nextAttemptAt")),
+        last_failure=opt_str(raw.get("lastFailure")),
     )
 
 
@@ -138,6 +142,7 @@ def dump_task(state: TaskState) -> dict[str, Any]:
         "result": state.result,
         "logs": state.logs,
         "nextAttemptAt": time_or_none(state.next_attempt_at),
+        "lastFailure": state.last_failure,
     }
 
 
