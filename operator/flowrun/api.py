@@ -92,6 +92,7 @@ PODS_REFUSED = "PodsRefused"  # a setup Deployment's or Job's pods are refused b
 NAMESPACE_DELETED = "NamespaceDeleted"  # the cleanup job could not run: the namespace is terminating
 CREATE_REFUSED = "CreateRefused"  # the API server refused to create a child, for good
 RESULT_LOST = "ResultLost"  # an upstream result the task uses is nowhere any more
+PENDING_TIMEOUT = "PendingTimeout"  # a task pod did not start within pendingTimeoutSeconds
 INVALID_SPEC = "InvalidSpec"
 CLEANUP_BLOCKED = "CleanupBlocked"  # deleting, a cleanup failed: the finalizer stays
 

@@ -38,6 +38,7 @@ TEMPLATE_FIELDS = (
     "serviceAccountName",
     "parallelism",
     "activeDeadlineSeconds",
+    "pendingTimeoutSeconds",
     "ttlSecondsAfterFinished",
     "resources",
     "tasks",

@@ -26,7 +26,13 @@ from flowrun.observed import observed_from_objects
 FLOW_NOT_FOUND_SECONDS = 60
 FLOW_NOT_FOUND = "FlowNotFound"
 # Run fields that override the Flow's; `cancel` is never part of a snapshot (see run_spec).
-OVERRIDES = ("serviceAccountName", "parallelism", "activeDeadlineSeconds", "ttlSecondsAfterFinished")
+OVERRIDES = (
+    "serviceAccountName",
+    "parallelism",
+    "activeDeadlineSeconds",
+    "pendingTimeoutSeconds",
+    "ttlSecondsAfterFinished",
+)
 FLOW_FIELDS = ("params", *OVERRIDES, "resources", "tasks")
 RUN_FIELDS_WITH_FLOW_REF = ("flowRef", "params", *OVERRIDES, "cancel")
 # A value for a param without default while a Flow is validated on its own: digits, so that

@@ -495,10 +495,11 @@ class Kube:
     def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         metrics.API_REQUESTS.labels(verb="get", resource="pods/log").inc()
         try:
-            log: str = self.core.read_namespaced_pod_log(
+            log: str | None = self.core.read_namespaced_pod_log(
                 pod, namespace, container=container, tail_lines=lines, _request_timeout=REQUEST_TIMEOUT
             )
-            return log
+            # None: no body, the answer for a pod that has no node (never scheduled), hence no log.
+            return log or ""
         except ApiException as error:
             return f"(logs unavailable: {error.status} {error.reason})"
 

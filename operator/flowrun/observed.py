@@ -28,10 +28,27 @@ class Terminated:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """Why something has not started: a container's waiting state (ErrImagePull,
+    CreateContainerConfigError, ...) or a pod's PodScheduled=False condition (Unschedulable)."""
+
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class ContainerStatus:
     name: str
     terminated: Terminated | None = None
     running_started_at: datetime | None = None
+    running: bool = False
+    waiting: Waiting | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the container runs or has ended, as last reported (one waiting to be restarted
+        counts as not started: a task pod's, with restartPolicy Never, never is)."""
+        return self.running or self.terminated is not None
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,9 @@ class ObservedPod:
     start_time: datetime | None = None
     reason: str = ""  # e.g. DeadlineExceeded, Evicted
     message: str = ""
+    created_at: datetime | None = None
+    init_containers: tuple[ContainerStatus, ...] = ()
+    not_scheduled: Waiting | None = None  # its PodScheduled condition is False (e.g. Unschedulable)
 
     @property
     def finished(self) -> bool:
@@ -179,11 +199,24 @@ def _container(raw: Mapping[str, Any]) -> ContainerStatus:
             finished_at=parse_time(term.get("finishedAt")),
         )
     running = _map(state.get("running"))
+    waiting = None
+    if "waiting" in state:
+        raw_waiting = _map(state["waiting"])
+        waiting = Waiting(_text(raw_waiting.get("reason")), _text(raw_waiting.get("message")))
     return ContainerStatus(
         name=_text(raw.get("name")),
         terminated=terminated,
         running_started_at=parse_time(running.get("startedAt")) if "running" in state else None,
+        running="running" in state,
+        waiting=waiting,
     )
+
+
+def _not_scheduled(status: Mapping[str, Any]) -> Waiting | None:
+    for cond in _items(status.get("conditions")):
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return Waiting(_text(cond.get("reason")), _text(cond.get("message")))
+    return None
 
 
 def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedPod:
@@ -198,6 +231,9 @@ def _pod(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) ->
         start_time=parse_time(status.get("startTime")),
         reason=_text(status.get("reason")),
         message=_text(status.get("message")),
+        created_at=parse_time(metadata.get("creationTimestamp")),
+        init_containers=tuple(_container(c) for c in _items(status.get("initContainerStatuses"))),
+        not_scheduled=_not_scheduled(status),
     )
 
 

@@ -117,8 +117,9 @@ class FakeCluster:
         """Refuse for good every create whose "Kind/name" starts with `prefix` (a quota, a policy)."""
         self.refusals[prefix] = message
 
-    def create(self, manifest: dict[str, Any]) -> str | None:
-        """Create if absent; returns the refusal message if the create is refused."""
+    def create(self, manifest: dict[str, Any], now: datetime | None = None) -> str | None:
+        """Create if absent (with creationTimestamp `now`, when given); returns the refusal message
+        if the create is refused."""
         key = (manifest["kind"], manifest["metadata"]["name"])
         ref = f"{key[0]}/{key[1]}"
         if key in self.objects:
@@ -128,6 +129,8 @@ class FakeCluster:
             self.refused.append(ref)
             return refusal
         self.objects[key] = copy.deepcopy(manifest)
+        if now is not None:
+            self.objects[key]["metadata"]["creationTimestamp"] = format_time(now)
         self.created.append(ref)
         return None
 
@@ -215,6 +218,30 @@ class FakeCluster:
 
     def run_pod(self, name: str, start: datetime = T0) -> None:
         self.set_pod(name, "Running", start=start)
+
+    def wait_pod(
+        self,
+        name: str,
+        reason: str,
+        message: str = "",
+        *,
+        container_name: str = "main",
+        init: bool = False,
+        phase: str = "Pending",
+    ) -> None:
+        """The kubelet reports a container of the pod waiting (ErrImagePull, ...); the pod's other
+        reported containers keep their state."""
+        status = self.objects[("Pod", name)].setdefault("status", {"phase": phase})
+        status["phase"] = phase
+        waiting = {"name": container_name, "state": {"waiting": {"reason": reason, "message": message}}}
+        key = "initContainerStatuses" if init else "containerStatuses"
+        others = [c for c in status.get(key, []) if c["name"] != container_name]
+        status[key] = [*others, waiting]
+
+    def unschedulable(self, name: str, message: str, reason: str = "Unschedulable") -> None:
+        """The scheduler finds no node for the pod."""
+        condition = {"type": "PodScheduled", "status": "False", "reason": reason, "message": message}
+        self.objects[("Pod", name)]["status"] = {"phase": "Pending", "conditions": [condition]}
 
     def finish_job(self, name: str, *, succeeded: bool = True, message: str = "") -> None:
         """The Job controller ran the Job's pod to the end."""
@@ -321,7 +348,7 @@ class Sim:
                 if isinstance(action, ValidateObjects):
                     self.dry_runs += 1
                 elif isinstance(action, CreateObject):
-                    refusal = self.cluster.create(action.manifest)
+                    refusal = self.cluster.create(action.manifest, now)
                     if refusal is not None:
                         refused[f"{action.manifest['kind']}/{action.manifest['metadata']['name']}"] = refusal
                 elif isinstance(action, CaptureLogs):

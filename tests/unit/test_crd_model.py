@@ -37,6 +37,7 @@ def full_spec() -> dict[str, Any]:
         "serviceAccountName": "runner",
         "parallelism": 2,
         "activeDeadlineSeconds": 600,
+        "pendingTimeoutSeconds": 300,
         "ttlSecondsAfterFinished": 60,
         "cancel": False,
         "resources": [
@@ -69,6 +70,7 @@ def full_spec() -> dict[str, Any]:
                 "template": copy.deepcopy(POD),
                 "retries": {"limit": 1, "backoffSeconds": 5},
                 "activeDeadlineSeconds": 60,
+                "pendingTimeoutSeconds": 30,
             },
             {"name": "prep", "template": copy.deepcopy(POD)},
         ],

@@ -129,7 +129,14 @@ def test_schemas_are_structural_and_every_field_is_described(kind: str) -> None:
 def test_flow_and_cron_template_share_the_flowrun_task_and_resource_schema() -> None:
     flowrun = spec_schema("FlowRun")["properties"]
     for other in (spec_schema("Flow")["properties"], template_spec()["properties"]):
-        for field in ("tasks", "resources", "serviceAccountName", "parallelism", "activeDeadlineSeconds"):
+        for field in (
+            "tasks",
+            "resources",
+            "serviceAccountName",
+            "parallelism",
+            "activeDeadlineSeconds",
+            "pendingTimeoutSeconds",
+        ):
             assert other[field] == flowrun[field], field
 
 
@@ -170,6 +177,7 @@ TASKS = [{"name": "a", "template": {"spec": {"containers": [{"name": "main"}]}}}
         ({"rerunOf": {"name": "r"}, "params": []}, ["only spec.cancel and spec.ttlSecondsAfterFinished"]),
         ({"rerunOf": {"name": "r"}, "flowRef": {"name": "f"}}, ["only spec.cancel and spec.ttlSecondsAfterFinished"]),
         ({"rerunOf": {"name": "r"}, "parallelism": 1}, ["only spec.cancel and spec.ttlSecondsAfterFinished"]),
+        ({"rerunOf": {"name": "r"}, "pendingTimeoutSeconds": 9}, ["only spec.cancel and spec.ttlSecondsAfterFinished"]),
     ],
 )
 def test_flowrun_spec_rules_on_create(spec: dict[str, Any], refused: list[str]) -> None:
@@ -196,6 +204,11 @@ def test_flowrun_has_flowref_and_rerunof_with_a_required_name() -> None:
         ({"rerunOf": {"name": "r"}}, {"rerunOf": {"name": "s"}}, ["spec.rerunOf is immutable"]),
         ({"rerunOf": {"name": "r"}}, {"tasks": TASKS}, ["spec.rerunOf is immutable", "spec.tasks is immutable"]),
         ({"tasks": TASKS}, {"tasks": TASKS, "cancel": True}, []),
+        (
+            {"tasks": TASKS, "pendingTimeoutSeconds": 60},
+            {"tasks": TASKS, "pendingTimeoutSeconds": 61},
+            ["spec.pendingTimeoutSeconds is immutable"],
+        ),
         ({"tasks": TASKS, "cancel": True}, {"tasks": TASKS, "cancel": False}, ["cannot be set back"]),
     ],
 )

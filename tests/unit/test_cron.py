@@ -565,6 +565,11 @@ def test_a_template_with_its_own_tasks_is_valid() -> None:
     assert parse_cron_spec(spec(flowRunTemplate={"spec": {"tasks": [task("a")]}})).template_spec is not None
 
 
+def test_a_template_may_set_the_runs_pending_timeout() -> None:
+    template = {"spec": {"flowRef": {"name": "summary"}, "pendingTimeoutSeconds": 300}}
+    assert parse_cron_spec(spec(flowRunTemplate=template)).template_spec == template["spec"]
+
+
 # --- the FlowRun it creates ----------------------------------------------------------------------
 
 

@@ -606,6 +606,7 @@ def test_status_shape() -> None:
         "resultFrom",
         "logs",
         "nextAttemptAt",
+        "lastFailure",
     }
     for cond in sim.status["conditions"]:
         assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}

@@ -289,3 +289,9 @@ def test_a_rejected_dry_run_makes_the_flow_invalid_naming_the_child() -> None:
     status = flow_status(check, {}, 1, T0)
     assert status["conditions"][0]["status"] == "False"
     assert status["message"] == f"spec.tasks[0].template: the API server rejected it: {why}"
+
+
+def test_a_run_overrides_the_flows_pending_timeout() -> None:
+    flow_with_timeout = flow_object({**FLOW_SPEC, "pendingTimeoutSeconds": 600})
+    assert resolve_flow(run(), flow_with_timeout).spec["pendingTimeoutSeconds"] == 600
+    assert resolve_flow(run(pendingTimeoutSeconds=30), flow_with_timeout).spec["pendingTimeoutSeconds"] == 30

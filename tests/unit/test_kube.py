@@ -130,3 +130,12 @@ def test_the_api_server_probe_succeeds_on_its_text_answer(tmp_path: Path) -> Non
     kube = Kube(server, dynamic=server.dynamic_client(tmp_path))
     kube.probe()
     assert server.requests[-1] == ("GET", "/readyz")
+
+
+def test_the_log_of_a_pod_never_scheduled_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server answers the log of a pod without a node with no body, which the client returns
+    as None: the pass that captured it (a task whose pod never started) failed on it."""
+    server = FakeApiServer()
+    kube = Kube(server, dynamic=server.dynamic_client(tmp_path))
+    monkeypatch.setattr(kube.core, "read_namespaced_pod_log", lambda *args, **kwargs: None)
+    assert kube.pod_log_tail("team", "never-scheduled", "main", 100) == ""

@@ -657,3 +657,25 @@ def test_a_param_value_over_4096_characters_is_refused_naming_it() -> None:
 
 
 TEMPLATE_FOR_PARAMS = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
+
+
+def test_pending_timeout_is_the_tasks_own_else_the_runs_else_none() -> None:
+    spec = parse_spec(flow(task("own", pendingTimeoutSeconds=5), task("default"), pendingTimeoutSeconds=60))
+    assert (spec.pending_timeout(spec.task("own")), spec.pending_timeout(spec.task("default"))) == (5, 60)
+    unset = parse_spec(flow(task("a")))
+    assert unset.pending_timeout(unset.task("a")) is None and unset.pending_timeout_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (flow(task("a", pendingTimeoutSeconds=0)), "spec.tasks[0].pendingTimeoutSeconds"),
+        (flow(task("a", pendingTimeoutSeconds="60")), "spec.tasks[0].pendingTimeoutSeconds"),
+        (flow(task("a"), pendingTimeoutSeconds=0), "spec.pendingTimeoutSeconds"),
+        (flow(task("a"), pendingTimeoutSeconds=True), "spec.pendingTimeoutSeconds"),
+    ],
+)
+def test_a_bad_pending_timeout_is_refused_naming_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec)
+    assert error.value.field == field

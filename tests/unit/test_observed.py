@@ -7,6 +7,7 @@ from flowrun.observed import (
     ObservedObject,
     ObservedService,
     Terminated,
+    Waiting,
     observed_from_objects,
 )
 from tests.unit.builders import T0
@@ -87,7 +88,7 @@ def test_sorts_raw_objects_by_kind_and_reads_their_status() -> None:
     assert pod.finished
     assert pod.containers == (
         ContainerStatus("main", Terminated(2, "Error", "boom", T0, T0 + timedelta(seconds=5))),
-        ContainerStatus("side", None, T0 + timedelta(seconds=1)),
+        ContainerStatus("side", None, T0 + timedelta(seconds=1), running=True),
     )
     job = observed.jobs[0]
     assert (
@@ -123,3 +124,70 @@ def test_garbage_is_tolerated() -> None:
         [None, 3, {"kind": "Pod", "apiVersion": "v1", "metadata": [], "status": {"containerStatuses": "x"}}]
     )
     assert len(observed.pods) == 1 and observed.pods[0].containers == ()
+
+
+def test_a_pending_pod_carries_why_it_waits_and_when_it_was_created() -> None:
+    pod = observed_from_objects(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "creationTimestamp": "2024-05-01T12:00:00Z"},
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"},
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes"},
+                    ],
+                    "initContainerStatuses": [
+                        {"name": "fetch", "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}
+                    ],
+                    "containerStatuses": [{"name": "main", "state": {"waiting": {"reason": "PodInitializing"}}}],
+                },
+            }
+        ]
+    ).pods[0]
+    assert pod.created_at == T0
+    assert pod.not_scheduled == Waiting("Unschedulable", "0/3 nodes")
+    assert pod.init_containers == (ContainerStatus("fetch", waiting=Waiting("ErrImagePull", "not found")),)
+    assert pod.containers == (ContainerStatus("main", waiting=Waiting("PodInitializing")),)
+    assert not any(c.started for c in (*pod.init_containers, *pod.containers))
+
+
+def test_a_scheduled_pod_is_not_marked_unscheduled_and_a_running_container_has_started() -> None:
+    pod = observed_from_objects(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": [{"name": "main", "state": {"running": {}}}],
+                },
+            }
+        ]
+    ).pods[0]
+    assert pod.not_scheduled is None and pod.created_at is None
+    assert pod.containers[0].started and pod.containers[0].running_started_at is None
+
+
+def test_malformed_waiting_states_and_conditions_are_tolerated() -> None:
+    pod = observed_from_objects(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "creationTimestamp": "yesterday"},
+                "status": {
+                    "conditions": ["x", {"type": "PodScheduled", "status": "False", "reason": 3}],
+                    "initContainerStatuses": {"not": "a list"},
+                    "containerStatuses": [{"name": "main", "state": {"waiting": "x"}}],
+                },
+            }
+        ]
+    ).pods[0]
+    assert pod.created_at is None and pod.init_containers == ()
+    assert pod.not_scheduled == Waiting("", "")
+    assert pod.containers == (ContainerStatus("main", waiting=Waiting()),)

@@ -21,7 +21,9 @@ REGISTRY = kopf.OperatorRegistry()
 
 @kopf.on.login(registry=REGISTRY)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """kopf's own connection (for its discovery at start-up): as the Kubernetes client connects."""
+    """kopf's own credentials (it reads the API's discovery at start, scanning or not): those of the
+    kubeconfig or the ServiceAccount, as the operator's client finds them. A registry of one's own
+    gets none of kopf's default login handlers, and kopf stops at once without one."""
     return kopf.login_via_client(**kwargs)
 
 

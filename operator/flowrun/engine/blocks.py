@@ -25,7 +25,7 @@ from flowrun.api import (
     SETUP_JOB_RUNNING,
     STOPPING_SETUP,
 )
-from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.children import ObjectRef, result, termination, why_waiting
 from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal, substitutions
 from flowrun.engine.dag import after_succeeded, blocked, consumers_done, wanted
@@ -148,6 +148,7 @@ def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, 
     if failure is not None:
         fail_setup(rs, failure)
         return
+    rs.message = why_pods_wait(ctx, resource)
     job = setup_job(ctx, resource)
     if job is not None and not job.deleting:
         # Recorded, so that a Job that vanishes from now on is known to have existed.
@@ -260,8 +261,24 @@ def _deployment_failure(ctx: PassContext, resource: ResourceSpec, *_: object) ->
 def _timed_out(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, _: RunState) -> Failure:
     started = rs.setup_started_at or ctx.now
     if ctx.now >= after(started, resource.setup.timeout_seconds):
-        return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}"
+        why = why_pods_wait(ctx, resource, routine=True)
+        return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}" + (
+            f": {why}" if why else ""
+        )
     return None
+
+
+def why_pods_wait(ctx: PassContext, resource: ResourceSpec, *, routine: bool = False) -> str:
+    """Why pods of the block (of its Deployments, its setup Job) have not started, e.g.
+    `deployment db: pod demo-r-db-5d9f-x2v: container db: ImagePullBackOff: ...` (what
+    children.why_waiting says of each); empty when none waits."""
+    found = []
+    for pod in ctx.children.block_pods(resource.name):
+        why = "" if pod.finished or pod.deleting else why_waiting(pod, routine=routine)
+        if why:
+            deployment = pod.labels.get(api.LABEL_DEPLOYMENT)
+            found.append((f"deployment {deployment}: " if deployment else "") + f"pod {pod.name}: {why}")
+    return "; ".join(found)
 
 
 def deployment_name(ctx: PassContext, resource: ResourceSpec, deployment: DeploymentSpec) -> str:

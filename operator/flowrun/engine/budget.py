@@ -4,7 +4,8 @@ size. A status that would not fit gives up detail, deterministically, in this or
 taking the tasks that finished first (and among them the largest) first, until it fits:
 
 1. captured logs are cut to their last LOG_KEEP bytes, then dropped;
-2. messages of finished tasks are cut to MESSAGE_KEEP characters;
+2. messages of finished tasks (and why their last attempt failed) are cut to MESSAGE_KEEP
+   characters;
 3. results no other task references are dropped (a note says where the full text is: the
    termination message of the task's pod);
 4. results other tasks reference move to one ConfigMap per task that the run owns (the status
@@ -148,11 +149,13 @@ def _cut_logs(entry: dict[str, Any], keep: int) -> bool:
 
 
 def _cut_message(entry: dict[str, Any], keep: int) -> bool:
-    message = entry.get("message")
-    if not isinstance(message, str) or len(message) <= keep:
-        return False
-    entry["message"] = message[:keep] + f"... (cut: {NOTE})"
-    return True
+    """Cut the message, and the reason of the last failed attempt, to `keep` characters."""
+    cut = False
+    for key in ("message", "lastFailure"):
+        text = entry.get(key)
+        if isinstance(text, str) and len(text) > keep:
+            entry[key], cut = text[:keep] + f"... (cut: {NOTE})", True
+    return cut
 
 
 def _drop_result(entry: dict[str, Any]) -> bool:

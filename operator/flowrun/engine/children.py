@@ -125,6 +125,37 @@ def termination(pod: ObservedPod, container: str) -> Terminated | None:
     return None if status is None else status.terminated
 
 
+def started(pod: ObservedPod, container: str) -> bool:
+    """Whether `container` of `pod` runs or has run."""
+    return any(c.started for c in pod.containers if c.name == container)
+
+
+# Waiting reasons every pod goes through on its way to running: they say no more than its phase.
+ROUTINE_WAITS = ("ContainerCreating", "PodInitializing")
+
+
+def why_waiting(pod: ObservedPod, *, routine: bool = False) -> str:
+    """Why `pod` has not started, from what the scheduler and the kubelet report, e.g.
+    `unschedulable: 0/3 nodes are available: ...` or `container main: ErrImageNeverPull: Container
+    image "x" is not present with pull policy of Never`; init containers first. Routine waits
+    (ROUTINE_WAITS) only with `routine`. Empty when nothing waits."""
+    parts = []
+    if pod.not_scheduled is not None:
+        reason = pod.not_scheduled.reason
+        label = "unschedulable" if reason == "Unschedulable" else _join("not scheduled", reason)
+        parts.append(_join(label, pod.not_scheduled.message))
+    for kind, statuses in (("init container", pod.init_containers), ("container", pod.containers)):
+        for status in statuses:
+            waiting = status.waiting
+            if waiting is not None and (routine or waiting.reason not in ROUTINE_WAITS):
+                parts.append(_join(f"{kind} {status.name}", waiting.reason, waiting.message))
+    return "; ".join(parts)
+
+
+def _join(*parts: str) -> str:
+    return ": ".join(p for p in parts if p)
+
+
 def result(term: Terminated | None) -> tuple[str, str]:
     """(result, note) from a container's termination message, capped at the kubelet's 4 KiB."""
     message = term.message if term is not None else ""

@@ -23,7 +23,7 @@ from flowrun.engine.context import PassContext, substitutions
 from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
 from flowrun.engine.run import run_deadline, ttl_expired, ttl_expiry
 from flowrun.engine.state import RunState
-from flowrun.engine.tasks import expected_pods, task_actions
+from flowrun.engine.tasks import expected_pods, start_due, task_actions
 from flowrun.observed import ObservedJob
 
 
@@ -63,14 +63,7 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
     moments: list[datetime | None] = [ttl_expiry(ctx, state)]
     if state.phase not in RUN_FINAL:
         moments.append(run_deadline(ctx, state))
-    expected = expected_pods(state)
-    for task in ctx.spec.tasks:
-        ts = state.tasks[task.name]
-        if ts.phase == RUNNING and ts.reason == RETRY_BACKOFF:
-            moments.append(ts.next_attempt_at)
-        pod = ctx.children.pod(ts.pod_name) if ts.pod_name in expected else None
-        if pod is not None and pod.start_time is not None and task.active_deadline_seconds is not None:
-            moments.append(after(pod.start_time, task.active_deadline_seconds))
+    moments += task_moments(ctx, state)
     if any(waits_for_pod(job) for job in ctx.children.jobs.values()):
         # Its pod may be refused, which only an Event tells (the pass reads it): look again.
         moments.append(after(ctx.now, POD_REFUSAL_RECHECK_SECONDS))
@@ -85,6 +78,24 @@ def requeue_after(ctx: PassContext, state: RunState) -> float | None:
     if not future:
         return None
     return max(0.0, (min(future) - ctx.real_now).total_seconds())
+
+
+def task_moments(ctx: PassContext, state: RunState) -> list[datetime | None]:
+    """When a task's next attempt may start, its pod's deadline passes, or its pod's time to start
+    runs out."""
+    moments: list[datetime | None] = []
+    expected = expected_pods(state)
+    for task in ctx.spec.tasks:
+        ts = state.tasks[task.name]
+        if ts.phase == RUNNING and ts.reason == RETRY_BACKOFF:
+            moments.append(ts.next_attempt_at)
+        pod = ctx.children.pod(ts.pod_name) if ts.pod_name in expected else None
+        if pod is None:
+            continue
+        if pod.start_time is not None and task.active_deadline_seconds is not None:
+            moments.append(after(pod.start_time, task.active_deadline_seconds))
+        moments.append(start_due(ctx, task, pod))
+    return moments
 
 
 def waits_for_pod(job: ObservedJob) -> bool:

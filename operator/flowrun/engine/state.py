@@ -39,6 +39,9 @@ class TaskState:
     result_from: str | None = None
     logs: str | None = None
     next_attempt_at: datetime | None = None
+    # "attempt N failed (REASON: detail)": shown as the message while the next attempt has nothing
+    # of its own to say, so that a pod's waiting reason never hides it for good.
+    last_failure: str | None = None
 
 
 @dataclass
@@ -97,6 +100,7 @@ def load_task(raw: object) -> TaskState:
         result_from=opt_str(raw.get("resultFrom")),
         logs=opt_str(raw.get("logs")),
         next_attempt_at=parse_time(raw.get("nextAttemptAt")),
+        last_failure=opt_str(raw.get("lastFailure")),
     )
 
 
@@ -142,6 +146,7 @@ def dump_task(state: TaskState) -> dict[str, Any]:
         "resultFrom": state.result_from,
         "logs": state.logs,
         "nextAttemptAt": time_or_none(state.next_attempt_at),
+        "lastFailure": state.last_failure,
     }
 
 

@@ -1,6 +1,7 @@
 """Tasks: recovering attempts from the observed pods, starting, observing, retrying and stopping
 attempts, and the pods to create, capture logs of and delete. The users' contract:
-docs/semantics.md, "Tasks" (parallelism, retries and backoff, refused creates)."""
+docs/semantics.md, "Tasks" (pods that do not start, parallelism, retries and backoff, refused
+creates)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from flowrun.api import (
     CREATE_REFUSED,
     FAILED,
     PENDING,
+    PENDING_TIMEOUT,
     POD_CREATING,
     POD_PENDING,
     POD_RUNNING,
@@ -31,13 +33,14 @@ from flowrun.api import (
     WAITING_UPSTREAM,
 )
 from flowrun.engine.budget import referenced_results
-from flowrun.engine.children import ObjectRef, result, termination
+from flowrun.engine.children import ObjectRef, result, started, termination, why_waiting
 from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal, result_of
 from flowrun.engine.dag import skip_reason, trigger
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
 from flowrun.engine.state import RunState, TaskState
 from flowrun.model import TaskSpec, main_container_name
+from flowrun.observed import ObservedPod
 from flowrun.references import Context
 
 
@@ -167,14 +170,15 @@ def start_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunSta
     ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
     ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
     if ts.attempts == 1:
-        ts.message = ""
+        ts.message, ts.last_failure = "", None
     ts.started_at = ts.started_at or ctx.now
     state.started_at = state.started_at or ctx.now
     live.add(ts.pod_name)
 
 
 def observe_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, stop: str | None) -> None:
-    """Judge the running attempt by its pod: succeeded, failed, past its deadline, or running."""
+    """Judge the running attempt by its pod: succeeded, failed, past its deadline, not started in
+    time, or still pending or running."""
     pod = ctx.children.pod(ts.pod_name)
     if pod is None:
         refused = refusal(ctx, ObjectRef("v1", "Pod", ts.pod_name or ""))
@@ -184,39 +188,70 @@ def observe_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, stop: str |
         elif ts.reason != POD_CREATING:
             attempt_failed(ctx, task, ts, "PodDeleted", f"pod {ts.pod_name} disappeared", ctx.now, stop)
         return
+    if pod.finished:
+        observe_finished(ctx, task, ts, pod, stop)
+        return
+    overdue = overdue_attempt(ctx, task, pod)
+    if overdue is not None:
+        # No attempt number here: attempt_failed adds it where it says which attempt failed.
+        attempt_failed(ctx, task, ts, *overdue, ctx.now, stop)
+        return
+    ts.reason = POD_RUNNING if pod.phase == "Running" else POD_PENDING
+    # What the pod says now, else why this attempt is a retry (nothing on a first attempt).
+    now_says = "pod is being deleted" if pod.deleting else (why_waiting(pod) or pod.message)
+    ts.message = now_says or ts.last_failure or ""
+
+
+def observe_finished(ctx: PassContext, task: TaskSpec, ts: TaskState, pod: ObservedPod, stop: str | None) -> None:
     term = termination(pod, main_container_name(task.template))
     finished = (term.finished_at if term is not None else None) or ctx.now
-    if pod.finished and term is not None:
+    if term is not None:
         ts.exit_code = term.exit_code
     if pod.phase == "Succeeded":
         (ts.result, note), ts.result_from = result(term), None
         ts.phase, ts.reason, ts.message, ts.finished_at = SUCCEEDED, "Succeeded", note, finished
-    elif pod.phase == "Failed":
-        reason = pod.reason or (term.reason if term is not None and term.reason else "PodFailed")
-        details = [f"exit code {term.exit_code}"] if term is not None else []
-        details += [m for m in (pod.message, term.message if term is not None else "") if m]
-        attempt_failed(ctx, task, ts, reason, "; ".join(details) or "pod failed", finished, stop)
-    elif (
-        task.active_deadline_seconds is not None
-        and pod.start_time is not None
-        and ctx.now >= after(pod.start_time, task.active_deadline_seconds)
-    ):
-        # No attempt number here: attempt_failed adds it where it says which attempt failed.
-        message = f"ran longer than activeDeadlineSeconds={task.active_deadline_seconds}"
-        attempt_failed(ctx, task, ts, "DeadlineExceeded", message, ctx.now, stop)
-    else:
-        ts.reason = POD_RUNNING if pod.phase == "Running" else POD_PENDING
-        ts.message = "pod is being deleted" if pod.deleting else (pod.message or ts.message)
+        return
+    reason = pod.reason or (term.reason if term is not None and term.reason else "PodFailed")
+    details = [f"exit code {term.exit_code}"] if term is not None else []
+    details += [m for m in (pod.message, term.message if term is not None else "") if m]
+    attempt_failed(ctx, task, ts, reason, "; ".join(details) or "pod failed", finished, stop)
+
+
+def overdue_attempt(ctx: PassContext, task: TaskSpec, pod: ObservedPod) -> tuple[str, str] | None:
+    """(reason, message) if the attempt's pod ran past the task's activeDeadlineSeconds, or has not
+    started its main container within its pendingTimeoutSeconds; else None."""
+    deadline = task.active_deadline_seconds
+    if deadline is not None and pod.start_time is not None and ctx.now >= after(pod.start_time, deadline):
+        return "DeadlineExceeded", f"ran longer than activeDeadlineSeconds={deadline}"
+    due = start_due(ctx, task, pod)
+    if due is not None and ctx.now >= due:
+        why = why_waiting(pod, routine=True) or f"the pod is {pod.phase}, no reason reported"
+        return PENDING_TIMEOUT, f"not started within pendingTimeoutSeconds={ctx.spec.pending_timeout(task)}: {why}"
+    return None
+
+
+def start_due(ctx: PassContext, task: TaskSpec, pod: ObservedPod) -> datetime | None:
+    """When the attempt fails if its pod has not started its main container by then (counted from
+    the pod's creation, which a lost status cannot move); None once it has started, while the pod
+    is being deleted, or without a pendingTimeoutSeconds."""
+    timeout = ctx.spec.pending_timeout(task)
+    if timeout is None or pod.created_at is None or pod.deleting or pod.finished:
+        return None
+    if started(pod, main_container_name(task.template)):
+        return None
+    return after(pod.created_at, timeout)
 
 
 def attempt_failed(
     ctx: PassContext, task: TaskSpec, ts: TaskState, reason: str, message: str, finished: datetime, stop: str | None
 ) -> None:
     """Retry after the backoff while retries remain and nothing stops the run; else Failed."""
+    ts.last_failure = f"attempt {ts.attempts} failed ({reason}: {message})"
     if ts.attempts < 1 + task.retries.limit and stop is None:
         delay = task.retries.backoff_seconds
-        # The message stays while the next attempt runs: it says why there is a next attempt.
-        ts.reason, ts.message = RETRY_BACKOFF, f"attempt {ts.attempts} failed ({reason}: {message})"
+        # It stays the message while the next attempt runs (see observe_attempt): it says why there
+        # is a next attempt.
+        ts.reason, ts.message = RETRY_BACKOFF, ts.last_failure
         ts.next_attempt_at = after(finished.replace(microsecond=0), delay)
     else:
         prefix = f"attempt {ts.attempts}: " if ts.attempts > 1 else ""

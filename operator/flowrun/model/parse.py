@@ -52,6 +52,7 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
             "serviceAccountName",
             "parallelism",
             "activeDeadlineSeconds",
+            "pendingTimeoutSeconds",
             "ttlSecondsAfterFinished",
             "cancel",
             "resources",
@@ -79,6 +80,7 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
         ),
         parallelism=checks.optional_int(spec, "parallelism", "spec", 1, MAX_COUNT),
         active_deadline_seconds=checks.optional_int(spec, "activeDeadlineSeconds", "spec", 1, MAX_SECONDS),
+        pending_timeout_seconds=checks.optional_int(spec, "pendingTimeoutSeconds", "spec", 1, MAX_SECONDS),
         ttl_seconds_after_finished=checks.optional_int(spec, "ttlSecondsAfterFinished", "spec", 0, MAX_SECONDS),
         cancel=_cancel(spec.get("cancel", False)),
     )
@@ -129,7 +131,18 @@ def _name_refs(raw: object, path: str, known: list[str], what: str, self_name: s
 
 def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[str]) -> TaskSpec:
     checks.known_keys(
-        raw, path, ("name", "runAfter", "trigger", "resources", "template", "retries", "activeDeadlineSeconds")
+        raw,
+        path,
+        (
+            "name",
+            "runAfter",
+            "trigger",
+            "resources",
+            "template",
+            "retries",
+            "activeDeadlineSeconds",
+            "pendingTimeoutSeconds",
+        ),
     )
     name = raw["name"]
     trigger = checks.string(raw.get("trigger", "allSucceeded"), f"{path}.trigger")
@@ -151,6 +164,7 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
             ),
         ),
         active_deadline_seconds=checks.optional_int(raw, "activeDeadlineSeconds", path, 1, MAX_SECONDS),
+        pending_timeout_seconds=checks.optional_int(raw, "pendingTimeoutSeconds", path, 1, MAX_SECONDS),
     )
 
 

@@ -60,6 +60,7 @@ class TaskSpec:
     resources: tuple[str, ...] = ()
     retries: Retries = Retries()
     active_deadline_seconds: int | None = None
+    pending_timeout_seconds: int | None = None  # None: the run's spec.pendingTimeoutSeconds
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class FlowSpec:
     service_account_name: str | None = None
     parallelism: int | None = None
     active_deadline_seconds: int | None = None
+    pending_timeout_seconds: int | None = None  # the tasks' default; None: wait for ever
     ttl_seconds_after_finished: int | None = None
     cancel: bool = False
 
@@ -144,6 +146,12 @@ class FlowSpec:
                     order.append(task)
                     break
         return order
+
+    def pending_timeout(self, task: TaskSpec) -> int | None:
+        """Seconds an attempt's pod may take to start: the task's own pendingTimeoutSeconds, else
+        the run's; None: no limit."""
+        own = task.pending_timeout_seconds
+        return own if own is not None else self.pending_timeout_seconds
 
     def users_of(self, resource: str) -> list[TaskSpec]:
         return [t for t in self.tasks if resource in t.resources]
