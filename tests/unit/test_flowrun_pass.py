@@ -50,7 +50,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
     assert tasks(kube) == {
         "a": ("Failed", "CreateRefused"),
         "b": ("Running", "PodCreating"),  # a 500 never fails a task: sent again
-        "c": ("Running", "PodCreating"),
+        "c": ("Running", "PodPending"),  # sent again, and created
         "d": ("Failed", "CreateRefused"),
         "e": ("Failed", "CreateRefused"),
         "f": ("Running", "PodPending"),  # created in the first pass, seen now
@@ -63,7 +63,7 @@ def test_only_permanent_refusals_reach_the_engine_and_transient_errors_are_retri
 
     kube.errors = {}
     kube.run(passes)
-    assert tasks(kube)["b"] == ("Running", "PodCreating") and "Pod/x-b-1" in [
+    assert tasks(kube)["b"] == ("Running", "PodPending") and "Pod/x-b-1" in [
         f"Pod/{o['metadata']['name']}" for o in kube.objects
     ]
 

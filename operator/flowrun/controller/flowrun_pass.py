@@ -59,6 +59,7 @@ from flowrun.observed import (
     ChildKey,
     Observed,
     ObservedChild,
+    ObservedPod,
     observe,
     observed_from_children,
     run_of,
@@ -430,7 +431,10 @@ class FlowRunPass:
         metadata = body["metadata"]
         uid = metadata["uid"]
         previous = body.get("status") or {}
-        status = self._fitted(body, resolved, _with_logs(resolved.written(outcome.status), writes.logs), writes)
+        decided = engine.with_pods_created(
+            outcome.status, {c.name for c in writes.created if isinstance(c, ObservedPod)}
+        )
+        status = self._fitted(body, resolved, _with_logs(resolved.written(decided), writes.logs), writes)
         metrics.record_pass(previous, status)
         releasing = bool(metadata.get("deletionTimestamp")) and outcome.finalizer_releasable
         if changes(status, previous):

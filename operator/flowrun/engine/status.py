@@ -230,3 +230,18 @@ def invalid_outcome(run: RunInput, prev: Mapping[str, Any], now: datetime, messa
     was_invalid = as_map(conds.get("SpecValid")).get("status") == "False"
     events = () if was_invalid else (Event("Warning", INVALID_SPEC, message),)
     return Outcome(status=status, events=events, finalizer_releasable=run.deleting, done=True)
+
+
+def with_pods_created(status: Mapping[str, Any], created: set[str]) -> dict[str, Any]:
+    """The status a pass writes once its creates are answered: a task whose pod the API server
+    accepted is PodPending (created), no longer PodCreating (asked for). A later pass that does not
+    see a PodPending pod takes it for deleted (PodDeleted), never for one to create again: a pod
+    deleted before any pass saw it must not come back under the same name. A create that failed
+    leaves PodCreating, and the next pass sends it again."""
+    tasks = as_map(status.get("tasks"))
+    confirmed = {
+        name: {**entry, "reason": api.POD_PENDING}
+        for name, entry in tasks.items()
+        if isinstance(entry, Mapping) and entry.get("reason") == api.POD_CREATING and entry.get("podName") in created
+    }
+    return {**status, "tasks": {**tasks, **confirmed}} if confirmed else dict(status)
