@@ -4,7 +4,8 @@
 - FlowRuns (without managedFields and kubectl's last-applied copy), indexed by the CronFlowRun
   that made them;
 - their children of the watched kinds (CHILD_KINDS: Pods, Jobs, Deployments, Services labelled as
-  the operator's), as the engine sees them (observed.py), indexed by their run;
+  the operator's, and the EndpointSlices of those Services, which carry their labels), as the
+  engine sees them (observed.py), indexed by their run;
 - the children of a setup manifest's other kinds, in watches started on first use
   (kind_watches.py);
 - Flows (by namespace and name) and CronFlowRuns.
