@@ -185,6 +185,12 @@ class Caches:
         informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
         return [entry.value for informer in informers for entry in informer.indexed(uid)]
 
+    def children_unreadable(self, namespace: str) -> ChildrenUnreadable | None:
+        """Why a watched kind of child cannot be listed in `namespace` (refused for good, e.g. by
+        RBAC), if one cannot: a pass must not decide without it."""
+        informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
+        return next((informer.error for informer in informers if informer.error is not None), None)
+
     def all_children(self) -> list[Entry[ObservedChild]]:
         return [entry for informers in self.children.values() for i in informers for entry in i.entries()]
 
