@@ -276,6 +276,15 @@ def why_not(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def operator_log(cluster: Cluster, namespace: str, lines: int = 30) -> str:
+    """The last lines of the operator's log (for a run that did not succeed)."""
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/component=operator").items
+    if not pods:
+        return "    (no operator pod)"
+    log = cluster.core.read_namespaced_pod_log(pods[0].metadata.name, namespace, tail_lines=lines)
+    return "\n".join(f"    operator | {line}" for line in str(log).splitlines())
+
+
 def run_once(cluster: Cluster, namespace: str, number: int, body: dict[str, Any], timeout: float) -> Outcome:
     """Create the FlowRun, wait for its end, delete it and wait until it and its children are gone."""
     custom = client.CustomObjectsApi(cluster.api)
@@ -362,6 +371,8 @@ def main() -> int:
             for number in range(1, args.runs + 1):
                 outcomes.append(run_once(cluster, flows_ns, number, body, args.timeout))
                 report(outcomes[-1], args.runs)
+                if outcomes[-1].phase != "Succeeded":
+                    print(patiently(lambda: operator_log(cluster, operator_ns)), flush=True)
         finally:
             if outcomes:
                 print(summary(outcomes), flush=True)
