@@ -236,6 +236,14 @@ def install_operator(cluster: Cluster, release: str, namespace: str, flows: str,
         "--timeout", "300s",
     )  # fmt: skip
 
+    def ready() -> bool:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={release}").items
+        statuses = [s for p in pods for s in (p.status.container_statuses or [])]
+        return bool(statuses) and all(s.ready and s.restart_count == 0 for s in statuses)
+
+    # Helm's --wait does not see an operator that exits after its start: wait for it to be Ready.
+    wait("the operator's pod to be Ready", ready, 120)
+
 
 # --- the runs ----------------------------------------------------------------------------------
 
