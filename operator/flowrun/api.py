@@ -29,6 +29,10 @@ LABEL_DEPLOYMENT = "flowrun.dev/deployment"
 LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
+# The EndpointSlice controller's slices of a Service's endpoints: they carry the Service's labels
+# and name it in this one.
+ENDPOINT_SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 
 ROLE_TASK = "task"
 ROLE_SETUP = "setup"

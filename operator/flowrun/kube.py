@@ -32,12 +32,17 @@ from flowrun import api, metrics
 logger = logging.getLogger(__name__)
 
 # Children of every run, whatever its spec says, kept in the operator's watch caches;
-# setup.manifests may add other kinds.
+# setup.manifests may add other kinds. EndpointSlices are not the operator's: the EndpointSlice
+# controller makes them for the Services of setup Deployments, with the Services' labels (so the
+# same selector and index find them), and deletes them with their Service. They are watched
+# because a block is Ready only once each of its Services has a ready endpoint; they are never
+# created, deleted or swept as orphans (their Service is).
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Pod"),
     ("batch/v1", "Job"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
+    api.ENDPOINT_SLICE,
 )
 REQUEST_TIMEOUT = 30  # seconds: no request may hang a pass, or the plugin, for ever
 # A watch's connection that stays silent this much longer than the watch's own timeout is broken

@@ -141,6 +141,20 @@ class ObservedService:
 
 
 @dataclass(frozen=True)
+class ObservedEndpointSlice:
+    """A slice of a Service's endpoints, made by the EndpointSlice controller for each Service with
+    a selector. It carries the Service's labels (so it is watched and indexed as the run's child)
+    and names its Service in the label kubernetes.io/service-name; a Service may have several."""
+
+    name: str
+    labels: Mapping[str, str]
+    service: str = ""
+    ready_endpoints: int = 0
+    deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of: its Service's UID label)
+
+
+@dataclass(frozen=True)
 class ObservedObject:
     """Any other child (a manifest): identified by apiVersion, kind and name."""
 
@@ -160,6 +174,7 @@ class Observed:
     jobs: tuple[ObservedJob, ...] = ()
     deployments: tuple[ObservedDeployment, ...] = ()
     services: tuple[ObservedService, ...] = ()
+    endpoint_slices: tuple[ObservedEndpointSlice, ...] = ()
     others: tuple[ObservedObject, ...] = ()
 
 
@@ -277,14 +292,40 @@ def _deployment(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: b
     )
 
 
-ObservedChild = ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedObject
+def endpoint_ready(endpoint: Mapping[str, Any]) -> bool:
+    """Whether one endpoint of a slice is ready to receive traffic: its condition `ready` says so;
+    where that is absent, `serving` does; where both are, it is ready (the API: an absent
+    condition is to be read as true). A value that is not a boolean is not true."""
+    conditions = _map(endpoint.get("conditions"))
+    for condition in ("ready", "serving"):
+        value = conditions.get(condition)
+        if value is not None:
+            return value is True
+    return True
+
+
+def _endpoint_slice(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedEndpointSlice:
+    labels = _labels(metadata)
+    return ObservedEndpointSlice(
+        name=_text(metadata.get("name")),
+        labels=labels,
+        service=labels.get(api.LABEL_SERVICE_NAME, ""),
+        ready_endpoints=sum(1 for endpoint in _items(obj.get("endpoints")) if endpoint_ready(endpoint)),
+        deleting=deleting,
+        run=run_of(obj),
+    )
+
+
+ObservedChild = (
+    ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedEndpointSlice | ObservedObject
+)
 # (apiVersion, kind, name): a child's identity within its run (and its namespace).
 ChildKey = tuple[str, str, str]
 
 
 def observe(obj: object) -> ObservedChild | None:
-    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service or anything
-    else); None if it is not an object. Computed once per watch event, not per pass."""
+    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service, EndpointSlice
+    or anything else); None if it is not an object. Computed once per watch event, not per pass."""
     if not isinstance(obj, Mapping):
         return None
     metadata = _map(obj.get("metadata"))
@@ -299,6 +340,8 @@ def observe(obj: object) -> ObservedChild | None:
     if (api_version, kind) == ("v1", "Service"):
         cluster_ip = _text(_map(obj.get("spec")).get("clusterIP"))
         return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting, run_of(obj))
+    if (api_version, kind) == api.ENDPOINT_SLICE:
+        return _endpoint_slice(obj, metadata, deleting)
     labels = _labels(metadata)
     data = _map(obj.get("data")) if (kind, labels.get(api.LABEL_ROLE)) == ("ConfigMap", api.ROLE_RESULT) else {}
     texts = {str(k): v for k, v in data.items() if isinstance(v, str)}
@@ -331,6 +374,7 @@ _KINDS: dict[type, tuple[str, str]] = {
     ObservedJob: ("batch/v1", "Job"),
     ObservedDeployment: ("apps/v1", "Deployment"),
     ObservedService: ("v1", "Service"),
+    ObservedEndpointSlice: api.ENDPOINT_SLICE,
 }
 
 
@@ -342,6 +386,7 @@ def observed_from_children(children: Iterable[ObservedChild]) -> Observed:
         jobs=tuple(c for c in ordered if isinstance(c, ObservedJob)),
         deployments=tuple(c for c in ordered if isinstance(c, ObservedDeployment)),
         services=tuple(c for c in ordered if isinstance(c, ObservedService)),
+        endpoint_slices=tuple(c for c in ordered if isinstance(c, ObservedEndpointSlice)),
         others=tuple(c for c in ordered if isinstance(c, ObservedObject)),
     )
 

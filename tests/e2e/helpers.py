@@ -290,6 +290,14 @@ class FlowRuns:
         self.delete(name)
         wait_for(f"FlowRun {name} to be gone", lambda: self.get(name) is None, timeout=timeout)
         wait_for(f"every child of {name} to be gone", lambda: not self.children(uid), timeout=timeout)
+        # The EndpointSlices of its Services (which carry their labels) go with them.
+        discovery = client.DiscoveryV1Api(self.api_client)
+        selector = f"{api.LABEL_UID}={uid}"
+        wait_for(
+            f"the EndpointSlices of {name} to be gone",
+            lambda: not discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=selector).items,
+            timeout=timeout,
+        )
 
 
 class Objects:

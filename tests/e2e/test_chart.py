@@ -441,6 +441,18 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
                 "flowrun.dev", "v1alpha1", namespace, plural, "x", {"metadata": {"labels": {"a": "b"}}}
             ),
         )
+    endpoint_slices = client.DiscoveryV1Api(restricted)
+    assert endpoint_slices.list_namespaced_endpoint_slice(namespace) is not None  # watched: listed
+    assert_forbidden(
+        "delete an EndpointSlice (the EndpointSlice controller's; the operator only watches them)",
+        lambda: endpoint_slices.delete_namespaced_endpoint_slice("any", namespace),
+    )
+    assert_forbidden(
+        "create an EndpointSlice",
+        lambda: endpoint_slices.create_namespaced_endpoint_slice(
+            namespace, {"metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": []}
+        ),
+    )
     assert_forbidden("list namespaces", as_operator.list_namespace)
     assert_forbidden("read ClusterRoles", lambda: client.RbacAuthorizationV1Api(restricted).list_cluster_role())
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -369,6 +369,58 @@ def test_deployment_never_ready_times_out_setup_and_is_cleaned_up(
     assert not (last.get("status") or {}).get("readyReplicas")
     assert not setup_children(flowruns, run["metadata"]["uid"])
     flowruns.delete_and_check_nothing_leaked("stuck")
+
+
+def test_a_block_waits_for_a_ready_endpoint_of_its_service_and_says_so(operator: Operator, flowruns: FlowRuns) -> None:
+    # The Service is made to select no pod while the setup Job still runs: when the Job completes,
+    # the Deployment is Available but its Service would refuse connections.
+    flowruns.create(
+        {
+            "metadata": {"name": "unserved"},
+            "spec": {
+                "resources": [
+                    {
+                        "name": "r",
+                        "setup": {"job": job(duration="6s"), "deployments": [deployment("web", ports=True)]},
+                        "value": "ready",
+                    }
+                ],
+                "tasks": [sim_task("use", resources=["r"])],
+            },
+        }
+    )
+    core, apps = client.CoreV1Api(flowruns.api_client), client.AppsV1Api(flowruns.api_client)
+
+    def service() -> client.V1Service | None:
+        try:
+            return core.read_namespaced_service("unserved-r-web", flowruns.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    wait_for("the block's Service", service, timeout=30)
+    nowhere = {"spec": {"selector": {"flowrun.dev/nowhere": "true"}}}  # merged: it selects no pod now
+    core.patch_namespaced_service("unserved-r-web", flowruns.namespace, nowhere)
+    waiting = "waiting for ready endpoints of Service unserved-r-web"
+    run = flowruns.wait_status("unserved", "the block waiting for endpoints", block_is("r", "message", waiting))
+    assert (res(run, "r")["phase"], res(run, "r")["reason"]) == ("SettingUp", "SetupJobComplete"), res(run, "r")
+    deployment_status = apps.read_namespaced_deployment("unserved-r-web", flowruns.namespace).status
+    assert deployment_status.available_replicas == 1, "the Deployment is Available: only the Service is waited for"
+    assert task(run, "use")["reason"] == "WaitingForResources"
+    assert not flowruns.children(run["metadata"]["uid"], {api.LABEL_ROLE: api.ROLE_TASK}), "a task started"
+
+    restored = datetime.now(UTC)
+    core.patch_namespaced_service(
+        "unserved-r-web", flowruns.namespace, {"spec": {"selector": {"flowrun.dev/nowhere": None}}}
+    )
+    run = flowruns.wait_phase("unserved", ("Succeeded", "Failed"), timeout=60)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    r = res(run, "r")
+    assert r["phase"] == "CleanedUp" and r.get("setupError") is None, r
+    # Ready once the Service selected the (KWOK) pod again, whose endpoint is ready.
+    assert at(r["readyAt"]) >= restored.replace(microsecond=0), (r["readyAt"], restored)
+    flowruns.delete_and_check_nothing_leaked("unserved")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flowrun import api
 from flowrun.engine import (
     CaptureLogs,
     CreateObject,
@@ -98,6 +99,14 @@ def pod_name(task_name: str, attempt: int = 1) -> str:
     return f"{RUN}-{task_name}-{attempt}"
 
 
+def slice_name(service: str) -> str:
+    """The name of a Service's (one) EndpointSlice: the controller's generateName, made fixed."""
+    return f"{service}-x7k2p"
+
+
+READY_ENDPOINT = {"ready": True, "serving": True, "terminating": False}
+
+
 class FakeCluster:
     """Objects by (kind, name). Deletion is immediate unless `graceful`: then it only marks the
     object, and `collect()` removes what is marked (as the kubelet and GC would)."""
@@ -156,6 +165,8 @@ class FakeCluster:
                 labels = pod["metadata"]["labels"]
                 if key[0] == "Pod" and all(labels.get(k) == v for k, v in selector.items()):
                     del self.objects[key]
+        if kind == "Service":  # its EndpointSlices go with it (garbage collection)
+            self.objects.pop(("EndpointSlice", slice_name(name)), None)
 
     def collect(self) -> None:
         for key, obj in list(self.objects.items()):
@@ -275,7 +286,21 @@ class FakeCluster:
         self.set_pod(pod_name_, "Running", container_name=tpl["spec"]["containers"][0]["name"])
         job["status"] = {"active": 1}
 
-    def make_available(self, name: str) -> None:
+    def set_endpoints(self, service: str, *conditions: dict[str, bool]) -> None:
+        """The Service's EndpointSlice as the EndpointSlice controller writes it: one endpoint per
+        entry of `conditions` (e.g. {"ready": True, "serving": True, "terminating": False})."""
+        labels = {**self.objects[("Service", service)]["metadata"]["labels"], api.LABEL_SERVICE_NAME: service}
+        self.objects[("EndpointSlice", slice_name(service))] = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": slice_name(service), "labels": labels},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [f"10.0.0.{i + 1}"], "conditions": dict(c)} for i, c in enumerate(conditions)],
+        }
+
+    def make_available(self, name: str, *, endpoints: bool = True) -> None:
+        """The Deployment's pods run and are Ready; its Service, if it has one, lists them as ready
+        endpoints (unless `endpoints` is False: the EndpointSlice controller has not caught up)."""
         deployment = self.objects[("Deployment", name)]
         replicas = deployment["spec"]["replicas"]
         deployment["status"] = {"availableReplicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
@@ -288,6 +313,8 @@ class FakeCluster:
                 "metadata": {"name": pname, "labels": dict(labels)},
             }
             self.set_pod(pname, "Running", container_name="x")
+        if endpoints and ("Service", name) in self.objects:
+            self.set_endpoints(name, *[READY_ENDPOINT] * replicas)
 
     def add_other(self, manifest: dict[str, Any]) -> None:
         self.create(manifest)

@@ -49,6 +49,7 @@ CORE_KINDS = (
     ServedKind("", "v1", "Service", "services"),
     ServedKind("batch", "v1", "Job", "jobs"),
     ServedKind("apps", "v1", "Deployment", "deployments"),
+    ServedKind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
 )
 # Everything an operator process watches or writes, and a kind of setup manifest.
 OPERATOR_KINDS = (

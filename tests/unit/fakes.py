@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
-from flowrun.kube import CHILD_KINDS
+from flowrun.kube import CHILD_KINDS, ChildrenUnreadable
 from flowrun.observed import ObservedChild, observe
 from tests.unit.fake_api_server import merge
 
@@ -56,6 +56,7 @@ class FakeKube:
         self.reads: list[str] = []  # names of the FlowRuns read, in order
         self.calls: list[str] = []  # "patch_status", "create Kind/name", in order
         self.list_error: Exception | None = None  # what reading children of other kinds raises
+        self.watch_error: ChildrenUnreadable | None = None  # why a watched kind cannot be listed
         self.flows: Callable[[str, str], Mapping[str, Any] | None] = lambda namespace, name: None
         # The messages of a Job's FailedCreate Events (none unless a test adds some).
         self.job_events: list[str] = []
@@ -87,6 +88,9 @@ class FakeKube:
         wanted = set(kinds)
         listed = [copy.deepcopy(o) for o in self.objects if (o["apiVersion"], o["kind"]) in wanted]
         return [child for child in map(observe, listed) if child is not None]
+
+    def children_unreadable(self, namespace: str) -> ChildrenUnreadable | None:
+        return self.watch_error
 
     def flow(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.flows(namespace, name)

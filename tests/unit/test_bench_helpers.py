@@ -3,11 +3,14 @@ shapes they run and the sizes they parse. The benchmarks themselves are scripts,
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 
 import pytest
 
-from bench import stats, throughput, workloads
+from bench import dask_repeat, stats, throughput, workloads
 
 
 def test_percentile_interpolates_between_ranks_and_names_bad_input() -> None:
@@ -103,3 +106,55 @@ def test_throughput_sizes_parse_and_bad_ones_name_the_flag() -> None:
         throughput.parse_workloads("10by2")
     with pytest.raises(SystemExit, match="--workloads"):
         throughput.parse_workloads("0x5")
+
+
+def test_the_dask_repeat_operator_image_gets_a_tag_of_its_own_build(tmp_path: Path) -> None:
+    build = tmp_path / "flowrun-operator-962a9a5f7a2f6ad6"
+    build.mkdir()
+    archive = build / "image.tar"
+    files = {
+        "manifest.json": json.dumps(
+            [{"Config": "c.json", "RepoTags": ["flowrun.local/flowrun-operator:0.1.0"], "Layers": ["l.tar"]}]
+        ).encode(),
+        "repositories": json.dumps({"flowrun.local/flowrun-operator": {"0.1.0": "abc"}}).encode(),
+        "c.json": b'{"config": {}}',
+        "l.tar": b"layer bytes",
+    }
+    with tarfile.open(archive, "w") as out:
+        for name, raw in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            out.addfile(info, io.BytesIO(raw))
+    reference = dask_repeat.own_reference(archive)
+    assert reference == "flowrun.local/flowrun-operator:0.1.0-962a9a5f7a2f6ad6"
+    retagged = tmp_path / "retagged.tar"
+    dask_repeat.retag_archive(archive, reference, retagged)
+    with tarfile.open(retagged) as result:
+        read = {m.name: result.extractfile(m).read() for m in result if m.isfile()}  # type: ignore[union-attr]
+    assert json.loads(read["manifest.json"]) == [{"Config": "c.json", "RepoTags": [reference], "Layers": ["l.tar"]}]
+    assert json.loads(read["repositories"]) == {"flowrun.local/flowrun-operator": {"0.1.0-962a9a5f7a2f6ad6": "abc"}}
+    assert (read["c.json"], read["l.tar"]) == (files["c.json"], files["l.tar"])
+
+
+def test_the_dask_repeat_summary_counts_successes_and_says_why_a_run_failed() -> None:
+    outcomes = [
+        dask_repeat.Outcome(1, "Succeeded", 90.0, 30.0, ""),
+        dask_repeat.Outcome(2, "Failed", 120.0, 31.0, "why"),
+        dask_repeat.Outcome(3, "Succeeded", 100.0, None, ""),
+    ]
+    assert dask_repeat.summary(outcomes) == "2/3 succeeded; duration median 100.0 s, min 90.0 s, max 120.0 s"
+    status = {
+        "message": "task load-data failed",
+        "tasks": {
+            "load-data": {"phase": "Failed", "reason": "Error", "message": "exit code 1", "logs": "a\nOSError: x\n"},
+            "summarize": {"phase": "Succeeded"},
+        },
+        "resources": {"dask": {"phase": "CleanedUp", "reason": "CleanedUp", "message": "cleaned up"}},
+    }
+    assert dask_repeat.why_not(status).splitlines() == [
+        "    run: task load-data failed",
+        "    task load-data: Failed Error: exit code 1",
+        "      | a",
+        "      | OSError: x",
+        "    block dask: CleanedUp CleanedUp: cleaned up",
+    ]

@@ -137,3 +137,17 @@ def test_flowrun_runs_counts_the_phases_in_the_cache_at_scrape_time(tmp_path: Pa
             server.end_watches()
 
     asyncio.run(scenario())
+
+
+def test_a_watched_kind_refused_for_good_makes_the_namespace_children_unreadable(tmp_path: Path) -> None:
+    server = fake_server()
+
+    async def scenario() -> None:
+        caches = Caches(kube_over(server, tmp_path), [NS], Recorded())
+        assert caches.children_unreadable(NS) is None
+        slices = next(i for i in caches.children[NS] if (i.api_version, i.kind) == api.ENDPOINT_SLICE)
+        slices.error = ChildrenUnreadable("listing EndpointSlice in discovery.k8s.io/v1: 403 forbidden")
+        assert caches.children_unreadable(NS) is slices.error
+        assert caches.children_unreadable("elsewhere") is None  # a namespace not served has no informer
+
+    asyncio.run(scenario())

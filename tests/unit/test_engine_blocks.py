@@ -1,5 +1,6 @@
 """The engine on resource blocks: setup, readiness, value, cleanup, and stopping around them."""
 
+import copy
 from typing import Any
 
 import pytest
@@ -8,6 +9,7 @@ from flowrun import api
 from flowrun.engine import RunInput, ValidateObjects, decide
 from tests.unit.builders import (
     NS,
+    READY_ENDPOINT,
     RUN,
     T0,
     UID,
@@ -23,6 +25,7 @@ from tests.unit.builders import (
     phases,
     pod_name,
     resource,
+    slice_name,
     succeed,
     task,
 )
@@ -220,6 +223,151 @@ def test_replicas_that_do_not_resolve_to_a_number_fail_setup_before_anything_is_
     assert creates(outcome) == [] and sim.res("r")["phase"] == "CleanedUp"
     assert "InvalidValue" in sim.res("r")["message"]
     assert (sim.task("use")["phase"], sim.task("use")["reason"]) == ("Skipped", "SetupFailed")
+
+
+# -- a Service's ready endpoints -----------------------------------------------------------------
+
+WAITING_DB = f"waiting for ready endpoints of Service {DB}"
+
+
+def test_ready_waits_until_the_service_has_a_ready_endpoint_and_says_so() -> None:
+    sim = Sim(block())
+    sim.step(at(0))
+    sim.cluster.make_available(DB, endpoints=False)  # pods Ready, the EndpointSlice not caught up
+    outcome = sim.step(at(1))
+    r = sim.res("r")
+    assert (r["phase"], r["reason"], r["message"]) == ("SettingUp", "SettingUp", WAITING_DB)
+    assert creates(outcome) == [] and r["value"] is None and sim.task("use")["reason"] == "WaitingForResources"
+    # A lost status knows again what it waits for, and creates nothing that exists.
+    lost = assert_restart_safe(sim, at(2))
+    assert lost.status["resources"]["r"]["message"] == WAITING_DB
+    sim.cluster.set_endpoints(DB)  # the slice, with no endpoint yet
+    sim.step(at(2))
+    assert (sim.res("r")["phase"], sim.res("r")["message"]) == ("SettingUp", WAITING_DB)
+    sim.cluster.set_endpoints(DB, {"ready": True, "serving": True, "terminating": False})
+    outcome = sim.step(at(3))
+    r = sim.res("r")
+    assert (r["phase"], r["message"], r["readyAt"]) == ("Ready", "", "2024-05-01T12:00:03Z")
+    assert creates(outcome) == ["Pod/demo-use-1"]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "ready"),
+    [
+        ([], False),
+        ([{"ready": False, "serving": False, "terminating": False}], False),
+        ([{"ready": False, "serving": True, "terminating": True}], False),  # going away
+        ([{"ready": True, "serving": True, "terminating": False}], True),
+        ([{"ready": False}, {"ready": True}], True),  # one is enough
+        ([{"serving": True}], True),  # ready absent: serving says
+        ([{"serving": False}], False),
+        ([{}], True),  # both absent: the API reads an absent condition as true
+        ([{"ready": "true"}], False),  # not a boolean
+    ],
+    ids=["none", "not-ready", "terminating", "ready", "one-of-two", "serving", "not-serving", "no-conditions", "junk"],
+)
+def test_an_endpoint_counts_when_it_is_ready(endpoints: list[dict[str, Any]], ready: bool) -> None:
+    sim = Sim(block())
+    sim.step(at(0))
+    sim.cluster.make_available(DB, endpoints=False)
+    sim.cluster.set_endpoints(DB, *endpoints)
+    sim.step(at(1))
+    assert sim.res("r")["phase"] == ("Ready" if ready else "SettingUp")
+
+
+def test_endpoints_count_only_from_the_services_own_slices_of_this_run_not_being_deleted() -> None:
+    sim = Sim(block())
+    sim.step(at(0))
+    sim.cluster.make_available(DB)
+    piece = sim.cluster.get("EndpointSlice", slice_name(DB))
+    piece["metadata"]["labels"][api.LABEL_UID] = "another-run"
+    sim.step(at(1))
+    assert (sim.res("r")["phase"], sim.res("r")["message"]) == ("SettingUp", WAITING_DB)
+    piece["metadata"]["labels"][api.LABEL_UID] = UID
+    piece["metadata"]["labels"][api.LABEL_SERVICE_NAME] = "demo-r-other"
+    sim.step(at(2))
+    assert sim.res("r")["phase"] == "SettingUp"
+    piece["metadata"]["labels"][api.LABEL_SERVICE_NAME] = DB
+    piece["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:02Z"
+    sim.step(at(3))
+    assert sim.res("r")["phase"] == "SettingUp"
+    del piece["metadata"]["deletionTimestamp"]
+    sim.step(at(4))
+    assert sim.res("r")["phase"] == "Ready"
+
+
+def test_endpoints_of_several_slices_of_one_service_add_up() -> None:
+    sim = Sim(block())
+    sim.step(at(0))
+    sim.cluster.make_available(DB, endpoints=False)
+    sim.cluster.set_endpoints(DB, {"ready": False})
+    second = copy.deepcopy(sim.cluster.get("EndpointSlice", slice_name(DB)))
+    second["metadata"]["name"] = f"{DB}-second"
+    second["endpoints"] = [{"addresses": ["10.0.0.9"], "conditions": {"ready": True}}]
+    sim.cluster.add_other(second)
+    sim.step(at(1))
+    assert sim.res("r")["phase"] == "Ready"
+
+
+def test_each_service_needs_a_ready_endpoint_and_the_message_names_those_without() -> None:
+    spec = block(setup={"deployments": [deployment("db"), deployment("web"), deployment("worker", ports=False)]})
+    sim = Sim(spec)
+    sim.step(at(0))
+    for name in (DB, "demo-r-web", "demo-r-worker"):
+        sim.cluster.make_available(name, endpoints=False)
+    sim.step(at(1))
+    assert sim.res("r")["message"] == f"waiting for ready endpoints of Services {DB}, demo-r-web"
+    sim.cluster.set_endpoints("demo-r-web", READY_ENDPOINT)
+    sim.step(at(2))
+    assert (sim.res("r")["phase"], sim.res("r")["message"]) == ("SettingUp", WAITING_DB)
+    sim.cluster.set_endpoints(DB, READY_ENDPOINT)
+    sim.step(at(3))
+    assert sim.res("r")["phase"] == "Ready"
+
+
+def test_the_service_of_a_deployment_of_zero_replicas_is_not_waited_for() -> None:
+    sim = Sim(block(setup={"deployments": [deployment("db", 0)]}))
+    sim.step(at(0))
+    sim.cluster.make_available(DB, endpoints=False)
+    sim.step(at(1))
+    assert sim.res("r")["phase"] == "Ready"
+
+
+def test_endpoints_are_asked_for_only_once_every_other_part_is_ready() -> None:
+    sim = Sim(block(setup={"job": job(), "deployments": [deployment("db")]}, value="v"))
+    sim.step(at(0))
+    sim.cluster.set_endpoints(DB)  # no endpoint: the Deployment is not available yet either
+    sim.step(at(1))
+    assert (sim.res("r")["phase"], sim.res("r")["message"]) == ("SettingUp", "")
+    sim.cluster.make_available(DB, endpoints=False)
+    sim.step(at(2))
+    assert (sim.res("r")["reason"], sim.res("r")["message"]) == ("SetupJobRunning", "")  # the Job first
+    sim.cluster.finish_job(SETUP_JOB)
+    sim.step(at(3))
+    assert (sim.res("r")["reason"], sim.res("r")["message"]) == ("SetupJobComplete", WAITING_DB)
+    sim.cluster.get("Deployment", DB)["status"] = {}  # its pod went away meanwhile
+    sim.step(at(4))
+    assert (sim.res("r")["phase"], sim.res("r")["message"]) == ("SettingUp", "")
+
+
+def test_setup_times_out_while_waiting_for_endpoints_and_says_so() -> None:
+    sim = Sim(block(setup={"deployments": [deployment("db")], "timeoutSeconds": 60}))
+    sim.step(at(0))
+    sim.cluster.make_available(DB, endpoints=False)
+    sim.step(at(1))
+    sim.step(at(60))
+    r = sim.res("r")
+    assert r["setupError"] == f"SetupTimeout: not Ready within timeoutSeconds=60: {WAITING_DB}"
+    assert (sim.task("use")["phase"], sim.task("use")["reason"]) == ("Skipped", "SetupFailed")
+
+
+def test_a_ready_block_stays_ready_when_its_endpoints_go() -> None:
+    # Readiness is a gate to start the block's tasks: a scheduler pod that restarts later is the
+    # tasks' business (they retry), not a broken block; its objects still exist.
+    sim = ready_sim()
+    sim.cluster.set_endpoints(DB)
+    outcome = sim.step(at(2))
+    assert sim.res("r")["phase"] == "Ready" and creates(outcome) == []
 
 
 # -- setup failures -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from flowrun.controller.caches import Body, Caches
 from flowrun.controller.flowrun_pass import PassResult
 from flowrun.controller.flowruns import FlowRunController
 from flowrun.controller.informer import Entry
+from flowrun.controller.orphans import Child
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
 from flowrun.observed import ObservedChild, observe
@@ -133,3 +134,77 @@ def test_a_child_created_and_deleted_while_its_pass_ran_does_not_come_back(tmp_p
 def test_a_child_deleted_after_its_pass_is_gone(tmp_path: Path) -> None:
     changes = [("add", "Pending"), ("delete", "Pending")]
     assert children_after(fake_server(), tmp_path, changes, during_pass=False) == []
+
+
+def test_a_block_becomes_ready_on_the_event_of_its_services_endpoint_slice(tmp_path: Path) -> None:
+    """The slice is the EndpointSlice controller's (owned by the Service, not the run): the watch
+    finds it by the Service's labels it carries, and its event wakes the run long before a resync."""
+    server = fake_server()
+    container = {"name": "db", "image": "example/db"}
+    db = {
+        "name": "db",
+        "replicas": 1,
+        "ports": [{"name": "tcp", "port": 5432}],
+        "template": {"spec": {"containers": [container]}},
+    }
+    spec = {"tasks": [pod_task("use", resources=["r"])], "resources": [{"name": "r", "setup": {"deployments": [db]}}]}
+    server.add(flowrun("x", spec))
+
+    def stored(plural: str, name: str) -> dict[str, Any] | None:
+        return server.objects.get((plural, NS, name))
+
+    def block() -> dict[str, Any]:
+        return dict((((stored("flowruns", "x") or {}).get("status") or {}).get("resources") or {}).get("r") or {})
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), workers=2), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            deployment = await until("the Deployment created", lambda: stored("deployments", "x-r-db"))
+            service = await until("the Service created", lambda: stored("services", "x-r-db"))
+            server.modify({**deployment, "status": {"availableReplicas": 1, "readyReplicas": 1, "updatedReplicas": 1}})
+            await until("the block waiting for endpoints", lambda: "endpoints" in block().get("message", ""))
+            assert block()["message"] == "waiting for ready endpoints of Service x-r-db"
+            assert stored("pods", "x-use-1") is None
+            owner = {"apiVersion": "v1", "kind": "Service", "name": "x-r-db", "uid": service["metadata"]["uid"]}
+            labels = {**service["metadata"]["labels"], api.LABEL_SERVICE_NAME: "x-r-db"}
+            labels["endpointslice.kubernetes.io/managed-by"] = "endpointslice-controller.k8s.io"
+            server.add(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": "x-r-db-x7k2p",
+                        "namespace": NS,
+                        "labels": labels,
+                        "ownerReferences": [{**owner, "controller": True, "blockOwnerDeletion": True}],
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": True}}],
+                }
+            )
+            await until("the task's pod created", lambda: stored("pods", "x-use-1"), timeout=5)
+            assert block()["phase"] == "Ready" and block()["message"] == ""
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())
+
+
+def test_the_orphan_sweep_leaves_endpoint_slices_to_their_service(tmp_path: Path) -> None:
+    """An orphaned Service's slices go with it (garbage collection); the operator may not delete them."""
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x-r-db", "labels": {}}}
+    piece = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "x-r-db-x7k2p"}}
+
+    class Cached:
+        def all_children(self) -> list[Entry[ObservedChild]]:
+            observed = [observe(obj) for obj in (service, piece)]
+            return [Entry(NS, child.name, f"uid-{child.name}", "gone-run", child) for child in observed if child]
+
+    async def scenario() -> list[Child]:
+        kube = kube_over(fake_server(), tmp_path)
+        controller = FlowRunController(Settings(namespaces=(NS,)), kube, Cached(), ThreadPoolExecutor(1))  # type: ignore[arg-type]
+        return controller.cached_children()
+
+    assert asyncio.run(scenario()) == [Child(("v1", "Service", NS, "x-r-db"), "gone-run")]

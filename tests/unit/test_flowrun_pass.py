@@ -177,6 +177,29 @@ def test_children_that_cannot_be_read_are_reported_once_and_never_hold_a_deletio
     assert left == [f"{message}; left to the garbage collector"]
 
 
+def test_a_watched_kind_the_operator_may_not_list_is_reported_as_children_it_cannot_read() -> None:
+    # Without EndpointSlices (an operator upgraded but not its RBAC) a block would wait for ever for
+    # endpoints it cannot see; the run says why instead.
+    spec = {
+        "tasks": [pod_task("a", resources=["r"])],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {
+                    "deployments": [{"name": "db", "template": pod_task("db")["template"], "ports": [{"port": 80}]}]
+                },
+            }
+        ],
+    }
+    kube = FakeKube(spec, {})
+    kube.watch_error = ChildrenUnreadable(
+        "listing EndpointSlice in discovery.k8s.io/v1: 403 endpointslices.discovery.k8s.io is forbidden"
+    )
+    result = kube.run(kube.passes())
+    assert result.message == f"cannot read the run's children: {kube.watch_error}"
+    assert kube.create_calls == []  # nothing is created from a partial view
+
+
 @pytest.mark.parametrize(
     "failure",
     [UNREADABLE, api_error(500, "Internal Server Error", "etcd is slow")],

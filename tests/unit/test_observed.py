@@ -4,10 +4,12 @@ from flowrun.observed import (
     ContainerStatus,
     DeploymentCondition,
     JobCondition,
+    ObservedEndpointSlice,
     ObservedObject,
     ObservedService,
     Terminated,
     Waiting,
+    child_key,
     observed_from_objects,
 )
 from tests.unit.builders import T0
@@ -191,3 +193,50 @@ def test_malformed_waiting_states_and_conditions_are_tolerated() -> None:
     assert pod.created_at is None and pod.init_containers == ()
     assert pod.not_scheduled == Waiting("", "")
     assert pod.containers == (ContainerStatus("main", waiting=Waiting()),)
+
+
+def test_an_endpoint_slice_names_its_service_and_counts_its_ready_endpoints() -> None:
+    labels = {**LABELS, "kubernetes.io/service-name": "run-r-db"}
+    ready, not_ready = {"ready": True, "serving": True}, {"ready": False, "serving": True, "terminating": True}
+    observed = observed_from_objects(
+        [
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "run-r-db-x7k2p",
+                    "labels": labels,
+                    "deletionTimestamp": "2024-05-01T12:00:00Z",
+                    # Its owner is its Service: whose run it is, its Service's labels say.
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Service", "name": "run-r-db", "controller": True}
+                    ],
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {"addresses": ["10.0.0.1"], "conditions": ready},
+                    {"addresses": ["10.0.0.2"], "conditions": not_ready},
+                    {"addresses": ["10.0.0.3"], "conditions": {"serving": True}},
+                    {"addresses": ["10.0.0.4"]},
+                ],
+            }
+        ]
+    )
+    assert observed.endpoint_slices == (ObservedEndpointSlice("run-r-db-x7k2p", labels, "run-r-db", 3, True, "u"),)
+    assert child_key(observed.endpoint_slices[0]) == ("discovery.k8s.io/v1", "EndpointSlice", "run-r-db-x7k2p")
+
+
+def test_an_endpoint_slice_without_endpoints_or_with_garbage_has_no_ready_endpoint() -> None:
+    kind = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice"}
+    observed = observed_from_objects(
+        [
+            {**kind, "metadata": {"name": "a"}},  # the controller writes `endpoints: null` while it has none
+            {**kind, "metadata": {"name": "b", "labels": {"kubernetes.io/service-name": 7}}, "endpoints": "x"},
+            {**kind, "metadata": {"name": "c"}, "endpoints": [3, {"conditions": [True]}, {"conditions": {"ready": 1}}]},
+        ]
+    )
+    assert [(s.name, s.service, s.ready_endpoints) for s in observed.endpoint_slices] == [
+        ("a", "", 0),
+        ("b", "", 0),
+        ("c", "", 1),  # conditions that are not a mapping count as absent: ready, as the API reads it
+    ]

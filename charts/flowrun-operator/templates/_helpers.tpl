@@ -117,6 +117,11 @@ Every verb is one the operator uses (kopf serves no resource); docs/install.md e
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, delete]
+# The EndpointSlices of those Deployments' Services (the EndpointSlice controller makes and deletes
+# them): watched, as a block is Ready only once each of its Services has a ready endpoint.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
 # An Event on the FlowRun for every transition, on a Flow that is invalid, on a CronFlowRun for
 # each run it creates, replaces or deletes (core/v1 Events). Listed
 # only for a setup or cleanup Job that has had no pod for a while (its FailedCreate Event says why

@@ -4,7 +4,8 @@
 - FlowRuns (without managedFields and kubectl's last-applied copy), indexed by the CronFlowRun
   that made them;
 - their children of the watched kinds (CHILD_KINDS: Pods, Jobs, Deployments, Services labelled as
-  the operator's), as the engine sees them (observed.py), indexed by their run;
+  the operator's, and the EndpointSlices of those Services, which carry their labels), as the
+  engine sees them (observed.py), indexed by their run;
 - the children of a setup manifest's other kinds, in watches started on first use
   (kind_watches.py);
 - Flows (by namespace and name) and CronFlowRuns.
@@ -183,6 +184,12 @@ class Caches:
         """The run's children of the watched kinds."""
         informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
         return [entry.value for informer in informers for entry in informer.indexed(uid)]
+
+    def children_unreadable(self, namespace: str) -> ChildrenUnreadable | None:
+        """Why a watched kind of child cannot be listed in `namespace` (refused for good, e.g. by
+        RBAC), if one cannot: a pass must not decide without it."""
+        informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
+        return next((informer.error for informer in informers if informer.error is not None), None)
 
     def all_children(self) -> list[Entry[ObservedChild]]:
         return [entry for informers in self.children.values() for i in informers for entry in i.entries()]

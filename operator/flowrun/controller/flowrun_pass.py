@@ -94,6 +94,7 @@ class PassCaches(Protocol):
     the watched kinds, which it is handed."""
 
     def other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]: ...
+    def children_unreadable(self, namespace: str) -> ChildrenUnreadable | None: ...
     def flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
 
 
@@ -328,7 +329,12 @@ class FlowRunPass:
         """The run's children: those handed to the pass, those of a setup manifest's other kinds, and
         why a Job's pod is refused. ChildrenUnreadable if a kind cannot be read, but for a run being
         deleted: its deletion never waits on a kind the operator cannot list (what is left of it
-        goes with the FlowRun, by its owner reference), and a Warning event says so."""
+        goes with the FlowRun, by its owner reference), and a Warning event says so. So does a
+        watched kind the operator may not list (EndpointSlices without their RBAC rule: a block
+        would wait for ever for endpoints it cannot see), but for a run being deleted."""
+        unreadable = self.caches.children_unreadable(run.namespace)
+        if unreadable is not None and not run.deleting:
+            raise unreadable
         others: list[ObservedChild] = []
         kinds = [*manifest_kinds(run.spec), *([RESULT_KIND] if results_moved(run.status) else [])]
         for kind in dict.fromkeys(k for k in kinds if k not in CHILD_KINDS):

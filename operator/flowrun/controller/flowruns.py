@@ -40,6 +40,8 @@ RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever
 # spread over this long and behind the running ones, which resume at once.
 STARTUP_SPREAD_SECONDS = 60.0
 ORPHAN_SWEEP_SECONDS = 30.0
+# The kinds of the operator's own children: an EndpointSlice goes with its Service.
+SWEPT_KINDS = tuple(kind for kind in CHILD_KINDS if kind != api.ENDPOINT_SLICE)
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -189,7 +191,7 @@ class FlowRunController:
                 policy.delete_after,
             )
             state = found.state
-            for api_version, kind in CHILD_KINDS:
+            for api_version, kind in SWEPT_KINDS:
                 count = sum(1 for ref in found.orphans if ref[:2] == (api_version, kind))
                 metrics.ORPHANED_OBJECTS.labels(kind=kind).set(count)
             for _, kind, namespace, name in found.newly_reported:
@@ -212,8 +214,8 @@ class FlowRunController:
     def cached_children(self) -> list[Child]:
         found = []
         for entry in self.caches.all_children():
-            if entry.key is not None:
-                api_version, kind, name = child_key(entry.value)
+            api_version, kind, name = child_key(entry.value)
+            if entry.key is not None and (api_version, kind) in SWEPT_KINDS:
                 found.append(Child((api_version, kind, entry.namespace, name), entry.key))
         return found
 

@@ -5,7 +5,8 @@ few seconds after the run goes. An object still there after a grace period escap
 owner reference was removed, the finalizer was taken off by hand while the collector could not
 act, or a bug. The sweep finds them in the operator's watch caches (no request), exports their
 count by kind (`flowrun_orphaned_objects`), logs each once by name, and, only when enabled,
-deletes them a while later. Only the watched kinds (Pods, Jobs, Deployments, Services) are swept.
+deletes them a while later. Only the kinds the operator creates whatever the spec (Pods, Jobs,
+Deployments, Services) are swept: an EndpointSlice, watched too, goes with its Service.
 
 `sweep` is pure: what to report and what to delete, from what is cached and when each orphan was
 first seen.

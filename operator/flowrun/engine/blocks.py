@@ -143,7 +143,8 @@ def schedule_resource(ctx: PassContext, resource: ResourceSpec, state: RunState,
 
 
 def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, state: RunState) -> None:
-    """SettingUp to SetupFailed, or to Ready once every part is ready and the value is known."""
+    """SettingUp to SetupFailed, or to Ready once every part is ready, every Service can be
+    reached, and the value is known. The message says why pods wait, or which Services do."""
     failure = setup_failure(ctx, resource, rs, state)
     if failure is not None:
         fail_setup(rs, failure)
@@ -153,23 +154,62 @@ def progress_setup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, 
     if job is not None and not job.deleting:
         # Recorded, so that a Job that vanishes from now on is known to have existed.
         rs.reason = SETUP_JOB_COMPLETE if job.complete else SETUP_JOB_RUNNING
-    for ref in setup_objects(ctx, resource):
-        obj = ctx.children.find(ref)
-        if obj is None or obj.deleting:
-            return
-    if resource.setup.job is not None and (job is None or not job.complete):
+    if not parts_ready(ctx, resource):
         return
-    for deployment in resource.setup.deployments:
-        observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
-        rolled_out = min(observed.available_replicas, observed.updated_replicas) if observed else -1
-        if observed is None or rolled_out < observed.replicas:
-            return
+    unreachable = services_without_ready_endpoints(ctx, resource)
+    if unreachable:
+        rs.message = waiting_for_endpoints(unreachable)
+        return
     value = static_value(ctx, resource, state)
     if value is None:
         value = setup_job_message(ctx, resource, "Succeeded")
         if value is None:
             return  # the Job is Complete but its pod is not observed yet
     rs.phase, rs.reason, rs.message, rs.value, rs.ready_at = READY, READY, "", value, ctx.now
+
+
+def parts_ready(ctx: PassContext, resource: ResourceSpec) -> bool:
+    """Every object setup creates exists (not being deleted), the setup Job is Complete, and every
+    Deployment is rolled out."""
+    for ref in setup_objects(ctx, resource):
+        obj = ctx.children.find(ref)
+        if obj is None or obj.deleting:
+            return False
+    job = setup_job(ctx, resource)
+    if resource.setup.job is not None and (job is None or not job.complete):
+        return False
+    for deployment in resource.setup.deployments:
+        observed = ctx.children.deployment(deployment_name(ctx, resource, deployment))
+        rolled_out = min(observed.available_replicas, observed.updated_replicas) if observed else -1
+        if observed is None or rolled_out < observed.replicas:
+            return False
+    return True
+
+
+def services_without_ready_endpoints(ctx: PassContext, resource: ResourceSpec) -> list[str]:
+    """The Services of the block's Deployments (those of at least one replica) that have no ready
+    endpoint yet. A Deployment is Available when its pods are Ready, but the Service in front of
+    it routes to them only once the EndpointSlice controller has listed them as ready: until
+    then a connection to it is refused or hangs."""
+    waiting = []
+    for deployment in resource.setup.deployments:
+        name = deployment_name(ctx, resource, deployment)
+        observed = ctx.children.deployment(name)
+        serves = bool(deployment.ports) and observed is not None and observed.replicas > 0
+        if serves and ctx.children.ready_endpoints(name) == 0:
+            waiting.append(name)
+    return waiting
+
+
+def waiting_for_endpoints(services: list[str]) -> str:
+    return f"waiting for ready endpoints of Service{'s' if len(services) > 1 else ''} {', '.join(services)}"
+
+
+def waiting_for_services(ctx: PassContext, resource: ResourceSpec) -> str:
+    """What setup waits for when every other part is ready but a Service has no ready endpoint;
+    else empty."""
+    unreachable = services_without_ready_endpoints(ctx, resource) if parts_ready(ctx, resource) else []
+    return waiting_for_endpoints(unreachable) if unreachable else ""
 
 
 def fail_setup(rs: ResourceState, failure: tuple[str, str]) -> None:
@@ -261,7 +301,7 @@ def _deployment_failure(ctx: PassContext, resource: ResourceSpec, *_: object) ->
 def _timed_out(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, _: RunState) -> Failure:
     started = rs.setup_started_at or ctx.now
     if ctx.now >= after(started, resource.setup.timeout_seconds):
-        why = why_pods_wait(ctx, resource, routine=True)
+        why = why_pods_wait(ctx, resource, routine=True) or waiting_for_services(ctx, resource)
         return "SetupTimeout", f"not Ready within timeoutSeconds={resource.setup.timeout_seconds}" + (
             f": {why}" if why else ""
         )

@@ -3,22 +3,13 @@ finished container (its result)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flowrun import api
 from flowrun.api import RESULT_LIMIT
-from flowrun.observed import (
-    Observed,
-    ObservedDeployment,
-    ObservedJob,
-    ObservedObject,
-    ObservedPod,
-    ObservedService,
-    Terminated,
-)
-
-ObservedChild = ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedObject
+from flowrun.observed import Observed, ObservedChild, ObservedDeployment, ObservedPod, Terminated
 
 
 @dataclass(frozen=True)
@@ -54,6 +45,11 @@ class Children:
         self._pods = {p.name: p for p in self.pods}
         self._deployments = {d.name: d for d in observed.deployments if mine(d)}
         self._services = {s.name: s for s in observed.services if mine(s)}
+        # Service name -> its ready endpoints, over all its slices (a slice being deleted has none).
+        self._ready_endpoints: Counter[str] = Counter()
+        for piece in observed.endpoint_slices:
+            if mine(piece) and not piece.deleting:
+                self._ready_endpoints[piece.service] += piece.ready_endpoints
         self._task_pods: dict[str, list[ObservedPod]] = {}
         for pod in self.pods:
             if pod.labels.get(api.LABEL_ROLE) == api.ROLE_TASK:
@@ -81,6 +77,10 @@ class Children:
 
     def deployment(self, name: str) -> ObservedDeployment | None:
         return self._deployments.get(name)
+
+    def ready_endpoints(self, service: str) -> int:
+        """How many endpoints of Service `service` are ready, as its EndpointSlices say."""
+        return self._ready_endpoints[service]
 
     def task_pods(self) -> list[ObservedPod]:
         return [p for pods in self._task_pods.values() for p in pods]
