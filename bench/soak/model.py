@@ -405,8 +405,12 @@ def failed_upstream(state: TaskState) -> bool:
     return state.phase == api.SKIPPED and state.reason != api.TRIGGER_NOT_MET
 
 
+TERMINAL = frozenset(api.TERMINAL)
+ENDED_OTHERWISE = TERMINAL - {api.SUCCEEDED}
+
+
 def terminal(state: TaskState) -> bool:
-    return state.phase in api.TERMINAL
+    return state.phase in TERMINAL
 
 
 class Play:
@@ -427,6 +431,7 @@ class Play:
         self.blocks = {block.name: BlockState() for block in plan.blocks}
         self.task_plans = {task.name: task for task in plan.tasks}
         self.block_plans = {block.name: block for block in plan.blocks}
+        self.open: list[TaskPlan] = list(plan.tasks)
         self.members = {b.name: tuple(t.name for t in plan.tasks if b.name in t.resources) for b in plan.blocks}
         self.nested = {b.name: tuple(n.name for n in plan.blocks if b.name in n.uses) for b in plan.blocks}
         self.rules: tuple[Callable[[], bool], ...] = (
@@ -457,6 +462,7 @@ class Play:
         changed = True
         while changed:
             changed = False
+            self.open = [task for task in self.plan.tasks if not terminal(self.tasks[task.name])]
             for rule in self.rules:
                 changed = rule() or changed
 
@@ -517,16 +523,14 @@ class Play:
     def trigger(self, task: TaskPlan) -> str:
         """docs/semantics.md, "Triggers": whether the trigger holds, cannot hold any more, or waits."""
         upstream = [self.tasks[name] for name in task.run_after]
-        done = all(terminal(s) for s in upstream)
-        if task.trigger == "allSucceeded":
-            if any(terminal(s) and s.phase != api.SUCCEEDED for s in upstream):
-                return CANNOT
-            return HOLDS if done else WAITING
-        if not done:
+        phases = {state.phase for state in upstream}
+        if task.trigger == "allSucceeded" and phases & ENDED_OTHERWISE:
+            return CANNOT
+        if not phases <= TERMINAL:
             return WAITING
-        if task.trigger == "allDone":
+        if task.trigger != "anyFailed":
             return HOLDS
-        return HOLDS if any(failed_upstream(s) for s in upstream) else CANNOT  # anyFailed
+        return HOLDS if any(failed_upstream(s) for s in upstream) else CANNOT
 
     def skip_reason(self, task: TaskPlan) -> tuple[str, bool] | None:
         """docs/semantics.md, "Skip reasons, checked in this order": (reason, whether the docs
@@ -542,12 +546,9 @@ class Play:
             return (api.UPSTREAM_FAILED if failed else api.TRIGGER_NOT_MET), True
         return None
 
-    def open_tasks(self) -> list[TaskPlan]:
-        return [task for task in self.plan.tasks if not terminal(self.tasks[task.name])]
-
     def skip_tasks(self) -> bool:
         changed = False
-        for task in self.open_tasks():
+        for task in self.open:  # the tasks not terminal when this round began
             state = self.tasks[task.name]
             skip = self.skip_reason(task) if state.phase == api.PENDING else None
             if skip is not None:
@@ -572,7 +573,7 @@ class Play:
         slots = self.plan.parallelism or len(self.plan.tasks)
         slots -= sum(1 for s in self.tasks.values() if s.in_flight)
         started = False
-        for task in self.open_tasks():  # dependency order: the order slots go in
+        for task in self.open:  # dependency order: the order slots go in
             if slots > 0 and self.startable(task):
                 self.start_attempt(task, self.tasks[task.name])
                 slots -= 1
