@@ -299,7 +299,9 @@ def dependency_order(tasks: Sequence[TaskPlan]) -> tuple[TaskPlan, ...]:
     done: set[str] = set()
     order: list[TaskPlan] = []
     while len(order) < len(tasks):
-        ready = next(t for t in tasks if t.name not in done and all(u in done for u in t.run_after))
+        ready = next((t for t in tasks if t.name not in done and all(u in done for u in t.run_after)), None)
+        if ready is None:
+            raise ValueError("the tasks' runAfter form a cycle: the model reads valid specs only")
         done.add(ready.name)
         order.append(ready)
     return tuple(order)
@@ -454,8 +456,8 @@ class Play:
             if self.finished():
                 return self.ending()
             moment = self.next_moment()
-            if moment == math.inf:
-                raise AssertionError(f"the model's play is stuck at {self.now:.1f}s: {self.tasks} {self.blocks}")
+            if moment == math.inf:  # a block waiting for its own task: the operator refuses such specs
+                raise ValueError(f"the run waits for itself at {self.now:.1f}s (a cycle through blocks?)")
             self.now = moment
 
     def settle(self) -> None:

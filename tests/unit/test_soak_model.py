@@ -852,10 +852,15 @@ def test_the_model_refuses_to_guess_a_phase_that_depends_on_timing(spec: dict[st
         model.expect(spec)
 
 
-def test_the_model_reads_only_resolved_specs() -> None:
+def test_the_model_reads_only_resolved_valid_specs() -> None:
     for spec in ({"flowRef": {"name": "f"}}, {"rerunOf": {"name": "r"}}, {"tasks": [task("a")], "cancel": True}):
         with pytest.raises(ValueError, match="resolved specs"):
             model.expect(spec)
+    with pytest.raises(ValueError, match="cycle"):
+        model.expect({"tasks": [task("a", "b"), task("b", "a")]})
+    block = {"name": "r", "runAfter": ["a"], "setup": {"job": job()}}
+    with pytest.raises(ValueError, match="cycle"):
+        model.expect({"resources": [block], "tasks": [task("a", resources=["r"])]})
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("300ms", 0.3), ("1.5s", 1.5), ("1h2m", 3720.0), ("0", 0.0)])
