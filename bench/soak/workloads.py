@@ -771,16 +771,20 @@ def _cron_workload(rng: Random, name: str, image: str) -> Workload:
 def real_spec(rng: Random, image: str) -> dict[str, Any]:
     """2-5 real tasks (a chain or a fan), each writing its own text and every upstream result
     (substituted by the operator; empty for an upstream that did not succeed), a param, maybe a
-    task that fails with a handler after it, maybe one that succeeds on a retry."""
+    task that fails with a handler after it, maybe one that succeeds on a retry, and maybe a block
+    (a KWOK setup job) whose value, the job's result, the first task writes too."""
     count = rng.randint(2, 5)
     after = _fan(rng, count) if rng.random() < 0.5 else [[i - 1] if i else [] for i in range(count)]
-    params = {"who": f"v{token(rng)}"}
-    tasks = []
+    spec: dict[str, Any] = {"params": [{"name": "who", "value": f"v{token(rng)}"}]}
+    if rng.random() < 0.5:
+        job = {"template": sim_template(round(rng.uniform(0.2, 1.0), 1), message=f"r0-{token(rng)}")}
+        spec["resources"] = [{"name": "r0", "setup": {"job": job}}]
     failing = rng.randrange(count - 1) if rng.random() < 0.3 else None
+    tasks = []
     for i, ups in enumerate(after):
         text = f"t{i}:{token(rng)}" + "".join(f"<$(tasks.t{u}.result)" for u in ups)
         if i == 0:
-            text += "<$(params.who)"
+            text += "<$(params.who)" + ("<$(resources.r0.value)" if "resources" in spec else "")
         seconds = round(rng.uniform(0.1, 1.0), 1)
         flaky = rng.randint(1, 2) if failing is None and rng.random() < 0.2 else 0
         task: dict[str, Any] = {
@@ -793,8 +797,11 @@ def real_spec(rng: Random, image: str) -> dict[str, Any]:
             task["trigger"] = rng.choice(["anyFailed", "allDone"])
         if flaky:
             task["retries"] = {"limit": flaky, "backoffSeconds": 0}
+        if i == 0 and "resources" in spec:
+            task["resources"] = ["r0"]
         tasks.append(task)
-    return {"params": [{"name": k, "value": v} for k, v in params.items()], "tasks": tasks}
+    spec["tasks"] = tasks
+    return spec
 
 
 def _real_workload(rng: Random, name: str, image: str) -> Workload:
