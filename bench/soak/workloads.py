@@ -29,6 +29,22 @@ would take longer is drawn again from the same generator.
 Pods are the dev cluster's KWOK pods, told what to do by `sim.flowrun.dev/*` annotations
 (devcluster/stages.yaml); a real-node pod carries `soak.flowrun.dev/*` annotations that say what
 its script does, which is what the model reads.
+
+What a runner must know:
+
+- Every object, and each setup manifest, carries the label `soak.flowrun.dev/workload: <name>`;
+  setup manifests are ConfigMaps named `<name>-<block>-cm<k>` (a rerun creates them again, once
+  the original's cleanup deleted them). Workloads of one seed never share a name.
+- A run whose expectation has a `CleanupFailed` block keeps its finalizer when deleted, by design
+  (docs/semantics.md, "Deletion and the finalizer"): annotate it `flowrun.dev/skip-cleanup: "true"`.
+- `expected["*"]` holds for each run a CronFlowRun creates (one per scheduled minute, named
+  `<cron>-<minutes>`), but a run that `Replace` cancelled (its `spec.cancel` set by the operator,
+  Event `RunReplaced`) ends `Cancelled`, and `Forbid` skips or delays a minute while a run is
+  active: runs overlap only when faults stretch one past a minute. The history limits (1-3
+  succeeded, 1-2 failed) delete older runs: read outcomes as the runs finish. A CronFlowRun runs
+  until it is deleted or suspended.
+- The model assumes faults delay things and no more: a fault that deletes a task pod (PodDeleted,
+  a retry), a Ready block's object (ObjectDeleted) or a setup Job changes outcomes by design.
 """
 
 from __future__ import annotations
