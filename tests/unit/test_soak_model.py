@@ -253,6 +253,7 @@ def test_objects_are_named_from_the_workload_and_have_no_namespace() -> None:
             for block in spec.get("resources") or []:
                 for manifest in block["setup"].get("manifests") or []:
                     assert manifest["metadata"]["name"].startswith(workload.name + "-")
+                    assert manifest["metadata"]["labels"] == {workloads.WORKLOAD_LABEL: workload.name}
                     assert "namespace" not in manifest["metadata"]
 
 
