@@ -595,6 +595,8 @@ class RunDraw:
         """Some allSucceeded tasks take an upstream's result in their args and echo it (the task
         runs only if that upstream Succeeded, so the echoed value is its message)."""
         for task in self.tasks:
+            if task.fixed_message is not None:
+                continue  # it writes a block's replicas, nothing else
             if task.trigger in (None, "allSucceeded") and task.after and self.rng.random() < 0.3:
                 source = self.rng.choice(task.after)
                 if self.rng.random() < 0.8:
