@@ -11,7 +11,9 @@ A workload is one of (`Workload.kind`):
 - `cron`: a CronFlowRun scheduled every minute (each concurrency policy, history limits) whose
   template has tasks or a flowRef (then with its Flow);
 - `real` (only with `real_node_image`): a FlowRun whose tasks run real shell scripts on the dev
-  cluster's real node, passing results on through arguments the operator substitutes.
+  cluster's real node, passing results on through arguments the operator substitutes;
+- `huge`: a FlowRun of 150 to 230 tasks that each fail with a 4,000-byte termination message: a
+  status written naively outgrows the object's size limit.
 
 Runs are DAGs of 1 to 40 tasks (chains, fan-out and fan-in, diamonds, layers, random DAGs) with
 every trigger, retries that win or run out, task deadlines that are clearly hit (a pod that would
@@ -63,7 +65,12 @@ IMAGE = "busybox"  # KWOK pods never run it; the operator's dry run wants an ima
 NEVER_SECONDS = 3600.0  # a pod that runs for good as far as any bound of the soak goes
 MAX_NOMINAL_SECONDS = 45.0  # a run's nominal play must end within this (well under a minute)
 DRAWS = 60  # draws per workload before falling back to a plain chain
-KIND_WEIGHTS = {"flowrun": 60, "flow": 12, "rerun": 16, "cron": 8}
+KIND_WEIGHTS = {"flowrun": 60, "flow": 12, "rerun": 16, "cron": 8, "huge": 3}
+# A huge run: this many tasks, each failing with a termination message of MESSAGE_BYTES (KWOK
+# repeats a short text: sim.flowrun.dev/message-repeat), whose status alone would outgrow the
+# object's limit (1 MiB) unless the operator keeps it under its budget.
+HUGE_TASKS = (150, 230)
+MESSAGE_BYTES = 4000
 REAL_SHARE = 0.04  # of workloads, when a real node image is given
 CRON_WAIT_SECONDS = 60.0  # a CronFlowRun's first run is due within a minute of its creation
 
@@ -71,7 +78,7 @@ CRON_WAIT_SECONDS = 60.0  # a CronFlowRun's first run is due within a minute of 
 @dataclass(frozen=True)
 class Workload:
     name: str  # DNS label, unique for (seed, index); every object it creates is named from it
-    kind: str  # "flowrun" | "flow" | "rerun" | "cron" | "real"
+    kind: str  # "flowrun" | "flow" | "rerun" | "cron" | "real" | "huge"
     objects: tuple[dict[str, Any], ...]  # manifests to create, in order, without metadata.namespace
     expected: Mapping[str, model.Expected]  # FlowRun name -> its expected outcome ("*": a cron's runs)
     # The bound absent faults, from the first create to the end of the last run: a rerun's
@@ -683,12 +690,14 @@ def draw_spec(rng: Random, workload: str, options: Options) -> dict[str, Any]:
     return RunDraw(rng, workload, options).spec()
 
 
-def checked(spec: Mapping[str, Any], reused: Mapping[str, str] | None = None) -> tuple[model.Expected, float]:
+def checked(
+    spec: Mapping[str, Any], reused: Mapping[str, str] | None = None, samples: int = model.SAMPLES
+) -> tuple[model.Expected, float]:
     """The expected outcome and the bound of a run; Redraw when its nominal play is too long."""
     nominal = model.nominal_seconds(spec, reused=reused)
     if nominal > MAX_NOMINAL_SECONDS:
         raise Redraw(f"nominal {nominal:.0f}s")
-    return model.expect(spec, reused=reused), bound(nominal)
+    return model.expect(spec, reused=reused, samples=samples), bound(nominal)
 
 
 # --- the kinds of workloads ----------------------------------------------------------------------
@@ -725,6 +734,18 @@ def flow_objects(rng: Random, name: str, spec: dict[str, Any]) -> tuple[dict[str
             flow_spec[override] = 1 if override == "parallelism" else 7200
     flow = {"apiVersion": api.API_VERSION, "kind": api.FLOW_KIND, "metadata": metadata(name, name), "spec": flow_spec}
     return flow, run_spec
+
+
+def _huge_workload(rng: Random, name: str, image: str) -> Workload:
+    unit = f"{token(rng)}-"
+    tasks = []
+    for index in range(rng.randint(*HUGE_TASKS)):
+        template = sim_template(round(rng.uniform(0.2, 1.0), 1), outcome="fail", message=unit)
+        template["metadata"]["annotations"][model.SIM + "message-repeat"] = str(MESSAGE_BYTES // len(unit))
+        tasks.append({"name": f"t{index}", "template": template})
+    spec = {"parallelism": 50, "tasks": tasks}
+    expected, seconds = checked(spec, samples=1)  # independent tasks: no timing changes their outcome
+    return Workload(name, "huge", (flowrun(name, name, spec),), {name: expected}, seconds)
 
 
 def _flow_workload(rng: Random, name: str, image: str) -> Workload:
@@ -839,6 +860,7 @@ def _fallback(name: str) -> Workload:
 
 BUILDERS: dict[str, Callable[[Random, str, str], Workload]] = {
     "flowrun": _flowrun_workload,
+    "huge": _huge_workload,
     "flow": _flow_workload,
     "rerun": _rerun_workload,
     "cron": _cron_workload,

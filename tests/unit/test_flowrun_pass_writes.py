@@ -60,8 +60,14 @@ def test_a_long_task_shows_running_once_the_hold_is_over() -> None:
 
 
 def test_what_counts_as_only_pods_started() -> None:
-    pending = {"phase": "Running", "tasks": {"a": {"phase": "Running", "reason": POD_PENDING, "message": ""}}}
-    running = {"phase": "Running", "tasks": {"a": {"phase": "Running", "reason": POD_RUNNING, "message": ""}}}
+    pending: dict[str, Any] = {
+        "phase": "Running",
+        "tasks": {"a": {"phase": "Running", "reason": POD_PENDING, "message": ""}},
+    }
+    running: dict[str, Any] = {
+        "phase": "Running",
+        "tasks": {"a": {"phase": "Running", "reason": POD_RUNNING, "message": ""}},
+    }
     assert only_pods_started(pending, running)
     assert not only_pods_started(pending, pending)  # no news at all
     assert not only_pods_started(running, pending)

@@ -972,6 +972,8 @@ def cross_check(workload: Workload, jitter: Random | None) -> list[str]:
 def test_the_engine_ends_generated_runs_as_the_model_says(jittered: bool) -> None:
     problems = {}
     for index, workload in enumerate(corpus()[:CROSS_CHECKED]):
+        if workload.kind == "huge":
+            continue  # hundreds of independent failing tasks: slow to play, nothing to disagree on
         found = cross_check(workload, Random(index) if jittered else None)
         if found:
             problems[f"{SEED}/{index} ({workload.kind})"] = found
