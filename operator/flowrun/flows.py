@@ -27,8 +27,6 @@ from flowrun.schema.nodes import mapping
 # How long a run waits for a Flow that does not exist (one GitOps sync may apply the run first).
 FLOW_NOT_FOUND_SECONDS = 60
 FLOW_NOT_FOUND = "FlowNotFound"
-# A run with flowRef may override the Flow's settings (flowrun.schema marks them); `cancel` is
-# never part of a snapshot (see run_spec).
 # A value for a param without default while a Flow is validated on its own: digits, so that
 # `replicas: $(params.n)` passes as it would with any integer a run gives.
 PLACEHOLDER_VALUE = "1"
@@ -120,6 +118,8 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
     params = [{"name": p.name, "value": given.get(p.name, p.default or "")} for p in declared]
     if params:
         resolved["params"] = params
+    # The run's settings (flowrun.schema marks them) override the Flow's; `cancel` is never part of
+    # a snapshot (see run_spec).
     overrides = kinds.SCHEMAS.settings
     for field in kinds.SCHEMAS.flow.spec.fields:
         if field == "params":

@@ -4,11 +4,11 @@ change when a declaration does."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from flowrun.schema import SCHEMAS, derive, flowrun
+from flowrun.schema.common import LABEL, SUBDOMAIN
+from flowrun.schema.cronflowrun import SCHEDULE, TIME_ZONE
 from flowrun.schema.nodes import Int
 from scripts import api_docs
 from scripts.generate import API_DOC
@@ -39,5 +39,9 @@ def test_every_table_has_its_markers() -> None:
 
 
 def test_the_docs_name_the_formats_the_declarations_name() -> None:
-    assert api_docs.PATTERNS[flowrun.TASK.fields["name"].format.pattern] == "DNS-1123 label"  # type: ignore[attr-defined]
-    assert replace(SCHEMAS, settings=()).flowrun is SCHEMAS.flowrun
+    assert {
+        LABEL.pattern: "DNS-1123 label",
+        SUBDOMAIN.pattern: "DNS-1123 subdomain",
+        SCHEDULE.pattern: "cron schedule (see [Schedules](semantics.md#schedules))",
+        TIME_ZONE.pattern: "IANA time zone name",
+    } == api_docs.PATTERNS

@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 
 class SpecError(ValueError):
@@ -47,7 +47,7 @@ def mapping(value: object, path: str) -> Mapping[str, Any]:
     return value
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     # bool is an int in Python, but `true` is never a valid count.
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -191,12 +191,19 @@ class Str(Node):
             return value
         problem = (
             (self.format.problem(value) if self.format else None)
-            or _length_problem(len(value), self.min_length, self.max_length)
+            or self._length_problem(value)
             or _enum_problem(value, self.enum, path)
         )
         if problem:
             raise SpecError(path, problem)
         return value
+
+    def _length_problem(self, value: str) -> str | None:
+        problem = _length_problem(len(value), self.min_length, self.max_length)
+        if problem and self.format is not None and self.format.check is None:
+            # Too long for its field is not of the format ("... a DNS-1123 label (..., at most 63)").
+            return self.format.message.format(value=repr(value))
+        return problem
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,7 @@ class Int(Node):
     def check(self, value: object, path: str) -> int:
         if not _is_int(value):
             raise _wrong_type(value, path, "an integer")
-        return _in_bounds(value, self.minimum, self.maximum, path)  # type: ignore[arg-type]
+        return _in_bounds(value, self.minimum, self.maximum, path)
 
 
 def _in_bounds(value: int, minimum: int | None, maximum: int | None, path: str) -> int:
@@ -273,7 +280,7 @@ class IntOrStr(Node):
 
     def check(self, value: object, path: str) -> int | str:
         if _is_int(value):
-            return _in_bounds(value, self.minimum, self.maximum, path)  # type: ignore[arg-type]
+            return _in_bounds(value, self.minimum, self.maximum, path)
         if not isinstance(value, str):
             raise _wrong_type(value, path, "an integer or a string")
         problem = self.format.problem(value) or _length_problem(len(value), None, self.max_length)
@@ -345,7 +352,7 @@ class Obj(Node):
 
     def with_field_at(self, path: tuple[str, ...], name: str, node: Node) -> Obj:
         """This object with field `name` added to (or replaced in) the object at `path`."""
-        return _rebuilt(self, path, lambda target: _as_obj(target, path).with_field(name, node))  # type: ignore[return-value]
+        return _as_obj(_rebuilt(self, path, lambda target: _as_obj(target, path).with_field(name, node)), ())
 
 
 def _as_obj(node: Node, path: tuple[str, ...]) -> Obj:
