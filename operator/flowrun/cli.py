@@ -22,15 +22,15 @@ class UsageError(Exception):
     """A command line that cannot run: the message names the flag."""
 
 
-def leader_election(args: argparse.Namespace, pod_namespace_file: Path = POD_NAMESPACE_FILE) -> LeaderElection | None:
+def leader_election(args: argparse.Namespace) -> LeaderElection | None:
     """The leader election the flags ask for (None: off). The Lease's namespace defaults to the
     pod's; the identity is the pod's name (POD_NAME, from the downward API), else the host's name
     and the process id."""
     if not args.leader_election:
         return None
     namespace = args.leader_election_namespace
-    if not namespace and pod_namespace_file.is_file():
-        namespace = pod_namespace_file.read_text().strip()
+    if not namespace and POD_NAMESPACE_FILE.is_file():
+        namespace = POD_NAMESPACE_FILE.read_text().strip()
     if not namespace:
         raise UsageError("--leader-election-namespace: required outside a pod (the Lease's namespace)")
     lease, renew, retry = (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -60,6 +61,8 @@ REFUSED = (401, 403, 404)
 T = TypeVar("T")
 
 _thread = threading.local()
+# Term numbers, unique in the process: a thread of one term never passes the fence of another.
+_TERMS = itertools.count(1)
 
 
 def term_threads(workers: int, prefix: str, term: int) -> ThreadPoolExecutor:
@@ -95,7 +98,6 @@ class Elector:
         self._lead, self._step_down = lead, step_down
         self._clock, self._wall = clock, wall
         self.term: int | None = None  # the term this replica leads; None: a standby
-        self._terms = 0
         self.valid_until = float("-inf")  # clock time until which the leader may write
         self.holder = ""  # who holds the Lease, as last read
         self._record: Record | None = None  # the Lease as last read or written (None: there is none)
@@ -244,8 +246,7 @@ class Elector:
     # --- terms ---------------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        self._terms += 1
-        self.term = self._terms
+        self.term = next(_TERMS)
         metrics.LEADER.set(1)
         logger.warning(
             "leader election: %s leads (term %d): it holds the Lease %s/%s",
