@@ -265,17 +265,24 @@ class Elector:
         await self._step_down(why)
 
     async def _release(self) -> None:
-        record = self._last
-        if record is None or record.holder != self.config.identity:
-            return
-        body = lease.released(record, self.config.namespace, self.config.lease_name, self._wall())
-        loop = asyncio.get_running_loop()
-        call = functools.partial(self.kube.replace_lease, body, RELEASE_SECONDS)
+        """Give the Lease up if this replica still holds it, read afresh (a renewal may have been
+        under way when the loop stopped): at most RELEASE_SECONDS."""
         try:
-            await asyncio.wait_for(loop.run_in_executor(self._threads, call), RELEASE_SECONDS)
-            logger.info("leader election: gave the Lease up")
+            await asyncio.wait_for(self._give_up(), RELEASE_SECONDS)
         except Exception as error:  # it expires lease_seconds after the last renewal anyway
             logger.warning("leader election: could not give the Lease up (%s); it expires on its own", why(error))
+
+    async def _give_up(self) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        read = functools.partial(self.kube.get_lease, config.namespace, config.lease_name, RELEASE_SECONDS)
+        found = await loop.run_in_executor(self._threads, read)
+        record = lease.record_of(found) if found is not None else None
+        if record is None or record.holder != config.identity:
+            return
+        body = lease.released(record, config.namespace, config.lease_name, self._wall())
+        await loop.run_in_executor(self._threads, functools.partial(self.kube.replace_lease, body, RELEASE_SECONDS))
+        logger.info("leader election: gave the Lease up")
 
     # --- failures ------------------------------------------------------------------------------
 
