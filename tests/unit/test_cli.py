@@ -9,10 +9,12 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import kopf
 import pytest
 
-from flowrun import cli
+from flowrun import cli, structured_logging
 from flowrun.controller.settings import LeaderElection
 
 Parse = Callable[..., argparse.Namespace]
@@ -91,3 +93,19 @@ def test_the_command_refuses_them_naming_the_flag(
     assert capsys.readouterr().err == (
         "flowrun run: --leader-election-namespace: required outside a pod (the Lease's namespace)\n"
     )
+
+
+def test_kopf_runs_standalone_so_its_peering_pauses_no_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's peering would pause a whole operator (its caches with it) while another runs: the
+    replicas elect through the Lease instead, and every one keeps its caches warm."""
+    ran: dict[str, Any] = {}
+
+    def run(**kwargs: Any) -> None:
+        ran.update(kwargs)
+
+    monkeypatch.setattr(kopf, "run", run)
+    monkeypatch.setattr(structured_logging, "configure", lambda level, fmt: None)
+    assert cli.main(["run", "-n", "team", "--leader-election", "--leader-election-namespace=ops"]) == 0
+    assert ran["standalone"] is True and "peering_name" not in ran
+    election = ran["memo"].settings.leader_election
+    assert (election.namespace, election.lease_name) == ("ops", "flowrun-operator")
