@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from flowrun import metrics
+from flowrun import api, metrics
 from flowrun.controller.election import Elector, term_threads
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import LeaderElection, Settings
@@ -365,6 +365,54 @@ def test_the_standby_writes_nothing_and_takes_over_over_warm_caches(
             assert pods_created(server) == ["x-a-1", "x-b-1", "x-c-1"], "a pod was created twice"
             status = server.objects[("flowruns", NS, "x")]["status"]
             assert {name: task["attempts"] for name, task in status["tasks"].items()} == {"a": 1, "b": 1, "c": 1}
+        finally:
+            await first.runtime.stop()
+            await second.runtime.stop()
+            server.end_watches()
+
+    run(scenario())
+
+
+def test_a_cron_run_whose_leader_died_before_its_status_write_is_not_created_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = fake_server()
+    monkeypatch.setattr(metrics.RunPhases, "register", lambda self: None)
+    monkeypatch.setattr(metrics.RunPhases, "unregister", lambda self: None)
+    server.add(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": api.CRON_KIND,
+            "metadata": {"name": "yearly", "namespace": NS, "creationTimestamp": "2024-06-01T00:00:00Z"},
+            # Due once (the last 1st of January), and not again for months.
+            "spec": {"schedule": "0 0 1 1 *", "flowRunTemplate": {"spec": {"tasks": [pod_task("a")]}}},
+        }
+    )
+
+    async def scenario() -> None:
+        first, second = Replica(server, tmp_path, "first"), Replica(server, tmp_path, "second")
+
+        def dies_before_the_status_write(method: str, path: str) -> None:
+            if method == "PATCH" and path.endswith("/cronflowruns/yearly/status"):
+                first.link.cut = True  # the run is created; the record of it is never written
+                raise ConnectionResetError("killed")
+
+        first.link.intercept = dies_before_the_status_write
+        first.runtime.start()
+        await until("first leads", first.leads)
+        second.runtime.start()
+        try:
+            await until("first cut off after creating the run", lambda: first.link.cut)
+            server.end_watches()
+            await until("second leads", second.leads, timeout=10)
+            cron = await until(
+                "the schedule recorded",
+                lambda: (server.objects[("cronflowruns", NS, "yearly")].get("status") or {}).get("lastScheduleTime"),
+            )
+            await asyncio.sleep(1.0)  # more passes of the CronFlowRun, which must create nothing
+            created = [e.obj["metadata"]["name"] for p, _, e in server.events if p == "flowruns" and e.type == "ADDED"]
+            assert len(created) == 1 and created[0].startswith("yearly-"), created
+            assert cron.endswith("-01-01T00:00:00Z")
         finally:
             await first.runtime.stop()
             await second.runtime.stop()

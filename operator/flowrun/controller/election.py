@@ -108,6 +108,7 @@ class Elector:
         self.round_ended: float | None = None  # clock time of the last round of the loop
         self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         self._task: asyncio.Task[None] | None = None
+        self._ending: asyncio.Future[None] | None = None  # the step-down of the last term
         self._last_log = float("-inf")
         self._unlogged = 0
 
@@ -141,11 +142,15 @@ class Elector:
 
     async def stop(self) -> None:
         """Stop the loop; a leader ends its term, then gives the Lease up."""
+        leading = self.term is not None
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._ending is not None:
+            await self._ending  # a term that was ending when the loop stopped is stopped in full
         if self.term is not None:
             await self._end("the operator stops")
+        if leading:
             await self._release()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
@@ -262,7 +267,9 @@ class Elector:
         self.valid_until = float("-inf")
         metrics.LEADER.set(0)
         logger.warning("leader election: %s stops leading: %s", self.config.identity, why)
-        await self._step_down(why)
+        # Shielded: stopping the loop meanwhile must not leave the term half stopped.
+        self._ending = asyncio.ensure_future(self._step_down(why))
+        await asyncio.shield(self._ending)
 
     async def _release(self) -> None:
         """Give the Lease up if this replica still holds it, read afresh (a renewal may have been
