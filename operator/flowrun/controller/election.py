@@ -205,7 +205,7 @@ class Elector:
         self.holder = self.config.identity
         # Measured from before the read: every other replica saw this write later than that.
         self.valid_until = started + self.config.renew_deadline_seconds
-        if self.term is None:
+        if self.term is None and self._clock() < self.valid_until:  # not if the round took too long
             self._begin()
 
     async def _write(self, step: Step, record: Record | None) -> dict[str, Any]:
