@@ -184,6 +184,13 @@ class Soak:
                     objects = [str(o) for o in entry.get("objects") or []]
                     self.cleaned.append((time.monotonic() + 15.0, namespace, f"{name}/{block}", objects))
 
+    def said(self, namespace: str, run: str) -> str:
+        """What a run's status says now (phase, message, its running tasks' reasons), for a failure."""
+        status = (self.run_body(namespace, run) or {}).get("status") or {}
+        busy = {n: t.get("reason") for n, t in (status.get("tasks") or {}).items() if t.get("phase") == "Running"}
+        text = f"{status.get('phase')} {str(status.get('message'))[:160]!r}; running {dict(list(busy.items())[:5])}"
+        return text
+
     def workload_of(self, namespace: str, run: str) -> Tracked | None:
         """The workload a run belongs to: named after it (its rerun `<name>-rerun`, a cron's runs
         `<name>-<minutes>`)."""
@@ -372,8 +379,9 @@ class Soak:
         if not ended:
             bound = max(tracked.started, tracked.touched_until) + workload.max_seconds + END_SLACK
             if now > bound:
-                late = sorted(n for n, f in finals.items() if f is None) or ["(no run created)"]
-                self.fail(tracked, "1 ends", f"not finished {now - tracked.started:.0f}s after its start: {late}")
+                late = sorted(n for n, f in finals.items() if f is None)
+                said = "; ".join(f"{n}: {self.said(tracked.namespace, n)}" for n in late) or "no run created"
+                self.fail(tracked, "1 ends", f"not finished {now - tracked.started:.0f}s after its start: {said}")
                 self.delete_all(tracked)
             return
         if not tracked.ended_by_fault and not tracked.changed:
