@@ -179,7 +179,25 @@ def _kopf() -> dict[str, Any]:
 
 
 def _observed_generation() -> dict[str, Any]:
-    return {"type": "integer", "format": "int64", "description": "metadata.generation last processed."}
+    return {
+        "type": "integer",
+        "format": "int64",
+        "description": "metadata.generation last processed (0 before the operator's first look).",
+    }
+
+
+# A status the operator has not written yet reads observedGeneration 0, so kstatus-based tools
+# (Flux, kpt) see the object in progress until the operator has looked at it.
+_NOT_OBSERVED = {"default": {"observedGeneration": 0}}
+
+
+def _ready_column() -> dict[str, Any]:
+    return {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "The Ready condition.",
+    }
 
 
 def _run_rules(flowrun_spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -229,12 +247,16 @@ def flow_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
     status = {
         "type": "object",
         "description": "Observed state, written by the operator: the result of validating the Flow.",
+        **_NOT_OBSERVED,
         "properties": {
             "observedGeneration": _observed_generation(),
             "taskCount": {"type": "integer", "format": "int32", "description": "Number of tasks."},
             "resourceCount": {"type": "integer", "format": "int32", "description": "Number of resource blocks."},
             "message": {"type": "string", "description": "Why the Flow is invalid, naming the field; empty if valid."},
-            "conditions": _conditions("SpecValid: whether the Flow passes the checks a run's spec passes."),
+            "conditions": _conditions(
+                "SpecValid: whether the Flow passes the checks a run's spec passes; Ready (valid) or Stalled "
+                "(invalid), with Reconciling (never True: a Flow is checked at once)."
+            ),
             "kopf": _kopf(),
         },
     }
@@ -252,6 +274,7 @@ def flow_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
             "jsonPath": '.status.conditions[?(@.type=="SpecValid")].status',
             "description": "Whether the Flow passed validation.",
         },
+        _ready_column(),
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {
             "name": "Message",
@@ -379,6 +402,7 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
     status = {
         "type": "object",
         "description": "Observed state, written by the operator.",
+        **_NOT_OBSERVED,
         "properties": {
             "observedGeneration": _observed_generation(),
             "lastScheduleTime": {
@@ -403,7 +427,11 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
             },
             "activeCount": {"type": "integer", "format": "int32", "description": "Number of active runs."},
             "message": {"type": "string", "description": "Human-readable summary (e.g. why the spec is invalid)."},
-            "conditions": _conditions("SpecValid: whether the schedule, time zone and template are valid."),
+            "conditions": _conditions(
+                "SpecValid: whether the schedule, time zone and template are valid; Ready (it schedules, or is "
+                "suspended: reason Suspended) or Stalled (invalid, or its latest run was refused), with Reconciling "
+                "(never True)."
+            ),
             "kopf": _kopf(),
         },
     }
@@ -422,6 +450,7 @@ def cronflowrun_crd(flowrun_crd: dict[str, Any]) -> dict[str, Any]:
             "jsonPath": ".status.lastScheduleTime",
             "description": "Scheduled time of the latest run.",
         },
+        _ready_column(),
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {
             "name": "Time Zone",
