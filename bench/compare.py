@@ -85,6 +85,11 @@ def run(
         breakdown = request_breakdown(rounds_of_kind)
         if breakdown:
             print(f"   {kind} requests, all rounds (audit log): {stats.format_counts(breakdown)}")
+        own: Counter[tuple[str, str]] = Counter()
+        for result in rounds_of_kind:
+            own.update(+result.own_breakdown)
+        if own:
+            print(f"   {kind} requests, all rounds (its own metric): {stats.format_counts(own)}")
     return results
 
 

@@ -191,6 +191,7 @@ class Result:
     gaps: list[float]
     requests: Counter[tuple[str, str]] | None = None
     own_requests: float | None = None  # the operator's own flowrun_api_requests_total, if it has it
+    own_breakdown: Counter[tuple[str, str]] = field(default_factory=Counter)  # of own_requests: (verb, resource)
     cpu: float | None = None
     peak_rss: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
@@ -256,10 +257,15 @@ def measure(
         result.peak_rss = controller.memory()[1]
         metrics_after = controller.metrics()
         if metrics_before is not None and metrics_after is not None:
-            before = stats.counter_total(metrics_before, API_REQUESTS_METRIC)
-            after = stats.counter_total(metrics_after, API_REQUESTS_METRIC)
+            before = stats.counter_samples(metrics_before, API_REQUESTS_METRIC)
+            after = stats.counter_samples(metrics_after, API_REQUESTS_METRIC)
             if after:
-                result.own_requests = after - before
+                result.own_requests = sum(after.values()) - sum(before.values())
+                for labels, value in after.items():
+                    named = dict(labels)
+                    result.own_breakdown[(named.get("verb", ""), named.get("resource", ""))] += int(
+                        value - before.get(labels, 0.0)
+                    )
     time.sleep(1)  # the audit log is written as responses complete
     result.requests = session.audit_requests(offset, driver.identity)
     return result

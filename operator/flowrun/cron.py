@@ -36,35 +36,14 @@ from flowrun.api import (
 from flowrun.conditions import condition, health
 from flowrun.engine.interface import Event
 from flowrun.lenient import as_map, conditions_by_type
-from flowrun.model import MAX_COUNT, MAX_SECONDS, SpecError, checks, parse_spec
-from flowrun.schedule import ScheduleError, parse_schedule
+from flowrun.model import SpecError, parse_spec
+from flowrun.schedule import parse_schedule
+from flowrun.schema import kinds
+from flowrun.schema.cronflowrun import DEFAULT_FAILED_HISTORY, DEFAULT_SUCCESSFUL_HISTORY
+from flowrun.schema.nodes import mapping
 from flowrun.timestamps import format_time, parse_time
 
-POLICIES = ("Allow", "Forbid", "Replace")
-DEFAULT_SUCCESSFUL_HISTORY = 3
-DEFAULT_FAILED_HISTORY = 1
-TEMPLATE_FIELDS = (
-    "flowRef",
-    "params",
-    "serviceAccountName",
-    "parallelism",
-    "activeDeadlineSeconds",
-    "pendingTimeoutSeconds",
-    "ttlSecondsAfterFinished",
-    "resources",
-    "tasks",
-)
 VALID = ("True", "Valid", "schedule, time zone and template are valid")  # SpecValid of a valid spec
-SPEC_FIELDS = (
-    "schedule",
-    "timeZone",
-    "concurrencyPolicy",
-    "startingDeadlineSeconds",
-    "suspend",
-    "successfulRunsHistoryLimit",
-    "failedRunsHistoryLimit",
-    "flowRunTemplate",
-)
 
 
 @dataclass(frozen=True)
@@ -87,73 +66,33 @@ class CronSpec:
 
 
 def parse_cron_spec(spec: object) -> CronSpec:
-    """Check a CronFlowRun spec field by field; raises SpecError naming the first bad field."""
-    raw = checks.mapping(spec, "spec")
-    checks.known_keys(raw, "spec", SPEC_FIELDS)
-    schedule = _schedule(raw)
-    zone = _time_zone(raw)
+    """Check a CronFlowRun spec (each field as declared, then what no field says alone); raises
+    SpecError naming the first bad field."""
+    given = mapping(spec, "spec")
+    raw = kinds.SCHEMAS.cronflowrun.spec.check(given, "spec")
+    schedule = parse_schedule(raw["schedule"])  # as croniter must read it (schedule.py); checked already
+    zone = ZoneInfo(raw.get("timeZone", "UTC"))
     try:
         croniter(schedule, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
     except CroniterError:
         raise SpecError("spec.schedule", f"{raw['schedule'].strip()!r} never matches a date") from None
-    policy = checks.string(raw.get("concurrencyPolicy", "Allow"), "spec.concurrencyPolicy")
-    if policy not in POLICIES:
-        raise SpecError("spec.concurrencyPolicy", f"{policy!r} is not one of {', '.join(POLICIES)}")
-    suspend = raw.get("suspend", False)
-    if not isinstance(suspend, bool):
-        raise SpecError("spec.suspend", f"must be a boolean, not {checks.type_name(suspend)}")
-    template = checks.mapping(raw.get("flowRunTemplate"), "spec.flowRunTemplate")
-    checks.known_keys(template, "spec.flowRunTemplate", ("metadata", "spec"))
+    template = raw["flowRunTemplate"]
     return CronSpec(
         schedule=schedule,
         time_zone=zone,
-        concurrency_policy=policy,
-        starting_deadline_seconds=checks.optional_int(raw, "startingDeadlineSeconds", "spec", 0, MAX_SECONDS),
-        suspend=suspend,
-        successful_history=_limit(raw, "successfulRunsHistoryLimit", DEFAULT_SUCCESSFUL_HISTORY),
-        failed_history=_limit(raw, "failedRunsHistoryLimit", DEFAULT_FAILED_HISTORY),
-        template_metadata=_template_metadata(template),
-        template_spec=_template_spec(template.get("spec")),
+        concurrency_policy=raw["concurrencyPolicy"],
+        starting_deadline_seconds=raw.get("startingDeadlineSeconds"),
+        suspend=raw["suspend"],
+        successful_history=raw["successfulRunsHistoryLimit"],
+        failed_history=raw["failedRunsHistoryLimit"],
+        template_metadata=template.get("metadata", {}),
+        # As given, not with the defaults filled in: the runs are created from it.
+        template_spec=_template_spec(given["flowRunTemplate"]["spec"]),
     )
 
 
-def _schedule(raw: Mapping[str, Any]) -> str:
-    """spec.schedule, as croniter must read it to mean what a CronJob means (schedule.py)."""
-    text = checks.string(raw.get("schedule"), "spec.schedule")
-    try:
-        return parse_schedule(text)
-    except ScheduleError as error:
-        raise SpecError("spec.schedule", f"{text.strip()!r}: {error}") from None
-
-
-def _time_zone(raw: Mapping[str, Any]) -> ZoneInfo:
-    zone_name = checks.string(raw.get("timeZone", "UTC"), "spec.timeZone")
-    try:
-        return ZoneInfo(zone_name)
-    except Exception:
-        # Any failure to load it is the name's fault, whatever zoneinfo raises: not found, a
-        # directory of the time zone database (Europe, __pycache__: IsADirectoryError), a file of
-        # it that is not a zone (zone.tab: ValueError).
-        raise SpecError("spec.timeZone", f"{zone_name!r} is not a known IANA time zone (e.g. Europe/Paris)") from None
-
-
-def _template_metadata(template: Mapping[str, Any]) -> Mapping[str, Any]:
-    metadata = checks.mapping(template.get("metadata") or {}, "spec.flowRunTemplate.metadata")
-    for key in ("labels", "annotations"):
-        if key in metadata:
-            checks.string_map(metadata[key], f"spec.flowRunTemplate.metadata.{key}")
-    return metadata
-
-
-def _limit(raw: Mapping[str, Any], key: str, default: int) -> int:
-    value = checks.optional_int(raw, key, "spec", 0, MAX_COUNT)
-    return default if value is None else value
-
-
-def _template_spec(spec: object) -> Mapping[str, Any]:
+def _template_spec(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     path = "spec.flowRunTemplate.spec"
-    raw = checks.mapping(spec, path)
-    checks.known_keys(raw, path, TEMPLATE_FIELDS)
     if "flowRef" in raw:
         for key in ("tasks", "resources"):
             if key in raw:

@@ -19,22 +19,14 @@ from flowrun import api
 from flowrun.conditions import condition, health
 from flowrun.engine import RunInput, ValidateObjects, decide
 from flowrun.lenient import as_map, conditions_by_type
-from flowrun.model import SpecError, checks, parse_spec
+from flowrun.model import SpecError, parse_spec
 from flowrun.observed import observed_from_objects
+from flowrun.schema import kinds
+from flowrun.schema.nodes import mapping
 
 # How long a run waits for a Flow that does not exist (one GitOps sync may apply the run first).
 FLOW_NOT_FOUND_SECONDS = 60
 FLOW_NOT_FOUND = "FlowNotFound"
-# Run fields that override the Flow's; `cancel` is never part of a snapshot (see run_spec).
-OVERRIDES = (
-    "serviceAccountName",
-    "parallelism",
-    "activeDeadlineSeconds",
-    "pendingTimeoutSeconds",
-    "ttlSecondsAfterFinished",
-)
-FLOW_FIELDS = ("params", *OVERRIDES, "resources", "tasks")
-RUN_FIELDS_WITH_FLOW_REF = ("flowRef", "params", *OVERRIDES, "cancel")
 # A value for a param without default while a Flow is validated on its own: digits, so that
 # `replicas: $(params.n)` passes as it would with any integer a run gives.
 PLACEHOLDER_VALUE = "1"
@@ -96,43 +88,28 @@ class FlowParam:
 
 
 def flow_params(flow_spec: Mapping[str, Any]) -> tuple[FlowParam, ...]:
-    """A Flow's param declarations; raises SpecError naming spec.params[i]."""
-    params: list[FlowParam] = []
-    for i, item in enumerate(checks.sequence(flow_spec.get("params") or [], "spec.params")):
-        path = f"spec.params[{i}]"
-        item = checks.mapping(item, path)
-        checks.known_keys(item, path, ("name", "default", "description"))
-        name = checks.param_name(item.get("name"), f"{path}.name", [p.name for p in params])
-        default = item.get("default")
-        params.append(
-            FlowParam(
-                name,
-                None if default is None else checks.string(default, f"{path}.default"),
-                checks.string(item.get("description", ""), f"{path}.description"),
-            )
-        )
-    return tuple(params)
+    """The param declarations of a Flow's spec that passed `checked_flow_spec`."""
+    return tuple(
+        FlowParam(item["name"], item.get("default"), item.get("description", ""))
+        for item in flow_spec.get("params") or []
+    )
 
 
-def _flow_spec(flow_spec: object) -> dict[str, Any]:
-    spec = checks.mapping(flow_spec, "spec")
-    checks.known_keys(spec, "spec", FLOW_FIELDS)
-    return dict(spec)
+def checked_flow_spec(flow_spec: object) -> dict[str, Any]:
+    """A Flow's spec as given, once each field passed its declaration's checks (SpecError if not)."""
+    kinds.SCHEMAS.flow.spec.check(flow_spec, "spec")
+    return dict(mapping(flow_spec, "spec"))
 
 
 def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = None) -> Snapshot:
     """The snapshot for a run whose spec has flowRef, given the Flow object (as the API returns
     it). Raises SpecError naming the field: a param the Flow does not declare, a declared param
     without default the run does not give, or (in the Flow) anything a run's spec may not hold."""
-    run = checks.mapping(spec, "spec")
-    for key in ("tasks", "resources"):
-        if key in run:
-            raise SpecError(f"spec.{key}", "flowRef excludes tasks and resources (the Flow supplies them)")
-    checks.known_keys(run, "spec", RUN_FIELDS_WITH_FLOW_REF)
+    run = _run_with_flow_ref(spec)
     metadata = as_map(flow.get("metadata"))
     flow_name = str(metadata.get("name") or "")
     try:
-        source = _flow_spec(flow.get("spec"))
+        source = checked_flow_spec(flow.get("spec"))
         declared = flow_params(source)
     except SpecError as error:
         raise SpecError("spec.flowRef.name", f"Flow {flow_name!r} is invalid: {error}") from None
@@ -141,15 +118,20 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
     params = [{"name": p.name, "value": given.get(p.name, p.default or "")} for p in declared]
     if params:
         resolved["params"] = params
-    for field in (*OVERRIDES, "resources", "tasks"):
-        value = run.get(field) if field in OVERRIDES and run.get(field) is not None else source.get(field)
+    # The run's settings (flowrun.schema marks them) override the Flow's; `cancel` is never part of
+    # a snapshot (see run_spec).
+    overrides = kinds.SCHEMAS.settings
+    for field in kinds.SCHEMAS.flow.spec.fields:
+        if field == "params":
+            continue
+        value = run.get(field) if field in overrides and run.get(field) is not None else source.get(field)
         if value is not None:
             resolved[field] = copy.deepcopy(value)
     try:
         parse_spec(resolved, namespace)
     except SpecError as error:
         top = error.field.removeprefix("spec.").split(".")[0].split("[")[0]
-        where = "spec" if top in OVERRIDES and top in run else f"Flow {flow_name!r}"
+        where = "spec" if top in overrides and top in run else f"Flow {flow_name!r}"
         raise SpecError(error.field, f"{error.message} (in {where})") from None
     return Snapshot(
         spec=resolved,
@@ -160,22 +142,31 @@ def resolve_flow(spec: object, flow: Mapping[str, Any], namespace: str | None = 
     )
 
 
+def _run_with_flow_ref(spec: object) -> Mapping[str, Any]:
+    """A run's spec with flowRef: no tasks nor resources (the CRD's CEL rule), every field as declared
+    (its settings are checked in the spec they resolve to, which names where a bad one comes from)."""
+    run = mapping(spec, "spec")
+    for key in ("tasks", "resources"):
+        if key in run:
+            raise SpecError(f"spec.{key}", "flowRef excludes tasks and resources (the Flow supplies them)")
+    own = {key: value for key, value in run.items() if key not in kinds.SCHEMAS.settings}
+    kinds.SCHEMAS.flowrun.spec.check(own, "spec")
+    return run
+
+
 def _given_params(run: Mapping[str, Any], declared: tuple[FlowParam, ...], flow_name: str) -> dict[str, str]:
-    """The run's spec.params by name: each one the Flow declares, once; every declared param without
-    a default given."""
+    """The run's spec.params by name: each one the Flow declares (names are unique: their
+    declaration says so); every declared param without a default given."""
     given: dict[str, str] = {}
     declared_names = [p.name for p in declared]
-    for i, item in enumerate(checks.sequence(run.get("params") or [], "spec.params")):
-        path = f"spec.params[{i}]"
-        item = checks.mapping(item, path)
-        checks.known_keys(item, path, ("name", "value"))
-        name = checks.string(item.get("name"), f"{path}.name")
+    for i, item in enumerate(run.get("params") or []):
+        name = item["name"]
         if name not in declared_names:
             known = ", ".join(declared_names) or "none"
-            raise SpecError(f"{path}.name", f"Flow {flow_name!r} declares no param {name!r} (it declares: {known})")
-        if name in given:
-            raise SpecError(f"{path}.name", f"duplicate param name {name!r}")
-        given[name] = checks.string(item.get("value"), f"{path}.value")
+            raise SpecError(
+                f"spec.params[{i}].name", f"Flow {flow_name!r} declares no param {name!r} (it declares: {known})"
+            )
+        given[name] = item["value"]
     missing = [p.name for p in declared if p.default is None and p.name not in given]
     if missing:
         raise SpecError(
@@ -213,7 +204,7 @@ def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     tasks, resources = raw.get("tasks"), raw.get("resources")
     counts = (len(tasks) if isinstance(tasks, list) else 0, len(resources) if isinstance(resources, list) else 0)
     try:
-        spec = _flow_spec(flow_spec)
+        spec = checked_flow_spec(flow_spec)
         declared = flow_params(spec)
         parse_spec(_as_run_spec(spec, declared), namespace)
     except SpecError as error:
@@ -251,7 +242,7 @@ def flow_dry_run(flow: Mapping[str, Any], now: datetime) -> ValidateObjects | No
     namespace = str(metadata.get("namespace") or "")
     if check_flow(flow.get("spec"), namespace or None).error is not None:
         return None
-    spec = _flow_spec(flow.get("spec"))
+    spec = checked_flow_spec(flow.get("spec"))
     run = RunInput(
         name=str(metadata.get("name") or ""),
         namespace=namespace,

@@ -21,12 +21,14 @@ from typing import Any
 from flowrun.api import CANCELLED, FAILED, SUCCEEDED
 from flowrun.flows import Snapshot, snapshot_from_status
 from flowrun.lenient import as_map, conditions_by_type
-from flowrun.model import MAX_SECONDS, FlowSpec, SpecError, checks, parse_spec
+from flowrun.model import FlowSpec, SpecError, parse_spec
+from flowrun.schema import kinds
+from flowrun.schema.flowrun import BESIDE_RERUN_OF
+from flowrun.schema.kinds import and_list
+from flowrun.schema.nodes import mapping
 
 RUN_KIND = "FlowRun"
 REUSED = "Reused"
-# The only fields a rerun may set beside rerunOf: the rest comes from the original.
-RUN_FIELDS_WITH_RERUN_OF = ("rerunOf", "cancel", "ttlSecondsAfterFinished")
 RERUNNABLE = (FAILED, CANCELLED)
 _FIELD = "spec.rerunOf.name"
 
@@ -60,14 +62,14 @@ def plan_rerun(spec: object, original: Mapping[str, Any] | None, name: str, name
     does not exist) and `name` its name. Raises SpecError: an original that is missing, has not
     finished, Succeeded, or never had a valid spec names spec.rerunOf.name; a field set beside
     rerunOf other than cancel and ttlSecondsAfterFinished names that field."""
-    run = checks.mapping(spec, "spec")
+    run = mapping(spec, "spec")
     for key in run:
-        if key not in RUN_FIELDS_WITH_RERUN_OF:
+        if key != "rerunOf" and key not in BESIDE_RERUN_OF:
             raise SpecError(
                 f"spec.{key}",
-                "only cancel and ttlSecondsAfterFinished may be set beside rerunOf (the rest is the original's)",
+                f"only {and_list(BESIDE_RERUN_OF)} may be set beside rerunOf (the rest is the original's)",
             )
-    ttl = checks.optional_int(run, "ttlSecondsAfterFinished", "spec", 0, MAX_SECONDS)
+    ttl = kinds.SCHEMAS.flowrun.spec.check(run, "spec").get("ttlSecondsAfterFinished")
     if original is None:
         raise SpecError(_FIELD, f"FlowRun {name!r} does not exist in this namespace")
     status = as_map(original.get("status"))

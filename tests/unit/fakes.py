@@ -64,9 +64,12 @@ class FakeKube:
         self.logs = ""  # what every pod's log tail reads
         self.cluster_scoped: set[str] = set()  # kinds discovery says are not namespaced
 
-    def passes(self) -> FlowRunPass:
-        """The FlowRun passes, with this fake as their API and their caches."""
-        return FlowRunPass(self, self)
+    def passes(self, clock: Callable[[], float] | None = None) -> FlowRunPass:
+        """The FlowRun passes, with this fake as their API and their caches; every status written
+        at once, unless a clock is given (then a pods-started status is held back as in production)."""
+        if clock is None:
+            return FlowRunPass(self, self, hold_started=0.0)
+        return FlowRunPass(self, self, clock=clock)
 
     def run(self, passes: FlowRunPass) -> PassResult:
         """A pass over the run and its children of the watched kinds, as the caches would hold them
@@ -124,7 +127,7 @@ class FakeKube:
         return copy.deepcopy(other) if other is not None else None
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
-        pass
+        self.calls.append(f"dry run {manifest['kind']}/{manifest['metadata']['name']}")
 
     def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None:
         ref = f"{manifest['kind']}/{manifest['metadata']['name']}"

@@ -22,7 +22,7 @@ CHART = REPO / "charts" / "flowrun-operator"
 def test_chart_crd_is_a_byte_identical_copy_of_the_repository_crd(name: str) -> None:
     source, copy = REPO / "crds" / name, CHART / "crds" / name
     assert copy.read_bytes() == source.read_bytes(), (
-        f"charts/flowrun-operator/crds/{name} differs from crds/{name}: run scripts/gen_crds.py"
+        f"charts/flowrun-operator/crds/{name} differs from crds/{name}: run scripts/generate"
     )
 
 

@@ -1,5 +1,7 @@
-"""The CRD's schema and the spec model (flowrun.model.parse_spec) agree: walking the CRD's schema
-of `spec`, every object accepts the same fields in both; every default of the CRD is the model's
+"""The CRD's schema (the generated crds/flowrun.yaml, as applied) and the spec model
+(flowrun.model.parse_spec) agree: both come from flowrun.schema, and this checks the whole path
+from the declarations to what the API server and the parser enforce. Walking the CRD's schema of
+`spec`, every object accepts the same fields in both; every default of the CRD is the model's
 when the field is absent; and every bound the CRD enforces (minimum, maximum, minLength,
 maxLength, minItems, maxItems, enum) is exercised on the model with the CRD's boundary values:
 the bound itself accepted, one past it refused naming the field.
@@ -18,13 +20,15 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+import yaml
 
 from flowrun.model import PROTOCOLS, TRIGGERS, Cleanup, FlowSpec, SpecError, parse_spec
-from scripts.gen_api_docs import node_at, schema
+from scripts.api_docs import node_at
+from scripts.generate import CRDS
 
 Path = tuple[str, ...]  # a path in the CRD's schema below spec: property names and "[]"
 
-ROOT = schema()
+ROOT = yaml.safe_load((CRDS / "flowrun.yaml").read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 SPEC = node_at(ROOT, ("spec",))
 POD = {"spec": {"containers": [{"name": "main", "image": "busybox"}]}}
 
@@ -230,24 +234,6 @@ def test_the_crd_defaults_are_the_models(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Bounds
 
-# Bounds of the CRD the model does not enforce itself. A FlowRun always passes the CRD first, so
-# these cannot reach the engine; the model is lenient there (not stricter, which the "bound
-# accepted" half of every case checks). Listed exactly: a case here that the model does refuse
-# fails, so the list cannot go stale.
-MODEL_LENIENT = {
-    "spec.params: maxItems 100",
-    "spec.serviceAccountName: maxLength 253",
-    "spec.resources: maxItems 50",
-    "spec.resources[0].setup.deployments: minItems 1",
-    "spec.resources[0].setup.deployments: maxItems 20",
-    "spec.resources[0].setup.deployments[0].replicas: maxLength 200",
-    "spec.resources[0].setup.deployments[0].ports: maxItems 20",
-    "spec.resources[0].setup.deployments[0].ports[0].targetPort: maxLength 15",
-    "spec.resources[0].setup.manifests: minItems 1",
-    "spec.resources[0].setup.manifests: maxItems 50",
-    "spec.tasks: maxItems 200",
-}
-
 # A valid value of each string field of exactly the given length.
 STRING_OF_LENGTH: dict[Path, Callable[[int], str]] = {
     ("params", "[]", "name"): lambda n: "p" * n,
@@ -345,7 +331,6 @@ def test_the_bounds_walk_finds_the_crds_bounds() -> None:
     names = {name for name, _, _, _ in CASES}
     assert "spec.tasks: minItems 1" in names and "spec.tasks[0].retries.limit: maximum 100" in names
     assert "spec.resources[0].setup.deployments[0].ports[0].port: maximum 65535" in names
-    assert names >= MODEL_LENIENT, sorted(MODEL_LENIENT - names)
 
 
 def test_every_number_of_the_crd_has_both_bounds() -> None:
@@ -365,9 +350,6 @@ def test_the_model_accepts_the_crds_bound_and_refuses_one_past_it_naming_the_fie
 ) -> None:
     assert refusal(at_bound) is None, f"{name}: the model refuses what the CRD accepts: {refusal(at_bound)}"
     error = refusal(past_bound)
-    if name in MODEL_LENIENT:
-        assert error is None, f"{name}: the model now enforces it: remove it from MODEL_LENIENT ({error})"
-        return
     assert error is not None, f"{name}: the CRD refuses it, the model accepts it"
     assert error.field.startswith(field(path).removesuffix("[0]")), f"{name}: {error}"
 

@@ -15,7 +15,8 @@ import cel
 import pytest
 import yaml
 
-from scripts import gen_crds
+from flowrun.schema.cronflowrun import MAX_CRON_NAME
+from scripts import generate
 from tests.unit.test_cron import ACCEPTED
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def allowed(schema: dict[str, Any], new: dict[str, Any], old: dict[str, Any] | N
 
 
 def test_generated_crds_and_chart_copies_are_up_to_date() -> None:
-    assert gen_crds.stale_files() == [], "run: python scripts/gen_crds.py"
+    assert generate.stale_files() == [], "run: scripts/generate"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -340,8 +341,8 @@ def test_cron_template_rules(spec: dict[str, Any], refused: list[str]) -> None:
 
 
 def test_cron_name_leaves_room_for_the_run_suffix() -> None:
-    ok = {"metadata": {"name": "n" * gen_crds.MAX_CRON_NAME}}
-    too_long = {"metadata": {"name": "n" * (gen_crds.MAX_CRON_NAME + 1)}}
+    ok = {"metadata": {"name": "n" * MAX_CRON_NAME}}
+    too_long = {"metadata": {"name": "n" * (MAX_CRON_NAME + 1)}}
     assert allowed(root("CronFlowRun"), ok) == []
     assert allowed(root("CronFlowRun"), too_long)
-    assert len("n" * gen_crds.MAX_CRON_NAME + "-" + "99999999") <= 253
+    assert len("n" * MAX_CRON_NAME + "-" + "99999999") <= 253

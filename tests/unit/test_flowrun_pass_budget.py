@@ -13,7 +13,8 @@ from flowrun.controller.caches import trimmed
 from flowrun.engine.budget import size
 from tests.unit.fakes import FakeKube, api_error, pod_task
 
-WIDE = 200
+WIDE = 200  # the most tasks a run may have (the CRD's and the model's maxItems)
+PRODUCERS = WIDE - 1  # beside the task that uses their results
 
 
 def finish(kube: FakeKube, phase: str, message: str) -> None:
@@ -56,7 +57,7 @@ def test_200_tasks_failing_with_large_messages_and_logs_all_end_failed_in_a_stat
 
 
 def test_200_tasks_with_4000_byte_results_hand_one_on_intact() -> None:
-    tasks: list[dict[str, Any]] = [pod_task(f"t{i}") for i in range(WIDE)]
+    tasks: list[dict[str, Any]] = [pod_task(f"t{i}") for i in range(PRODUCERS)]
     consumer = pod_task("use", runAfter=["t7"])
     consumer["template"]["spec"]["containers"][0]["args"] = ["$(tasks.t7.result)"]
     kube = FakeKube({"tasks": [*tasks, consumer]}, {})
@@ -69,18 +70,18 @@ def test_200_tasks_with_4000_byte_results_hand_one_on_intact() -> None:
     t7 = kube.body["status"]["tasks"]["t7"]
     if t7.get("resultFrom"):
         assert t7["resultFrom"] == "ConfigMap/x-t7-result" and any(o["data"]["result"] == result for o in moved)
-    print(f"{WIDE} results of 4000 bytes: FlowRun of {stored(kube)} bytes, {len(moved)} results in ConfigMaps")
+    print(f"{PRODUCERS} results of 4000 bytes: FlowRun of {stored(kube)} bytes, {len(moved)} results in ConfigMaps")
 
 
 def test_results_every_task_uses_move_to_configmaps_when_the_status_cannot_hold_them() -> None:
-    """A spec of 400 kB and 200 results of 4,000 bytes, all used: more than the status can hold."""
-    tasks: list[dict[str, Any]] = [pod_task(f"t{i}") for i in range(WIDE)]
+    """A spec of 400 kB and 199 results of 4,000 bytes, all used: more than the status can hold."""
+    tasks: list[dict[str, Any]] = [pod_task(f"t{i}") for i in range(PRODUCERS)]
     for task in tasks:
         task["template"]["spec"]["containers"][0]["env"] = [{"name": "PAD", "value": "p" * 2000}]
-    consumer = pod_task("join", runAfter=[f"t{i}" for i in range(WIDE)])
-    consumer["template"]["spec"]["containers"][0]["args"] = [f"$(tasks.t{i}.result)" for i in range(WIDE)]
+    consumer = pod_task("join", runAfter=[f"t{i}" for i in range(PRODUCERS)])
+    consumer["template"]["spec"]["containers"][0]["args"] = [f"$(tasks.t{i}.result)" for i in range(PRODUCERS)]
     kube = FakeKube({"tasks": [*tasks, consumer]}, {})
-    results = {f"t{i}": f"{i:04d}" + "r" * 3996 for i in range(WIDE)}
+    results = {f"t{i}": f"{i:04d}" + "r" * 3996 for i in range(PRODUCERS)}
 
     def finish_each() -> None:
         for obj in kube.objects:
@@ -100,7 +101,7 @@ def test_results_every_task_uses_move_to_configmaps_when_the_status_cannot_hold_
         finish_each()
         assert stored(kube) <= api.OBJECT_LIMIT, stored(kube)
     join = next(o for o in kube.objects if o["kind"] == "Pod" and o["metadata"]["name"] == "x-join-1")
-    assert join["spec"]["containers"][0]["args"] == [results[f"t{i}"] for i in range(WIDE)]
+    assert join["spec"]["containers"][0]["args"] == [results[f"t{i}"] for i in range(PRODUCERS)]
     moved = {o["metadata"]["name"]: o for o in kube.objects if o["kind"] == "ConfigMap"}
     assert moved, "some results moved"
     for name, entry in kube.body["status"]["tasks"].items():
@@ -110,7 +111,7 @@ def test_results_every_task_uses_move_to_configmaps_when_the_status_cannot_hold_
             assert config_map["metadata"]["ownerReferences"][0]["uid"] == kube.body["metadata"]["uid"]
         elif name in results:
             assert entry["result"] == results[name]
-    print(f"{len(moved)} of {WIDE} results in ConfigMaps; FlowRun of {stored(kube)} bytes")
+    print(f"{len(moved)} of {PRODUCERS} results in ConfigMaps; FlowRun of {stored(kube)} bytes")
 
 
 def test_a_spec_that_leaves_no_room_for_a_status_fails_at_once_naming_its_size() -> None:

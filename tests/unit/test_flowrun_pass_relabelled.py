@@ -70,10 +70,7 @@ def test_what_the_status_vouches_for() -> None:
             resources=[
                 resource(
                     "r",
-                    setup={
-                        "job": {"template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}},
-                        "deployments": [],
-                    },
+                    setup={"job": {"template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}},
                 )
             ],
         )

@@ -54,7 +54,8 @@ def test_a_run_of_a_flow_stores_its_snapshot_before_creating_and_never_looks_the
     passes = with_flows(kube, lookup)
     kube.run(passes)
     assert lookup.calls == [(NS, "etl")]
-    assert kube.calls[:2] == ["patch_status", "create Pod/x-a-1"], kube.calls
+    # The snapshot is stored first, before the dry runs and the creates.
+    assert kube.calls[:2] == ["patch_status", "dry run Pod/x-a-1"] and "create Pod/x-a-1" in kube.calls, kube.calls
     status = kube.body["status"]
     assert status["resolvedFrom"] == {"kind": "Flow", "name": "etl", "uid": "flow-uid", "resourceVersion": "41"}
     assert status["resolvedSpec"]["params"] == [{"name": "who", "value": "you"}]

@@ -1,6 +1,6 @@
 """The GitOps files: the Argo CD health checks laid out as Argo CD's resource_customizations are
 (each with its health_test.yaml and test objects), the argocd-cm snippet and its copy in
-docs/install.md generated from them (scripts/gen_gitops.py), the Go modules of the tools the
+docs/install.md generated from them (scripts/generate), the Go modules of the tools the
 e2e tests run, and the Git server's CGI parsing. (The checks themselves run in Argo CD's Lua VM
 in tests/e2e/test_gitops_health.py.)"""
 
@@ -14,23 +14,24 @@ import yaml
 
 from devcluster import build, flux, gitops
 from flowrun import api
-from scripts import gen_gitops
+from scripts import argocd_snippet, generate
 
 
 def test_the_argocd_cm_snippet_and_its_copy_in_the_docs_are_up_to_date() -> None:
-    assert gen_gitops.main(["--check"]) == 0, "run: .venv/bin/python scripts/gen_gitops.py"
+    stale = set(generate.stale_files()) & set(argocd_snippet.files())
+    assert not stale, f"out of date: {stale}; run scripts/generate"
 
 
 def test_the_snippet_carries_each_check_as_written_under_argo_cds_key() -> None:
-    snippet = yaml.safe_load(gen_gitops.SNIPPET.read_text())
+    snippet = yaml.safe_load(argocd_snippet.SNIPPET.read_text())
     assert snippet["metadata"]["labels"]["app.kubernetes.io/part-of"] == "argocd", "Argo CD reads only those"
     expected = {
-        f"resource.customizations.health.{api.GROUP}_{kind}": (gen_gitops.CHECKS / kind / "health.lua").read_text()
+        f"resource.customizations.health.{api.GROUP}_{kind}": (argocd_snippet.CHECKS / kind / "health.lua").read_text()
         for kind in (api.KIND, api.FLOW_KIND, api.CRON_KIND)
     }
     assert snippet["data"] == expected
-    doc = gen_gitops.DOC.read_text()
-    assert gen_gitops.SNIPPET.read_text() in doc
+    doc = argocd_snippet.INSTALL_DOC.read_text()
+    assert argocd_snippet.SNIPPET.read_text() in doc
 
 
 @pytest.mark.parametrize("kind", [api.KIND, api.FLOW_KIND, api.CRON_KIND])

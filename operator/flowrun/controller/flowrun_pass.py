@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from flowrun import api, engine, metrics, resolution
 from flowrun.controller import failpoints
 from flowrun.controller.access import Access
 from flowrun.controller.caches import STORED_BYTES
+from flowrun.controller.dry_runs import AcceptedDryRuns
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import (
@@ -112,6 +114,9 @@ UNREADABLE_REQUEUE_SECONDS = 10.0
 # A child that had lost the operator's labels got them back: the next pass comes with its watch
 # event, or after this at the latest.
 RELABEL_REQUEUE_SECONDS = 1.0
+# How long a status whose only news is that pods started running may wait for more news (a short
+# task's end) to be written with it: `kubectl get` shows a pod running this much later at most.
+HOLD_STARTED_SECONDS = 2.0
 LABELS_RESTORED = "LabelsRestored"
 # The kind of the objects a result moves to when the status is full (engine/budget.py).
 RESULT_KIND = ("v1", "ConfigMap")
@@ -157,7 +162,13 @@ class _Writes:
 
 
 class FlowRunPass:
-    def __init__(self, kube: PassApi, caches: PassCaches) -> None:
+    def __init__(
+        self,
+        kube: PassApi,
+        caches: PassCaches,
+        clock: Callable[[], float] = time.monotonic,
+        hold_started: float = HOLD_STARTED_SECONDS,
+    ) -> None:
         self.kube = kube
         self.caches = caches
         # Per run: the failed actions already reported, so a failure repeated on every pass
@@ -176,9 +187,16 @@ class FlowRunPass:
         self.pod_refusals = PodRefusals(kube.event_messages)
         # What the operator may do with the kinds of setup manifests (asked once, cached).
         self.access = Access(kube.allowed)
+        # Dry runs of the same templates in the same namespace, accepted lately (dry_runs.py).
+        self.dry_runs = AcceptedDryRuns()
+        # Per run: since when a status whose only news is pods that started running is held back
+        # (engine.only_pods_started), at most HOLD_STARTED_SECONDS.
+        self._held: dict[str, float] = {}
+        self._clock, self._hold_started = clock, hold_started
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
+        self._held.pop(uid, None)
         self._reported.forget(uid)
         self._refused.pop(uid, None)
         self._namespace_terminating.discard(uid)
@@ -443,7 +461,8 @@ class FlowRunPass:
         status = self._fitted(body, resolved, _with_logs(resolved.written(decided), writes.logs), writes)
         metrics.record_pass(previous, status)
         releasing = bool(metadata.get("deletionTimestamp")) and outcome.finalizer_releasable
-        if changes(status, previous):
+        held = self._hold_back(uid, previous, status) if not releasing else None
+        if held is None and changes(status, previous):
             writes.body = self._patch_status(body, status, releasing) or writes.body
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
@@ -454,10 +473,25 @@ class FlowRunPass:
         return writes.result(
             deleting=bool(metadata.get("deletionTimestamp")),
             done=outcome.done,
-            requeue_after=_requeue_after(outcome.requeue_after, writes.failures, writes.refusals),
+            requeue_after=_sooner(_requeue_after(outcome.requeue_after, writes.failures, writes.refusals), held),
             phase=str(status.get("phase") or ""),
             message=str(status.get("message") or ""),
         )
+
+    def _hold_back(self, uid: str, previous: Mapping[str, Any], status: Mapping[str, Any]) -> float | None:
+        """Seconds the write of `status` is held back for (None: written now). A status whose only
+        news is that pods started is held for up to `hold_started` seconds: a short task ends within
+        them, and its start and end are one write instead of two."""
+        if not engine.only_pods_started(previous, status):
+            self._held.pop(uid, None)
+            return None
+        now = self._clock()
+        since = self._held.setdefault(uid, now)
+        left = self._hold_started - (now - since)
+        if left <= 0:
+            del self._held[uid]
+            return None
+        return left
 
     def _fitted(
         self, body: Mapping[str, Any], resolved: resolution.Resolved, status: dict[str, Any], writes: _Writes
@@ -557,8 +591,11 @@ class FlowRunPass:
         """The server-side dry run of every child: `FIELD: the API server's message` for the first
         one refused, None if all pass. A transient error raises (the caller tries again later)."""
         for manifest, field in zip(action.manifests, action.fields, strict=False):
+            if self.dry_runs.accepted(manifest):
+                continue
             try:
                 self.kube.dry_run_create(manifest)
+                self.dry_runs.remember(manifest)
             except UnknownKind as error:
                 return f"{field}: {error}"
             except ApiException as error:
@@ -581,6 +618,11 @@ def namespace_terminating(error: ApiException) -> bool:
     except (TypeError, ValueError, AttributeError):
         return False
     return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
+def _sooner(first: float | None, second: float | None) -> float | None:
+    present = [delay for delay in (first, second) if delay is not None]
+    return min(present) if present else None
 
 
 def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: Mapping[str, str]) -> float | None:

@@ -54,7 +54,7 @@ from flowrun.engine.interface import (
     run_input_from_object,
 )
 from flowrun.engine.one_pass import FixpointNotReached
-from flowrun.engine.status import with_pods_created
+from flowrun.engine.status import only_pods_started, with_pods_created
 from flowrun.engine.vanished import Vouched, missing_children
 from flowrun.lenient import as_map
 from flowrun.observed import Observed
@@ -73,6 +73,7 @@ __all__ = [
     "Vouched",
     "decide",
     "missing_children",
+    "only_pods_started",
     "run_input_from_object",
     "with_pods_created",
 ]

@@ -1,7 +1,9 @@
-"""Events: the differences between the previous and the new status, one per transition (a task
-started, retrying, finished; a block set up, ready, cleaned up; the run started, stopping,
-finished), so a repeated pass with the recorded status posts none. The users' contract:
-docs/api.md, "Events"."""
+"""Events: the differences between the previous and the new status that a person may act on, one
+per transition (a task retrying, failed or skipped for a failure; a block set up, ready, cleaned
+up; the run stopping and finished), so a repeated pass with the recorded status posts none. What
+every task does (started, succeeded) is in the status, not in an event: an event per task start
+and end would double the operator's requests on a big run. The users' contract: docs/api.md,
+"Events"."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowrun.api import (
-    CANCELLED,
     CLEANED_UP,
     CLEANING_UP,
     CLEANUP_BLOCKED,
@@ -17,26 +18,17 @@ from flowrun.api import (
     CLEANUP_JOB_BACKOFF,
     CONDITION_TTL_HELD,
     FAILED,
-    PENDING,
     READY,
     RETRY_BACKOFF,
     RUNNING,
     SETTING_UP,
     SKIPPED,
     STOP_DEADLINE,
-    SUCCEEDED,
     TRIGGER_NOT_MET,
 )
 from flowrun.engine.interface import Event
-from flowrun.lenient import as_map, conditions_by_type
+from flowrun.lenient import as_map, conditions_by_type, count
 
-_TASK_EVENTS = {
-    RUNNING: ("Normal", "TaskStarted"),
-    SUCCEEDED: ("Normal", "TaskSucceeded"),
-    FAILED: ("Warning", "TaskFailed"),
-    SKIPPED: ("Normal", "TaskSkipped"),
-    CANCELLED: ("Normal", "TaskCancelled"),
-}
 _RESOURCE_EVENTS = {
     SETTING_UP: ("Normal", "SetupStarted"),
     READY: ("Normal", "ResourceReady"),
@@ -44,9 +36,8 @@ _RESOURCE_EVENTS = {
     CLEANED_UP: ("Normal", "CleanedUp"),
     CLEANUP_FAILED: ("Warning", "CleanupFailed"),
 }
-# Succeeded=Unknown reasons that announce a stage of the run
+# Succeeded=Unknown reasons that announce a stage of the run (its start is no news: its status says it)
 _RUN_EVENTS = {
-    RUNNING: "Started",
     "Cancelling": "Cancelling",
     "Deleting": "Deleting",
     STOP_DEADLINE: "DeadlineExceeded",
@@ -73,26 +64,25 @@ def _in_backoff(task: Mapping[str, Any]) -> bool:
 
 
 def task_event(name: str, old: Mapping[str, Any], task: Mapping[str, Any]) -> Event | None:
-    """A task started an attempt, is retrying, or ended; None if nothing of that changed."""
+    """A task is retrying, failed, or was skipped because something failed; None otherwise (a task
+    that started, succeeded, was cancelled with its run or skipped by its trigger is no news)."""
     backoff = _in_backoff(task)
     same = (old.get("phase"), old.get("attempts"), _in_backoff(old)) == (task["phase"], task["attempts"], backoff)
-    if task["phase"] == PENDING or same:
+    if same:
         return None
-    kind, reason = ("Warning", "TaskRetrying") if backoff else _TASK_EVENTS[task["phase"]]
-    if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
-        kind = "Warning"
-    return Event(kind, reason, _task_message(name, task, backoff))
-
-
-def _task_message(name: str, task: Mapping[str, Any], backoff: bool) -> str:
     if backoff:
-        return f"task {name}: {task['message']}; next attempt at {task['nextAttemptAt']}"
-    if task["phase"] == RUNNING:
+        next_at = task["nextAttemptAt"]
+        return Event("Warning", "TaskRetrying", f"task {name}: {task['message']}; next attempt at {next_at}")
+    retried = task["phase"] == RUNNING and task["attempts"] > max(1, count(old.get("attempts")))
+    if retried and not _in_backoff(old):
+        # Retried at once (no backoff): the only sign of the failed attempt.
         started = f"task {name}: attempt {task['attempts']} started (pod {task['podName']})"
-        return started + (f" after {task['message']}" if task["attempts"] > 1 else "")
-    if task["phase"] == SUCCEEDED:
-        return f"task {name} succeeded"
-    return f"task {name}: {task['reason']}: {task['message']}"
+        return Event("Warning", "TaskRetrying", f"{started} after {task['message']}")
+    if task["phase"] == FAILED:
+        return Event("Warning", "TaskFailed", f"task {name}: {task['reason']}: {task['message']}")
+    if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
+        return Event("Warning", "TaskSkipped", f"task {name}: {task['reason']}: {task['message']}")
+    return None
 
 
 def resource_events(name: str, old: Mapping[str, Any], resource: Mapping[str, Any]) -> list[Event]:

@@ -46,6 +46,7 @@ from flowrun.engine.interface import Event, Outcome, RunInput
 from flowrun.engine.run import holds_finalizer, stop_reason, ttl_held
 from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
+from flowrun.merge_patch import changes
 from flowrun.timestamps import format_time, parse_time
 
 
@@ -257,3 +258,19 @@ def with_pods_created(status: Mapping[str, Any], created: set[str]) -> dict[str,
         if isinstance(entry, Mapping) and entry.get("reason") == api.POD_CREATING and entry.get("podName") in created
     }
     return {**status, "tasks": {**tasks, **confirmed}} if confirmed else dict(status)
+
+
+def only_pods_started(previous: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+    """Whether the only news of `status` over `previous` is that task pods started running
+    (PodPending to PodRunning, nothing else of theirs or of the run changed): news a pass may hold
+    back for a moment, since a short task's next news (it ended) comes with it in one write."""
+    tasks, before = as_map(status.get("tasks")), as_map(previous.get("tasks"))
+    started = [
+        name
+        for name, entry in tasks.items()
+        if as_map(entry).get("reason") == api.POD_RUNNING and as_map(before.get(name)).get("reason") == api.POD_PENDING
+    ]
+    if not started:
+        return False
+    as_before = {**tasks, **{name: {**as_map(tasks[name]), "reason": api.POD_PENDING} for name in started}}
+    return not changes({**status, "tasks": as_before}, previous)

@@ -8,8 +8,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from flowrun.model.spec import MAX_COUNT, FlowSpec, ResourceSpec, Setup, SpecError, TaskSpec, pod_template_strings
+from flowrun.model.spec import FlowSpec, ResourceSpec, Setup, TaskSpec, pod_template_strings
 from flowrun.references import Context, Reference, ReferenceSyntaxError, RefKind, find_references, substitute
+from flowrun.schema.common import MAX_COUNT
+from flowrun.schema.nodes import SpecError
 
 
 def check_references(flow: FlowSpec, namespace: str | None) -> FlowSpec:

@@ -1,26 +1,20 @@
-"""`parse_spec`: a raw FlowRun spec, checked field by field, into a FlowSpec. The first problem
-found is raised as a SpecError naming the offending field, e.g.
-`spec.tasks[2].runAfter[0]: unknown task 'lod'` (docs/semantics.md, "Bad input")."""
+"""`parse_spec`: a raw FlowRun spec, checked, into a FlowSpec. The first problem found is raised
+as a SpecError naming the offending field, e.g. `spec.tasks[2].runAfter[0]: unknown task 'lod'`
+(docs/semantics.md, "Bad input").
+
+Each field's own checks (type, bounds, enum, format, unique names; defaults filled in) come from
+its declaration (flowrun.schema); what is left here is what no single field's declaration can say:
+references between fields, names the run's children would share, what the CRD's CEL rules say,
+and what its schema leaves to the API server (pod templates beyond their outline, manifests)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowrun.model import checks
 from flowrun.model.graph import check_references
 from flowrun.model.spec import (
-    DEFAULT_BACKOFF_SECONDS,
-    DEFAULT_CLEANUP_RETRIES,
-    DEFAULT_CLEANUP_TIMEOUT,
-    DEFAULT_SETUP_TIMEOUT,
-    MAX_COUNT,
-    MAX_PARAM_VALUE,
-    MAX_RETRIES,
-    MAX_SECONDS,
-    PROTOCOLS,
-    TRIGGERS,
     Cleanup,
     DeploymentSpec,
     FlowSpec,
@@ -30,12 +24,12 @@ from flowrun.model.spec import (
     Retries,
     Setup,
     SetupJob,
-    SpecError,
     TaskSpec,
 )
 from flowrun.references import ReferenceSyntaxError, find_references
-
-_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$")
+from flowrun.schema import kinds
+from flowrun.schema.common import REPLICAS
+from flowrun.schema.nodes import SpecError
 
 
 def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
@@ -43,228 +37,119 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
 
     `namespace` is the FlowRun's namespace: when given, manifests may not name another one.
     """
-    spec = checks.mapping(spec, "spec")
-    checks.known_keys(
-        spec,
-        "spec",
-        (
-            "params",
-            "serviceAccountName",
-            "parallelism",
-            "activeDeadlineSeconds",
-            "pendingTimeoutSeconds",
-            "ttlSecondsAfterFinished",
-            "cancel",
-            "resources",
-            "tasks",
-        ),
+    raw = kinds.SCHEMAS.run_spec.check(spec, "spec")
+    task_names = [t["name"] for t in raw["tasks"]]
+    resource_names = [r["name"] for r in raw.get("resources", [])]
+    tasks = tuple(_task(t, f"spec.tasks[{i}]", task_names, resource_names) for i, t in enumerate(raw["tasks"]))
+    resources = tuple(
+        _resource(r, f"spec.resources[{i}]", task_names, namespace) for i, r in enumerate(raw.get("resources", []))
     )
-    params = _params(spec.get("params") or [])
-    raw_tasks = checks.sequence(spec.get("tasks"), "spec.tasks")
-    if not raw_tasks:
-        raise SpecError("spec.tasks", "must list at least one task")
-    raw_resources = checks.sequence(spec.get("resources") or [], "spec.resources")
-    task_names = _unique_names(raw_tasks, "spec.tasks", "task")
-    resource_names = _unique_names(raw_resources, "spec.resources", "resource")
-
-    tasks = tuple(_task(t, f"spec.tasks[{i}]", task_names, resource_names) for i, t in enumerate(raw_tasks))
-    resources = tuple(_resource(r, f"spec.resources[{i}]", task_names, namespace) for i, r in enumerate(raw_resources))
     _unique_children(resources)
-    service_account = spec.get("serviceAccountName")
     flow = FlowSpec(
         tasks=tasks,
-        params=params,
+        params=tuple(Param(p["name"], p["value"]) for p in raw.get("params", [])),
         resources=resources,
-        service_account_name=(
-            None if service_account is None else checks.string(service_account, "spec.serviceAccountName")
-        ),
-        parallelism=checks.optional_int(spec, "parallelism", "spec", 1, MAX_COUNT),
-        active_deadline_seconds=checks.optional_int(spec, "activeDeadlineSeconds", "spec", 1, MAX_SECONDS),
-        pending_timeout_seconds=checks.optional_int(spec, "pendingTimeoutSeconds", "spec", 1, MAX_SECONDS),
-        ttl_seconds_after_finished=checks.optional_int(spec, "ttlSecondsAfterFinished", "spec", 0, MAX_SECONDS),
-        cancel=_cancel(spec.get("cancel", False)),
+        service_account_name=raw.get("serviceAccountName"),
+        parallelism=raw.get("parallelism"),
+        active_deadline_seconds=raw.get("activeDeadlineSeconds"),
+        pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
+        ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
+        cancel=raw.get("cancel", False),
     )
     return check_references(flow, namespace)
 
 
-def _cancel(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError("spec.cancel", f"must be a boolean, not {checks.type_name(value)}")
-    return value
-
-
-def _params(raw: object) -> tuple[Param, ...]:
-    params: list[Param] = []
-    for i, item in enumerate(checks.sequence(raw, "spec.params")):
-        path = f"spec.params[{i}]"
-        item = checks.mapping(item, path)
-        checks.known_keys(item, path, ("name", "value"))
-        name = checks.param_name(item.get("name"), f"{path}.name", [p.name for p in params])
-        value = checks.string(item.get("value"), f"{path}.value")
-        if len(value) > MAX_PARAM_VALUE:
-            raise SpecError(f"{path}.value", f"may have at most {MAX_PARAM_VALUE} characters, not {len(value)}")
-        params.append(Param(name, value))
-    return tuple(params)
-
-
-def _unique_names(items: Sequence[Any], path: str, what: str) -> list[str]:
-    names: list[str] = []
-    for i, item in enumerate(items):
-        name = checks.name(checks.mapping(item, f"{path}[{i}]").get("name"), f"{path}[{i}].name")
-        if name in names:
-            raise SpecError(f"{path}[{i}].name", f"duplicate {what} name {name!r}")
-        names.append(name)
-    return names
-
-
-def _name_refs(raw: object, path: str, known: list[str], what: str, self_name: str | None = None) -> tuple[str, ...]:
-    names = checks.string_list(raw, path)
+def _name_refs(
+    names: Sequence[str], path: str, known: list[str], what: str, self_name: str | None = None
+) -> tuple[str, ...]:
     for j, name in enumerate(names):
         if name not in known:
             raise SpecError(f"{path}[{j}]", f"unknown {what} {name!r}")
         if name == self_name:
             raise SpecError(f"{path}[{j}]", f"{what} {name!r} cannot refer to itself")
-        if name in names[:j]:
-            raise SpecError(f"{path}[{j}]", f"{what} {name!r} is listed twice")
-    return names
+    return tuple(names)
 
 
 def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[str]) -> TaskSpec:
-    checks.known_keys(
-        raw,
-        path,
-        (
-            "name",
-            "runAfter",
-            "trigger",
-            "resources",
-            "template",
-            "retries",
-            "activeDeadlineSeconds",
-            "pendingTimeoutSeconds",
-        ),
-    )
     name = raw["name"]
-    trigger = checks.string(raw.get("trigger", "allSucceeded"), f"{path}.trigger")
-    if trigger not in TRIGGERS:
-        raise SpecError(f"{path}.trigger", f"unknown trigger {trigger!r} (one of {', '.join(TRIGGERS)})")
-    run_after = _name_refs(raw.get("runAfter") or [], f"{path}.runAfter", tasks, "task", name)
-    retries = checks.mapping(raw.get("retries") or {}, f"{path}.retries")
-    checks.known_keys(retries, f"{path}.retries", ("limit", "backoffSeconds"))
+    retries = raw.get("retries")
     return TaskSpec(
         name=name,
-        template=checks.pod_template(raw.get("template"), f"{path}.template", needs_main=True),
-        run_after=run_after,
-        trigger=trigger,
-        resources=_name_refs(raw.get("resources") or [], f"{path}.resources", resources, "resource"),
-        retries=Retries(
-            limit=checks.integer(retries.get("limit", 0), f"{path}.retries.limit", 0, MAX_RETRIES),
-            backoff_seconds=checks.integer(
-                retries.get("backoffSeconds", DEFAULT_BACKOFF_SECONDS), f"{path}.retries.backoffSeconds", 0, MAX_SECONDS
-            ),
-        ),
-        active_deadline_seconds=checks.optional_int(raw, "activeDeadlineSeconds", path, 1, MAX_SECONDS),
-        pending_timeout_seconds=checks.optional_int(raw, "pendingTimeoutSeconds", path, 1, MAX_SECONDS),
+        template=checks.pod_template(raw["template"], f"{path}.template", needs_main=True),
+        run_after=_name_refs(raw.get("runAfter", []), f"{path}.runAfter", tasks, "task", name),
+        trigger=raw["trigger"],
+        resources=_name_refs(raw.get("resources", []), f"{path}.resources", resources, "resource"),
+        retries=Retries(retries["limit"], retries["backoffSeconds"]) if retries else Retries(),
+        active_deadline_seconds=raw.get("activeDeadlineSeconds"),
+        pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
     )
 
 
 def _resource(raw: Mapping[str, Any], path: str, tasks: list[str], namespace: str | None) -> ResourceSpec:
-    checks.known_keys(raw, path, ("name", "runAfter", "setup", "value", "cleanup"))
-    value = raw.get("value")
+    cleanup = raw["cleanup"]
+    job = cleanup.get("job")
     return ResourceSpec(
         name=raw["name"],
-        run_after=_name_refs(raw.get("runAfter") or [], f"{path}.runAfter", tasks, "task"),
-        setup=_setup(raw.get("setup"), f"{path}.setup", namespace),
-        value=None if value is None else checks.string(value, f"{path}.value"),
-        cleanup=_cleanup(raw.get("cleanup") or {}, f"{path}.cleanup"),
-    )
-
-
-def _setup(raw: object, path: str, namespace: str | None) -> Setup:
-    raw = checks.mapping(raw, path)
-    checks.known_keys(raw, path, ("job", "deployments", "manifests", "timeoutSeconds"))
-    job = None
-    if raw.get("job") is not None:
-        job_raw = checks.mapping(raw["job"], f"{path}.job")
-        checks.known_keys(job_raw, f"{path}.job", ("template", "backoffLimit"))
-        job = SetupJob(
-            template=checks.pod_template(job_raw.get("template"), f"{path}.job.template", needs_main=True),
-            backoff_limit=checks.integer(job_raw.get("backoffLimit", 0), f"{path}.job.backoffLimit", 0, MAX_RETRIES),
-        )
-    deployments = _deployments(raw.get("deployments") or [], f"{path}.deployments")
-    manifests = tuple(
-        _manifest(m, f"{path}.manifests[{i}]", namespace)
-        for i, m in enumerate(checks.sequence(raw.get("manifests") or [], f"{path}.manifests"))
-    )
-    if job is None and not deployments and not manifests:
-        raise SpecError(path, "must have at least one of job, deployments, manifests")
-    return Setup(
-        job=job,
-        deployments=deployments,
-        manifests=manifests,
-        timeout_seconds=checks.integer(
-            raw.get("timeoutSeconds", DEFAULT_SETUP_TIMEOUT), f"{path}.timeoutSeconds", 1, MAX_SECONDS
+        run_after=_name_refs(raw.get("runAfter", []), f"{path}.runAfter", tasks, "task"),
+        setup=_setup(raw["setup"], f"{path}.setup", namespace),
+        value=raw.get("value"),
+        cleanup=Cleanup(
+            job_template=(
+                None
+                if job is None
+                else checks.pod_template(job["template"], f"{path}.cleanup.job.template", needs_main=False)
+            ),
+            timeout_seconds=cleanup["timeoutSeconds"],
+            retries=cleanup["retries"],
         ),
     )
 
 
-def _deployments(raw: object, path: str) -> tuple[DeploymentSpec, ...]:
-    items = checks.sequence(raw, path)
-    names = _unique_names(items, path, "deployment")
-    deployments: list[DeploymentSpec] = []
-    for i, item in enumerate(items):
-        dpath = f"{path}[{i}]"
-        checks.known_keys(item, dpath, ("name", "replicas", "template", "ports"))
-        deployments.append(
-            DeploymentSpec(
-                name=names[i],
-                template=checks.pod_template(item.get("template"), f"{dpath}.template", needs_main=False),
-                replicas=_replicas(item.get("replicas", 1), f"{dpath}.replicas"),
-                ports=_ports(item.get("ports") or [], f"{dpath}.ports"),
+def _setup(raw: Mapping[str, Any], path: str, namespace: str | None) -> Setup:
+    if not any(key in raw for key in ("job", "deployments", "manifests")):
+        raise SpecError(path, "must have at least one of job, deployments, manifests")
+    job = raw.get("job")
+    return Setup(
+        job=(
+            None
+            if job is None
+            else SetupJob(
+                template=checks.pod_template(job["template"], f"{path}.job.template", needs_main=True),
+                backoff_limit=job["backoffLimit"],
             )
-        )
-    return tuple(deployments)
+        ),
+        deployments=tuple(_deployment(d, f"{path}.deployments[{i}]") for i, d in enumerate(raw.get("deployments", []))),
+        manifests=tuple(
+            _manifest(m, f"{path}.manifests[{i}]", namespace) for i, m in enumerate(raw.get("manifests", []))
+        ),
+        timeout_seconds=raw["timeoutSeconds"],
+    )
 
 
-def _replicas(value: object, path: str) -> int | str:
-    if isinstance(value, str):
-        try:
-            refs = find_references(value)
-        except ReferenceSyntaxError as err:
-            raise SpecError(path, str(err)) from None
-        if refs:
-            return value
-        if value.isascii() and value.isdigit():
-            return checks.integer(int(value), path, 0, MAX_COUNT)
-        raise SpecError(path, f"must be an integer or a $(...) reference, not {value!r}")
-    return checks.integer(value, path, 0, MAX_COUNT)
+def _deployment(raw: Mapping[str, Any], path: str) -> DeploymentSpec:
+    return DeploymentSpec(
+        name=raw["name"],
+        template=checks.pod_template(raw["template"], f"{path}.template", needs_main=False),
+        replicas=_replicas(raw["replicas"], f"{path}.replicas"),
+        ports=tuple(Port(p["name"], p["port"], p.get("targetPort"), p["protocol"]) for p in raw.get("ports", [])),
+    )
 
 
-def _ports(raw: object, path: str) -> tuple[Port, ...]:
-    ports: list[Port] = []
-    for i, item in enumerate(checks.sequence(raw, path)):
-        ppath = f"{path}[{i}]"
-        item = checks.mapping(item, ppath)
-        checks.known_keys(item, ppath, ("name", "port", "targetPort", "protocol"))
-        name = checks.string(item.get("name"), f"{ppath}.name")
-        if not _PORT_NAME.fullmatch(name):
-            raise SpecError(
-                f"{ppath}.name", f"{name!r} is not a port name (at most 15 lower-case letters, digits, '-')"
-            )
-        if any(p.name == name for p in ports):
-            raise SpecError(f"{ppath}.name", f"duplicate port name {name!r}")
-        target = item.get("targetPort")
-        if isinstance(target, str):
-            if not target:
-                raise SpecError(f"{ppath}.targetPort", "must not be empty")
-        elif target is not None:
-            target = checks.integer(target, f"{ppath}.targetPort", 1, 65535)
-        protocol = checks.string(item.get("protocol", "TCP"), f"{ppath}.protocol")
-        if protocol not in PROTOCOLS:
-            raise SpecError(f"{ppath}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
-        port = checks.integer(item.get("port"), f"{ppath}.port", 1, 65535)
-        ports.append(Port(name, port, target, protocol))
-    return tuple(ports)
+def _replicas(value: int | str, path: str) -> int | str:
+    """An integer, or a string that the declaration's format let through: digits, or text with
+    references (resolved to a count when the run needs it, model/graph.py)."""
+    if isinstance(value, int):
+        return value
+    try:
+        refs = find_references(value)
+    except ReferenceSyntaxError as err:
+        raise SpecError(path, str(err)) from None
+    if refs:
+        return value
+    if value.isascii() and value.isdigit():
+        return int(value)
+    # The format's pattern takes `$$(params.x)`, an escaped `$`, for a reference.
+    raise SpecError(path, REPLICAS.message.format(value=repr(value)))
 
 
 def _manifest(raw: object, path: str, namespace: str | None) -> dict[str, Any]:
@@ -309,20 +194,3 @@ def _unique_children(resources: Sequence[ResourceSpec]) -> None:
             if key in manifests:
                 raise SpecError(path, f"{key[1]}/{key[2]} is also made by {manifests[key]}")
             manifests[key] = path
-
-
-def _cleanup(raw: object, path: str) -> Cleanup:
-    raw = checks.mapping(raw, path)
-    checks.known_keys(raw, path, ("job", "timeoutSeconds", "retries"))
-    template = None
-    if raw.get("job") is not None:
-        job = checks.mapping(raw["job"], f"{path}.job")
-        checks.known_keys(job, f"{path}.job", ("template",))
-        template = checks.pod_template(job.get("template"), f"{path}.job.template", needs_main=False)
-    return Cleanup(
-        job_template=template,
-        timeout_seconds=checks.integer(
-            raw.get("timeoutSeconds", DEFAULT_CLEANUP_TIMEOUT), f"{path}.timeoutSeconds", 1, MAX_SECONDS
-        ),
-        retries=checks.integer(raw.get("retries", DEFAULT_CLEANUP_RETRIES), f"{path}.retries", 0, MAX_RETRIES),
-    )

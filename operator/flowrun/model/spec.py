@@ -1,5 +1,5 @@
-"""A parsed FlowRun spec as frozen dataclasses, and the errors that name a spec's field. The
-fields are the users' contract: docs/api.md."""
+"""A parsed FlowRun spec as frozen dataclasses. The fields are the users' contract: docs/api.md;
+they are declared in flowrun.schema (with their bounds and defaults)."""
 
 from __future__ import annotations
 
@@ -7,29 +7,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-TRIGGERS = ("allSucceeded", "allDone", "anyFailed")
-PROTOCOLS = ("TCP", "UDP", "SCTP")
-DEFAULT_SETUP_TIMEOUT = 600
-DEFAULT_CLEANUP_TIMEOUT = 600
-DEFAULT_CLEANUP_RETRIES = 3
-DEFAULT_BACKOFF_SECONDS = 10
-# Upper bounds of the spec's numbers (the CRD states the same): large enough for any real run,
-# small enough that no arithmetic on them can overflow a date or a Kubernetes int32.
-MAX_SECONDS = 31_536_000  # one year: every duration (deadlines, timeouts, backoff, TTL)
-MAX_RETRIES = 100  # retries.limit, cleanup.retries, setup.job.backoffLimit
-MAX_COUNT = 10_000  # parallelism, replicas
-# Characters of a param value (or a Flow's default), as much as a task result may carry: it is
-# copied into every pod that references it, and pods have a size limit of their own.
-MAX_PARAM_VALUE = 4096
-
-
-class SpecError(ValueError):
-    """An invalid spec: `field` is the path of the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+from flowrun.schema.flowrun import (
+    DEFAULT_BACKOFF_SECONDS,
+    DEFAULT_CLEANUP_RETRIES,
+    DEFAULT_CLEANUP_TIMEOUT,
+    DEFAULT_SETUP_TIMEOUT,
+)
 
 
 @dataclass(frozen=True)

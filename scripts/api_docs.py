@@ -1,35 +1,21 @@
-"""Generate the field tables of docs/api.md from the CRDs (crds/flowrun.yaml, the one source of the
-API schema, and crds/flow.yaml and crds/cronflowrun.yaml, generated from it): each table lies
-between `<!-- BEGIN GENERATED: <section> -->` and `<!-- END GENERATED: <section> -->`; the prose
-around the tables is written by hand.
+"""The field tables of docs/api.md, written from the CRDs' schemas (as flowrun.schema renders
+them): each table lies between `<!-- BEGIN GENERATED: <section> -->` and
+`<!-- END GENERATED: <section> -->`; the prose around the tables is written by hand.
 
 A row per field: its type and bounds as the CRD enforces them, its default (the CRD's `default`,
-else a "Default: ..." sentence of its description) and its description.
-
-Usage: .venv/bin/python scripts/gen_api_docs.py [--check]
-(--check: change nothing, exit 1 if docs/api.md is out of date.)
+else a "Default: ..." sentence of its description) and its description. `scripts/generate`
+writes the tables (with the CRDs).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from scripts.gen_crds import SCHEDULE_PATTERN, TIME_ZONE_PATTERN
-
-CRD_FILE = REPO / "crds" / "flowrun.yaml"
-FLOW_CRD_FILE = REPO / "crds" / "flow.yaml"
-CRON_CRD_FILE = REPO / "crds" / "cronflowrun.yaml"
-DOC_FILE = REPO / "docs" / "api.md"
+from flowrun.schema import SCHEMAS, Kind, Schemas
+from flowrun.schema.nodes import Str, walk
 
 # Section -> the path of its object in the schema. A list of objects that has a section of its own
 # gets one row in its parent's table and its fields in its own.
@@ -44,26 +30,28 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "cronflowrun.spec": ("spec",),
     "cronflowrun.status": ("status",),
 }
-# Sections of the Flow and CronFlowRun CRDs (by their name's prefix); the rest are the FlowRun's.
-SECTION_CRDS = {"flow.": FLOW_CRD_FILE, "cronflowrun.": CRON_CRD_FILE}
+# Sections of the Flow and CronFlowRun (by their name's prefix); the rest are the FlowRun's.
+SECTION_KINDS = {"flow.": "flow", "cronflowrun.": "cronflowrun"}
 # Written by the operator, or nothing in them has a default: no Default column.
 NO_DEFAULTS = {"status", "flow.status", "cronflowrun.status", "flow.spec.params"}
 # Fields shown as one row, not expanded: what they hold is documented elsewhere (a link).
 LINKED = {"cronflowrun.spec.flowRunTemplate.spec": "[FlowRun spec](#spec)"}
-# Names for the patterns the CRD repeats, as the docs say them.
-PATTERNS = {
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "DNS-1123 label",
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": "DNS-1123 subdomain",
-    SCHEDULE_PATTERN: "cron schedule (see [Schedules](semantics.md#schedules))",
-    TIME_ZONE_PATTERN: "IANA time zone name",
-}
 _DEFAULT_SENTENCE = re.compile(r"\s*Default: ([^.]*(?:\.\w[^.]*)*)\.(?=\s|$)")
+NOTE = "<!-- generated from operator/flowrun/schema by scripts/generate: edit the declarations there -->"
 
 
-def schema(crd_file: Path = CRD_FILE) -> dict[str, Any]:
-    crd = yaml.safe_load(crd_file.read_text())
-    root: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return root
+def named_patterns(schemas: Schemas) -> dict[str, str]:
+    """The patterns of the named formats, with the names the docs show instead of the pattern."""
+    return {
+        node.format.pattern: node.format.name
+        for kind in schemas.kinds
+        for node in walk(kind.spec)
+        if isinstance(node, Str) and node.format is not None and node.format.name
+    }
+
+
+# Names for the patterns the CRDs repeat, as the docs say them.
+PATTERNS = named_patterns(SCHEMAS)
 
 
 def node_at(root: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any]:
@@ -206,13 +194,18 @@ def _cell(text: str) -> str:
     return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
-def crd_file_of(section: str) -> Path:
-    return next((path for prefix, path in SECTION_CRDS.items() if section.startswith(prefix)), CRD_FILE)
+def _kind_name(section: str) -> str:
+    return next((kind for prefix, kind in SECTION_KINDS.items() if section.startswith(prefix)), "flowrun")
+
+
+def kind_of(section: str, schemas: Schemas) -> Kind:
+    kind: Kind = getattr(schemas, _kind_name(section))
+    return kind
 
 
 def table(root: Mapping[str, Any], section: str) -> str:
     """`root`: the schema of the section's CRD."""
-    own_sections = {name for name in SECTIONS if name != section and crd_file_of(name) == crd_file_of(section)}
+    own_sections = {name for name in SECTIONS if name != section and _kind_name(name) == _kind_name(section)}
     header = ["Field", "Type", "Meaning"] if section in NO_DEFAULTS else ["Field", "Type", "Default", "Meaning"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for field, kind, default, meaning in rows(node_at(root, SECTIONS[section]), "", own_sections, section):
@@ -221,43 +214,14 @@ def table(root: Mapping[str, Any], section: str) -> str:
     return "\n".join(lines)
 
 
-def render(doc: str, root: Mapping[str, Any], roots: Mapping[Path, Mapping[str, Any]] | None = None) -> str:
-    """`root`: the FlowRun CRD's schema; `roots`: the other CRDs' (by file; default: read them)."""
+def render(doc: str, schemas: Schemas = SCHEMAS) -> str:
+    """`doc` (docs/api.md) with every table written anew from `schemas`; raises ValueError if a
+    table's markers are missing."""
     for section in SECTIONS:
         begin, end = f"<!-- BEGIN GENERATED: {section} -->", f"<!-- END GENERATED: {section} -->"
         found = re.search(re.escape(begin) + r".*?" + re.escape(end), doc, re.DOTALL)
         if found is None:
-            raise SystemExit(f"{DOC_FILE.relative_to(REPO)} has no markers {begin} ... {end}")
-        crd_file = crd_file_of(section)
-        if crd_file == CRD_FILE:
-            section_root = root
-            note = "<!-- generated from crds/flowrun.yaml by scripts/gen_api_docs.py: edit the CRD -->"
-        else:
-            section_root = roots[crd_file] if roots is not None and crd_file in roots else schema(crd_file)
-            note = (
-                f"<!-- generated from crds/{crd_file.name} by scripts/gen_api_docs.py: edit crds/flowrun.yaml"
-                " or scripts/gen_crds.py -->"
-            )
-        doc = f"{doc[: found.start()]}{begin}\n{note}\n{table(section_root, section)}\n{end}{doc[found.end() :]}"
+            raise ValueError(f"docs/api.md has no markers {begin} ... {end}")
+        root = kind_of(section, schemas).schema()
+        doc = f"{doc[: found.start()]}{begin}\n{NOTE}\n{table(root, section)}\n{end}{doc[found.end() :]}"
     return doc
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--check", action="store_true", help="exit 1 if docs/api.md is out of date; change nothing")
-    args = parser.parse_args(argv)
-    current = DOC_FILE.read_text()
-    wanted = render(current, schema())
-    if args.check:
-        if current != wanted:
-            print("docs/api.md is out of date with the CRDs: run scripts/gen_api_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    if current != wanted:
-        DOC_FILE.write_text(wanted)
-        print("docs/api.md: field tables regenerated")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
