@@ -183,7 +183,9 @@ def test_flows_and_cron_flow_runs_read_right_to_kstatus_and_argocd(
     assert argocd[1].startswith("creating FlowRun refused-") and argocd[1].endswith("trying again in 60s")
 
     # Fixed (the quota goes): the next pass creates the run and the CronFlowRun is Ready again.
+    # Left alone, that pass comes within 60 s; any change to the CronFlowRun brings it at once.
     kube_cluster.core().delete_namespaced_resource_quota("no-runs", flowruns.namespace)
+    crons.patch("refused", {"metadata": {"annotations": {"example.com/quota": "raised"}}})
     health.until(api.CRON_PLURAL, "refused", "Current", "Healthy", timeout=90)
 
     # A generation the operator has not looked at yet is in progress (here: changed while it is
