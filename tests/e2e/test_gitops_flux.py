@@ -182,8 +182,12 @@ def test_a_failed_run_fails_its_kustomization_at_once_and_holds_what_depends_on_
     assert stalled["message"] == run["status"]["message"]
 
     # What depends on the run is not applied.
-    dependent = flux.wait_ready("after", "False")
-    assert dependent["reason"] == "DependencyNotReady", dependent
+    wait_for(
+        "the dependent Kustomization to wait for its dependency",
+        lambda: flux.ready("after").get("reason") == "DependencyNotReady",
+        timeout=60,
+    )
+    assert flux.ready("after")["status"] == "False"
     assert config_map(kube_cluster, flowruns.namespace, AFTER) is None
 
     flux.suspend("runs")
