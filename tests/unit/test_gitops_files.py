@@ -30,8 +30,8 @@ def test_the_snippet_carries_each_check_as_written_under_argo_cds_key() -> None:
         for kind in (api.KIND, api.FLOW_KIND, api.CRON_KIND)
     }
     assert snippet["data"] == expected
-    doc = argocd_snippet.INSTALL_DOC.read_text()
-    assert argocd_snippet.SNIPPET.read_text() in doc
+    for doc in (argocd_snippet.INSTALL_DOC, argocd_snippet.CHART_README):
+        assert argocd_snippet.SNIPPET.read_text() in doc.read_text(), doc
 
 
 @pytest.mark.parametrize("kind", [api.KIND, api.FLOW_KIND, api.CRON_KIND])
