@@ -30,6 +30,19 @@ LABEL_DEPLOYMENT = "flowrun.dev/deployment"
 LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
+
+# --- objects declared in Git (gitops.py) ---------------------------------------------------------
+
+# What a GitOps tool puts on every object it applies: (tool, label or annotation, which of the two).
+# A FlowRun carrying one is never deleted by its TTL (the tool would create it again and it would
+# run again), nor is one carrying DECLARED_IN_GIT_ANNOTATION="true" (any other tool).
+GITOPS_MARKS = (
+    ("Flux", "kustomize.toolkit.fluxcd.io/name", "label"),
+    ("Flux", "helm.toolkit.fluxcd.io/name", "label"),
+    ("Argo CD", "argocd.argoproj.io/tracking-id", "annotation"),
+    ("Argo CD", "argocd.argoproj.io/instance", "label"),
+)
+DECLARED_IN_GIT_ANNOTATION = "flowrun.dev/declared-in-git"
 # The EndpointSlice controller's slices of a Service's endpoints: they carry the Service's labels
 # and name it in this one.
 ENDPOINT_SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
@@ -110,3 +123,17 @@ MAX_REQUEST_BYTES = 3 * 1024 * 1024  # the API server refuses a request body lar
 LOG_TAIL_LINES = 100
 DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
 SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"
+
+# --- the conditions kstatus reads (conditions.py), on every kind --------------------------------
+
+# Exactly one is True: Ready (the object is what it should be), Reconciling (the operator is
+# working towards it) or Stalled (it will not get there without a change). sigs.k8s.io/cli-utils'
+# kstatus, which Flux, kpt and kubectl-style waiters use, reads Reconciling and Stalled; Argo CD's
+# health checks (gitops/argocd/) read all three.
+CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED = "Ready", "Reconciling", "Stalled"
+# A FlowRun declared in Git whose ttlSecondsAfterFinished is not applied (engine/run.py).
+CONDITION_TTL_HELD = "TTLHeld"
+DECLARED_IN_GIT = "DeclaredInGit"
+# A Flow's and a CronFlowRun's Ready reasons; a CronFlowRun whose run was refused is Stalled.
+FLOW_VALID = "Valid"
+CRON_SCHEDULING, CRON_SUSPENDED, CRON_RUN_REFUSED = "Scheduling", "Suspended", "RunRefused"

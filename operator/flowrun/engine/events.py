@@ -16,6 +16,7 @@ from flowrun.api import (
     CLEANUP_BLOCKED,
     CLEANUP_FAILED,
     CLEANUP_JOB_BACKOFF,
+    CONDITION_TTL_HELD,
     FAILED,
     READY,
     RETRY_BACKOFF,
@@ -103,7 +104,8 @@ def resource_events(name: str, old: Mapping[str, Any], resource: Mapping[str, An
 
 
 def run_events(prev_conds: Mapping[str, Mapping[str, Any]], conds: Mapping[str, Mapping[str, Any]]) -> list[Event]:
-    """The run started a stage or ended (condition Succeeded), or its cleanup blocks its deletion."""
+    """The run started a stage or ended (condition Succeeded), its cleanup blocks its deletion, or its
+    TTL is held (declared in Git)."""
     found: list[Event] = []
     succeeded, old_succeeded = conds["Succeeded"], as_map(prev_conds.get("Succeeded"))
     if (succeeded["status"], succeeded["reason"]) != (old_succeeded.get("status"), old_succeeded.get("reason")):
@@ -119,4 +121,7 @@ def run_events(prev_conds: Mapping[str, Mapping[str, Any]], conds: Mapping[str, 
     released, old_released = conds["ResourcesReleased"], as_map(prev_conds.get("ResourcesReleased"))
     if released["reason"] == CLEANUP_BLOCKED and old_released.get("reason") != CLEANUP_BLOCKED:
         found.append(Event("Warning", CLEANUP_BLOCKED, released["message"]))
+    held = conds.get(CONDITION_TTL_HELD)
+    if held is not None and CONDITION_TTL_HELD not in prev_conds:
+        found.append(Event("Warning", CONDITION_TTL_HELD, held["message"]))
     return found

@@ -1,6 +1,7 @@
 """The status a pass writes: phase, message, progress and the conditions Succeeded,
-ResourcesReleased and SpecValid, for a run and for a spec that cannot run. The fields are the
-users' contract: docs/api.md (status) and docs/semantics.md ("The run", "Bad input")."""
+ResourcesReleased and SpecValid, then Ready, Reconciling and Stalled (conditions.py: what kstatus
+and Argo CD read) and TTLHeld when it applies, for a run and for a spec that cannot run. The fields
+are the users' contract: docs/api.md (status) and docs/semantics.md ("The run", "Bad input")."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from flowrun.api import (
     CLEANING_UP,
     CLEANUP_BLOCKED,
     CLEANUP_FAILED,
+    CONDITION_READY,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
+    CONDITION_TTL_HELD,
+    DECLARED_IN_GIT,
     FAILED,
     INVALID_SPEC,
     PENDING,
@@ -33,35 +39,15 @@ from flowrun.api import (
     SUCCEEDED,
     TERMINAL,
 )
+from flowrun.conditions import condition, health
 from flowrun.engine.context import PassContext
 from flowrun.engine.dag import is_failure
 from flowrun.engine.interface import Event, Outcome, RunInput
-from flowrun.engine.run import holds_finalizer, stop_reason
+from flowrun.engine.run import holds_finalizer, stop_reason, ttl_held
 from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.merge_patch import changes
 from flowrun.timestamps import format_time, parse_time
-
-
-def condition(
-    prev: Mapping[str, Any], kind: str, status: str, reason: str, message: str, now: datetime, generation: int
-) -> dict[str, Any]:
-    """A metav1.Condition whose lastTransitionTime only moves when its status changes. `prev` is
-    the previous conditions by type."""
-    old = as_map(as_map(prev).get(kind))
-    since = (
-        old.get("lastTransitionTime")
-        if old.get("status") == status and parse_time(old.get("lastTransitionTime"))
-        else None
-    )
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or format_time(now),
-        "observedGeneration": generation,
-    }
 
 
 def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]:
@@ -77,6 +63,7 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         else ("True", SPEC_VALID_PARSED, "the spec is valid; children are dry-run before the first is created")
     )
     terminal = sum(ts.phase in TERMINAL for ts in state.tasks.values())
+    held = [condition(conds, CONDITION_TTL_HELD, "True", DECLARED_IN_GIT, ttl_held_message(ctx), now, gen)]
     return {
         "phase": state.phase,
         "startedAt": time_or_none(state.started_at),
@@ -90,10 +77,34 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
             condition(conds, "Succeeded", *succeeded, message if succeeded[1] != "Pending" else "", now, gen),
             condition(conds, "ResourcesReleased", *released, now, gen),
             condition(conds, "SpecValid", *spec_valid, now, gen),
+            *health(conds, *run_health(state, succeeded[1], released, message), now, gen),
+            *(held if ttl_held(ctx) else []),
         ],
         "tasks": {t.name: dump_task(state.tasks[t.name]) for t in ctx.spec.tasks},
         "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
     }
+
+
+def run_health(state: RunState, reason: str, released: tuple[str, str, str], message: str) -> tuple[str, str, str]:
+    """Which of Ready, Reconciling and Stalled is True, with the reason and message: Ready once
+    Succeeded; Stalled once Failed or Cancelled, or while a failed cleanup holds the finalizer of a
+    run being deleted (CleanupBlocked, which only a person can resolve); Reconciling before, `reason`
+    being Succeeded's (Pending, Running, CleaningUp, Cancelling, Deleting, RunDeadlineExceeded)."""
+    if released[1] == CLEANUP_BLOCKED:
+        return CONDITION_STALLED, CLEANUP_BLOCKED, released[2]
+    if state.phase == SUCCEEDED:
+        return CONDITION_READY, reason, message
+    if state.phase in RUN_FINAL:
+        return CONDITION_STALLED, reason, message
+    return CONDITION_RECONCILING, reason, message
+
+
+def ttl_held_message(ctx: PassContext) -> str:
+    return (
+        f"ttlSecondsAfterFinished={ctx.spec.ttl_seconds_after_finished} is not applied: the FlowRun is declared in "
+        f"Git ({ctx.run.declared_in_git}), and deleted it would be created again and run again; "
+        "remove it from Git to delete it"
+    )
 
 
 def final_reason(state: RunState) -> str:
@@ -224,6 +235,7 @@ def invalid_outcome(run: RunInput, prev: Mapping[str, Any], now: datetime, messa
             condition(conds, "Succeeded", "False", INVALID_SPEC, message, now, gen),
             condition(conds, "ResourcesReleased", "True", "NothingToRelease", "nothing was created", now, gen),
             condition(conds, "SpecValid", "False", INVALID_SPEC, message, now, gen),
+            *health(conds, CONDITION_STALLED, INVALID_SPEC, message, now, gen),
         ],
         "tasks": {},
         "resources": {},

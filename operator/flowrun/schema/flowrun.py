@@ -15,6 +15,7 @@ from flowrun.schema.common import (
     MAX_PARAM_VALUE,
     MAX_RETRIES,
     MAX_SECONDS,
+    NOT_OBSERVED,
     PARAM_NAME,
     PORT_NAME,
     REPLICAS,
@@ -26,6 +27,7 @@ from flowrun.schema.common import (
     object_name,
     observed_generation,
     pod_template,
+    ready_column,
 )
 from flowrun.schema.nodes import Arr, Bool, Int, IntOrStr, Map, Obj, Opaque, Rule, Str
 
@@ -385,7 +387,8 @@ SPEC = Obj(
             setting=True,
         ),
         "ttlSecondsAfterFinished": Int(
-            "Delete the FlowRun this many seconds after it finished (finished includes cleanup). Default: keep it.",
+            "Delete the FlowRun this many seconds after it finished (finished includes cleanup), unless it is "
+            "declared in Git (then never: condition TTLHeld). Default: keep it.",
             minimum=0,
             maximum=MAX_SECONDS,
             setting=True,
@@ -507,7 +510,9 @@ _RESOURCE_STATUS = Obj(
 
 STATUS = Obj(
     "Observed state, written by the operator as a JSON merge patch; a field that does not apply is absent (the "
-    "operator writes null to remove it).",
+    "operator writes null to remove it). A FlowRun the operator has not passed yet reads observedGeneration 0 (this "
+    "default), so kstatus-based tools see it in progress.",
+    default=NOT_OBSERVED,
     fields={
         "phase": Str("Run state.", enum=(api.PENDING, api.RUNNING, *api.RUN_FINAL)),
         "startedAt": Str("When the run started (its first task pod or resource setup was created).", date_time=True),
@@ -522,8 +527,9 @@ STATUS = Obj(
         "progress": Str('Terminal tasks / all tasks, e.g. "3/5".'),
         "message": Str("Human-readable summary (e.g. why the run failed)."),
         "conditions": conditions(
-            "Succeeded (Unknown while running), ResourcesReleased, SpecValid.",
-            "Condition type: Succeeded, ResourcesReleased or SpecValid.",
+            "Succeeded (Unknown while running), ResourcesReleased, SpecValid; Ready, Reconciling and Stalled (exactly "
+            "one True, read by kstatus and Argo CD); TTLHeld when the TTL of a run declared in Git is not applied.",
+            "Condition type: Succeeded, ResourcesReleased, SpecValid, Ready, Reconciling, Stalled or TTLHeld.",
         ),
         "tasks": Map("Per-task state, keyed by task name.", values=_TASK_STATUS),
         "resources": Map("Per-resource state, keyed by resource name.", values=_RESOURCE_STATUS),
@@ -560,5 +566,6 @@ PRINTER_COLUMNS = (
         "description": "Run time, written by the operator once the run has finished.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ready_column(priority=1),  # beside Phase, which says the same
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "Summary."},
 )
