@@ -36,8 +36,12 @@ def _bounded(base: str, suffix: str = "", *, force_hash: bool = False, full: str
     return f"{prefix}-{digest}{suffix}" if prefix else f"{digest}{suffix}"
 
 
-def task_pod_name(flowrun: str, task: str, attempt: int) -> str:
-    """`<flowrun>-<task>-<attempt>`, attempt counted from 1."""
+def task_pod_name(flowrun: str, task: str, attempt: int, index: int | None = None) -> str:
+    """`<flowrun>-<task>-<attempt>`, attempt counted from 1; for instance `index` of a forEach
+    task, `<flowrun>-<task>-<index>-<attempt>`, the index kept readable beside the attempt (so two
+    instances never share a name, however long the run's name)."""
+    if index is not None:
+        return _bounded(f"{flowrun}-{task}", f"-{index}-{attempt}")
     return _bounded(f"{flowrun}-{task}", f"-{attempt}")
 
 
