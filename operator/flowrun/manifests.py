@@ -232,14 +232,14 @@ def build_manifest(run: RunIdentity, resource: ResourceSpec, obj: Mapping[str, A
     return manifest
 
 
-def build_result_config_map(run: RunIdentity, task: str, result: str) -> Manifest:
+def build_result_config_map(run: RunIdentity, task: str, result: str, name: str | None = None) -> Manifest:
     """The ConfigMap a task's result moves to when the run's status is full (engine/budget.py):
     immutable, owned by the run (it goes with it)."""
     labels = child_labels(run, api.ROLE_RESULT, task=task)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(run, names.result_config_map(run.name, task), labels),
+        "metadata": _metadata(run, name or names.result_config_map(run.name, task), labels),
         "immutable": True,
         "data": {"result": result},
     }

@@ -77,6 +77,7 @@ def label_value(text: str) -> str:
     return _bounded(text)
 
 
-def result_config_map(flowrun: str, task: str) -> str:
-    """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full."""
-    return _bounded(f"{flowrun}-{task}", "-result")
+def result_config_map(flowrun: str, task: str, index: int | None = None) -> str:
+    """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full;
+    `<flowrun>-<task>-<index>-result` for instance `index` of a forEach task."""
+    return _bounded(f"{flowrun}-{task}", "-result" if index is None else f"-{index}-result")

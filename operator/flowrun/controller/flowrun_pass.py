@@ -503,8 +503,9 @@ class FlowRunPass:
         if not fitted.fits:
             logger.warning("FlowRun %s/%s: its status exceeds its byte budget", metadata["namespace"], metadata["name"])
         identity = RunIdentity(metadata["name"], metadata["namespace"], metadata["uid"])
-        for task, (_, text) in fitted.moved.items():
-            if not self._create(metadata["uid"], CreateObject(build_result_config_map(identity, task, text)), writes):
+        for task, (config_map, text) in fitted.moved.items():
+            manifest = build_result_config_map(identity, task, text, config_map)
+            if not self._create(metadata["uid"], CreateObject(manifest), writes):
                 entry = fitted.status["tasks"][task]
                 entry["result"], entry["resultFrom"] = text, None
         return fitted.status

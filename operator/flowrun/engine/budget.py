@@ -35,7 +35,7 @@ MESSAGE_MIN = 96  # characters of any message kept at the last step
 # status cannot even hold that, with its metadata and spec, is refused.
 MIN_TASK_BYTES, MIN_RESOURCE_BYTES, MIN_RUN_BYTES = 640, 800, 4096
 NOTE = "the status is kept under 1 MiB"
-REFERENCE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.result\)")
+REFERENCE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.results?\)")
 
 
 def size(value: object) -> int:
@@ -65,7 +65,8 @@ def minimal_weight(tasks: int, resources: int) -> int:
 
 
 def referenced_results(spec: object) -> frozenset[str]:
-    """The tasks whose result some part of the spec references ($(tasks.NAME.result))."""
+    """The tasks whose result some part of the spec references ($(tasks.NAME.result)), and the
+    forEach tasks whose instances' results it does ($(tasks.NAME.results))."""
     return frozenset(match.group(1) for match in REFERENCE.finditer(json.dumps(spec)))
 
 
@@ -116,8 +117,8 @@ def fit(status: Mapping[str, Any], budget: int, run: str, referenced: frozenset[
         (True, lambda _, e: _cut_logs(e, LOG_KEEP)),
         (True, lambda _, e: _cut_logs(e, 0)),
         (True, lambda _, e: _cut_message(e, MESSAGE_KEEP)),
-        (True, lambda n, e: n not in referenced and _drop_result(e)),
-        (True, lambda n, e: n in referenced and _move_result(n, e, run, fitted)),
+        (True, lambda n, e: not _used(n, e, referenced) and _drop_result(e)),
+        (True, lambda n, e: _used(n, e, referenced) and _move_result(n, e, run, fitted)),
         (False, lambda _, e: _cut_message(e, MESSAGE_MIN)),
     ]
     for finished_only, step in steps:
@@ -129,6 +130,11 @@ def fit(status: Mapping[str, Any], budget: int, run: str, referenced: frozenset[
     fitted.status["tasks"] = tasks.entries
     fitted.fits = tasks.total() <= budget
     return fitted
+
+
+def _used(name: str, entry: Mapping[str, Any], referenced: frozenset[str]) -> bool:
+    """Whether a task's result is referenced: its own, or (an instance's) its forEach task's results."""
+    return name in referenced or entry.get("instanceOf") in referenced
 
 
 def _each_until_it_fits(tasks: _Tasks, budget: int, finished_only: bool) -> Iterator[str]:
@@ -172,7 +178,12 @@ def _move_result(name: str, entry: dict[str, Any], run: str, fitted: Fitted) -> 
     result = entry.get("result")
     if entry.get("phase") != SUCCEEDED or not result:
         return False
-    config_map = names.result_config_map(run, name)
+    index = entry.get("index")
+    owner = entry.get("instanceOf")
+    if isinstance(owner, str) and isinstance(index, int):
+        config_map = names.result_config_map(run, owner, index)  # an instance's
+    else:
+        config_map = names.result_config_map(run, name)
     fitted.moved[name] = (config_map, result)
     entry["result"], entry["resultFrom"] = None, f"ConfigMap/{config_map}"
     return True

@@ -90,7 +90,9 @@ def results_list(task: str, state: RunState, results: Mapping[str, str]) -> str:
     """$(tasks.TASK.results): the JSON list of the results of its instances, in item order (an
     instance that did not succeed gives "")."""
     count = state.tasks[task].instances or 0
-    return json.dumps([results.get(instance_name(task, i), "") for i in range(count)], ensure_ascii=False)
+    return json.dumps(
+        [results.get(instance_name(task, i), "") for i in range(count)], separators=(",", ":"), ensure_ascii=False
+    )
 
 
 def result_of(ctx: PassContext, task: str, ts: TaskState) -> str | None:

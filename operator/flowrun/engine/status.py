@@ -193,7 +193,7 @@ def _failure_message(ctx: PassContext, state: RunState) -> str:
 
 def _progress_message(ctx: PassContext, state: RunState) -> str:
     """What a run that is not finished is doing: stopping, running, retrying, setting up, cleaning up."""
-    tasks = {n: ts for n, ts in state.tasks.items() if not ts.instances}
+    tasks = {n: ts for n, ts in entries(ctx, state) if not ts.instances}
     resources = state.resources
     parts = []
     for label, names_ in (
