@@ -3,7 +3,6 @@ the observed children, step to a fixpoint, then derive the actions, the status a
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 
 from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP
@@ -84,7 +83,7 @@ def step(ctx: PassContext, before: RunState) -> RunState:
     """Every transition the state and the observed children allow, in one sweep: blocks progress
     (or a Ready one is found broken), then tasks (in dependency order; a forEach task with its
     instances), then blocks start setup or cleanup, then the run."""
-    state = copy.deepcopy(before)
+    state = before.copied()
     stop = stop_reason(ctx, state)
     for resource in ctx.resource_order:
         rs = state.resources[resource.name]

@@ -209,7 +209,7 @@ class _References:
                         field,
                         f"{ref.text}: task {task.name!r} must list resource {ref.name!r} in its resources to use it",
                     )
-        return replace(task, result_refs=tuple(results))
+        return replace(task, result_refs=tuple(results)) if results else task
 
     def _check_resource(
         self, resource: ResourceSpec, refs: list[tuple[str, Reference, str]], path: str
@@ -248,7 +248,7 @@ class _References:
                         f"{path}.setup.deployments[{i}].replicas",
                         f"{deployment.replicas!r} resolves to {value!r}, not an integer from 0 to {MAX_COUNT}",
                     )
-        return replace(resource, uses=tuple(uses), result_refs=tuple(results))
+        return replace(resource, uses=tuple(uses), result_refs=tuple(results)) if uses or results else resource
 
 
 _TASK_REFS = (RefKind.TASK_RESULT, RefKind.TASK_RESULTS, RefKind.TASK_PHASE)
