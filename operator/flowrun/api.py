@@ -16,6 +16,7 @@ CRON_KIND = "CronFlowRun"
 CRON_PLURAL = "cronflowruns"
 
 FINALIZER = "flowrun.dev/cleanup"
+LEASE_NAME = "flowrun-operator"  # the Lease of leader election, by default (in the operator's namespace)
 SKIP_CLEANUP_ANNOTATION = "flowrun.dev/skip-cleanup"
 SCHEDULED_TIME_ANNOTATION = "flowrun.dev/scheduled-time"  # on a CronFlowRun's run: the time it is for
 

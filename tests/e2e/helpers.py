@@ -712,6 +712,10 @@ def labelled_leftovers(api_client: client.ApiClient, namespaces: list[str], rele
         add("ReplicaSet", apps.list_namespaced_replica_set(ns, label_selector=selector).items)
         add("Role", rbac.list_namespaced_role(ns, label_selector=selector).items)
         add("RoleBinding", rbac.list_namespaced_role_binding(ns, label_selector=selector).items)
+        add(
+            "PodDisruptionBudget",
+            client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget(ns, label_selector=selector).items,
+        )
     add("ClusterRole", rbac.list_cluster_role(label_selector=selector).items)
     add("ClusterRoleBinding", rbac.list_cluster_role_binding(label_selector=selector).items)
     return found

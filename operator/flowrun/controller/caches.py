@@ -180,6 +180,12 @@ class Caches:
     def flowrun_entries(self) -> list[Entry[Body]]:
         return [entry for informer in self.flowruns.values() for entry in informer.entries()]
 
+    def flow_entries(self) -> list[Entry[Body]]:
+        return [entry for informer in self.flows.values() for entry in informer.entries()]
+
+    def cron_entries(self) -> list[Entry[Body]]:
+        return [entry for informer in self.crons.values() for entry in informer.entries()]
+
     def run_children(self, namespace: str, uid: str) -> list[ObservedChild]:
         """The run's children of the watched kinds."""
         informers: Iterable[Informer[ObservedChild]] = self._serving(self.children, namespace) or ()
