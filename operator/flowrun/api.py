@@ -27,6 +27,7 @@ LABEL_TASK = "flowrun.dev/task"
 LABEL_RESOURCE = "flowrun.dev/resource"
 LABEL_ATTEMPT = "flowrun.dev/attempt"
 LABEL_DEPLOYMENT = "flowrun.dev/deployment"
+LABEL_INSTANCE_OF = "flowrun.dev/instance-of"  # on an instance's pod of a forEach task: the task's name
 LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
@@ -79,6 +80,12 @@ RESOURCE_PHASES = (PENDING, SETTING_UP, READY, SETUP_FAILED, CLEANING_UP, CLEANE
 
 # Reasons a task is skipped or stopped
 UPSTREAM_FAILED, TRIGGER_NOT_MET = "UpstreamFailed", "TriggerNotMet"
+WHEN_FALSE = "WhenFalse"  # a condition of the task's `when` is false: skipped, not a failure
+# A task that fails before it creates a pod: a condition of its `when` cannot be evaluated, its
+# forEach list is not a JSON list (or is too long), an item lacks a field a reference reads.
+WHEN_ERROR, FOR_EACH_INVALID = "WhenError", "ForEachInvalid"
+# A forEach task: its instances run (Running), none to run (Succeeded), some failed (Failed).
+INSTANCES_RUNNING, NO_ITEMS, INSTANCES_FAILED = "InstancesRunning", "NoItems", "InstancesFailed"
 STOP_CANCELLED, STOP_DELETED, STOP_DEADLINE = "Cancelled", "FlowRunDeleted", "RunDeadlineExceeded"
 
 # Reasons of a task that is not terminal. Running/PodCreating: created, not observed yet.
@@ -121,6 +128,10 @@ POD_REFUSAL_RECHECK_SECONDS = 10
 RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # the API server refuses a request body larger than this
 LOG_TAIL_LINES = 100
+# forEach: items of one task, and instances of all the forEach tasks of a run (the status holds
+# an entry for each: engine/budget.py keeps a run of this many under the object's limit).
+MAX_ITEMS = 1000
+MAX_INSTANCES = 1000
 DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
 SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"
 

@@ -206,7 +206,8 @@ def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     try:
         spec = checked_flow_spec(flow_spec)
         declared = flow_params(spec)
-        parse_spec(_as_run_spec(spec, declared), namespace)
+        placeholders = [p.name for p in declared if p.default is None]
+        parse_spec(_as_run_spec(spec, declared), namespace, placeholders)
     except SpecError as error:
         return FlowCheck(error, *counts)
     return FlowCheck(None, *counts)

@@ -767,9 +767,10 @@ def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
     ).stdout
 
 
-def real_dask_example(real_node: RealNode) -> dict[str, Any]:
-    """examples/dask-flowrun.yaml with its `image` param set to the dev cluster's local Dask image."""
-    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
+def real_dask_example(real_node: RealNode, file: str = "dask-flowrun.yaml") -> dict[str, Any]:
+    """An example (examples/dask-flowrun.yaml by default) with its `image` param set to the dev
+    cluster's local Dask image."""
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / file).read_text())
     for param in body["spec"]["params"]:
         if param["name"] == "image":
             param["value"] = real_node.dask_image

@@ -484,13 +484,14 @@ def test_semantic_spec_errors_fail_the_run_and_create_nothing(
 
 
 # Examples another test covers (they set up resource blocks).
-EXAMPLES_COVERED_ELSEWHERE = {"dask-flowrun.yaml", "vm-flowrun.yaml"}
+EXAMPLES_COVERED_ELSEWHERE = {"dask-flowrun.yaml", "vm-flowrun.yaml", "foreach-dask-flowrun.yaml"}
 # What each example ends as, per its header comment.
 EXAMPLE_PHASES = {
     "linear-flowrun.yaml": "Succeeded",
     "diamond-flowrun.yaml": "Succeeded",
     "fanout-flowrun.yaml": "Succeeded",
     "failure-handler-flowrun.yaml": "Failed",
+    "branching-flowrun.yaml": "Succeeded",
 }
 
 
@@ -520,5 +521,9 @@ def test_examples_reach_their_documented_phase(operator: Operator, flowruns: Flo
     assert (handler["load"]["phase"], handler["load"]["reason"]) == ("Skipped", "UpstreamFailed")
     assert handler["alert"]["phase"] == "Succeeded"
     assert runs["fanout-flowrun.yaml"]["status"]["progress"] == "20/20"
+    branching = runs["branching-flowrun.yaml"]["status"]["tasks"]
+    assert (branching["publish-prod"]["phase"], branching["publish-prod"]["reason"]) == ("Skipped", "WhenFalse")
+    assert branching["publish-prod"]["message"] == "when[0] is false: $(params.env) == 'prod'"
+    assert branching["load"]["phase"] == branching["notify"]["phase"] == "Succeeded", "a branch not taken joins"
     for name in names.values():
         flowruns.delete_and_check_nothing_leaked(name)

@@ -75,6 +75,9 @@ def full_spec() -> dict[str, Any]:
                 "retries": {"limit": 1, "backoffSeconds": 5},
                 "activeDeadlineSeconds": 60,
                 "pendingTimeoutSeconds": 30,
+                "when": ["$(tasks.prep.phase) == 'Succeeded'"],
+                "forEach": '["a"]',
+                "parallelism": 1,
             },
             {"name": "prep", "template": copy.deepcopy(POD)},
         ],
@@ -246,6 +249,8 @@ STRING_OF_LENGTH: dict[Path, Callable[[int], str]] = {
     ("resources", "[]", "setup", "deployments", "[]", "ports", "[]", "name"): lambda n: "w" * n,
     ("resources", "[]", "setup", "deployments", "[]", "ports", "[]", "targetPort"): lambda n: "t" * n,
     ("tasks", "[]", "name"): lambda n: "t" * n,
+    ("tasks", "[]", "when", "[]"): lambda n: "1"[:n] if n < 2 else "'" + "x" * (n - 2) + "'",
+    ("tasks", "[]", "forEach"): lambda n: "[" + " " * (n - 2) + "]",
 }
 # A valid new item of each list, distinct for each i (the list's bounds are its length).
 NEW_ITEM: dict[Path, Callable[[int], Any]] = {
@@ -262,6 +267,7 @@ NEW_ITEM: dict[Path, Callable[[int], Any]] = {
         "metadata": {"name": f"extra{i}"},
     },
     ("tasks",): lambda i: {"name": f"extra{i}", "template": copy.deepcopy(POD)},
+    ("tasks", "[]", "when"): lambda i: f"{i} >= 0",
 }
 # Lists of names that must each name an existing task or resource: their entries' bounds are
 # those of the names they refer to (checked there), their length is bounded by those lists.
@@ -283,6 +289,11 @@ def _sized(spec: dict[str, Any], path: Path, length: int) -> dict[str, Any]:
 
 def _string_case(spec: dict[str, Any], path: Path, length: int) -> dict[str, Any]:
     value = STRING_OF_LENGTH[path](length)
+    if path == ("tasks", "[]", "name"):
+        # The name's own bound (a forEach task's is shorter: test_model checks it).
+        spec = copy.deepcopy(spec)
+        for key in ("forEach", "parallelism"):
+            spec["tasks"][0].pop(key)
     return (
         renamed(spec, path, value)
         if path[-1] == "name" and path[0] in ("tasks", "resources")

@@ -607,6 +607,9 @@ def test_status_shape() -> None:
         "logs",
         "nextAttemptAt",
         "lastFailure",
+        "instances",
+        "instanceOf",
+        "index",
     }
     for cond in sim.status["conditions"]:
         assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}

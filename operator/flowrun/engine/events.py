@@ -25,6 +25,7 @@ from flowrun.api import (
     SKIPPED,
     STOP_DEADLINE,
     TRIGGER_NOT_MET,
+    WHEN_FALSE,
 )
 from flowrun.engine.interface import Event
 from flowrun.lenient import as_map, conditions_by_type, count
@@ -48,10 +49,11 @@ _RUN_EVENTS = {
 def events(prev: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """Every transition between `prev` and `status`: tasks, then blocks, then the run."""
     prev_tasks, prev_resources = as_map(prev.get("tasks")), as_map(prev.get("resources"))
+    # An instance of a forEach task posts none: its task's failure says it once for them all.
     found = [
         event
         for name, task in status["tasks"].items()
-        if (event := task_event(name, as_map(prev_tasks.get(name)), task)) is not None
+        if not task.get("instanceOf") and (event := task_event(name, as_map(prev_tasks.get(name)), task)) is not None
     ]
     for name, resource in status["resources"].items():
         found.extend(resource_events(name, as_map(prev_resources.get(name)), resource))
@@ -80,7 +82,7 @@ def task_event(name: str, old: Mapping[str, Any], task: Mapping[str, Any]) -> Ev
         return Event("Warning", "TaskRetrying", f"{started} after {task['message']}")
     if task["phase"] == FAILED:
         return Event("Warning", "TaskFailed", f"task {name}: {task['reason']}: {task['message']}")
-    if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
+    if task["phase"] == SKIPPED and task["reason"] not in (TRIGGER_NOT_MET, WHEN_FALSE):
         return Event("Warning", "TaskSkipped", f"task {name}: {task['reason']}: {task['message']}")
     return None
 

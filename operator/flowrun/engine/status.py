@@ -44,7 +44,7 @@ from flowrun.engine.context import PassContext
 from flowrun.engine.dag import is_failure
 from flowrun.engine.interface import Event, Outcome, RunInput
 from flowrun.engine.run import holds_finalizer, stop_reason, ttl_held
-from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
+from flowrun.engine.state import RunState, TaskState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.merge_patch import changes
 from flowrun.timestamps import format_time, parse_time
@@ -62,7 +62,8 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         if validated
         else ("True", SPEC_VALID_PARSED, "the spec is valid; children are dry-run before the first is created")
     )
-    terminal = sum(ts.phase in TERMINAL for ts in state.tasks.values())
+    work = units(state)
+    terminal = sum(ts.phase in TERMINAL for ts in work)
     held = [condition(conds, CONDITION_TTL_HELD, "True", DECLARED_IN_GIT, ttl_held_message(ctx), now, gen)]
     return {
         "phase": state.phase,
@@ -71,7 +72,7 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         # Only once finished: a duration that grows with `now` would change status every pass.
         "duration": duration(state.started_at, state.finished_at),
         "observedGeneration": gen,
-        "progress": f"{terminal}/{len(state.tasks)}",
+        "progress": f"{terminal}/{len(work)}",
         "message": message,
         "conditions": [
             condition(conds, "Succeeded", *succeeded, message if succeeded[1] != "Pending" else "", now, gen),
@@ -80,7 +81,7 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
             *health(conds, *run_health(state, succeeded[1], released, message), now, gen),
             *(held if ttl_held(ctx) else []),
         ],
-        "tasks": {t.name: dump_task(state.tasks[t.name]) for t in ctx.spec.tasks},
+        "tasks": {name: dump_task(ts) for name, ts in entries(ctx, state)},
         "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
     }
 
@@ -105,6 +106,25 @@ def ttl_held_message(ctx: PassContext) -> str:
         f"Git ({ctx.run.declared_in_git}), and deleted it would be created again and run again; "
         "remove it from Git to delete it"
     )
+
+
+def entries(ctx: PassContext, state: RunState) -> list[tuple[str, TaskState]]:
+    """The task records in spec order, each forEach task followed by its instances."""
+    found: list[tuple[str, TaskState]] = []
+    for task in ctx.spec.tasks:
+        found.append((task.name, state.tasks[task.name]))
+        if task.for_each is not None:
+            found += [(name, ts) for name, ts in state.tasks.items() if ts.instance_of == task.name]
+    return found
+
+
+def units(state: RunState) -> list[TaskState]:
+    """What progress counts: each task, but a forEach task whose list gave instances counts as
+    them."""
+    return [ts for ts in state.tasks.values() if not ts.instances]
+
+
+MESSAGE_NAMES = 10  # tasks named in a run's progress message, at most
 
 
 def final_reason(state: RunState) -> str:
@@ -154,7 +174,7 @@ def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str
 
 def run_message(ctx: PassContext, state: RunState) -> str:
     if state.phase == SUCCEEDED:
-        counts = [f"{sum(ts.phase == p for ts in state.tasks.values())} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
+        counts = [f"{sum(ts.phase == p for ts in units(state))} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
         return ", ".join(c for c in counts if not c.startswith("0 "))
     if state.phase == CANCELLED:
         stopped = "cancelled" if ctx.spec.cancel or not ctx.run.deleting else "stopped: the FlowRun is being deleted"
@@ -184,7 +204,8 @@ def _failure_message(ctx: PassContext, state: RunState) -> str:
 
 def _progress_message(ctx: PassContext, state: RunState) -> str:
     """What a run that is not finished is doing: stopping, running, retrying, setting up, cleaning up."""
-    tasks, resources = state.tasks, state.resources
+    tasks = {n: ts for n, ts in entries(ctx, state) if not ts.instances}
+    resources = state.resources
     parts = []
     for label, names_ in (
         ("running", [n for n, ts in tasks.items() if ts.phase == RUNNING and ts.reason != RETRY_BACKOFF]),
@@ -193,7 +214,8 @@ def _progress_message(ctx: PassContext, state: RunState) -> str:
         ("cleaning up", [n for n, rs in resources.items() if rs.phase == CLEANING_UP]),
     ):
         if names_:
-            parts.append(f"{label}: {', '.join(names_)}")
+            more = f" and {len(names_) - MESSAGE_NAMES} more" if len(names_) > MESSAGE_NAMES else ""
+            parts.append(f"{label}: {', '.join(names_[:MESSAGE_NAMES])}{more}")
     stop = stop_reason(ctx, state)
     if stop is not None:
         parts.insert(0, {STOP_DELETED: "deleting", STOP_CANCELLED: "cancelling"}.get(stop, "run deadline exceeded"))

@@ -4,9 +4,10 @@ they are declared in flowrun.schema (with their bounds and defaults)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from flowrun import names
 from flowrun.schema.flowrun import (
     DEFAULT_BACKOFF_SECONDS,
     DEFAULT_CLEANUP_RETRIES,
@@ -35,6 +36,15 @@ class Retries:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """What makes a task an instance of a forEach task: the task, the index of its item, the item."""
+
+    of: str
+    index: int
+    item: Any  # a JSON value
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     template: dict[str, Any]
@@ -44,6 +54,36 @@ class TaskSpec:
     retries: Retries = Retries()
     active_deadline_seconds: int | None = None
     pending_timeout_seconds: int | None = None  # None: the run's spec.pendingTimeoutSeconds
+    when: tuple[str, ...] = ()  # CEL conditions (flowrun.when), all must hold
+    for_each: str | None = None  # text that resolves to the JSON list of items
+    parallelism: int | None = None  # instances of a forEach task running at once
+    # The tasks whose result (or results) the template, the conditions or forEach read: filled by
+    # the model's reference check (model/graph.py).
+    result_refs: tuple[str, ...] = ()
+    instance: Instance | None = None  # set on the spec of an instance of a forEach task (engine)
+
+    def pod_name(self, flowrun: str, attempt: int) -> str:
+        """The name of the pod of `attempt` (from 1) of this task, or of this instance."""
+        if self.instance is not None:
+            return names.task_pod_name(flowrun, self.instance.of, attempt, self.instance.index)
+        return names.task_pod_name(flowrun, self.name, attempt)
+
+    def instance_spec(self, index: int, item: Any) -> TaskSpec:
+        """The spec of instance `index` of this forEach task: the task itself, named NAME-INDEX,
+        whose pod gets `item` for $(item)."""
+        return replace(
+            self,
+            name=instance_name(self.name, index),
+            when=(),
+            for_each=None,
+            parallelism=None,
+            instance=Instance(self.name, index, item),
+        )
+
+
+def instance_name(task: str, index: int) -> str:
+    """The name of instance `index` of forEach task `task` (its status entry, its pods' task label)."""
+    return f"{task}-{index}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +134,7 @@ class ResourceSpec:
     # Other resources this one references: they are Ready before its setup starts and are
     # cleaned up only after it.
     uses: tuple[str, ...] = ()
+    result_refs: tuple[str, ...] = ()  # the tasks whose result (or results) it reads
 
 
 @dataclass(frozen=True)
@@ -138,6 +179,9 @@ class FlowSpec:
 
     def users_of(self, resource: str) -> list[TaskSpec]:
         return [t for t in self.tasks if resource in t.resources]
+
+    def for_each_tasks(self) -> list[TaskSpec]:
+        return [t for t in self.tasks if t.for_each is not None]
 
 
 def main_container_name(template: Mapping[str, Any]) -> str:

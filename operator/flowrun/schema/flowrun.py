@@ -37,6 +37,10 @@ DEFAULT_SETUP_TIMEOUT = 600
 DEFAULT_CLEANUP_TIMEOUT = 600
 DEFAULT_CLEANUP_RETRIES = 3
 DEFAULT_BACKOFF_SECONDS = 10
+MAX_CONDITIONS = 20  # conditions in a task's `when`
+MAX_CONDITION = 1024  # characters of one condition
+# A forEach task's name, so that an instance's name, NAME-INDEX (INDEX < api.MAX_ITEMS), is a DNS-1123 label.
+MAX_FOR_EACH_NAME = 63 - len(f"-{api.MAX_ITEMS - 1}")
 # Fields a rerun may set beside rerunOf: everything else is the original's.
 BESIDE_RERUN_OF = ("cancel", "ttlSecondsAfterFinished")
 
@@ -309,6 +313,39 @@ TASK = Obj(
             maximum=MAX_SECONDS,
             format="int64",
         ),
+        "when": Arr(
+            "Conditions, all of which must hold for the task to run, checked when it is ready to start (its runAfter "
+            "tasks terminal and its trigger holding): else it is Skipped (reason WhenFalse), which its dependants take "
+            "as done (see the docs). Each is a CEL expression (as in Kubernetes' validation rules) that must be true "
+            "or false; $(params.NAME), $(tasks.NAME.result), $(tasks.NAME.results), $(tasks.NAME.phase) and "
+            "$(flowrun.*) stand in it for CEL strings holding their values (written without quotes), e.g. "
+            '"$(params.env) == \'prod\'", "int($(tasks.count.result)) > 0", "$(tasks.load.phase) == \'Failed\'". '
+            "A task referenced must be upstream (runAfter, directly or not). A condition that is not valid CEL is a "
+            "spec error; one that cannot be evaluated (int('x')) or is not true or false fails the task (reason "
+            "WhenError).",
+            max_items=MAX_CONDITIONS,
+            noun="condition",
+            items=Str(min_length=1, max_length=MAX_CONDITION),
+        ),
+        "forEach": Str(
+            'Run the task once per item of a JSON list: a param ("$(params.files)" holding ["a.csv","b.csv"]), '
+            'an upstream task\'s result ("$(tasks.list.result)"), the results of an upstream forEach task '
+            '("$(tasks.map.results)"), or a list written here. Each item is an instance NAME-INDEX (0, 1, ...) '
+            "with its own pod (NAME-INDEX-ATTEMPT), attempts, retries, result and status entry, and $(item) (the item: "
+            "a string as it is, anything else as JSON) and $(item.FIELD) substituted in its template. The task is "
+            "done once every instance is terminal; dependants read $(tasks.NAME.results), the JSON list of the "
+            "instances' results in item order. At most 1000 items, and 1000 instances in a run. A list that is not "
+            "JSON, is too long, or lacks a field an $(item.FIELD) reads fails the task (reason ForEachInvalid) before "
+            "any instance is created; an empty list succeeds it (reason NoItems). The name of a forEach task has at "
+            f"most {MAX_FOR_EACH_NAME} characters.",
+            max_length=MAX_PARAM_VALUE,
+        ),
+        "parallelism": Int(
+            "With forEach: the most instances of this task whose pods run at once (spec.parallelism still bounds all "
+            "the run's task pods). Default: unlimited.",
+            minimum=1,
+            maximum=MAX_COUNT,
+        ),
         "pendingTimeoutSeconds": Int(
             "Time each attempt's pod has to start its main container, in seconds from the pod's creation (scheduling, "
             "image pulls and init containers count). An attempt whose pod has not started by then fails (reason "
@@ -324,6 +361,17 @@ TASK = Obj(
             "!has(self.runAfter) || !(self.name in self.runAfter)",
             message_expression="'task ' + self.name + ' cannot run after itself'",
             field_path=".runAfter",
+        ),
+        Rule(
+            "!has(self.parallelism) || has(self.forEach)",
+            message="parallelism bounds the instances of a forEach task: set forEach, or use spec.parallelism",
+            field_path=".parallelism",
+        ),
+        Rule(
+            f"!has(self.forEach) || size(self.name) <= {MAX_FOR_EACH_NAME}",
+            message=f"the name of a forEach task may have at most {MAX_FOR_EACH_NAME} characters (its instances are "
+            "named NAME-INDEX)",
+            field_path=".name",
         ),
     ),
 )
@@ -469,6 +517,12 @@ _TASK_STATUS = Obj(
             'Why the latest failed attempt failed, as "attempt N failed (REASON: detail)". The message repeats it '
             "while the next attempt runs, unless that attempt's pod has something of its own to say (why it waits)."
         ),
+        "instances": Int(
+            "Of a forEach task: how many instances its list gave (each has an entry NAME-INDEX of its own); set once "
+            "the list is known."
+        ),
+        "instanceOf": Str("Of an instance of a forEach task: the task (its entry is named TASK-INDEX)."),
+        "index": Int("Of an instance of a forEach task: the index of its item in the list, from 0."),
     },
 )
 
@@ -524,14 +578,19 @@ STATUS = Obj(
             'finishedAt - startedAt, e.g. "1m23s"; written once the run has finished (unset while it runs).'
         ),
         "observedGeneration": observed_generation(),
-        "progress": Str('Terminal tasks / all tasks, e.g. "3/5".'),
+        "progress": Str(
+            'Terminal tasks / all tasks, e.g. "3/5"; a forEach task counts as its instances once its list is known.'
+        ),
         "message": Str("Human-readable summary (e.g. why the run failed)."),
         "conditions": conditions(
             "Succeeded (Unknown while running), ResourcesReleased, SpecValid; Ready, Reconciling and Stalled (exactly "
             "one True, read by kstatus and Argo CD); TTLHeld when the TTL of a run declared in Git is not applied.",
             "Condition type: Succeeded, ResourcesReleased, SpecValid, Ready, Reconciling, Stalled or TTLHeld.",
         ),
-        "tasks": Map("Per-task state, keyed by task name.", values=_TASK_STATUS),
+        "tasks": Map(
+            "Per-task state, keyed by task name; each instance of a forEach task has an entry too, TASK-INDEX.",
+            values=_TASK_STATUS,
+        ),
         "resources": Map("Per-resource state, keyed by resource name.", values=_RESOURCE_STATUS),
         "resolvedSpec": Opaque(
             "For a run with spec.flowRef or spec.rerunOf, the spec it runs (tasks, resources, params with their "
