@@ -5,10 +5,12 @@ server only then."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
+from flowrun.controller import informer as informer_module
 from flowrun.controller.health import Progress, judge, stalled
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
@@ -62,6 +64,47 @@ def test_the_runtime_is_unhealthy_when_its_queue_stalls_while_the_api_server_ans
             release.set()
             await until("the pass finished", lambda: term.flowruns.queue.stalled_for() == 0.0)
             assert (await runtime.health()).ok
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())
+
+
+def test_time_without_progress_counts_only_while_the_api_server_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watches fail through an outage and are not tried again at once when it ends: the moment
+    # the API server answers, they have been failing for longer than the bound, yet that is the
+    # outage, not a wedge. They are judged from then on: failing a bound longer, they are a wedge.
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 30.0)
+    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 30.0)
+    server = fake_server()
+    down = threading.Event()
+
+    def refused(method: str, path: str) -> None:
+        if down.is_set():
+            raise ConnectionError("connection refused")
+
+    server.intercept = refused
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.3), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            await until("the caches filled", lambda: runtime.term)
+            down.set()
+            server.end_watches()
+            await until("the watches failing", lambda: all(runtime.caches.failing_since()))
+            await asyncio.sleep(0.4)
+            during = await runtime.health()
+            assert during.ok and "the API server does not answer" in during.message, during
+            down.clear()
+            after = await runtime.health()
+            assert after.ok, after
+            await asyncio.sleep(0.4)
+            wedged = await runtime.health()
+            assert not wedged.ok and wedged.message.startswith("a watch has been failing for"), wedged
         finally:
             await runtime.stop()
             server.end_watches()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrun import api
-from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.informer import Entry, Informer, failures_log
 from flowrun.controller.kind_watches import KindWatches
 from flowrun.engine.budget import size
 from flowrun.kube import CHILD_KINDS, ChildrenUnreadable, Kube
@@ -78,7 +78,9 @@ class Caches:
     def __init__(self, kube: Kube, namespaces: Sequence[str | None], listener: Listener) -> None:
         self.loop = asyncio.get_running_loop()
         self.listener = listener
-        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event))
+        # One log for the failures of every watch: an outage is one line a minute, not one per watch.
+        log = failures_log()
+        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), log)
         self.flowruns: dict[str | None, Informer[Body]] = {}
         self.children: dict[str | None, list[Informer[ObservedChild]]] = {}
         self.flows: dict[str | None, Informer[Body]] = {}
@@ -94,6 +96,7 @@ class Caches:
                 trimmed,
                 index_of=_cron_of,
                 on_event=self._on_loop(listener.flowrun_event),
+                log=log,
             )
             self.children[namespace] = [
                 Informer(
@@ -105,6 +108,7 @@ class Caches:
                     observe,
                     index_of=run_of,
                     on_event=self._on_loop(listener.child_event),
+                    log=log,
                 )
                 for api_version, kind in CHILD_KINDS
             ]
@@ -117,6 +121,7 @@ class Caches:
                 trimmed,
                 index_of=_name_of,
                 on_event=self._on_loop(listener.flow_event),
+                log=log,
             )
             self.crons[namespace] = Informer(
                 feed(),
@@ -126,6 +131,7 @@ class Caches:
                 None,
                 trimmed,
                 on_event=self._on_loop(listener.cron_event),
+                log=log,
             )
         self._unsynced = len(self.informers())
         for informer in self.informers():

@@ -5,11 +5,13 @@ finished no round or failed to read and write its Lease. A wedge of any cause (a
 a queue paused behind a probe that cannot succeed, a watch that cannot resume, a stuck election)
 then costs a restart by the kubelet, not a frozen operator, and a standby is held to it as the
 leader is (its caches and its election must work for it to take over). An outage of the API
-server does not fail it: restarting the operator would not bring the API server back."""
+server does not fail it: restarting the operator would not bring the API server back; and time
+without progress counts only from the last moment the API server was seen not to answer, so the
+moment it answers again (its watches and passes not yet resumed) is not taken for a wedge."""
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ WHAT = (
     "the leader election has finished no round for {:.0f}s",
     "the Lease could not be read or written for {:.0f}s",
 )
+
+
+def since_answering(progress: Progress, answering_for: float | None) -> Progress:
+    """`progress` with each time capped at `answering_for`, the seconds since the API server was
+    last seen not to answer (None: never seen so)."""
+    if answering_for is None:
+        return progress
+    capped = {f.name: min(getattr(progress, f.name), max(answering_for, 0.0)) for f in fields(progress)}
+    return replace(progress, **capped)
 
 
 def judge(progress: Progress, bound: float, api_answers: bool | None) -> Health:

@@ -19,7 +19,7 @@ import logging
 from flowrun import api, metrics
 from flowrun.controller.caches import Body, Caches
 from flowrun.controller.election import Elector
-from flowrun.controller.health import Health, Progress, judge, stalled
+from flowrun.controller.health import Health, Progress, judge, since_answering, stalled
 from flowrun.controller.informer import Entry
 from flowrun.controller.settings import Settings
 from flowrun.controller.term import Term
@@ -38,6 +38,7 @@ class Runtime:
         self.caches = Caches(kube, settings.watched, self)
         self.term: Term | None = None
         self.elector: Elector | None = None
+        self._unanswered_at: float | None = None  # loop time a probe of the liveness answer last failed
         if settings.leader_election is not None:
             if fence is None:
                 raise ValueError("leader election needs the fence of the Kube's API client")
@@ -83,16 +84,29 @@ class Runtime:
     # --- liveness ------------------------------------------------------------------------------
 
     def progress(self) -> Progress:
+        """Time without progress of each part, counted from the last moment the API server was
+        seen not to answer (health.since_answering)."""
         now = self.loop.time()
         failing = max((now - since for since in self.caches.failing_since() if since is not None), default=0.0)
         elector = self.elector
         lease_since = elector.failing_since if elector is not None else None
-        return Progress(
+        progress = Progress(
             passes_stalled_for=self.term.flowruns.queue.stalled_for() if self.term is not None else 0.0,
             watch_failing_for=failing,
             election_stalled_for=elector.stalled_for() if elector is not None else 0.0,
             lease_failing_for=now - lease_since if lease_since is not None else 0.0,
         )
+        unanswered = self._last_unanswered()
+        return since_answering(progress, now - unanswered if unanswered is not None else None)
+
+    def _last_unanswered(self) -> float | None:
+        """Loop time the API server was last seen not to answer: by a probe of the liveness answer,
+        or by the leader's passes (now, while they wait for it; or when their outage ended)."""
+        seen = [self._unanswered_at]
+        if self.term is not None:
+            queue = self.term.flowruns.queue
+            seen += [self.loop.time() if queue.outage_started is not None else None, queue.outage_ended]
+        return max((at for at in seen if at is not None), default=None)
 
     async def health(self) -> Health:
         """The liveness answer (health.py): the API server is asked only when something is stalled."""
@@ -101,10 +115,10 @@ class Runtime:
             return judge(progress, bound, None)
         try:
             await asyncio.wait_for(self.loop.run_in_executor(None, self.kube.probe), timeout=PROBE_SECONDS)
-            answers = True
         except Exception:
-            answers = False
-        return judge(progress, bound, answers)
+            self._unanswered_at = self.loop.time()
+            return judge(progress, bound, False)
+        return judge(progress, bound, True)
 
     # --- metrics -------------------------------------------------------------------------------
 
