@@ -29,6 +29,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from flowrun import api, metrics
+from flowrun.ratelimit import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,29 @@ class FencedApiClient:
         return getattr(self._inner, name)
 
 
+class ThrottledApiClient:
+    """An ApiClient whose every request first takes a token of the operator's rate limit
+    (`--qps`/`--burst`, ratelimit.py), waiting for one if need be: the controllers' requests and
+    discovery's (through the fence), the informers' lists and watches (on their own pools). A
+    watch takes one token when it is sent, as in client-go, and none for the events it streams
+    afterwards. The Lease's requests take none (Kube.with_own_pool(throttled=False)): as client-go's
+    leader election has a client of its own, a renewal never waits behind the passes' requests.
+    Every other attribute is the wrapped client's."""
+
+    def __init__(self, inner: Any, limit: TokenBucket) -> None:
+        self._inner = inner
+        self.limit = limit
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        waited = self.limit.wait()
+        if waited > 0:
+            metrics.API_THROTTLED.inc(waited)
+        return self._inner.call_api(method, url, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class ForeignObject(RuntimeError):
     """A child name is taken by an object that does not belong to this run."""
 
@@ -225,17 +249,25 @@ class Kube:
         clock: Callable[[], float] = time.monotonic,
         discovery: Discovery | None = None,
         new_pool: Callable[[], Any] | None = None,
+        limit: TokenBucket | None = None,
     ) -> None:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.discovery = discovery or Discovery(api_client, dynamic, clock)
         # Makes an ApiClient of the same cluster with connections of its own.
         self._new_pool = new_pool or (lambda: client.ApiClient(api_client.configuration))
+        # The rate limit every pool of this Kube shares (its own api_client is wrapped by whoever
+        # made it); None: none.
+        self.limit = limit
 
-    def with_own_pool(self) -> Kube:
+    def with_own_pool(self, throttled: bool = True) -> Kube:
         """A Kube that shares this one's discovery but sends its requests on connections of its
-        own: a watch then never holds a connection a pass is waiting for."""
-        return Kube(self._new_pool(), discovery=self.discovery, new_pool=self._new_pool)
+        own: a watch then never holds a connection a pass is waiting for. Its requests take tokens
+        of this Kube's rate limit unless `throttled` is False (the Lease's)."""
+        pool = self._new_pool()
+        if throttled and self.limit is not None:
+            pool = ThrottledApiClient(pool, self.limit)
+        return Kube(pool, discovery=self.discovery, new_pool=self._new_pool, limit=self.limit)
 
     @property
     def dynamic(self) -> DynamicClient:

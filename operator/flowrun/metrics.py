@@ -45,6 +45,10 @@ API_REQUESTS = Counter(
     "Requests this operator sent to the API server, apart from watches, by verb and resource",
     ["verb", "resource"],
 )
+API_THROTTLED = Counter(
+    "flowrun_api_throttled_seconds_total",
+    "Seconds requests waited for the operator's client-side rate limit (--qps, --burst), summed over requests",
+)
 PASSES_QUEUED = Gauge("flowrun_passes_queued", "FlowRuns waiting for a reconcile pass")
 API_SERVER_REACHABLE = Gauge(
     "flowrun_api_server_reachable", "1 while the API server answers, 0 during an outage the operator noticed"

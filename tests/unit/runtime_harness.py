@@ -16,8 +16,9 @@ from kubernetes.dynamic import DynamicClient
 from flowrun import api
 from flowrun.controller.caches import Body
 from flowrun.controller.informer import Entry
-from flowrun.kube import Fence, FencedApiClient, Kube
+from flowrun.kube import Fence, FencedApiClient, Kube, ThrottledApiClient
 from flowrun.observed import ChildKey, ObservedChild
+from flowrun.ratelimit import TokenBucket
 from tests.unit.fake_api_server import OPERATOR_KINDS, FakeApiServer
 
 NS = "team"
@@ -61,12 +62,14 @@ class Link:
         return getattr(self.server, name)
 
 
-def replica_kube(link: Link, tmp_path: Path, fence: Fence) -> Kube:
-    """A Kube as production makes it, over one replica's link: every request of its controllers
-    through the fence, its informers' and its Lease's on connections of their own (the link)."""
-    fenced = FencedApiClient(link, fence)
+def replica_kube(link: Link, tmp_path: Path, fence: Fence, limit: TokenBucket | None = None) -> Kube:
+    """A Kube as production makes it (controller/wiring.py), over one replica's link: every request
+    of its controllers through the fence, then the rate limit (none unless given); its informers'
+    and its Lease's on connections of their own (the link), the informers' within the same limit."""
+    limit = limit or TokenBucket(0, 0)
+    fenced = FencedApiClient(ThrottledApiClient(link, limit), fence)
     dynamic = DynamicClient(fenced, cache_file=str(tmp_path / f"discovery-{id(link)}.json"))
-    return Kube(fenced, dynamic=dynamic, new_pool=lambda: link)
+    return Kube(fenced, dynamic=dynamic, new_pool=lambda: link, limit=limit)
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:

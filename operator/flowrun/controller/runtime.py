@@ -42,8 +42,10 @@ class Runtime:
         if settings.leader_election is not None:
             if fence is None:
                 raise ValueError("leader election needs the fence of the Kube's API client")
-            # The Lease on connections of its own: a renewal never waits behind the passes.
-            self.elector = Elector(settings.leader_election, kube.with_own_pool(), self._lead, self._step_down)
+            # The Lease on connections of its own, outside the rate limit: a renewal never waits
+            # behind the passes.
+            lease_kube = kube.with_own_pool(throttled=False)
+            self.elector = Elector(settings.leader_election, lease_kube, self._lead, self._step_down)
             fence.may_write = self.elector.may_write
         self.run_phases = metrics.RunPhases(self.phases)
 

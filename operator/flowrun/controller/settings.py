@@ -35,6 +35,10 @@ class Settings:
     namespaces: tuple[str, ...] = ()
     # Passes of different runs at once (the threads of the pool, and the HTTP connections they use).
     workers: int = 16
+    # The client-side rate limit of every request but the Lease's (ratelimit.py): a token bucket
+    # of `burst` tokens refilled at `qps` a second. qps <= 0: no limit.
+    qps: float = 200.0
+    burst: int = 400
     orphans: OrphanPolicy = field(default_factory=OrphanPolicy)
     # The liveness answer fails after passes have been due this long with none finishing (or a
     # watch failing this long) while the API server answers (health.py).

@@ -13,7 +13,8 @@ import kopf
 
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
-from flowrun.kube import Fence, FencedApiClient, Kube, connect
+from flowrun.kube import Fence, FencedApiClient, Kube, ThrottledApiClient, connect
+from flowrun.ratelimit import TokenBucket
 
 # The operator's handlers, in a registry of their own (importing this module registers nothing
 # globally).
@@ -37,10 +38,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.enabled = False
     operator: Settings = memo.settings
     # One connection per worker, a few for everything else (the informers and the Lease have pools
-    # of their own). Every write goes through the fence: leader election closes it on a standby.
+    # of their own). Every write goes through the fence: leader election closes it on a standby. A
+    # write the fence refuses takes no token of the rate limit, which every pool but the Lease's
+    # shares.
     fence = Fence()
-    api_client = FencedApiClient(connect(pool_size=operator.workers + 4), fence)
-    memo.runtime = Runtime(operator, Kube(api_client), fence)
+    limit = TokenBucket(operator.qps, operator.burst)
+    api_client = FencedApiClient(ThrottledApiClient(connect(pool_size=operator.workers + 4), limit), fence)
+    memo.runtime = Runtime(operator, Kube(api_client, limit=limit), fence)
     memo.runtime.start()
 
 
