@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -61,6 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = Settings(
         namespaces=() if args.all_namespaces else tuple(args.namespace),
         workers=args.workers,
+        qps=args.qps,
+        burst=args.burst,
         orphans=OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after),
         stall_seconds=args.liveness_stall_seconds,
         leader_election=election,
@@ -95,6 +98,28 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _qps(text: str) -> float:
+    complaint = f"must be a number of requests a second, at most 100000 (0 or less: no limit), got {text!r}"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(complaint) from None
+    if not math.isfinite(value) or value > 100_000:
+        raise argparse.ArgumentTypeError(complaint)
+    return value
+
+
+def _burst(text: str) -> int:
+    complaint = f"must be a whole number of requests from 1 to 100000, got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(complaint) from None
+    if not 1 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(complaint)
+    return value
+
+
 def _seconds(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 31_536_000:
@@ -122,6 +147,19 @@ def main(argv: list[str] | None = None) -> int:
         type=_positive,
         default=16,
         help="reconcile passes of different FlowRuns run at once (default 16; never two of one run)",
+    )
+    run.add_argument(
+        "--qps",
+        type=_qps,
+        default=Settings.qps,
+        help=f"requests a second to the API server, sustained, once the burst is spent; every request but the"
+        f" Lease's waits its turn (default {Settings.qps:g}; 0: no limit)",
+    )
+    run.add_argument(
+        "--burst",
+        type=_burst,
+        default=Settings.burst,
+        help=f"requests sent at once before --qps paces them (default {Settings.burst})",
     )
     run.add_argument(
         "--orphan-grace",

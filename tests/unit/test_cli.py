@@ -1,6 +1,7 @@
 """`flowrun run`'s leader election flags: off by default; the Lease's namespace from the flag or the
 pod's own; the identity from the pod's name; timings that keep a leader from acting after another
-may take over; a clear error naming the flag otherwise."""
+may take over; a clear error naming the flag otherwise. Its rate limit flags: the Settings'
+defaults, 0 or less for no limit, a clear error naming the flag for a bad value."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import kopf
 import pytest
 
 from flowrun import cli, structured_logging
-from flowrun.controller.settings import LeaderElection
+from flowrun.controller.settings import LeaderElection, Settings
 
 Parse = Callable[..., argparse.Namespace]
 
@@ -109,3 +110,44 @@ def test_kopf_runs_standalone_so_its_peering_pauses_no_replica(monkeypatch: pyte
     assert ran["standalone"] is True and "peering_name" not in ran
     election = ran["memo"].settings.leader_election
     assert (election.namespace, election.lease_name) == ("ops", "flowrun-operator")
+
+
+def test_the_rate_limit_flags_default_to_the_settings_and_reach_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: ran.update(kwargs))
+    monkeypatch.setattr(structured_logging, "configure", lambda level, fmt: None)
+    assert cli.main(["run", "-n", "team"]) == 0
+    settings = ran["memo"].settings
+    assert (settings.qps, settings.burst) == (Settings.qps, Settings.burst) == (200.0, 400)
+    assert cli.main(["run", "-n", "team", "--qps", "12.5", "--burst", "30"]) == 0
+    assert (ran["memo"].settings.qps, ran["memo"].settings.burst) == (12.5, 30)
+
+
+QPS_RULE = "must be a number of requests a second, at most 100000 (0 or less: no limit)"
+BURST_RULE = "must be a whole number of requests from 1 to 100000"
+
+
+@pytest.mark.parametrize("qps", ["0", "-1"])
+def test_qps_zero_or_less_is_no_limit(parse: Parse, qps: str) -> None:
+    assert parse("--qps", qps).qps == float(qps)
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--qps", "fast"], f"argument --qps: {QPS_RULE}, got 'fast'"),
+        (["--qps", "nan"], f"argument --qps: {QPS_RULE}, got 'nan'"),
+        (["--qps", "inf"], f"argument --qps: {QPS_RULE}, got 'inf'"),
+        (["--qps", "100001"], f"argument --qps: {QPS_RULE}, got '100001'"),
+        (["--burst", "0"], f"argument --burst: {BURST_RULE}, got '0'"),
+        (["--burst", "2.5"], f"argument --burst: {BURST_RULE}, got '2.5'"),
+        (["--burst", "100001"], f"argument --burst: {BURST_RULE}, got '100001'"),
+    ],
+)
+def test_bad_rate_limit_flags_are_refused_naming_the_flag(
+    flags: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "-n", "team", *flags])
+    assert exit_.value.code == 2
+    assert complaint in capsys.readouterr().err
