@@ -103,6 +103,10 @@ def test_helm_lint_strict(tools: Tools, values: list[str]) -> None:
         ("replicas=0", "/replicas"),
         ("leaderElection.leaseName=Not_A_Name", "/leaderElection/leaseName"),
         ("leaderElection.enabled=maybe", "/leaderElection/enabled"),
+        ("qps=-1", "/qps"),
+        ("qps=fast", "/qps"),
+        ("burst=0", "/burst"),
+        ("burst=1.5", "/burst"),
     ],
 )
 def test_values_schema_rejects_bad_values(tools: Tools, setting: str, complaint: str) -> None:
@@ -128,6 +132,22 @@ def test_templates_refuse_values_under_which_two_operators_would_act(
     done = tools.run("helm", "template", "r", str(CHART), "--set", setting, check=False)
     assert done.returncode != 0, f"helm template accepted --set {setting}"
     assert complaint in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "flags"),
+    [
+        ([], ["--qps=200", "--burst=400"]),
+        (["--set", "qps=0"], ["--qps=0", "--burst=400"]),
+        (["--set-json", "qps=12.5", "--set", "burst=40"], ["--qps=12.5", "--burst=40"]),
+    ],
+    ids=["defaults", "no-limit", "set"],
+)
+def test_templates_give_the_operator_its_rate_limit(tools: Tools, values: list[str], flags: list[str]) -> None:
+    rendered = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
+    deployment = next(doc for doc in rendered if doc and doc["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [arg for arg in args if arg.startswith(("--qps=", "--burst="))] == flags
 
 
 def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
@@ -184,8 +204,10 @@ def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
             "metrics.enabled=false",
         ],
         ["--set", "replicas=2"],
+        ["--set", "qps=0", "--set", "burst=1"],
+        ["--set-json", "qps=2.5", "--set", "burst=100000"],
     ],
-    ids=["defaults", "namespaces-text-no-metrics", "two-replicas"],
+    ids=["defaults", "namespaces-text-no-metrics", "two-replicas", "no-rate-limit", "rate-limit-extremes"],
 )
 def test_the_operator_accepts_the_arguments_the_chart_gives_it(tools: Tools, values: list[str]) -> None:
     rendered = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
