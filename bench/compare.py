@@ -101,6 +101,8 @@ def one_line(result: Result) -> str:
         text += f", {result.requests_per_task:.1f} req/task"
     if result.cpu is not None:
         text += f", CPU {result.cpu:.1f}s"
+    if result.throttled is not None:
+        text += f", throttled {result.throttled:.2f}s"
     return text
 
 

@@ -192,6 +192,8 @@ class Result:
     requests: Counter[tuple[str, str]] | None = None
     own_requests: float | None = None  # the operator's own flowrun_api_requests_total, if it has it
     own_breakdown: Counter[tuple[str, str]] = field(default_factory=Counter)  # of own_requests: (verb, resource)
+    # Seconds the operator's requests waited for its client-side rate limit (--qps, --burst), summed.
+    throttled: float | None = None
     cpu: float | None = None
     peak_rss: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
@@ -206,6 +208,7 @@ class Result:
 
 
 API_REQUESTS_METRIC = "flowrun_api_requests_total"
+THROTTLED_METRIC = "flowrun_api_throttled_seconds_total"
 
 
 def measure(
@@ -257,18 +260,27 @@ def measure(
         result.peak_rss = controller.memory()[1]
         metrics_after = controller.metrics()
         if metrics_before is not None and metrics_after is not None:
-            before = stats.counter_samples(metrics_before, API_REQUESTS_METRIC)
-            after = stats.counter_samples(metrics_after, API_REQUESTS_METRIC)
-            if after:
-                result.own_requests = sum(after.values()) - sum(before.values())
-                for labels, value in after.items():
-                    named = dict(labels)
-                    result.own_breakdown[(named.get("verb", ""), named.get("resource", ""))] += int(
-                        value - before.get(labels, 0.0)
-                    )
+            own_figures(result, metrics_before, metrics_after)
     time.sleep(1)  # the audit log is written as responses complete
     result.requests = session.audit_requests(offset, driver.identity)
     return result
+
+
+def own_figures(result: Result, metrics_before: str, metrics_after: str) -> None:
+    """What the operator's own metrics say of the workload: its requests, and its waits for its
+    rate limit (where it has one)."""
+    if THROTTLED_METRIC.removesuffix("_total") in metrics_after:
+        waited = stats.counter_total(metrics_after, THROTTLED_METRIC)
+        result.throttled = waited - stats.counter_total(metrics_before, THROTTLED_METRIC)
+    before = stats.counter_samples(metrics_before, API_REQUESTS_METRIC)
+    after = stats.counter_samples(metrics_after, API_REQUESTS_METRIC)
+    if after:
+        result.own_requests = sum(after.values()) - sum(before.values())
+        for labels, value in after.items():
+            named = dict(labels)
+            result.own_breakdown[(named.get("verb", ""), named.get("resource", ""))] += int(
+                value - before.get(labels, 0.0)
+            )
 
 
 def run_names(prefix: str, count: int) -> list[str]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -441,8 +442,13 @@ class Controller:
             self.process.wait(timeout=30)
 
 
+# Extra flags of every operator a benchmark starts, e.g. "--qps 20 --burst 30" (docs/performance.md).
+OPERATOR_FLAGS_ENV = "FLOWRUN_BENCH_OPERATOR_FLAGS"
+
+
 def flowrun_operator(session: Session, namespace: str, identity: Identity) -> Controller:
-    """The operator of this checkout, `python -m flowrun.cli run` on one namespace, with metrics."""
+    """The operator of this checkout, `python -m flowrun.cli run` on one namespace, with metrics,
+    and the flags of FLOWRUN_BENCH_OPERATOR_FLAGS."""
     port = free_port()
     return Controller(
         name="flowrun-operator",
@@ -459,6 +465,7 @@ def flowrun_operator(session: Session, namespace: str, identity: Identity) -> Co
             str(port),
             "--metrics-address",
             "127.0.0.1",
+            *shlex.split(os.environ.get(OPERATOR_FLAGS_ENV, "")),
         ],
         identity=identity,
         log_path=session.workdir / "operator.log",
