@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,6 +52,29 @@ def test_metrics_and_json_logs(start_operator: StartOperator, flowruns: FlowRuns
     lines = [line for line in operator.log_path.read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
     assert records and all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+
+
+def throttled_seconds(metrics: str) -> float:
+    found = re.search(r"^flowrun_api_throttled_seconds_total (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_low_rate_limit_paces_the_operator_and_its_runs_still_succeed(
+    start_operator: StartOperator, flowruns: FlowRuns
+) -> None:
+    """`--qps 2 --burst 1`: the informers' lists and watches, then the passes' creates and patches,
+    wait their turn (the operator's metric says how long), and the run goes on to succeed."""
+    operator = start_operator("--qps", "2", "--burst", "1", metrics=True)
+    flowruns.create(
+        {
+            "metadata": {"name": "paced"},
+            "spec": {"tasks": [sim_task("a"), sim_task("b", run_after=["a"]), sim_task("c", run_after=["b"])]},
+        }
+    )
+    run = flowruns.wait_phase("paced", "Succeeded", timeout=120)
+    assert run["status"]["progress"] == "3/3"
+    assert throttled_seconds(operator.scrape_metrics()) > 1.0
+    flowruns.delete_and_check_nothing_leaked("paced")
 
 
 def test_finished_run_is_deleted_after_its_ttl(operator: Operator, flowruns: FlowRuns) -> None:
