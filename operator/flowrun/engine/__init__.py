@@ -28,6 +28,7 @@ RunState of the pass (state.py):
 - children.py: the observed children of the run, indexed
 - dag.py: triggers, skip reasons, when a block is needed or done with
 - tasks.py: attempts of tasks: start, observe, retry, stop; their pods
+- locks.py: locks across runs: who takes a free slot, the Leases taken and released, who waits for whom
 - blocks.py: resource blocks: setup, readiness, values; cleanup.py: their cleanup, step by step
 - run.py: the run as a whole: stop reasons, final phase, TTL, finalizer
 - plan.py: the actions of a pass, the dry run, the requeue
@@ -50,6 +51,7 @@ from flowrun.engine.interface import (
     Event,
     Outcome,
     RunInput,
+    TakeLock,
     ValidateObjects,
     run_input_from_object,
 )
@@ -69,6 +71,7 @@ __all__ = [
     "FixpointNotReached",
     "Outcome",
     "RunInput",
+    "TakeLock",
     "ValidateObjects",
     "Vouched",
     "decide",

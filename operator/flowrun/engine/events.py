@@ -17,6 +17,7 @@ from flowrun.api import (
     CLEANUP_FAILED,
     CLEANUP_JOB_BACKOFF,
     FAILED,
+    HOLDING,
     READY,
     RETRY_BACKOFF,
     RUNNING,
@@ -24,6 +25,7 @@ from flowrun.api import (
     SKIPPED,
     STOP_DEADLINE,
     TRIGGER_NOT_MET,
+    WAITING_LOCK,
 )
 from flowrun.engine.interface import Event
 from flowrun.lenient import as_map, conditions_by_type, count
@@ -41,6 +43,7 @@ _RUN_EVENTS = {
     "Deleting": "Deleting",
     STOP_DEADLINE: "DeadlineExceeded",
     "CleaningUp": "CleaningUp",
+    WAITING_LOCK: WAITING_LOCK,
 }
 
 
@@ -54,7 +57,33 @@ def events(prev: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     ]
     for name, resource in status["resources"].items():
         found.extend(resource_events(name, as_map(prev_resources.get(name)), resource))
+    found.extend(lock_events(prev.get("locks"), status.get("locks")))
     found.extend(run_events(conditions_by_type(prev), conditions_by_type(status)))
+    return found
+
+
+def _held(locks: object) -> dict[tuple[str, str], str]:
+    """(lock, task) -> Lease of every lock a status.locks says is held."""
+    entries = [as_map(e) for e in locks] if isinstance(locks, list) else []
+    return {
+        (str(e.get("lock") or ""), str(e.get("task") or "")): str(e.get("lease") or "")
+        for e in entries
+        if e.get("state") == HOLDING
+    }
+
+
+def lock_events(prev: object, locks: object) -> list[Event]:
+    """A lock taken (LockAcquired) or let go (LockReleased), by the run or one of its tasks."""
+    before, after = _held(prev), _held(locks)
+    found = []
+    for (lock, task), lease in after.items():
+        if (lock, task) not in before:
+            who = f"task {task}: " if task else ""
+            found.append(Event("Normal", "LockAcquired", f"{who}{lock} (Lease {lease})"))
+    for (lock, task), lease in before.items():
+        if (lock, task) not in after:
+            who = f"task {task}: " if task else ""
+            found.append(Event("Normal", "LockReleased", f"{who}{lock} (Lease {lease})"))
     return found
 
 

@@ -13,7 +13,8 @@ from flowrun.engine.clashes import name_clash
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
-from flowrun.engine.interface import CreateObject, Outcome, RunInput
+from flowrun.engine.interface import CreateObject, Outcome, RunInput, TakeLock
+from flowrun.engine.locks import gate
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
 from flowrun.engine.state import RunState, load_state
@@ -50,7 +51,8 @@ def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     state = fixpoint(ctx, load(ctx))
     actions = plan(ctx, state)
     checked = validated(prev)
-    if not checked and any(isinstance(a, CreateObject) for a in actions):
+    if not checked and any(isinstance(a, (CreateObject, TakeLock)) for a in actions):
+        # Before a first child, or a lock's slot: an invalid run neither starts nor makes others wait.
         actions.insert(0, dry_run(ctx, state))
         checked = True
     status = render(ctx, state, checked)
@@ -82,6 +84,7 @@ def step(ctx: PassContext, before: RunState) -> RunState:
     or cleanup, then the run."""
     state = copy.deepcopy(before)
     stop = stop_reason(ctx, state)
+    held_back = gate(ctx, state, stop)
     for resource in ctx.resource_order:
         rs = state.resources[resource.name]
         if rs.phase == SETTING_UP:
@@ -92,9 +95,9 @@ def step(ctx: PassContext, before: RunState) -> RunState:
             progress_cleanup(ctx, resource, rs)
     live = live_pods(ctx, state)
     for task in ctx.order:
-        advance_task(ctx, task, state, stop, live)
+        advance_task(ctx, task, state, stop, live, held_back)
     for resource in ctx.resource_order:
-        schedule_resource(ctx, resource, state, stop)
+        schedule_resource(ctx, resource, state, stop, held_back is not None)
     update_run(ctx, state)
     return state
 

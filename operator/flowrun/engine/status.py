@@ -32,10 +32,12 @@ from flowrun.api import (
     STOP_DELETED,
     SUCCEEDED,
     TERMINAL,
+    WAITING_LOCK,
 )
 from flowrun.engine.context import PassContext
 from flowrun.engine.dag import is_failure
 from flowrun.engine.interface import Event, Outcome, RunInput
+from flowrun.engine.locks import gate, lock_status
 from flowrun.engine.run import holds_finalizer, stop_reason
 from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
@@ -93,6 +95,7 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         ],
         "tasks": {t.name: dump_task(state.tasks[t.name]) for t in ctx.spec.tasks},
         "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
+        "locks": lock_status(ctx, state, stop_reason(ctx, state)),
     }
 
 
@@ -121,6 +124,9 @@ def succeeded_condition(ctx: PassContext, state: RunState) -> tuple[str, str]:
         return "Unknown", {STOP_DELETED: "Deleting", STOP_CANCELLED: "Cancelling"}.get(stop, stop)
     if all(ts.phase in TERMINAL for ts in state.tasks.values()):
         return "Unknown", "CleaningUp"
+    held_back = gate(ctx, state, stop)
+    if state.started_at is None and held_back is not None and held_back.slot is None:
+        return "Unknown", WAITING_LOCK  # (a run taking its lock now is no news)
     return "Unknown", RUNNING if state.started_at else PENDING
 
 
@@ -186,6 +192,9 @@ def _progress_message(ctx: PassContext, state: RunState) -> str:
     stop = stop_reason(ctx, state)
     if stop is not None:
         parts.insert(0, {STOP_DELETED: "deleting", STOP_CANCELLED: "cancelling"}.get(stop, "run deadline exceeded"))
+    held_back = gate(ctx, state, stop)
+    if held_back is not None:
+        parts.append(held_back.message)
     return "; ".join(parts) or "waiting to start"
 
 

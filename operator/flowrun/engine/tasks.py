@@ -38,6 +38,7 @@ from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal, result_of
 from flowrun.engine.dag import skip_reason, trigger
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
+from flowrun.engine.locks import Turn, task_turn, wait_for_lock
 from flowrun.engine.state import RunState, TaskState
 from flowrun.model import TaskSpec, main_container_name
 from flowrun.observed import ObservedPod
@@ -99,8 +100,11 @@ def live_pods(ctx: PassContext, state: RunState) -> set[str]:
     return expected_pods(state) | {p.name for p in ctx.children.task_pods() if not p.finished}
 
 
-def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str]) -> None:
-    """Move one task as far as the state allows; a started attempt takes a slot in `live`."""
+def advance_task(
+    ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str], gate: Turn | None = None
+) -> None:
+    """Move one task as far as the state allows; a started attempt takes a slot in `live`. `gate`:
+    the run waits for its own lock (nothing of it starts)."""
     ts = state.tasks[task.name]
     backoff = ts.phase == RUNNING and ts.reason == RETRY_BACKOFF
     if ts.phase == RUNNING and not backoff:
@@ -113,6 +117,9 @@ def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | 
     ready = retry_due(ctx, task, ts, state) if backoff else ts.phase != RUNNING and upstream_ready(ctx, task, ts, state)
     if not ready:
         return
+    if gate is not None:
+        wait_for_lock(ctx, ts, gate)
+        return
     waiting = [r for r in task.resources if state.resources[r].phase != READY]
     parallelism = ctx.spec.parallelism
     full = parallelism is not None and len(live) >= parallelism
@@ -122,6 +129,8 @@ def advance_task(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | 
         ts.reason, ts.message = WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
     elif full:
         ts.reason, ts.message = WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
+    elif (turn := task_turn(ctx, task, ts, state, stop)) is not None:
+        wait_for_lock(ctx, ts, turn)
     else:
         start_attempt(ctx, task, ts, state, live)
 

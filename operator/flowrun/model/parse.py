@@ -18,6 +18,7 @@ from flowrun.model.spec import (
     Cleanup,
     DeploymentSpec,
     FlowSpec,
+    Lock,
     Param,
     Port,
     ResourceSpec,
@@ -45,6 +46,8 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
         _resource(r, f"spec.resources[{i}]", task_names, namespace) for i, r in enumerate(raw.get("resources", []))
     )
     _unique_children(resources)
+    own_lock = _lock(raw.get("synchronization"), "spec.synchronization")
+    _lock_once(own_lock, tasks)
     flow = FlowSpec(
         tasks=tasks,
         params=tuple(Param(p["name"], p["value"]) for p in raw.get("params", [])),
@@ -55,8 +58,33 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
         pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
         ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
         cancel=raw.get("cancel", False),
+        synchronization=own_lock,
     )
     return check_references(flow, namespace)
+
+
+def _lock(raw: Mapping[str, Any] | None, path: str) -> Lock | None:
+    """A synchronization (its fields checked by its declaration): exactly one of mutex or semaphore."""
+    if raw is None:
+        return None
+    if ("mutex" in raw) == ("semaphore" in raw):
+        raise SpecError(path, "needs exactly one of mutex or semaphore")
+    if "mutex" in raw:
+        return Lock.mutex(raw["mutex"]["name"])
+    ref = raw["semaphore"]["configMapKeyRef"]
+    return Lock.semaphore(ref["name"], ref["key"])
+
+
+def _lock_once(own: Lock | None, tasks: Sequence[TaskSpec]) -> None:
+    """A task cannot wait for the lock its run holds: it would wait for ever (its run releases it
+    only once the task is done)."""
+    for i, task in enumerate(tasks):
+        if own is not None and task.synchronization == own:
+            raise SpecError(
+                f"spec.tasks[{i}].synchronization",
+                f"{own} is the run's own lock (spec.synchronization): the run holds it already, the task would wait "
+                "for ever",
+            )
 
 
 def _name_refs(
@@ -82,6 +110,7 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
         retries=Retries(retries["limit"], retries["backoffSeconds"]) if retries else Retries(),
         active_deadline_seconds=raw.get("activeDeadlineSeconds"),
         pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
+        synchronization=_lock(raw.get("synchronization"), f"{path}.synchronization"),
     )
 
 
