@@ -40,9 +40,11 @@ class Runtime:
         self.crons = CronFlowRunController(kube, self.caches, self.tasks)
         self.flows = FlowController(FlowCheck(kube, self.flowruns.passes), self.tasks, self.flowruns.flow_appeared)
         self.run_phases = metrics.RunPhases(self.flowruns.phases)
+        self.lock_gauges = metrics.LockGauges(self.caches.lock_counts)
 
     def start(self) -> None:
         self.run_phases.register()
+        self.lock_gauges.register()
         self.caches.start()
 
     async def stop(self) -> None:
@@ -51,6 +53,7 @@ class Runtime:
         await self.tasks.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.run_phases.unregister()
+        self.lock_gauges.unregister()
 
     async def health(self) -> Health:
         """The liveness answer (health.py): the API server is asked only when something is stalled."""
@@ -85,6 +88,9 @@ class Runtime:
 
     def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
         self.crons.cron_event(type_, entry, previous)
+
+    def lock_event(self, runs: set[str]) -> None:
+        self.flowruns.lock_event(runs)
 
     def synced(self) -> None:
         for error in self.caches.errors():
