@@ -491,6 +491,7 @@ EXAMPLE_PHASES = {
     "diamond-flowrun.yaml": "Succeeded",
     "fanout-flowrun.yaml": "Succeeded",
     "failure-handler-flowrun.yaml": "Failed",
+    "nightly-mutex-flowrun.yaml": "Succeeded",
 }
 
 
@@ -520,5 +521,14 @@ def test_examples_reach_their_documented_phase(operator: Operator, flowruns: Flo
     assert (handler["load"]["phase"], handler["load"]["reason"]) == ("Skipped", "UpstreamFailed")
     assert handler["alert"]["phase"] == "Succeeded"
     assert runs["fanout-flowrun.yaml"]["status"]["progress"] == "20/20"
+    nightly = runs["nightly-mutex-flowrun.yaml"]
+    assert nightly["status"]["tasks"]["load"]["result"] == "loaded /data/extract/orders.csv"
+    # It held its mutex and let it go: no lock in its status, no Lease left.
+    assert nightly["status"].get("locks") is None
+    assert not flowruns.children(nightly["metadata"]["uid"], {api.LABEL_ROLE: api.ROLE_LOCK})
+    assert sorted(e.reason for e in flowruns.events("nightly-load") if e.reason.startswith("Lock")) == [
+        "LockAcquired",
+        "LockReleased",
+    ]
     for name in names.values():
         flowruns.delete_and_check_nothing_leaked(name)

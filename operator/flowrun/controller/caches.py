@@ -173,10 +173,14 @@ class Caches:
 
     def _on_flowrun(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
         """A run stored: its claims indexed before anyone hears of it; the runs that want a lock it
-        left the line of are woken (one ahead of them may have been in the way)."""
-        left = self.lock_claims.update(entry.uid, entry.namespace, None if type_ == "DELETED" else entry.value)
+        left the line of are woken (one ahead of them may have been in the way), and so is the run
+        itself when it made a new claim (the echo of its own status write brings no pass, but its
+        task takes a free slot only once its claim is there for the others to see)."""
+        left, joined = self.lock_claims.update(entry.uid, entry.namespace, None if type_ == "DELETED" else entry.value)
         self._flowrun_event(type_, entry, previous)
         self._wake(left)
+        if joined and type_ != "LISTED":
+            self._lock_event({entry.uid})
 
     def _on_lease(self, type_: str, entry: Entry[ObservedChild], previous: Entry[ObservedChild] | None) -> None:
         """A lock's Lease changed: its holder hears of it as of any child, and every run that wants

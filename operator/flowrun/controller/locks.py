@@ -31,8 +31,9 @@ class LockClaims:
         self._of_run: dict[str, tuple[str, tuple[Claim, ...]]] = {}  # run UID -> (namespace, claims)
         self._of_lock: dict[LockKey, dict[str, tuple[Claim, ...]]] = {}  # lock -> run UID -> its claims
 
-    def update(self, uid: str, namespace: str, body: Mapping[str, Any] | None) -> set[LockKey]:
-        """The run as now stored (None: gone). Returns the locks it left the line of."""
+    def update(self, uid: str, namespace: str, body: Mapping[str, Any] | None) -> tuple[set[LockKey], bool]:
+        """The run as now stored (None: gone). Returns the locks it left the line of, and whether
+        it made a claim it had not made before."""
         claims = claims_of(body) if body is not None else ()
         with self._lock:
             _, before = self._of_run.pop(uid, (namespace, ()))
@@ -42,7 +43,8 @@ class LockClaims:
                 self._of_run[uid] = (namespace, claims)
                 for lock in {c.lock for c in claims}:
                     self._of_lock.setdefault((namespace, lock), {})[uid] = tuple(c for c in claims if c.lock == lock)
-        return {(namespace, c.lock) for c in before} - {(namespace, c.lock) for c in claims}
+        left = {(namespace, c.lock) for c in before} - {(namespace, c.lock) for c in claims}
+        return left, bool({(*c.holder, c.lock) for c in claims} - {(*c.holder, c.lock) for c in before})
 
     def _forget(self, key: LockKey, uid: str) -> None:
         of_lock = self._of_lock.get(key, {})

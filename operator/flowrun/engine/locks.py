@@ -14,6 +14,7 @@ for whom. A Lease is deleted by the pass that finds its holder done with it: the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -164,7 +165,7 @@ def line_up(ctx: PassContext, lock: Lock, mine: list[Claim]) -> dict[str, Turn]:
         if claim.uid != ctx.run.uid:
             continue
         if place < len(slots):
-            found[claim.task] = taking(ctx, lock, slots[place])
+            found[claim.task] = taking(ctx, lock, slots[place], published(ctx, claim))
         else:
             found[claim.task] = Turn(None, waiting_for(lock, view, held, line[:place]))
     return found
@@ -180,12 +181,28 @@ def free_slots(limit: int | None, held: list[ObservedLease]) -> list[int]:
     return [slot for slot in range(limit) if slot not in taken][:free]
 
 
-def taking(ctx: PassContext, lock: Lock, slot: int) -> Turn:
+def published(ctx: PassContext, claim: Claim) -> bool:
+    """Whether the other runs can see the claim: the run's own lock always (its spec says it);
+    a task's once its run's status says it waits (status.locks). A task's claim takes no slot in
+    the pass that makes it: its status is written first, so that runs older than it whose tasks
+    became ready at the same moment are in line too (the write's own watch event brings the next
+    pass at once)."""
+    if claim.task == RUN:
+        return True
+    entries = ctx.prev.get("locks")
+    return isinstance(entries, list) and any(
+        isinstance(e, Mapping) and (e.get("lock"), e.get("task"), e.get("state")) == (claim.lock, claim.task, WAITING)
+        for e in entries
+    )
+
+
+def taking(ctx: PassContext, lock: Lock, slot: int, now: bool = True) -> Turn:
+    """The claim's turn has come: it takes `slot` (`now`), or will in its next pass."""
     name = names.lock_lease(lock.id, slot)
     refused = ctx.run.refused.get(str(ObjectRef(LEASE[0], LEASE[1], name)))
     if refused is not None:
         return Turn(None, f"cannot take {lock}: cannot create Lease {name}: {refused}", refused)
-    return Turn(slot, f"taking {lock} (Lease {name})")
+    return Turn(slot if now else None, f"taking {lock} (Lease {name})")
 
 
 def waiting_for(lock: Lock, view: LockView, held: list[ObservedLease], ahead: list[Claim]) -> str:

@@ -13,7 +13,7 @@ from flowrun.engine.clashes import name_clash
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
-from flowrun.engine.interface import CreateObject, Outcome, RunInput, TakeLock
+from flowrun.engine.interface import CreateObject, Outcome, RunInput
 from flowrun.engine.locks import gate
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
@@ -51,8 +51,7 @@ def decide(run: RunInput, observed: Observed, now: datetime) -> Outcome:
     state = fixpoint(ctx, load(ctx))
     actions = plan(ctx, state)
     checked = validated(prev)
-    if not checked and any(isinstance(a, (CreateObject, TakeLock)) for a in actions):
-        # Before a first child, or a lock's slot: an invalid run neither starts nor makes others wait.
+    if not checked and any(isinstance(a, CreateObject) for a in actions):
         actions.insert(0, dry_run(ctx, state))
         checked = True
     status = render(ctx, state, checked)
