@@ -17,15 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flowrun.api import (
-    MAX_SEMAPHORE_LIMIT,
-    PENDING,
-    RETRY_BACKOFF,
-    RUN_FINAL,
-    RUNNING,
-    SEMAPHORE,
-    WAITING_LOCK,
-)
+from flowrun.api import MAX_SEMAPHORE_LIMIT, RUN_FINAL, SEMAPHORE, WAITING
 from flowrun.lenient import as_map, as_str
 from flowrun.model import Lock
 from flowrun.observed import ObservedLease
@@ -101,18 +93,23 @@ def wanted_locks(spec: object) -> list[Lock]:
     return list(dict.fromkeys(lock for lock in found if lock is not None))
 
 
-def task_waits(entry: object) -> bool:
-    """Whether a task's status says it wants its lock: it waits for it, or (between attempts) it
-    lost it and needs it again for its next attempt."""
-    entry = as_map(entry)
-    phase, reason = entry.get("phase"), entry.get("reason")
-    return (phase, reason) in ((PENDING, WAITING_LOCK), (RUNNING, RETRY_BACKOFF))
+def waiting_tasks(status: Mapping[str, Any]) -> dict[str, str]:
+    """Task -> lock of each task a status says waits for its lock (status.locks: the engine writes
+    there exactly the claims it makes)."""
+    entries = status.get("locks")
+    found: dict[str, str] = {}
+    for entry in map(as_map, entries if isinstance(entries, list) else []):
+        task, lock = as_str(entry.get("task")), as_str(entry.get("lock"))
+        if task and lock and entry.get("state") == WAITING:
+            found[task] = lock
+    return found
 
 
 def claims_of(body: Mapping[str, Any]) -> tuple[Claim, ...]:
-    """What a FlowRun (raw, as cached) wants of locks now: its own lock while it has not finished,
-    and each task's while its status says it waits for it (holders among them are told apart by
-    their Leases). A run being deleted or cancelled wants nothing new."""
+    """What a FlowRun (raw, as cached) wants of locks now: its own lock while it has not finished
+    (its spec says so, from its creation on), and each task's while its status says it waits for
+    it (status.locks; holders among them are told apart by their Leases). A run being deleted or
+    cancelled wants nothing new."""
     metadata, status = as_map(body.get("metadata")), as_map(body.get("status"))
     spec = executed_spec(body)
     cancelled = as_map(body.get("spec")).get("cancel") is True
@@ -124,11 +121,11 @@ def claims_of(body: Mapping[str, Any]) -> tuple[Claim, ...]:
     own = lock_of(spec.get("synchronization"))
     if own is not None:
         found.append(Claim(created, name, -1, uid, "", own.id))
-    states = as_map(status.get("tasks"))
+    waiting = waiting_tasks(status)
     for index, task in enumerate(_tasks(spec)):
         lock = lock_of(task.get("synchronization"))
         task_name = as_str(task.get("name"))
-        if lock is not None and task_waits(states.get(task_name)):
+        if lock is not None and waiting.get(task_name) == lock.id:
             found.append(Claim(created, name, index, uid, task_name, lock.id))
     return tuple(found)
 

@@ -347,6 +347,22 @@ def test_a_runs_own_lock_and_a_tasks_other_lock() -> None:
     assert set(world.leases().values()) == {"b", "b/x"}
 
 
+def test_a_task_held_back_by_its_runs_lock_is_in_no_line_of_its_own() -> None:
+    world = World()
+    inner = {"mutex": {"name": "inner"}}
+    outer = {"mutex": {"name": "outer"}}
+    world.add("a", flow(task("x", synchronization=inner), task("y", "x"), synchronization=outer))
+    world.add("b", flow(task("x", synchronization=inner), synchronization=outer))  # waits for outer
+    world.add("c", flow(task("x", synchronization=inner)))  # younger than b, wants inner only
+    world.settle(at(0))
+    assert world.leases() == {LEASE.replace("-m-", "-outer-"): "a", LEASE.replace("-m-", "-inner-"): "a/x"}
+    world.cluster.set_pod("a-x-1", "Succeeded")
+    world.settle(at(1))
+    # b's task says it waits (for its run's lock): c, behind b by creation, is not held back by it.
+    assert world.task("b", "x")["reason"] == "WaitingForLock"
+    assert world.leases()[LEASE.replace("-m-", "-inner-")] == "c/x"
+
+
 # --- stopping: cancel, deletion, the deadline --------------------------------------------------------
 
 

@@ -81,8 +81,10 @@ def body(spec: dict[str, Any], status: dict[str, Any] | None = None, **metadata:
     }
 
 
-def waiting(*tasks: str, reason: str = "WaitingForLock", phase: str = "Pending") -> dict[str, Any]:
-    return {"tasks": {name: {"phase": phase, "reason": reason} for name in tasks}}
+def waiting(*tasks: str, state: str = "Waiting") -> dict[str, Any]:
+    """A status whose status.locks says these tasks wait for their locks (as the engine writes it)."""
+    locks = {"b": "semaphore/limits/db", "c": "mutex/m"}
+    return {"locks": [{"lock": locks[name], "task": name, "state": state} for name in tasks]}
 
 
 def test_a_run_claims_its_own_lock_until_it_has_finished() -> None:
@@ -98,9 +100,13 @@ def test_a_task_claims_its_lock_while_its_status_says_it_waits_for_it() -> None:
     assert claims_of(body(spec)) == ()
     claims = claims_of(body(spec, waiting("b", "c")))
     assert [(c.task, c.order, c.lock) for c in claims] == [("b", 1, "semaphore/limits/db"), ("c", 2, "mutex/m")]
-    # Between attempts (it lost its Lease: the holders are told apart by their Leases).
-    assert len(claims_of(body(spec, waiting("b", phase="Running", reason="RetryBackoff")))) == 1
-    assert claims_of(body(spec, waiting("b", "c", reason="WaitingForParallelism"))) == ()
+    # Holding (the Lease says so), or waiting for a lock its spec does not name (garbage): no claim.
+    assert claims_of(body(spec, waiting("b", "c", state="Holding"))) == ()
+    garbage = {"locks": [{"lock": "mutex/other", "task": "c", "state": "Waiting"}, "x", {"task": "a"}]}
+    assert claims_of(body(spec, garbage)) == ()
+    # A task that says WaitingForLock while its run waits for its own lock makes no claim of its own.
+    gated = {"tasks": {"c": {"phase": "Pending", "reason": "WaitingForLock"}}}
+    assert claims_of(body(spec, gated)) == ()
 
 
 def test_a_run_being_deleted_cancelled_or_not_resolved_yet_claims_nothing() -> None:
@@ -114,7 +120,7 @@ def test_a_run_being_deleted_cancelled_or_not_resolved_yet_claims_nothing() -> N
 
 def test_claims_are_read_leniently() -> None:
     assert claims_of({}) == ()
-    assert claims_of(body({"tasks": "garbage", "synchronization": {"mutex": "x"}}, {"tasks": 3})) == ()
+    assert claims_of(body({"tasks": "garbage", "synchronization": {"mutex": "x"}}, {"locks": 3})) == ()
     no_time = claims_of({"metadata": {"name": "r"}, "spec": flow(task("a"), synchronization=MUTEX)})
     assert no_time[0].created == LAST
     assert lock_of({"semaphore": {"configMapKeyRef": {"name": "x"}}}) is None

@@ -246,7 +246,7 @@ def test_the_caches_wake_the_runs_a_lock_change_concerns(tmp_path: Path) -> None
                 await until(what, lambda: runs in listener.woken[before:])
 
             c = dict(server.objects[("flowruns", NS, "c")])
-            claim = {"tasks": {"x": {"phase": "Pending", "reason": "WaitingForLock"}}}
+            claim = {"locks": [{"lock": "semaphore/limits/db", "task": "x", "state": "Waiting"}]}
             await woken("c by its own new claim", {uids["c"]}, lambda: server.modify({**c, "status": claim}))
             views = await asyncio.to_thread(caches.lock_views, NS, [Lock.semaphore("limits", "db")])
             assert [claim.task for claim in views["semaphore/limits/db"].claims] == ["x"]
