@@ -1,4 +1,5 @@
-"""`python -m devcluster build|install-deps|up|down|status|kubeconfig|env|images`: the dev cluster's commands."""
+"""`python -m devcluster build|install-deps|up|down|status|kubeconfig|env|images|gitops-tools`: the dev
+cluster's commands."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devcluster import build, cluster, images, node, node_deps
+from devcluster import build, cluster, gitops, images, node, node_deps
 from devcluster.paths import state_dir
 
 
@@ -22,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build", help="build (or reuse) the binaries from the pinned Go modules")
+    commands.add_parser(
+        "gitops-tools",
+        help="build (or reuse) kstatus, Argo CD's health checker and Flux's controllers (the GitOps tests use them)",
+    )
     commands.add_parser(
         "install-deps",
         help="install the real node's Debian packages (containerd, runc, CNI plugins, iptables) if missing",
@@ -85,6 +90,7 @@ def _env(args: argparse.Namespace) -> int:
 # Each command's code: given the parsed arguments, it returns the exit status.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": lambda args: build.main(),
+    "gitops-tools": lambda args: gitops.main(),
     "install-deps": lambda args: node_deps.main(),
     "up": _up,
     "down": _down,

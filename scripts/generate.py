@@ -1,5 +1,6 @@
 """Write every file generated from the API's declarations (operator/flowrun/schema): the three CRDs
-in crds/, the chart's identical copies, and the field tables of docs/api.md.
+in crds/, the chart's identical copies, and the field tables of docs/api.md; and the argocd-cm
+snippet of the Argo CD health checks (gitops/argocd), with its copy in docs/install.md.
 
     scripts/generate            # write them
     scripts/generate --check    # change nothing; name each file that is out of date, exit 1 if any
@@ -17,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from flowrun.schema import SCHEMAS, Kind, Schemas
-from scripts import api_docs
+from scripts import api_docs, argocd_snippet
 
 CRDS = REPO / "crds"
 CHART_CRDS = REPO / "charts" / "flowrun-operator" / "crds"
@@ -71,6 +72,7 @@ def expected_files(schemas: Schemas = SCHEMAS) -> dict[Path, str]:
         files[CRDS / crd_file_name(kind)] = text
         files[CHART_CRDS / crd_file_name(kind)] = text
     files[API_DOC] = api_docs.render(API_DOC.read_text(), schemas)
+    files.update(argocd_snippet.files())
     return files
 
 

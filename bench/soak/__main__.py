@@ -11,6 +11,8 @@ that replays that workload alone with the same faults. Exits 1 if any invariant 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 from bench import harness
 from bench.soak import faults
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, default=None, help="replay workload N of the seed alone")
     parser.add_argument("--real-node", action="store_true", help="include workloads that run on the real node")
     args = parser.parse_args(argv)
+    # SIGTERM ends the soak as Ctrl-C does: the operator it started is stopped, its namespaces go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with harness.session() as session:
         image = real_node_image(session) if args.real_node else None
         soak = Soak(session, args.seed, args.minutes, args.faults, args.only, image)

@@ -52,6 +52,7 @@ LIVENESS_STALL = 60
 OUTAGE_REQUESTS_PER_MINUTE = 240.0
 OUTAGE_LOG_LINES_PER_MINUTE = 30.0
 CHILD_KINDS = ("pods", "jobs", "deployments", "services", "configmaps")
+OPERATOR = "(operator)"  # a failure of no one workload
 PLURALS = {"FlowRun": api.PLURAL, "Flow": api.FLOW_PLURAL, "CronFlowRun": api.CRON_PLURAL}
 SUSPEND = {"spec": {"suspend": True}}
 
@@ -82,6 +83,7 @@ class Tracked:
     uids: dict[str, str] = field(default_factory=dict)  # run name -> UID
     rerun_created: bool = False
     suspended: bool = False  # a cron's scheduling stopped, so that its runs can all end
+    released: bool = False  # its runs annotated to skip cleanup (they were slow to go)
 
 
 class Soak:
@@ -106,6 +108,7 @@ class Soak:
         self.recorders: dict[tuple[str, str], Recorder] = {}
         self.history: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {}
         self.cleaned: list[tuple[float, str, str, list[str]]] = []  # (check after, namespace, run, objects)
+        self.tracked: list[Tracked] = []
         self.largest = 0  # bytes of the largest FlowRun seen (invariant 7)
         self.runs_seen: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (ns, name) -> (UID, labels)
         self.finals: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, name) -> its first final status
@@ -131,7 +134,7 @@ class Soak:
         self.out(f"{int(elapsed // 60):02d}:{int(elapsed % 60):02d} {text}")
 
     def fail(self, tracked: Tracked | None, invariant: str, detail: str) -> None:
-        name = tracked.workload.name if tracked is not None else "(operator)"
+        name = tracked.workload.name if tracked is not None else OPERATOR
         with self.lock:
             self.failures.append(Failure(name, invariant, detail))
         self.say(f"FAILED {name}: invariant {invariant}: {detail}")
@@ -167,7 +170,7 @@ class Soak:
         size = len(json.dumps(run, separators=(",", ":")).encode())
         self.largest = max(self.largest, size)
         if size > OBJECT_LIMIT:
-            self.fail(None, "7 size budget", f"FlowRun {namespace}/{name} is {size} bytes")
+            self.fail(self.workload_of(namespace, name), "7 size budget", f"FlowRun {name} is {size} bytes")
         status = run.get("status") or {}
         with self.lock:
             self.history.setdefault((namespace, name), []).append((time.monotonic(), status))
@@ -180,6 +183,22 @@ class Soak:
                 if isinstance(entry, dict) and entry.get("phase") == "CleanedUp":
                     objects = [str(o) for o in entry.get("objects") or []]
                     self.cleaned.append((time.monotonic() + 15.0, namespace, f"{name}/{block}", objects))
+
+    def said(self, namespace: str, run: str) -> str:
+        """What a run's status says now (phase, message, its running tasks' reasons), for a failure."""
+        status = (self.run_body(namespace, run) or {}).get("status") or {}
+        busy = {n: t.get("reason") for n, t in (status.get("tasks") or {}).items() if t.get("phase") == "Running"}
+        text = f"{status.get('phase')} {str(status.get('message'))[:160]!r}; running {dict(list(busy.items())[:5])}"
+        return text
+
+    def workload_of(self, namespace: str, run: str) -> Tracked | None:
+        """The workload a run belongs to: named after it (its rerun `<name>-rerun`, a cron's runs
+        `<name>-<minutes>`)."""
+        for tracked in list(self.tracked):
+            name = tracked.workload.name
+            if tracked.namespace == namespace and (run == name or run.startswith(name + "-")):
+                return tracked
+        return None
 
     def stale_status(self, namespace: str, run: str) -> dict[str, Any] | None:
         """A status of the run at least 3 s old, for a foreign write."""
@@ -210,8 +229,12 @@ class Soak:
         namespace = self.namespaces[index % len(self.namespaces)]
         faults = fault_kinds.plan(rng, self.kinds, workload.max_seconds)
         tracked = Tracked(index, workload, namespace, time.monotonic(), faults, rng)
-        for manifest in workload.objects:
-            self.create(namespace, manifest)
+        try:
+            for manifest in workload.objects:
+                self.create(namespace, manifest)
+        except ApiException as error:  # the soak drew an object the API server refuses: its own bug
+            self.fail(tracked, "0 valid workload", f"{error.status} {error.reason}: {error.body}")
+            tracked.state = "deleting"
         planned = ", ".join(f.describe() + f" at {f.at:.0f}s" for f in faults) or "no fault"
         self.say(f"workload {workload.name} ({workload.kind}, #{index}) started in {namespace}; {planned}")
         return tracked
@@ -356,8 +379,9 @@ class Soak:
         if not ended:
             bound = max(tracked.started, tracked.touched_until) + workload.max_seconds + END_SLACK
             if now > bound:
-                late = sorted(n for n, f in finals.items() if f is None) or ["(no run created)"]
-                self.fail(tracked, "1 ends", f"not finished {now - tracked.started:.0f}s after its start: {late}")
+                late = sorted(n for n, f in finals.items() if f is None)
+                said = "; ".join(f"{n}: {self.said(tracked.namespace, n)}" for n in late) or "no run created"
+                self.fail(tracked, "1 ends", f"not finished {now - tracked.started:.0f}s after its start: {said}")
                 self.delete_all(tracked)
             return
         if not tracked.ended_by_fault and not tracked.changed:
@@ -422,16 +446,19 @@ class Soak:
             body = self.run_body(tracked.namespace, name) or {}
             released = {c.get("type"): c for c in (body.get("status") or {}).get("conditions") or []}
             blocked = (released.get("ResourcesReleased") or {}).get("reason") == "CleanupBlocked"
-            if not blocked:
+            if tracked.released:
+                # Not even the annotation let it go (the operator is wedged): the soak takes the
+                # finalizer off itself, so that it can go on.
+                self.patch(tracked.namespace, name, {"metadata": {"finalizers": None}})
+            elif not blocked:
                 self.fail(tracked, "2 deletion", f"{name} still there {now - tracked.since:.0f}s after its deletion")
-            self.release(tracked.namespace, name)
-        tracked.since = now
+            self.patch(tracked.namespace, name, {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+        tracked.released, tracked.since = True, now
 
-    def release(self, namespace: str, name: str) -> None:
-        annotation = {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}}
+    def patch(self, namespace: str, name: str, body: dict[str, Any]) -> None:
         with contextlib.suppress(Exception):  # the API server is away: the next check asks again
             self.session.custom.patch_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name, annotation
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, body
             )
 
     def check_leaks(self, tracked: Tracked, now: float) -> None:
@@ -510,7 +537,6 @@ class Soak:
     # --- the whole soak -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.tracked: list[Tracked] = []
         self.start_watches()
         self.operator.start()
         wait_until(lambda: self.health()[0] == 200, 120, 1.0)
@@ -549,7 +575,7 @@ class Soak:
         kinds = Counter(t.workload.kind for t in self.tracked)
         drawn = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
         self.out(f"  workloads: {drawn}; largest FlowRun {self.largest} bytes")
-        for name in failed:
+        for name in (f for f in failed if f != OPERATOR):
             tracked = next((t for t in self.tracked if t.workload.name == name), None)
             for failure in (f for f in self.failures if f.workload == name):
                 self.out(f"  {name}: invariant {failure.invariant}: {failure.detail}")
@@ -561,7 +587,7 @@ class Soak:
                 self.out(
                     f"    replay: python -m bench.soak --seed {self.seed} --only {tracked.index} --faults {faults}"
                 )
-        for failure in (f for f in self.failures if f.workload == "(operator)"):
+        for failure in (f for f in self.failures if f.workload == OPERATOR):
             self.out(f"  (operator): invariant {failure.invariant}: {failure.detail}")
         return 1 if self.failures else 0
 

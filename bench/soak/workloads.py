@@ -12,7 +12,7 @@ A workload is one of (`Workload.kind`):
   template has tasks or a flowRef (then with its Flow);
 - `real` (only with `real_node_image`): a FlowRun whose tasks run real shell scripts on the dev
   cluster's real node, passing results on through arguments the operator substitutes;
-- `huge`: a FlowRun of 150 to 230 tasks that each fail with a 4,000-byte termination message: a
+- `huge`: a FlowRun of 150 to 200 tasks that each fail with a 4,000-byte termination message: a
   status written naively outgrows the object's size limit.
 
 Runs are DAGs of 1 to 40 tasks (chains, fan-out and fan-in, diamonds, layers, random DAGs) with
@@ -69,7 +69,7 @@ KIND_WEIGHTS = {"flowrun": 60, "flow": 12, "rerun": 16, "cron": 8, "huge": 3}
 # A huge run: this many tasks, each failing with a termination message of MESSAGE_BYTES (KWOK
 # repeats a short text: sim.flowrun.dev/message-repeat), whose status alone would outgrow the
 # object's limit (1 MiB) unless the operator keeps it under its budget.
-HUGE_TASKS = (150, 230)
+HUGE_TASKS = (150, 200)  # the CRD allows 200 tasks at most
 MESSAGE_BYTES = 4000
 REAL_SHARE = 0.04  # of workloads, when a real node image is given
 CRON_WAIT_SECONDS = 60.0  # a CronFlowRun's first run is due within a minute of its creation

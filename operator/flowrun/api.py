@@ -16,6 +16,7 @@ CRON_KIND = "CronFlowRun"
 CRON_PLURAL = "cronflowruns"
 
 FINALIZER = "flowrun.dev/cleanup"
+LEASE_NAME = "flowrun-operator"  # the Lease of leader election, by default (in the operator's namespace)
 SKIP_CLEANUP_ANNOTATION = "flowrun.dev/skip-cleanup"
 SCHEDULED_TIME_ANNOTATION = "flowrun.dev/scheduled-time"  # on a CronFlowRun's run: the time it is for
 
@@ -26,10 +27,24 @@ LABEL_TASK = "flowrun.dev/task"
 LABEL_RESOURCE = "flowrun.dev/resource"
 LABEL_ATTEMPT = "flowrun.dev/attempt"
 LABEL_DEPLOYMENT = "flowrun.dev/deployment"
+LABEL_INSTANCE_OF = "flowrun.dev/instance-of"  # on an instance's pod of a forEach task: the task's name
 LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
 LABEL_LOCK = "flowrun.dev/lock"  # on a lock's Lease: its lock, as a label value (names.lock_label)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
+
+# --- objects declared in Git (gitops.py) ---------------------------------------------------------
+
+# What a GitOps tool puts on every object it applies: (tool, label or annotation, which of the two).
+# A FlowRun carrying one is never deleted by its TTL (the tool would create it again and it would
+# run again), nor is one carrying DECLARED_IN_GIT_ANNOTATION="true" (any other tool).
+GITOPS_MARKS = (
+    ("Flux", "kustomize.toolkit.fluxcd.io/name", "label"),
+    ("Flux", "helm.toolkit.fluxcd.io/name", "label"),
+    ("Argo CD", "argocd.argoproj.io/tracking-id", "annotation"),
+    ("Argo CD", "argocd.argoproj.io/instance", "label"),
+)
+DECLARED_IN_GIT_ANNOTATION = "flowrun.dev/declared-in-git"
 # The EndpointSlice controller's slices of a Service's endpoints: they carry the Service's labels
 # and name it in this one.
 ENDPOINT_SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
@@ -79,6 +94,12 @@ RESOURCE_PHASES = (PENDING, SETTING_UP, READY, SETUP_FAILED, CLEANING_UP, CLEANE
 
 # Reasons a task is skipped or stopped
 UPSTREAM_FAILED, TRIGGER_NOT_MET = "UpstreamFailed", "TriggerNotMet"
+WHEN_FALSE = "WhenFalse"  # a condition of the task's `when` is false: skipped, not a failure
+# A task that fails before it creates a pod: a condition of its `when` cannot be evaluated, its
+# forEach list is not a JSON list (or is too long), an item lacks a field a reference reads.
+WHEN_ERROR, FOR_EACH_INVALID = "WhenError", "ForEachInvalid"
+# A forEach task: its instances run (Running), none to run (Succeeded), some failed (Failed).
+INSTANCES_RUNNING, NO_ITEMS, INSTANCES_FAILED = "InstancesRunning", "NoItems", "InstancesFailed"
 STOP_CANCELLED, STOP_DELETED, STOP_DEADLINE = "Cancelled", "FlowRunDeleted", "RunDeadlineExceeded"
 
 # Reasons of a task that is not terminal. Running/PodCreating: created, not observed yet.
@@ -123,5 +144,23 @@ POD_REFUSAL_RECHECK_SECONDS = 10
 RESULT_LIMIT = 4096  # bytes: the kubelet's limit on a termination message
 MAX_REQUEST_BYTES = 3 * 1024 * 1024  # the API server refuses a request body larger than this
 LOG_TAIL_LINES = 100
+# forEach: items of one task, and instances of all the forEach tasks of a run (the status holds
+# an entry for each: engine/budget.py keeps a run of this many under the object's limit).
+MAX_ITEMS = 1000
+MAX_INSTANCES = 1000
 DRY_RUN_PLACEHOLDER = "flowrun-dry-run-placeholder"
 SPEC_VALID_PARSED, SPEC_VALID_VALIDATED = "Parsed", "Validated"
+
+# --- the conditions kstatus reads (conditions.py), on every kind --------------------------------
+
+# Exactly one is True: Ready (the object is what it should be), Reconciling (the operator is
+# working towards it) or Stalled (it will not get there without a change). sigs.k8s.io/cli-utils'
+# kstatus, which Flux, kpt and kubectl-style waiters use, reads Reconciling and Stalled; Argo CD's
+# health checks (gitops/argocd/) read all three.
+CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED = "Ready", "Reconciling", "Stalled"
+# A FlowRun declared in Git whose ttlSecondsAfterFinished is not applied (engine/run.py).
+CONDITION_TTL_HELD = "TTLHeld"
+DECLARED_IN_GIT = "DeclaredInGit"
+# A Flow's and a CronFlowRun's Ready reasons; a CronFlowRun whose run was refused is Stalled.
+FLOW_VALID = "Valid"
+CRON_SCHEDULING, CRON_SUSPENDED, CRON_RUN_REFUSED = "Scheduling", "Suspended", "RunRefused"

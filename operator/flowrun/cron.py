@@ -21,9 +21,20 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterError, croniter
 
 from flowrun import api, names
-from flowrun.api import CANCELLED, FAILED, INVALID_SPEC, RUN_FINAL, SUCCEEDED
+from flowrun.api import (
+    CANCELLED,
+    CONDITION_READY,
+    CONDITION_STALLED,
+    CRON_RUN_REFUSED,
+    CRON_SCHEDULING,
+    CRON_SUSPENDED,
+    FAILED,
+    INVALID_SPEC,
+    RUN_FINAL,
+    SUCCEEDED,
+)
+from flowrun.conditions import condition, health
 from flowrun.engine.interface import Event
-from flowrun.engine.status import condition
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import SpecError, parse_spec
 from flowrun.schedule import parse_schedule
@@ -31,6 +42,8 @@ from flowrun.schema import kinds
 from flowrun.schema.cronflowrun import DEFAULT_FAILED_HISTORY, DEFAULT_SUCCESSFUL_HISTORY
 from flowrun.schema.nodes import mapping
 from flowrun.timestamps import format_time, parse_time
+
+VALID = ("True", "Valid", "schedule, time zone and template are valid")  # SpecValid of a valid spec
 
 
 @dataclass(frozen=True)
@@ -205,8 +218,9 @@ def decide(
     except SpecError as error:
         message = str(error)
         reported = as_map(conditions_by_type(prev).get("SpecValid")).get("status") == "False"
+        invalid = (("False", INVALID_SPEC, message), (CONDITION_STALLED, INVALID_SPEC))
         return CronDecision(
-            status=_status(prev, generation, now, active, None, message, ("False", INVALID_SPEC, message)),
+            status=_status(prev, generation, now, active, None, message, invalid),
             events=() if reported else (Event("Warning", INVALID_SPEC, message),),
         )
     scheduled = _schedule_due(name, cron, parse_time(prev.get("lastScheduleTime")), runs, active, now, created_at)
@@ -217,7 +231,7 @@ def decide(
     message = scheduled.message
     if not message and upcoming is not None:
         message = f"next run at {format_time(upcoming)}"
-    valid = ("True", "Valid", "schedule, time zone and template are valid")
+    valid = (VALID, (CONDITION_READY, CRON_SUSPENDED if cron.suspend else CRON_SCHEDULING))
     return CronDecision(
         status=_status(prev, generation, now, scheduled.active, upcoming, message, valid, scheduled.last, runs),
         create=scheduled.create,
@@ -300,11 +314,15 @@ def _status(
     active: Sequence[OwnedRun],
     upcoming: datetime | None,
     message: str,
-    valid: tuple[str, str, str],
+    valid: tuple[tuple[str, str, str], tuple[str, str]],
     last: datetime | None = None,
     runs: Sequence[OwnedRun] = (),
 ) -> dict[str, Any]:
+    """The status (every key present): `valid` is SpecValid's (status, reason, message) and which of
+    Ready and Stalled is True, with the reason; Ready's message is `message`."""
     last = last or parse_time(prev.get("lastScheduleTime"))
+    conds = conditions_by_type(prev)
+    spec_valid, (state, reason) = valid
     successes = [r.finished_at for r in runs if r.phase == SUCCEEDED and r.finished_at is not None]
     previous_success = parse_time(prev.get("lastSuccessfulTime"))
     if previous_success is not None:
@@ -320,7 +338,26 @@ def _status(
         ],
         "activeCount": len(active),
         "message": message,
-        "conditions": [condition(conditions_by_type(prev), "SpecValid", *valid, now, generation)],
+        "conditions": [
+            condition(conds, "SpecValid", *spec_valid, now, generation),
+            *health(conds, state, reason, message, now, generation),
+        ],
+    }
+
+
+def refused_status(prev: object, generation: int, now: datetime, message: str) -> dict[str, Any]:
+    """What a pass writes when the API server refused the run it created (invalid, forbidden, over
+    a quota: a refusal that does not pass by itself), `message` saying why: Stalled, and nothing
+    else of what it decided (no run exists for that time; the next pass decides again). A merge
+    patch: the other fields stay as they were."""
+    conds = conditions_by_type(as_map(prev))
+    return {
+        "observedGeneration": generation,
+        "message": message,
+        "conditions": [
+            condition(conds, "SpecValid", *VALID, now, generation),
+            *health(conds, CONDITION_STALLED, CRON_RUN_REFUSED, message, now, generation),
+        ],
     }
 
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from flowrun import api
+from flowrun.conditions import condition, health
 from flowrun.engine import RunInput, ValidateObjects, decide
-from flowrun.engine.status import condition
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import SpecError, parse_spec
 from flowrun.observed import observed_from_objects
@@ -206,27 +206,31 @@ def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
     try:
         spec = checked_flow_spec(flow_spec)
         declared = flow_params(spec)
-        parse_spec(_as_run_spec(spec, declared), namespace)
+        placeholders = [p.name for p in declared if p.default is None]
+        parse_spec(_as_run_spec(spec, declared), namespace, placeholders)
     except SpecError as error:
         return FlowCheck(error, *counts)
     return FlowCheck(None, *counts)
 
 
 def flow_status(check: FlowCheck, prev_status: object, generation: int, now: datetime) -> dict[str, Any]:
-    """The Flow's status after validation (every key present, as a merge patch)."""
+    """The Flow's status after validation (every key present, as a merge patch): SpecValid, and
+    Ready (valid) or Stalled (invalid, until the Flow changes)."""
     conds = conditions_by_type(as_map(prev_status))
     if check.error is None:
-        valid = condition(
-            conds, "SpecValid", "True", "Valid", "the Flow passes every check of a run's spec", now, generation
-        )
+        reason, message = api.FLOW_VALID, "the Flow passes every check of a run's spec"
+        valid = condition(conds, "SpecValid", "True", reason, message, now, generation)
+        ready = health(conds, api.CONDITION_READY, reason, message, now, generation)
     else:
-        valid = condition(conds, "SpecValid", "False", "InvalidSpec", str(check.error), now, generation)
+        message = str(check.error)
+        valid = condition(conds, "SpecValid", "False", api.INVALID_SPEC, message, now, generation)
+        ready = health(conds, api.CONDITION_STALLED, api.INVALID_SPEC, message, now, generation)
     return {
         "observedGeneration": generation,
         "taskCount": check.task_count,
         "resourceCount": check.resource_count,
-        "message": "" if check.error is None else str(check.error),
-        "conditions": [valid],
+        "message": "" if check.error is None else message,
+        "conditions": [valid, *ready],
     }
 
 

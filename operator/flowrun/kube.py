@@ -2,7 +2,8 @@
 list and watch for the informers (on connections of their own); create and delete children and
 dry-run them, read logs, write status and finalizers, post and read events; read Flows and
 CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun; and
-what an error of the API server means (a refusal for good, or try again). Synchronous: the
+what an error of the API server means (a refusal for good, or try again); the Lease of leader
+election, and the fence that keeps a replica that does not lead from writing. Synchronous: the
 controllers call it from worker threads.
 
 Requests go through the dynamic client's discovery (for the paths) but answers are plain dicts
@@ -69,6 +70,13 @@ def _json(response: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+LEASES = "leases"
+
+
+def _leases(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/{LEASES}"
+
+
 def _count(verb: str, resource: Resource) -> None:
     metrics.API_REQUESTS.labels(verb=verb, resource=str(getattr(resource, "name", "") or "")).inc()
 
@@ -104,6 +112,39 @@ def connect(pool_size: int) -> client.ApiClient:
     configuration.connection_pool_maxsize = pool_size
     configuration.retries = urllib3.util.Retry(total=1, connect=0, status=0, redirect=0)
     return client.ApiClient(configuration)
+
+
+class NotLeading(RuntimeError):
+    """A write refused before it was sent: the code that asked for it may not write now (with leader
+    election: it works for a term of leadership that has ended, or for none)."""
+
+
+class Fence:
+    """Whether the calling thread may write now: asked by FencedApiClient before every write. Open
+    until leader election sets `may_write` (controller/election.py)."""
+
+    def __init__(self) -> None:
+        self.may_write: Callable[[], bool] = lambda: True
+
+
+class FencedApiClient:
+    """An ApiClient whose requests other than GET are sent only while its fence says so at the
+    moment of sending; else they raise NotLeading and never leave the process. Every request of
+    the controllers goes through it: with leader election, a replica that is not, or no longer,
+    the leader creates, patches and deletes nothing, whatever a thread of an ended term is still
+    doing. Every other attribute is the wrapped client's."""
+
+    def __init__(self, inner: Any, fence: Fence) -> None:
+        self._inner = inner
+        self._fence = fence
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() != "GET" and not self._fence.may_write():
+            raise NotLeading(f"{method.upper()} {url.split('?')[0]} not sent: this replica does not lead")
+        return self._inner.call_api(method, url, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class ForeignObject(RuntimeError):
@@ -370,8 +411,18 @@ class Kube:
     def _get(self, path: str, query: list[tuple[str, Any]], timeout: Any) -> Any:
         """A GET on this Kube's own connections: the raw answer (a stream), ApiException if it is
         not a success."""
+        return self._send("GET", path, query, timeout)
+
+    def _send(
+        self, method: str, path: str, query: list[tuple[str, Any]], timeout: Any, body: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A request on this Kube's own connections: the raw answer, ApiException if it is not a
+        success."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         request = self.api_client.param_serialize(
-            "GET", path, query_params=query, header_params={"Accept": "application/json"}, auth_settings=["BearerToken"]
+            method, path, query_params=query, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
         answer = self.api_client.call_api(*request, _request_timeout=timeout)
         if not 200 <= answer.status <= 299:
@@ -380,6 +431,31 @@ class Kube:
             error.body = data.decode(errors="replace") if isinstance(data, bytes) else data
             raise error
         return answer.response
+
+    # --- leader election (controller/election.py) --------------------------------------------
+
+    def get_lease(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+        """The Lease, or None if there is none."""
+        metrics.API_REQUESTS.labels(verb="get", resource=LEASES).inc()
+        try:
+            return _json(self._send("GET", f"{_leases(namespace)}/{name}", [], timeout))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def create_lease(self, lease: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """Create the Lease; ApiException 409 if another replica created it first."""
+        metrics.API_REQUESTS.labels(verb="create", resource=LEASES).inc()
+        namespace = lease["metadata"]["namespace"]
+        return _json(self._send("POST", _leases(namespace), [], timeout, body=lease))
+
+    def replace_lease(self, lease: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """Write the Lease as a whole, if it is still at the resourceVersion it carries
+        (ApiException 409 if anyone wrote it since)."""
+        metrics.API_REQUESTS.labels(verb="update", resource=LEASES).inc()
+        metadata = lease["metadata"]
+        return _json(self._send("PUT", f"{_leases(metadata['namespace'])}/{metadata['name']}", [], timeout, body=lease))
 
     def allowed(self, namespace: str, group: str, plural: str, verb: str) -> bool:
         """Whether the operator may `verb` the `plural` of `group` in `namespace`: a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from flowrun import api, names
@@ -104,8 +105,19 @@ def _pod_template(
     return result
 
 
-def build_task_pod(run: RunIdentity, spec: FlowSpec, task: TaskSpec, attempt: int, context: Context) -> Manifest:
+def task_pod_labels(run: RunIdentity, task: TaskSpec, attempt: int) -> dict[str, str]:
+    """The operator's labels of the pod of `attempt` of a task (or instance of a forEach task)."""
     labels = {**child_labels(run, api.ROLE_TASK, task=task.name), api.LABEL_ATTEMPT: str(attempt)}
+    if task.instance is not None:
+        labels[api.LABEL_INSTANCE_OF] = task.instance.of
+    return labels
+
+
+def build_task_pod(run: RunIdentity, spec: FlowSpec, task: TaskSpec, attempt: int, context: Context) -> Manifest:
+    """The pod of `attempt` of a task, or of an instance of a forEach task: its item is $(item)."""
+    labels = task_pod_labels(run, task, attempt)
+    if task.instance is not None:
+        context = replace(context, item=task.instance.item)
     env = {resource_env_name(r): context.resource_values.get(r, "") for r in task.resources}
     template = _pod_template(task.template, spec, context, labels, env, restart_never=True)
     pod_spec = template["spec"]
@@ -114,7 +126,7 @@ def build_task_pod(run: RunIdentity, spec: FlowSpec, task: TaskSpec, attempt: in
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(run, names.task_pod_name(run.name, task.name, attempt), labels, template.get("metadata")),
+        "metadata": _metadata(run, task.pod_name(run.name, attempt), labels, template.get("metadata")),
         "spec": pod_spec,
     }
 
@@ -220,14 +232,14 @@ def build_manifest(run: RunIdentity, resource: ResourceSpec, obj: Mapping[str, A
     return manifest
 
 
-def build_result_config_map(run: RunIdentity, task: str, result: str) -> Manifest:
+def build_result_config_map(run: RunIdentity, task: str, result: str, name: str | None = None) -> Manifest:
     """The ConfigMap a task's result moves to when the run's status is full (engine/budget.py):
     immutable, owned by the run (it goes with it)."""
     labels = child_labels(run, api.ROLE_RESULT, task=task)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(run, names.result_config_map(run.name, task), labels),
+        "metadata": _metadata(run, name or names.result_config_map(run.name, task), labels),
         "immutable": True,
         "data": {"result": result},
     }

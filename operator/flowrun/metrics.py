@@ -54,6 +54,10 @@ ORPHANED_OBJECTS = Gauge(
     "Objects labelled with the UID of a FlowRun that no longer exists, past the grace period, by kind",
     ["kind"],
 )
+LEADER = Gauge(
+    "flowrun_leader",
+    "1 while this replica reconciles (it holds the Lease, or runs without leader election), 0 on a standby",
+)
 API_OUTAGES = Counter("flowrun_api_server_outages_total", "Outages of the API server the operator noticed")
 
 

@@ -36,8 +36,12 @@ def _bounded(base: str, suffix: str = "", *, force_hash: bool = False, full: str
     return f"{prefix}-{digest}{suffix}" if prefix else f"{digest}{suffix}"
 
 
-def task_pod_name(flowrun: str, task: str, attempt: int) -> str:
-    """`<flowrun>-<task>-<attempt>`, attempt counted from 1."""
+def task_pod_name(flowrun: str, task: str, attempt: int, index: int | None = None) -> str:
+    """`<flowrun>-<task>-<attempt>`, attempt counted from 1; for instance `index` of a forEach
+    task, `<flowrun>-<task>-<index>-<attempt>`, the index kept readable beside the attempt (so two
+    instances never share a name, however long the run's name)."""
+    if index is not None:
+        return _bounded(f"{flowrun}-{task}", f"-{index}-{attempt}")
     return _bounded(f"{flowrun}-{task}", f"-{attempt}")
 
 
@@ -73,9 +77,10 @@ def label_value(text: str) -> str:
     return _bounded(text)
 
 
-def result_config_map(flowrun: str, task: str) -> str:
-    """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full."""
-    return _bounded(f"{flowrun}-{task}", "-result")
+def result_config_map(flowrun: str, task: str, index: int | None = None) -> str:
+    """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full;
+    `<flowrun>-<task>-<index>-result` for instance `index` of a forEach task."""
+    return _bounded(f"{flowrun}-{task}", "-result" if index is None else f"-{index}-result")
 
 
 _NOT_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")

@@ -3,7 +3,7 @@
 The rule for what counts as a reference:
 
 * A reference starts with `$(` followed by one of the words `params`, `tasks`, `resources`,
-  `flowrun` and then a `.` or `)`. Everything up to the next `)` is the reference, and it must be
+  `flowrun`, `item` and then a `.` or `)`. Everything up to the next `)` is the reference, and it must be
   one of the well-formed forms below; otherwise it is a spec error (so a typo such as
   `$(param.x)` is left alone, but `$(params.x.y)` or an unterminated `$(tasks.a.result` is
   reported instead of reaching a container).
@@ -16,42 +16,58 @@ Well-formed references:
 
     $(params.NAME)                          NAME: a letter or `_`, then letters, digits, `_`, `-`
     $(tasks.TASK.result)                    TASK: a task name (DNS-1123 label)
+    $(tasks.TASK.results)                   the results of a forEach task's instances, a JSON list
+    $(tasks.TASK.phase)                     the task's phase (in a condition, `when`)
     $(resources.RESOURCE.value)             RESOURCE: a resource name (DNS-1123 label)
     $(resources.RESOURCE.services.DEPLOYMENT)
     $(flowrun.name) | $(flowrun.namespace) | $(flowrun.uid)
+    $(item) | $(item.FIELD) | $(item.FIELD.FIELD...)   the item of a forEach task's instance; FIELD: a
+                                            key (a letter or `_`, then letters, digits, `_`, `-`)
+                                            or a list index (digits)
+
+Where each may stand is the model's check (model/graph.py).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 FLOWRUN_FIELDS = ("name", "namespace", "uid")
+ITEM_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,62}|[0-9]{1,4})$")
+TASK_FIELDS = ("result", "results", "phase")
 
 # `$$` is matched first so that an escaped `$$(` is consumed before `$(` could match inside it.
-_START = re.compile(r"\$\$|\$\((?:params|tasks|resources|flowrun)(?=[.)])")
+_START = re.compile(r"\$\$|\$\((?:params|tasks|resources|flowrun|item)(?=[.)])")
 
 
 class RefKind(enum.Enum):
     PARAM = "param"
     TASK_RESULT = "task-result"
+    TASK_RESULTS = "task-results"  # of a forEach task: its instances' results
+    TASK_PHASE = "task-phase"
     RESOURCE_VALUE = "resource-value"
     SERVICE = "service"
     FLOWRUN = "flowrun"
+    ITEM = "item"
 
 
 @dataclass(frozen=True)
 class Reference:
-    """One parsed reference. `name` is the param, task or resource name, or the flowrun field."""
+    """One parsed reference. `name` is the param, task or resource name, or the flowrun field;
+    `path` the fields of an item reference (empty: the whole item)."""
 
     text: str
     kind: RefKind
     name: str
     deployment: str = ""
+    path: tuple[str, ...] = ()
 
 
 class ReferenceSyntaxError(ValueError):
@@ -59,7 +75,45 @@ class ReferenceSyntaxError(ValueError):
 
 
 class UnresolvedReference(KeyError):
-    """The context holds no value for a reference (a validated spec never gets here)."""
+    """The context holds no value for a reference (a validated spec never gets here, but for an
+    item that lacks a field a reference reads: engine/fanout.py checks that first)."""
+
+
+class _NoItem:
+    """The context of anything but an instance of a forEach task: `$(item)` has no value."""
+
+
+NO_ITEM: Any = _NoItem()
+
+
+@dataclass(frozen=True)
+class AnyItem:
+    """Stands for every item (the dry run's, before the items are known): each field of it is
+    itself, and it reads as `text`."""
+
+    text: str
+
+
+def item_value(item: Any, path: tuple[str, ...]) -> Any:
+    """The part of `item` (a JSON value) that `path` names; raises KeyError if it has none."""
+    value = item
+    for key in path:
+        if isinstance(value, AnyItem):
+            return value
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            raise KeyError(key)
+    return value
+
+
+def as_text(value: Any) -> str:
+    """How a JSON value is substituted: a string as it is, anything else as compact JSON."""
+    if isinstance(value, AnyItem):
+        return value.text
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -69,25 +123,43 @@ class Context:
     params: Mapping[str, str] = field(default_factory=dict)
     flowrun: Mapping[str, str] = field(default_factory=dict)
     task_results: Mapping[str, str] = field(default_factory=dict)
+    # forEach task -> the JSON list of its instances' results; task -> its phase
+    task_results_lists: Mapping[str, str] = field(default_factory=dict)
+    task_phases: Mapping[str, str] = field(default_factory=dict)
     resource_values: Mapping[str, str] = field(default_factory=dict)
     # (resource, deployment) -> the Service's cluster DNS name
     services: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    item: Any = NO_ITEM  # the JSON value of the item, in an instance of a forEach task
 
     def resolve(self, ref: Reference) -> str:
+        if ref.kind is RefKind.ITEM:
+            return self._item(ref)
         value: str | None
-        if ref.kind is RefKind.PARAM:
-            value = self.params.get(ref.name)
-        elif ref.kind is RefKind.TASK_RESULT:
-            value = self.task_results.get(ref.name)
-        elif ref.kind is RefKind.RESOURCE_VALUE:
-            value = self.resource_values.get(ref.name)
-        elif ref.kind is RefKind.SERVICE:
+        if ref.kind is RefKind.SERVICE:
             value = self.services.get((ref.name, ref.deployment))
         else:
-            value = self.flowrun.get(ref.name)
+            value = self._named(ref.kind).get(ref.name)
         if value is None:
             raise UnresolvedReference(ref.text)
         return value
+
+    def _named(self, kind: RefKind) -> Mapping[str, str]:
+        return {
+            RefKind.PARAM: self.params,
+            RefKind.TASK_RESULT: self.task_results,
+            RefKind.TASK_RESULTS: self.task_results_lists,
+            RefKind.TASK_PHASE: self.task_phases,
+            RefKind.RESOURCE_VALUE: self.resource_values,
+            RefKind.FLOWRUN: self.flowrun,
+        }[kind]
+
+    def _item(self, ref: Reference) -> str:
+        if self.item is NO_ITEM:
+            raise UnresolvedReference(ref.text)
+        try:
+            return as_text(item_value(self.item, ref.path))
+        except KeyError:
+            raise UnresolvedReference(ref.text) from None
 
 
 def _parse(text: str) -> Reference:
@@ -96,8 +168,9 @@ def _parse(text: str) -> Reference:
     kind = parts[0]
     if kind == "params" and len(parts) == 2 and PARAM_NAME.fullmatch(parts[1]):
         return Reference(text, RefKind.PARAM, parts[1])
-    if kind == "tasks" and len(parts) == 3 and parts[2] == "result" and DNS1123_LABEL.fullmatch(parts[1]):
-        return Reference(text, RefKind.TASK_RESULT, parts[1])
+    if kind == "tasks" and len(parts) == 3 and parts[2] in TASK_FIELDS and DNS1123_LABEL.fullmatch(parts[1]):
+        task_kind = {"result": RefKind.TASK_RESULT, "results": RefKind.TASK_RESULTS, "phase": RefKind.TASK_PHASE}
+        return Reference(text, task_kind[parts[2]], parts[1])
     if kind == "resources" and len(parts) >= 3 and DNS1123_LABEL.fullmatch(parts[1]):
         if len(parts) == 3 and parts[2] == "value":
             return Reference(text, RefKind.RESOURCE_VALUE, parts[1])
@@ -105,16 +178,19 @@ def _parse(text: str) -> Reference:
             return Reference(text, RefKind.SERVICE, parts[1], parts[3])
     if kind == "flowrun" and len(parts) == 2 and parts[1] in FLOWRUN_FIELDS:
         return Reference(text, RefKind.FLOWRUN, parts[1])
+    if kind == "item" and all(ITEM_FIELD.fullmatch(p) for p in parts[1:]):
+        return Reference(text, RefKind.ITEM, "item", path=tuple(parts[1:]))
     forms = {
         "params": "$(params.NAME)",
-        "tasks": "$(tasks.NAME.result)",
+        "tasks": "$(tasks.NAME.result), $(tasks.NAME.results) or $(tasks.NAME.phase)",
+        "item": "$(item) or $(item.FIELD)",
         "resources": "$(resources.NAME.value) or $(resources.NAME.services.DEPLOYMENT)",
         "flowrun": "$(flowrun.name), $(flowrun.namespace) or $(flowrun.uid)",
     }
     raise ReferenceSyntaxError(f"malformed reference {text!r}: expected {forms[kind]}")
 
 
-def _scan(text: str) -> list[tuple[int, int, Reference]]:
+def scan(text: str) -> list[tuple[int, int, Reference]]:
     """(start, end, reference) for every reference in `text`, in order."""
     found: list[tuple[int, int, Reference]] = []
     pos = 0
@@ -132,14 +208,14 @@ def _scan(text: str) -> list[tuple[int, int, Reference]]:
 
 def find_references(text: str) -> list[Reference]:
     """Every reference in `text`; raises ReferenceSyntaxError on a malformed one."""
-    return [ref for _, _, ref in _scan(text)]
+    return [ref for _, _, ref in scan(text)]
 
 
 def substitute(text: str, context: Context) -> str:
     """`text` with every reference replaced by its value from `context`."""
     pieces: list[str] = []
     pos = 0
-    for start, end, ref in _scan(text):
+    for start, end, ref in scan(text):
         pieces.append(text[pos:start])
         pieces.append(context.resolve(ref))
         pos = end

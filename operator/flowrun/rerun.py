@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowrun.api import CANCELLED, FAILED, SUCCEEDED
+from flowrun.engine.state import load_instances
 from flowrun.flows import Snapshot, snapshot_from_status
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import FlowSpec, SpecError, parse_spec
@@ -105,13 +106,15 @@ def plan_rerun(spec: object, original: Mapping[str, Any] | None, name: str, name
         for task in flow.tasks
         if as_map(previous.get(task.name)).get("phase") == SUCCEEDED
     }
+    reused.update(_reused_instances(flow, previous, name))
     rerun_tasks = tuple(t.name for t in flow.tasks if t.name not in reused)
     return RerunPlan(snapshot, reused, rerun_tasks, fresh_blocks(flow, rerun_tasks))
 
 
 def _reused(record: Mapping[str, Any], original: str) -> dict[str, Any]:
-    """A succeeded task as the rerun shows it: its result and times, no attempt, no pod."""
-    return {
+    """A succeeded task (or instance of a forEach task) as the rerun shows it: its result and
+    times, no attempt, no pod."""
+    reused = {
         "phase": SUCCEEDED,
         "reason": REUSED,
         "message": f"result reused from FlowRun {original}",
@@ -120,6 +123,21 @@ def _reused(record: Mapping[str, Any], original: str) -> dict[str, Any]:
         "startedAt": record.get("startedAt"),
         "finishedAt": record.get("finishedAt"),
     }
+    for key in ("instances", "instanceOf", "index"):
+        if record.get(key) is not None:
+            reused[key] = record[key]
+    return reused
+
+
+def _reused_instances(flow: FlowSpec, previous: Mapping[str, Any], original: str) -> dict[str, dict[str, Any]]:
+    """The succeeded instances of the original's forEach tasks: the rerun makes the same list of
+    the same items (from the same params and reused results), and runs again only the others."""
+    found: dict[str, dict[str, Any]] = {}
+    for task in flow.for_each_tasks():
+        for name, entry in load_instances(task.name, previous).items():
+            if entry.phase == SUCCEEDED:
+                found[name] = _reused(as_map(previous[name]), original)
+    return found
 
 
 def fresh_blocks(flow: FlowSpec, rerun_tasks: tuple[str, ...]) -> tuple[str, ...]:

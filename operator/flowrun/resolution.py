@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from flowrun.api import PENDING
+from flowrun.api import CONDITION_RECONCILING, PENDING
+from flowrun.conditions import condition, health
 from flowrun.engine.interface import Event
-from flowrun.engine.status import condition
 from flowrun.flows import FLOW_NOT_FOUND, FLOW_NOT_FOUND_SECONDS, resolve_flow, run_spec, snapshot_from_status
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.model import SpecError
@@ -164,5 +164,6 @@ def _waiting_status(name: str, status: object, now: datetime, generation: int) -
         "conditions": [
             condition(conds, "Succeeded", "Unknown", FLOW_NOT_FOUND, message, now, generation),
             condition(conds, "SpecValid", "Unknown", FLOW_NOT_FOUND, message, now, generation),
+            *health(conds, CONDITION_RECONCILING, FLOW_NOT_FOUND, message, now, generation),
         ],
     }

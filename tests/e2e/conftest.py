@@ -4,14 +4,19 @@ they are made of is in helpers.py."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devcluster import flux as devcluster_flux
 from devcluster.pytest_plugin import KubeCluster
+from flowrun import api
 from tests.e2e.helpers import (
     FlowRuns,
+    FluxObjects,
+    Objects,
     Operator,
     StartOperator,
     Watch,
@@ -68,6 +73,57 @@ def operator(start_operator: StartOperator) -> Operator:
 @pytest.fixture
 def flowruns(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> FlowRuns:
     return FlowRuns(kube_cluster, namespace)
+
+
+@pytest.fixture
+def flows(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Objects:
+    return Objects(kube_cluster, namespace, api.FLOW_PLURAL, "Flow")
+
+
+@pytest.fixture
+def crons(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Iterator[Objects]:
+    """At teardown (before the operator's: request it after start_operator) every CronFlowRun
+    left by a failed test is deleted, so none goes on creating runs while leftovers are released."""
+    objects = Objects(kube_cluster, namespace, api.CRON_PLURAL, "CronFlowRun")
+    yield objects
+    listed = objects.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.CRON_PLURAL)
+    for leftover in listed["items"]:
+        objects.delete(leftover["metadata"]["name"])
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[devcluster_flux.GitServer]:
+    """A Git repository served over HTTP on 127.0.0.1 (`git http-backend`), stopped at teardown."""
+    unavailable = devcluster_flux.git_available()
+    if unavailable is not None:
+        pytest.skip(f"cannot serve a Git repository: {unavailable}")
+    root = tmp_path / "git"
+    root.mkdir()
+    server = devcluster_flux.GitServer(root)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def flux(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path) -> Iterator[FluxObjects]:
+    """Flux's source-controller and kustomize-controller (built on first use, their CRDs applied)
+    watching the test namespace. At teardown, while they still run, every Kustomization and
+    GitRepository left in the namespace is deleted (their finalizers need the controllers); then
+    both stop."""
+    kubectl = kube_cluster.bin_dir / "kubectl" if kube_cluster.bin_dir is not None else shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl to apply Flux's CRDs with (the dev cluster provides one)")
+    devcluster_flux.install_crds(Path(kubectl), kube_cluster.kubeconfig)
+    workdir = tmp_path / "flux"
+    controllers = devcluster_flux.Flux(kube_cluster.kubeconfig, namespace, workdir)
+    controllers.start()
+    objects = FluxObjects(kube_cluster, namespace, controllers)
+    yield objects
+    try:
+        objects.delete_all()
+        assert all(c.running() for c in controllers.controllers), "a Flux controller exited:\n" + controllers.logs()
+    finally:
+        controllers.stop()
 
 
 @pytest.fixture

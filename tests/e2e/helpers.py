@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 from devcluster import node as devcluster_node
 from devcluster.pytest_plugin import KubeCluster, RealNode, wait_for
 from flowrun import api
+from flowrun.timestamps import format_time
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "flowrun.yaml"
@@ -745,6 +747,10 @@ def labelled_leftovers(api_client: client.ApiClient, namespaces: list[str], rele
         add("ReplicaSet", apps.list_namespaced_replica_set(ns, label_selector=selector).items)
         add("Role", rbac.list_namespaced_role(ns, label_selector=selector).items)
         add("RoleBinding", rbac.list_namespaced_role_binding(ns, label_selector=selector).items)
+        add(
+            "PodDisruptionBudget",
+            client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget(ns, label_selector=selector).items,
+        )
     add("ClusterRole", rbac.list_cluster_role(label_selector=selector).items)
     add("ClusterRoleBinding", rbac.list_cluster_role_binding(label_selector=selector).items)
     return found
@@ -794,10 +800,131 @@ def kubectl(kube_cluster: KubeCluster, *args: str) -> str:
     ).stdout
 
 
-def real_dask_example(real_node: RealNode) -> dict[str, Any]:
-    """examples/dask-flowrun.yaml with its `image` param set to the dev cluster's local Dask image."""
-    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / "dask-flowrun.yaml").read_text())
+def real_dask_example(real_node: RealNode, file: str = "dask-flowrun.yaml") -> dict[str, Any]:
+    """An example (examples/dask-flowrun.yaml by default) with its `image` param set to the dev
+    cluster's local Dask image."""
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / file).read_text())
     for param in body["spec"]["params"]:
         if param["name"] == "image":
             param["value"] = real_node.dask_image
     return body
+
+
+# --- Flux ------------------------------------------------------------------------------------------
+
+FLUX_SOURCE = ("source.toolkit.fluxcd.io", "v1", "gitrepositories", "GitRepository")
+FLUX_KUSTOMIZE = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization")
+
+
+class FluxObjects:
+    """GitRepositories and Kustomizations in one namespace, for the Flux controllers started on it
+    (devcluster/flux.py)."""
+
+    def __init__(self, kube_cluster: KubeCluster, namespace: str, controllers: Any) -> None:
+        self.custom = client.CustomObjectsApi(kube_cluster.api)
+        self.namespace = namespace
+        self.controllers = controllers  # devcluster.flux.Flux: its logs when a wait fails
+
+    def git_repository(self, name: str, url: str, interval: str = "10m") -> None:
+        group, version, plural, kind = FLUX_SOURCE
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": {"url": url, "interval": interval, "ref": {"branch": "main"}, "timeout": "20s"},
+        }
+        self.custom.create_namespaced_custom_object(group, version, self.namespace, plural, body)
+
+    def kustomization(self, name: str, source: str, path: str, **spec: Any) -> None:
+        group, version, plural, kind = FLUX_KUSTOMIZE
+        body = {
+            "apiVersion": f"{group}/{version}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": {
+                "sourceRef": {"kind": FLUX_SOURCE[3], "name": source},
+                "path": path,
+                "interval": "10m",
+                "prune": True,
+                "targetNamespace": self.namespace,
+                **spec,
+            },
+        }
+        self.custom.create_namespaced_custom_object(group, version, self.namespace, plural, body)
+
+    def get(self, kind: tuple[str, str, str, str], name: str) -> dict[str, Any] | None:
+        group, version, plural, _ = kind
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                group, version, self.namespace, plural, name
+            )
+            return found
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def ready(self, name: str) -> dict[str, Any]:
+        """A Kustomization's Ready condition ({} before it has one)."""
+        found = self.get(FLUX_KUSTOMIZE, name) or {}
+        conditions = (found.get("status") or {}).get("conditions") or []
+        ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+        return ready
+
+    def wait_ready(self, name: str, status: str, timeout: float = 120.0) -> dict[str, Any]:
+        """A Kustomization's Ready condition once its status is `status`."""
+
+        def reached() -> dict[str, Any] | None:
+            ready = self.ready(name)
+            return ready if ready.get("status") == status else None
+
+        try:
+            found: dict[str, Any] = wait_for(f"Kustomization {name} Ready={status}", reached, timeout=timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; Ready now: {self.ready(name)}\n{self.controllers.logs()}") from None
+        return found
+
+    def reconcile(self, name: str) -> None:
+        """Ask for a reconcile of a Kustomization now (as `flux reconcile` does) and wait until it
+        has been handled."""
+        group, version, plural, _ = FLUX_KUSTOMIZE
+        requested = format_time(datetime.now(UTC)) + f"-{secrets.token_hex(3)}"
+        patch = {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": requested}}}
+        self.custom.patch_namespaced_custom_object(group, version, self.namespace, plural, name, patch)
+        wait_for(
+            f"Kustomization {name} to handle the reconcile request",
+            lambda: (
+                ((self.get(FLUX_KUSTOMIZE, name) or {}).get("status") or {}).get("lastHandledReconcileAt") == requested
+            ),
+            timeout=60,
+        )
+
+    def suspend(self, name: str) -> None:
+        group, version, plural, _ = FLUX_KUSTOMIZE
+        self.custom.patch_namespaced_custom_object(
+            group, version, self.namespace, plural, name, {"spec": {"suspend": True}}
+        )
+
+    def delete_all(self, timeout: float = 60.0) -> None:
+        """Delete every Kustomization, then every GitRepository, and wait until they are gone."""
+        for kind in (FLUX_KUSTOMIZE, FLUX_SOURCE):
+            group, version, plural, name = kind
+            for item in self._items(kind):
+                try:
+                    self.custom.delete_namespaced_custom_object(
+                        group, version, self.namespace, plural, item["metadata"]["name"]
+                    )
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+            wait_for(f"every {name} in {self.namespace} to be gone", partial(self._none_left, kind), timeout=timeout)
+
+    def _items(self, kind: tuple[str, str, str, str]) -> list[dict[str, Any]]:
+        group, version, plural, _ = kind
+        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(group, version, self.namespace, plural)[
+            "items"
+        ]
+        return items
+
+    def _none_left(self, kind: tuple[str, str, str, str]) -> bool:
+        return not self._items(kind)

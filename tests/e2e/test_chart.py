@@ -31,6 +31,7 @@ from tests.e2e.helpers import (
     Tools,
     labelled_leftovers,
     release_name,
+    sim_task,
     uninstall_and_check_nothing_left,
 )
 
@@ -99,12 +100,34 @@ def test_helm_lint_strict(tools: Tools, values: list[str]) -> None:
         ("watchNamespaces={team-a}", "/watchNamespaces"),  # with the default rbac.scope=cluster
         ("image.digest=latest", "/image/digest"),
         ("rbac.extraRules[0].resources={configmaps}", "/rbac/extraRules/0"),  # no verbs, no apiGroups
+        ("replicas=0", "/replicas"),
+        ("leaderElection.leaseName=Not_A_Name", "/leaderElection/leaseName"),
+        ("leaderElection.enabled=maybe", "/leaderElection/enabled"),
     ],
 )
 def test_values_schema_rejects_bad_values(tools: Tools, setting: str, complaint: str) -> None:
     done = tools.run("helm", "lint", str(CHART), "--set", setting, check=False)
     assert done.returncode != 0, f"helm lint accepted --set {setting}:\n{done.stdout}"
     assert complaint in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        # Two operators that would both act, and a leader that could act after another took over.
+        ("replicas=2,leaderElection.enabled=false", "replicas > 1 needs leaderElection.enabled (null or true)"),
+        (
+            "leaderElection.enabled=true,leaderElection.renewDeadlineSeconds=15",
+            "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > retryPeriodSeconds",
+        ),
+    ],
+)
+def test_templates_refuse_values_under_which_two_operators_would_act(
+    tools: Tools, setting: str, complaint: str
+) -> None:
+    done = tools.run("helm", "template", "r", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0, f"helm template accepted --set {setting}"
+    assert complaint in done.stderr
 
 
 def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
@@ -160,8 +183,9 @@ def test_templates_render_the_scope_asked_for(tools: Tools) -> None:
             "--set",
             "metrics.enabled=false",
         ],
+        ["--set", "replicas=2"],
     ],
-    ids=["defaults", "namespaces-text-no-metrics"],
+    ids=["defaults", "namespaces-text-no-metrics", "two-replicas"],
 )
 def test_the_operator_accepts_the_arguments_the_chart_gives_it(tools: Tools, values: list[str]) -> None:
     rendered = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
@@ -179,22 +203,120 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(tools: Tools, val
     assert done.returncode == 0, f"flowrun run {' '.join(args)}: {done.stderr}"
 
 
+def rendered(tools: Tools, *values: str) -> dict[str, list[dict[str, Any]]]:
+    """`helm template` of the chart (release r in namespace ops), the objects by kind."""
+    docs = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        if doc:
+            found.setdefault(doc["kind"], []).append(doc)
+    return found
+
+
+ELECTION_ARGS = [
+    "--leader-election",
+    "--leader-election-namespace=ops",
+    "--leader-election-lease-name=r-flowrun-operator",
+    "--leader-election-lease-seconds=15",
+    "--leader-election-renew-deadline=10",
+    "--leader-election-retry=2",
+]
+
+
+def test_two_replicas_elect_a_leader_with_a_disruption_budget_anti_affinity_and_a_lease_role(tools: Tools) -> None:
+    objects = rendered(tools, "--set", "replicas=2", "--set", "rbac.scope=namespaces", "--set", "watchNamespaces={a}")
+    deployment = objects["Deployment"][0]["spec"]
+    pod = deployment["template"]["spec"]
+    container = pod["containers"][0]
+    selector = {"app.kubernetes.io/name": "flowrun-operator", "app.kubernetes.io/instance": "r"}
+    assert deployment["replicas"] == 2
+    # Replicas may run side by side: a new pod starts before an old one stops.
+    assert deployment["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert container["args"][-len(ELECTION_ARGS) :] == ELECTION_ARGS
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    assert pod["affinity"] == {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": selector},
+                    },
+                }
+            ]
+        }
+    }
+    [budget] = objects["PodDisruptionBudget"]
+    assert budget["metadata"]["namespace"] == "ops"
+    assert budget["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    assert selector.items() <= objects["Deployment"][0]["spec"]["template"]["metadata"]["labels"].items()
+    # The Lease's rights: in the release's namespace only (not in the watched one), that Lease only
+    # but for its creation (which cannot name it).
+    lease_roles = [r for r in objects["Role"] if r["metadata"]["name"] == "r-flowrun-operator-leader-election"]
+    assert [r["metadata"]["namespace"] for r in lease_roles] == ["ops"]
+    assert lease_roles[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["r-flowrun-operator"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    [binding] = [b for b in objects["RoleBinding"] if b["metadata"]["name"] == "r-flowrun-operator-leader-election"]
+    assert binding["metadata"]["namespace"] == "ops"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "r-flowrun-operator", "namespace": "ops"}]
+    assert not any("leases" in str(r["rules"]) for r in objects["Role"] if r not in lease_roles)
+
+    # One replica: no election, no budget, no anti-affinity, replaced with Recreate.
+    one = rendered(tools)
+    assert "PodDisruptionBudget" not in one and "Role" not in one
+    pod_one = one["Deployment"][0]["spec"]
+    assert pod_one["strategy"] == {"type": "Recreate"} and "affinity" not in pod_one["template"]["spec"]
+    assert not [a for a in pod_one["template"]["spec"]["containers"][0]["args"] if a.startswith("--leader-election")]
+    # One replica with leader election: an upgrade's new pod takes over when the old one stops.
+    elected = rendered(tools, "--set", "leaderElection.enabled=true", "--set", "leaderElection.leaseName=mine")
+    assert "PodDisruptionBudget" not in elected
+    assert elected["Deployment"][0]["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert elected["Role"][0]["rules"][1]["resourceNames"] == ["mine"]
+    # An affinity of one's own replaces the default one.
+    own = rendered(tools, "--set", "replicas=3", "--set", "affinity.nodeAffinity.x=y")
+    assert own["Deployment"][0]["spec"]["template"]["spec"]["affinity"] == {"nodeAffinity": {"x": "y"}}
+
+
 # --- the chart against the API server ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("scope", ["cluster", "namespaces"])
-def test_templates_pass_server_side_dry_run(tools: Tools, flowrun_crd: None, namespace: str, scope: str) -> None:
-    rendered = tools.run(
-        "helm", "template", release_name(), str(CHART), "--namespace", namespace, "--set", f"rbac.scope={scope}"
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_templates_pass_server_side_dry_run(
+    tools: Tools, flowrun_crd: None, namespace: str, scope: str, replicas: int
+) -> None:
+    template = tools.run(
+        "helm",
+        "template",
+        release_name(),
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"rbac.scope={scope}",
+        "--set",
+        f"replicas={replicas}",
     ).stdout
-    done = tools.run("kubectl", "apply", "--dry-run=server", "-f", "-", stdin=rendered)
+    done = tools.run("kubectl", "apply", "--dry-run=server", "-f", "-", stdin=template)
     applied = done.stdout
     for kind in ("serviceaccount", "deployment.apps", "service"):
         assert f"{kind}/" in applied
     if scope == "cluster":
         assert "clusterrole.rbac.authorization.k8s.io/" in applied and "clusterrolebinding" in applied
     else:
-        assert "role.rbac.authorization.k8s.io/" in applied and "clusterrole" not in applied
+        assert "role.rbac.authorization.k8s.io/" in applied and "clusterrole." not in applied
+    if replicas > 1:
+        assert "poddisruptionbudget.policy/" in applied and "-leader-election" in applied
+    else:
+        assert "poddisruptionbudget" not in applied and "-leader-election" not in applied
 
 
 def test_install_becomes_available_and_uninstall_removes_everything(
@@ -457,6 +579,85 @@ def test_namespaced_rbac_is_enough_to_run_the_dask_example_and_no_more(
     assert_forbidden("read ClusterRoles", lambda: client.RbacAuthorizationV1Api(restricted).list_cluster_role())
 
     uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace, other_namespace])
+
+
+def test_the_charts_lease_role_lets_two_replicas_elect_and_hand_over(
+    tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
+) -> None:
+    """Two replicas as the chart makes them (its Deployment, budget and Roles; KWOK plays their
+    pods), and two operators run with its ServiceAccount's token and the leader election arguments
+    it gives them: one leads through the chart's Lease, a run succeeds, the leader's graceful stop
+    hands over, and nothing is refused."""
+    release = release_name()
+    install_namespace_scoped(tools, release, namespace, "--set", "replicas=2")
+    name = f"{release}-flowrun-operator"
+    status = client.AppsV1Api(kube_cluster.api).read_namespaced_deployment(name, namespace).status
+    assert status.ready_replicas == 2
+    budget = client.PolicyV1Api(kube_cluster.api).read_namespaced_pod_disruption_budget(name, namespace)
+    assert budget.spec.min_available == 1
+    wait_for("the budget to count both pods", lambda: budget_healthy(kube_cluster, name, namespace) == 2)
+    args = (
+        client.AppsV1Api(kube_cluster.api)
+        .read_namespaced_deployment(name, namespace)
+        .spec.template.spec.containers[0]
+        .args
+    )
+    election = [arg for arg in args if arg.startswith("--leader-election")]
+    assert f"--leader-election-lease-name={name}" in election
+    token = (
+        kube_cluster.core()
+        .create_namespaced_service_account_token(
+            name,
+            namespace,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
+        )
+        .status.token
+    )
+    kubeconfig = token_kubeconfig(kube_cluster, token, tmp_path / "operator-kubeconfig")
+    coordination = client.CoordinationV1Api(kube_cluster.api)
+
+    def holder() -> str | None:
+        try:
+            return str(coordination.read_namespaced_lease(name, namespace).spec.holder_identity or "")
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    operators = []
+    for identity in ("pod-a", "pod-b"):
+        (tmp_path / identity).mkdir()
+        operator = Operator(kube_cluster, namespace, tmp_path / identity, tuple(election), env={"POD_NAME": identity})
+        operator.env["KUBECONFIG"] = str(kubeconfig)
+        operator.start()
+        operators.append(operator)
+        if identity == "pod-a":
+            wait_for("pod-a to lead", lambda: holder() == "pod-a", timeout=60)
+    try:
+        flowruns = FlowRuns(kube_cluster, namespace)
+        flowruns.create({"metadata": {"name": "ha"}, "spec": {"tasks": [sim_task("a")]}})
+        assert flowruns.wait_phase("ha", "Succeeded", timeout=60)["status"]["progress"] == "1/1"
+        operators[0].stop()  # gives the Lease up
+        wait_for("pod-b to lead", lambda: holder() == "pod-b", timeout=15)
+        flowruns.create({"metadata": {"name": "ha-2"}, "spec": {"tasks": [sim_task("a")]}})
+        assert flowruns.wait_phase("ha-2", "Succeeded", timeout=60)["status"]["progress"] == "1/1"
+        flowruns.delete_and_check_nothing_leaked("ha")
+        flowruns.delete_and_check_nothing_leaked("ha-2")
+    finally:
+        for operator in operators:
+            operator.stop()
+    for operator in operators:
+        log = operator.log_path.read_text(errors="replace")
+        refused = [line for line in log.splitlines() if FORBIDDEN_IN_LOG.search(line)]
+        assert not refused, "an operator was refused something:\n" + "\n".join(refused[:20])
+    uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
+    # The Lease is the operator's, not Helm's: docs/install.md says it stays, and how to delete it.
+    coordination.delete_namespaced_lease(name, namespace)
+
+
+def budget_healthy(kube_cluster: KubeCluster, name: str, namespace: str) -> int:
+    status = client.PolicyV1Api(kube_cluster.api).read_namespaced_pod_disruption_budget(name, namespace).status
+    return int(status.current_healthy or 0) if status is not None else 0
 
 
 def test_uninstall_of_a_multi_namespace_release_removes_every_role(

@@ -144,9 +144,9 @@ def test_kubectl_explain_and_get_show_the_new_kinds(kube_cluster: KubeCluster, o
     objects.create("flows", "Flow", "f", FLOW)
     objects.create("cronflowruns", "CronFlowRun", "nightly", CRON)
     header, row = kubectl(kube_cluster, "get", "fl", "-n", objects.namespace).splitlines()
-    assert header.split() == ["NAME", "TASKS", "RESOURCES", "VALID", "AGE"]
+    assert header.split() == ["NAME", "TASKS", "RESOURCES", "VALID", "READY", "AGE"]
     assert row.split()[0] == "f"
     header, row = kubectl(kube_cluster, "get", "cfr", "-n", objects.namespace).splitlines()
-    assert header.split() == ["NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"]
+    assert header.split() == ["NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "READY", "AGE"]
     assert row.split()[:6] == ["nightly", "0", "2", "*", "*", "*"]
     assert row.split()[6] == "false"

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
 
-from devcluster.pytest_plugin import KubeCluster, wait_for
+from devcluster.pytest_plugin import wait_for
 from flowrun import api
 from flowrun.timestamps import format_time
 from tests.e2e.helpers import (
@@ -36,22 +35,6 @@ FLOW_EXAMPLES = REPO / "examples" / "flows"
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def flows(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Objects:
-    return Objects(kube_cluster, namespace, api.FLOW_PLURAL, "Flow")
-
-
-@pytest.fixture
-def crons(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str) -> Iterator[Objects]:
-    """At teardown (before the operator's: request it after start_operator) every CronFlowRun
-    left by a failed test is deleted, so none goes on creating runs while leftovers are released."""
-    objects = Objects(kube_cluster, namespace, api.CRON_PLURAL, "CronFlowRun")
-    yield objects
-    listed = objects.custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.CRON_PLURAL)
-    for leftover in listed["items"]:
-        objects.delete(leftover["metadata"]["name"])
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:

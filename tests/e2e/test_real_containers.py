@@ -4,6 +4,7 @@ SIGTERM, and the deletion of a run whose real Dask cluster is up."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -137,4 +138,23 @@ def test_deleting_a_run_while_its_real_dask_cluster_runs_cleans_the_cluster_up(
         kube_cluster.core().list_namespaced_pod(flowruns.namespace, label_selector="flowrun.dev/resource=dask").items
     )
     assert scheduler_pods and all(p.spec.node_name == real_node.name for p in scheduler_pods)
+    flowruns.delete_and_check_nothing_leaked(name, timeout=180)
+
+
+def test_the_fan_out_example_computes_each_day_on_a_real_dask_cluster_and_combines_them_in_order(
+    kube_cluster: KubeCluster, real_node: RealNode, operator: Operator, flowruns: FlowRuns
+) -> None:
+    kube_cluster.core().patch_namespace(
+        flowruns.namespace, {"metadata": {"annotations": devcluster_node.namespace_annotations()}}
+    )
+    body = real_dask_example(real_node, "foreach-dask-flowrun.yaml")
+    name = body["metadata"]["name"]
+    flowruns.create(body)
+    run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=300)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    # The list, each day's summary and their sum were computed by the containers, on the workers.
+    assert json.loads(task(run, "list-days")["result"]) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    days = [json.loads(task(run, f"summarize-day-{i}")["result"]) for i in range(3)]
+    assert all(day["rows"] > 0 for day in days) and len({day["mean"] for day in days}) == 3, days
+    assert json.loads(task(run, "combine")["result"]) == {"days": 3, "rows": sum(day["rows"] for day in days)}
     flowruns.delete_and_check_nothing_leaked(name, timeout=180)

@@ -361,6 +361,7 @@ class Sim:
         status it wrote and the same children emits no event and creates nothing new."""
         observed = self.cluster.observed()
         outcome = decide(self.run, observed, now)
+        assert_health_agrees(outcome.status)
         again = decide(replace(self.run, status=outcome.status), observed, now)
         assert again.events == (), again.events
         assert again.status == outcome.status
@@ -389,6 +390,26 @@ class Sim:
 
     def event_reasons(self) -> list[str]:
         return [e[1] for e in self.events]
+
+
+def health_of(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Ready, Reconciling and Stalled of a status: type -> (status, reason)."""
+    kinds = (api.CONDITION_READY, api.CONDITION_RECONCILING, api.CONDITION_STALLED)
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"] if c["type"] in kinds}
+
+
+def assert_health_agrees(status: dict[str, Any]) -> None:
+    """Every status the engine writes: exactly one of Ready, Reconciling and Stalled is True, and
+    it is the one the phase says (Ready: Succeeded; Stalled: Failed, Cancelled, or a failed cleanup
+    holding the finalizer; Reconciling: Pending or Running)."""
+    health = health_of(status)
+    assert sorted(health) == ["Ready", "Reconciling", "Stalled"], health
+    true = [kind for kind, (value, _) in health.items() if value == "True"]
+    released = next(c for c in status["conditions"] if c["type"] == "ResourcesReleased")
+    by_phase = {"Succeeded": "Ready", "Failed": "Stalled", "Cancelled": "Stalled"}
+    expected = "Stalled" if released["reason"] == api.CLEANUP_BLOCKED else by_phase.get(status["phase"], "Reconciling")
+    assert true == [expected], (status["phase"], health)
+    assert len({reason for _, reason in health.values()}) == 1, health
 
 
 def creates(outcome: Outcome) -> list[str]:

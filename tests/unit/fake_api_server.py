@@ -4,10 +4,12 @@ requests run unchanged, and every request is recorded.
 
 It serves discovery (GET /version, /api/v1, /apis, /apis/<group>/<version>) for `kinds`; POSTs
 (a create, its dry run) echo the body; and, for objects put in it with `add`, `modify` and
-`delete`, paginated LISTs and WATCHes with a label selector of `key=value` terms, as the real
-API server does: a watch from a version older than the compacted one gets an ERROR 410 event, an
-object that leaves the selector is sent as DELETED and one that enters it as ADDED. Tests can make
-the next requests fail (`fail`), and end every watch now (`end_watches`).
+`delete` (or created by POSTs with `store_creates`), GETs, PUTs that carry the resourceVersion
+they read (409 Conflict otherwise), paginated LISTs and WATCHes with a label selector of
+`key=value` terms, as the real API server does: a watch from a version older than the compacted
+one gets an ERROR 410 event, an object that leaves the selector is sent as DELETED and one that
+enters it as ADDED. Tests can make the next requests fail (`fail`), fail or hang requests by
+method and path (`intercept`), and end every watch now (`end_watches`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,7 +54,7 @@ CORE_KINDS = (
     ServedKind("batch", "v1", "Job", "jobs"),
     ServedKind("apps", "v1", "Deployment", "deployments"),
     ServedKind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
-    LEASE_KIND,
+    LEASE_KIND,  # the slots of locks across runs (and the election's Lease)
 )
 # Everything an operator process watches or writes, and a kind of setup manifest.
 OPERATOR_KINDS = (
@@ -124,6 +126,9 @@ class FakeApiServer:
     store_creates: bool = False
 
     def __post_init__(self) -> None:
+        # Called with (method, path) before every request is served: it may raise (the request
+        # fails) or block (the request hangs).
+        self.intercept: Callable[[str, str], None] = lambda method, path: None
         self.version = 100
         self.compacted = 0  # a watch from a version below this is Gone (410)
         self.failures: list[BaseException] = []  # raised by the next requests, in order
@@ -207,6 +212,7 @@ class FakeApiServer:
         path, _, query_text = url.partition("?")
         query = dict(parse_qsl(query_text))
         self.requests.append((method, path))
+        self.intercept(method, path)
         if self.failures and not self._discovery(path):
             raise self.failures.pop(0)
         if method == "GET" and query.get("watch") == "true":
@@ -269,21 +275,34 @@ class FakeApiServer:
                 current["metadata"].setdefault("deletionTimestamp", "2026-01-01T00:00:00Z")
                 return _Answer(200, json.dumps(self.modify(current)).encode())
             return _Answer(200, json.dumps(self.delete(current)).encode())
+        if method == "PUT":
+            return self._replace(current, body)
         if method == "PATCH" and isinstance(body, list):  # a JSON patch: test and remove
             return self._json_patch(current, body)
         if method == "PATCH":
-            patch = body if not sub else {"status": (body or {}).get("status")}
-            if not sub:
-                patch = {k: v for k, v in patch.items() if k != "status"}
-            version = ((patch.get("metadata") or {}).get("resourceVersion")) if isinstance(patch, dict) else None
-            if version is not None and version != current["metadata"]["resourceVersion"]:
-                return _status(409, "Conflict", "the object has been modified")
-            merged = merge(current, patch)
-            stored = self.modify(merged)
-            if not stored["metadata"].get("finalizers") and stored["metadata"].get("deletionTimestamp"):
-                stored = self.delete(stored)
-            return _Answer(200, json.dumps(stored).encode())
+            return self._merge_patch(current, body, sub)
         return _status(405, "MethodNotAllowed", method)
+
+    def _merge_patch(self, current: dict[str, Any], body: Any, sub: str) -> Any:
+        patch = body if not sub else {"status": (body or {}).get("status")}
+        if not sub:
+            patch = {k: v for k, v in patch.items() if k != "status"}
+        version = ((patch.get("metadata") or {}).get("resourceVersion")) if isinstance(patch, dict) else None
+        if version is not None and version != current["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", "the object has been modified")
+        merged = merge(current, patch)
+        stored = self.modify(merged)
+        if not stored["metadata"].get("finalizers") and stored["metadata"].get("deletionTimestamp"):
+            stored = self.delete(stored)
+        return _Answer(200, json.dumps(stored).encode())
+
+    def _replace(self, current: dict[str, Any], body: Any) -> Any:
+        """A PUT: only of the version it was read at."""
+        if (body.get("metadata") or {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", "the object has been modified")
+        replaced = copy.deepcopy(body)
+        replaced["metadata"]["namespace"] = current["metadata"].get("namespace", "")
+        return _Answer(200, json.dumps(self.modify(replaced)).encode())
 
     def _json_patch(self, current: dict[str, Any], operations: list[dict[str, Any]]) -> Any:
         for operation in operations:

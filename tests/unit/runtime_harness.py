@@ -10,10 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import urllib3.exceptions
+from kubernetes.dynamic import DynamicClient
+
 from flowrun import api
 from flowrun.controller.caches import Body
 from flowrun.controller.informer import Entry
-from flowrun.kube import Kube
+from flowrun.kube import Fence, FencedApiClient, Kube
 from flowrun.observed import ChildKey, ObservedChild
 from tests.unit.fake_api_server import OPERATOR_KINDS, FakeApiServer
 
@@ -27,6 +30,43 @@ def fake_server() -> FakeApiServer:
 def kube_over(server: FakeApiServer, tmp_path: Path) -> Kube:
     """A Kube whose every request, its informers' included, goes to `server`."""
     return Kube(server, dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
+
+
+class Link:
+    """One replica's connection to the fake API server: it records what the replica sends, and can
+    be cut (every request then fails as if the network were down: a partition, or a process that
+    is gone)."""
+
+    def __init__(self, server: FakeApiServer) -> None:
+        self.server = server
+        self.cut = False
+        self.sent: list[tuple[str, str]] = []  # (method, path) of what got through
+        # Called with (method, path) before a request goes through: it may raise (the request fails).
+        self.intercept: Callable[[str, str], None] | None = None
+
+    def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self.cut:
+            raise urllib3.exceptions.ProtocolError("connection refused (cut)")
+        path = url.partition("?")[0]
+        if self.intercept is not None:
+            self.intercept(method, path)
+        self.sent.append((method, path))
+        return self.server.call_api(method, url, *args, **kwargs)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """What it sent but reads (and the Lease's requests)."""
+        return [(method, path) for method, path in self.sent if method != "GET" and "/leases" not in path]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+
+def replica_kube(link: Link, tmp_path: Path, fence: Fence) -> Kube:
+    """A Kube as production makes it, over one replica's link: every request of its controllers
+    through the fence, its informers' and its Lease's on connections of their own (the link)."""
+    fenced = FencedApiClient(link, fence)
+    dynamic = DynamicClient(fenced, cache_file=str(tmp_path / f"discovery-{id(link)}.json"))
+    return Kube(fenced, dynamic=dynamic, new_pool=lambda: link)
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:

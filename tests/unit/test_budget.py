@@ -120,3 +120,24 @@ def test_the_results_a_spec_references() -> None:
         ]
     }
     assert referenced_results(spec) == frozenset({"a", "c-1"})
+
+
+def test_logs_cut_once_are_dropped_when_the_status_still_does_not_fit() -> None:
+    """Cutting every log to its last LOG_KEEP bytes is not always enough: the second step drops
+    what the first kept (it used to leave a log it had cut alone)."""
+    status = status_of(random.Random(3), 0)
+    for i in range(3):
+        status["tasks"][f"t{i}"] = {"phase": "Failed", "message": "", "finishedAt": "2026-01-01T00:00:00Z"}
+        status["tasks"][f"t{i}"]["logs"] = "l" * 4096
+    fitted = fit(status, weight(status) - 3 * 4096 + 600, RUN, frozenset())
+    assert fitted.fits
+    kept = [fitted.status["tasks"][f"t{i}"]["logs"] for i in range(3)]
+    assert all(k.startswith("(cut to none of them: ") for k in kept), kept
+
+
+def test_an_instances_result_moves_to_a_configmap_of_its_own_when_its_task_results_are_used() -> None:
+    entry = {"phase": "Succeeded", "message": "", "finishedAt": "2026-01-01T00:00:00Z", "result": "x" * 4000}
+    status = {"tasks": {"work-3": {**entry, "instanceOf": "work", "index": 3}, "other": dict(entry)}}
+    fitted = fit(status, weight(status) - 7000, RUN, referenced_results({"args": ["$(tasks.work.results)"]}))
+    assert fitted.moved == {"work-3": (f"{RUN}-work-3-result", "x" * 4000)}
+    assert fitted.status["tasks"]["other"]["result"] is None, "no task uses it: dropped"

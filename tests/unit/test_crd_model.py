@@ -76,9 +76,16 @@ def full_spec() -> dict[str, Any]:
                 "retries": {"limit": 1, "backoffSeconds": 5},
                 "activeDeadlineSeconds": 60,
                 "pendingTimeoutSeconds": 30,
+                "when": ["$(tasks.prep.phase) == 'Succeeded'"],
+                "forEach": '["a"]',
+                "parallelism": 1,
+            },
+            {
+                "name": "prep",
+                "template": copy.deepcopy(POD),
+                # Not on `use`: a forEach task may not hold a lock.
                 "synchronization": {"semaphore": {"configMapKeyRef": {"name": "limits", "key": "db"}}},
             },
-            {"name": "prep", "template": copy.deepcopy(POD)},
         ],
     }
 
@@ -90,11 +97,19 @@ ONE_OF = {("synchronization",): ("mutex", "semaphore"), ("tasks", "[]", "synchro
 ALTERNATIVES = {"mutex": {"name": "other"}, "semaphore": {"configMapKeyRef": {"name": "others", "key": "k"}}}
 
 
+# Fields of the first task that a CEL rule forbids beside a lock of its own (a forEach task may not
+# hold one): a value set in tasks[0].synchronization takes them out. full_spec() gives the lock to
+# another task.
+EXCLUDED_BY_LOCK = ("forEach", "parallelism")
+TASK_LOCK = ("tasks", "[]", "synchronization")
+
+
 def alternative_set(spec: dict[str, Any], path: Path) -> bool:
     """Whether the field at path is in an alternative full_spec() does not set, beside one it does."""
     for where, choices in ONE_OF.items():
         if path[: len(where)] == where and len(path) > len(where) and path[len(where)] in choices:
-            chosen = node_value(spec, where)
+            # A task's lock is the second task's (the first is a forEach task).
+            chosen = node_value(spec["tasks"][1], where[2:]) if where == TASK_LOCK else node_value(spec, where)
             return path[len(where)] not in chosen and any(c in chosen for c in choices)
     return False
 
@@ -132,16 +147,27 @@ def field(path: Path) -> str:
     return text
 
 
-def with_value(spec: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
-    """A copy of spec with the field at path set (or removed, for value REMOVE)."""
-    spec = copy.deepcopy(spec)
-    node: Any = spec
+def make_room(spec: dict[str, Any], path: Path) -> None:
+    """Take out of spec what the field at path excludes: a lock's other alternative, and (for the
+    first task's lock) its forEach."""
+    if path[: len(TASK_LOCK)] == TASK_LOCK:
+        first = spec["tasks"][0]
+        for excluded in EXCLUDED_BY_LOCK:
+            first.pop(excluded, None)
+        first.setdefault("synchronization", {})
     for where, choices in ONE_OF.items():
         if path[: len(where)] == where and len(path) > len(where) and path[len(where)] in choices:
             chosen = node_value(spec, where)
             for other in set(choices) - {path[len(where)]}:
                 chosen.pop(other, None)
             chosen.setdefault(path[len(where)], copy.deepcopy(ALTERNATIVES[path[len(where)]]))
+
+
+def with_value(spec: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
+    """A copy of spec with the field at path set (or removed, for value REMOVE)."""
+    spec = copy.deepcopy(spec)
+    node: Any = spec
+    make_room(spec, path)
     for part, following in zip(path, (*path[1:], None), strict=True):
         key: Any = 0 if part == "[]" else part
         if following is None:
@@ -210,7 +236,8 @@ def test_the_full_spec_sets_every_field_of_the_crd_and_the_model_accepts_it() ->
     missing = []
     for path, _ in walk(SPEC):
         try:
-            node_value(spec, path)
+            # A task's lock is the second task's (the first is a forEach task).
+            node_value(spec["tasks"][1], path[2:]) if path[: len(TASK_LOCK)] == TASK_LOCK else node_value(spec, path)
         except (KeyError, IndexError):
             if not alternative_set(spec, path):
                 missing.append(field(path))
@@ -277,6 +304,8 @@ STRING_OF_LENGTH: dict[Path, Callable[[int], str]] = {
     ("tasks", "[]", "synchronization", "mutex", "name"): lambda n: "x" * n,
     ("tasks", "[]", "synchronization", "semaphore", "configMapKeyRef", "name"): lambda n: "y" * n,
     ("tasks", "[]", "synchronization", "semaphore", "configMapKeyRef", "key"): lambda n: "Y" * n,
+    ("tasks", "[]", "when", "[]"): lambda n: "1"[:n] if n < 2 else "'" + "x" * (n - 2) + "'",
+    ("tasks", "[]", "forEach"): lambda n: "[" + " " * (n - 2) + "]",
 }
 # A valid new item of each list, distinct for each i (the list's bounds are its length).
 NEW_ITEM: dict[Path, Callable[[int], Any]] = {
@@ -293,6 +322,7 @@ NEW_ITEM: dict[Path, Callable[[int], Any]] = {
         "metadata": {"name": f"extra{i}"},
     },
     ("tasks",): lambda i: {"name": f"extra{i}", "template": copy.deepcopy(POD)},
+    ("tasks", "[]", "when"): lambda i: f"{i} >= 0",
 }
 # Lists of names that must each name an existing task or resource: their entries' bounds are
 # those of the names they refer to (checked there), their length is bounded by those lists.
@@ -314,6 +344,11 @@ def _sized(spec: dict[str, Any], path: Path, length: int) -> dict[str, Any]:
 
 def _string_case(spec: dict[str, Any], path: Path, length: int) -> dict[str, Any]:
     value = STRING_OF_LENGTH[path](length)
+    if path == ("tasks", "[]", "name"):
+        # The name's own bound (a forEach task's is shorter: test_model checks it).
+        spec = copy.deepcopy(spec)
+        for key in ("forEach", "parallelism"):
+            spec["tasks"][0].pop(key)
     return (
         renamed(spec, path, value)
         if path in (("tasks", "[]", "name"), ("resources", "[]", "name"))

@@ -96,19 +96,24 @@ def test_each_crd_is_a_namespaced_flowrun_dev_kind_with_a_status_subresource(kin
     assert names["shortNames"] == {"FlowRun": ["fr"], "Flow": ["fl"], "CronFlowRun": ["cfr"]}[kind]
     assert version(kind)["subresources"] == {"status": {}}
     assert root(kind)["properties"]["status"]["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"]
+    # Before the operator's first write the status reads observedGeneration 0: kstatus says
+    # InProgress (generation not observed) rather than Current (no status at all).
+    assert root(kind)["properties"]["status"]["default"] == {"observedGeneration": 0}
 
 
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
         ("FlowRun", ["Phase", "Progress", "Duration", "Age"]),
-        ("Flow", ["Tasks", "Resources", "Valid", "Age"]),
-        ("CronFlowRun", ["Schedule", "Suspend", "Active", "Last Schedule", "Age"]),
+        ("Flow", ["Tasks", "Resources", "Valid", "Ready", "Age"]),
+        ("CronFlowRun", ["Schedule", "Suspend", "Active", "Last Schedule", "Ready", "Age"]),
     ],
 )
 def test_printer_columns(kind: str, columns: list[str]) -> None:
     printed = version(kind)["additionalPrinterColumns"]
     assert [c["name"] for c in printed if not c.get("priority")] == columns
+    ready = next(c for c in printed if c["name"] == "Ready")  # FlowRun's at -o wide: its Phase says it
+    assert ready["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     status = root(kind)["properties"]["status"]["properties"]
     for column in printed:
         path = column["jsonPath"]

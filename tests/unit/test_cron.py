@@ -21,6 +21,7 @@ from flowrun.cron import (
     next_due,
     owned_run_from_object,
     parse_cron_spec,
+    refused_status,
     run_manifest,
     run_name,
 )
@@ -601,3 +602,46 @@ def test_owned_run_from_a_finished_object() -> None:
     run = owned_run_from_object(body)
     assert run.finished and run.deleting and run.cancel_requested
     assert run.finished_at == utc(2026, 1, 10, 4) and run.scheduled_time is None
+
+
+# --- Ready, Reconciling, Stalled -------------------------------------------------------------------
+
+
+def health(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    kinds = ("Ready", "Reconciling", "Stalled")
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"] if c["type"] in kinds}
+
+
+def test_a_valid_cron_flow_run_is_ready_while_it_schedules() -> None:
+    decision = step(at2(10, second=5))
+    assert health(decision.status) == {
+        "Ready": ("True", "Scheduling", "next run at 2026-01-11T02:00:00Z"),
+        "Reconciling": ("False", "Scheduling", ""),
+        "Stalled": ("False", "Scheduling", ""),
+    }
+
+
+def test_a_suspended_cron_flow_run_is_ready_and_says_so() -> None:
+    decision = step(at2(10, second=5), suspend=True)
+    assert health(decision.status)["Ready"] == ("True", "Suspended", "suspended")
+    assert decision.status["nextScheduleTime"] is None
+
+
+def test_an_invalid_cron_flow_run_is_stalled_naming_the_field() -> None:
+    decision = step(at2(10, second=5), schedule="0 25 * * *")
+    ready, reconciling, stalled = health(decision.status).values()
+    assert stalled[:2] == ("True", "InvalidSpec") and stalled[2].startswith("spec.schedule: ")
+    assert ready == ("False", "InvalidSpec", stalled[2]) and reconciling[0] == "False"
+
+
+def test_a_refused_run_stalls_and_keeps_what_was_there() -> None:
+    before = step(at2(10, second=5)).status
+    status = refused_status(before, 3, at2(10, second=6), "creating FlowRun x: 403 forbidden")
+    assert set(status) == {"observedGeneration", "message", "conditions"}, "a merge patch of these only"
+    assert status["observedGeneration"] == 3 and status["message"] == "creating FlowRun x: 403 forbidden"
+    assert health(status)["Stalled"] == ("True", "RunRefused", "creating FlowRun x: 403 forbidden")
+    spec_valid = next(c for c in status["conditions"] if c["type"] == "SpecValid")
+    before_valid = next(c for c in before["conditions"] if c["type"] == "SpecValid")
+    assert spec_valid["status"] == "True" and spec_valid["lastTransitionTime"] == before_valid["lastTransitionTime"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["lastTransitionTime"] == "2026-01-10T02:00:06Z"

@@ -68,7 +68,8 @@ class FakeCronKube:
     def patch_object_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         assert self.cron is not None
         self.statuses.append(dict(status))
-        self.cron["status"] = {k: v for k, v in status.items() if v is not None}
+        merged = {**(self.cron.get("status") or {}), **status}  # a merge patch
+        self.cron["status"] = {k: v for k, v in merged.items() if v is not None}
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason))
@@ -113,6 +114,49 @@ def test_a_failed_create_writes_no_status_and_is_reported_once() -> None:
     kube.create_error = None
     passes.run(NS, "nightly", [])
     assert kube.statuses and kube.events[-1] == ("Normal", "RunCreated")
+
+
+def health(status: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    kinds = ("Ready", "Reconciling", "Stalled")
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"] if c["type"] in kinds}
+
+
+def test_a_refused_run_stalls_the_cron_flow_run_saying_why_until_a_run_is_created() -> None:
+    kube = FakeCronKube()
+    assert kube.cron is not None
+    kube.create_error = api_error(403, "Forbidden", 'flowruns.flowrun.dev is forbidden: exceeded quota "runs"')
+    passes = crons(kube)
+    assert passes.run(NS, "nightly", []).requeue_after == REFUSAL_REQUEUE_SECONDS
+    status = kube.cron["status"]
+    assert health(status) == {
+        "Ready": ("False", "RunRefused"),
+        "Reconciling": ("False", "RunRefused"),
+        "Stalled": ("True", "RunRefused"),
+    }
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (
+        stalled["message"]
+        == status["message"]
+        == (
+            f'creating FlowRun nightly-{MINUTE}: 403 flowruns.flowrun.dev is forbidden: exceeded quota "runs"; '
+            "trying again in 60s"
+        )
+    )
+    assert status["lastScheduleTime"] == "2026-12-01T11:59:00Z", "no run exists for 12:00: nothing else is written"
+    assert kube.events == [("Warning", "ActionFailed")]
+    passes.run(NS, "nightly", [])
+    assert len(kube.statuses) == 1, "the same refusal writes nothing new"
+    kube.create_error = None
+    passes.run(NS, "nightly", [])
+    assert health(kube.cron["status"])["Ready"] == ("True", "Scheduling")
+    assert kube.cron["status"]["lastScheduleTime"] == "2026-12-01T12:00:00Z"
+
+
+def test_a_transient_failure_to_create_does_not_stall() -> None:
+    kube = FakeCronKube()
+    kube.create_error = api_error(500, "Internal Server Error", "etcd is slow")
+    crons(kube).run(NS, "nightly", [])
+    assert kube.statuses == []
 
 
 def test_replace_cancels_the_active_run_and_history_deletes_only_owned_runs() -> None:
@@ -177,6 +221,14 @@ def test_a_valid_flow_is_dry_run_and_marked_valid_once_per_generation() -> None:
     assert kube.dry_runs == ["etl-a-1"]
     status = kube.flow_object["status"]
     assert (status["observedGeneration"], status["taskCount"], status["conditions"][0]["status"]) == (3, 1, "True")
+    assert health(status) == {
+        "Ready": ("True", "Valid"),
+        "Reconciling": ("False", "Valid"),
+        "Stalled": ("False", "Valid"),
+    }
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["message"] == (
+        "the Flow passes every check of a run's spec"
+    )
     assert checked(kube.flow_object)
     assert checker(kube).check(NS, "etl") is True
     assert kube.dry_runs == ["etl-a-1"] and kube.calls == ["patch_object_status"] and kube.events == []
@@ -188,10 +240,28 @@ def test_a_flow_the_api_server_refuses_is_invalid_naming_the_field_with_one_warn
     condition = kube.flow_object["status"]["conditions"][0]
     assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
     assert condition["message"].startswith("spec.tasks[0]") and "Not found" in condition["message"]
+    assert health(kube.flow_object["status"])["Stalled"] == ("True", "InvalidSpec")
+    stalled = next(c for c in kube.flow_object["status"]["conditions"] if c["type"] == "Stalled")
+    assert stalled["message"] == condition["message"]
     assert [e[1] for e in kube.events] == ["InvalidSpec"]
     kube.flow_object["metadata"]["generation"] = 4  # edited, still refused: no second warning
     checker(kube).check(NS, "etl")
     assert kube.flow_object["status"]["observedGeneration"] == 4 and [e[1] for e in kube.events] == ["InvalidSpec"]
+
+
+def test_a_flow_an_older_operator_checked_is_checked_again_for_its_ready_condition() -> None:
+    kube = FakeFlowKube({"tasks": [pod_task("a")]})
+    older = {"type": "SpecValid", "status": "True", "reason": "Valid", "message": "", "observedGeneration": 3}
+    kube.flow_object["status"] = {"observedGeneration": 3, "conditions": [older]}
+    assert not checked(kube.flow_object)
+    checker(kube).check(NS, "etl")
+    assert health(kube.flow_object["status"])["Ready"] == ("True", "Valid") and checked(kube.flow_object)
+
+
+def test_a_flow_not_checked_yet_reads_generation_0() -> None:
+    kube = FakeFlowKube({"tasks": [pod_task("a")]})
+    kube.flow_object["status"] = {"observedGeneration": 0}  # the CRD's default before the first check
+    assert not checked(kube.flow_object)
 
 
 def test_a_flow_with_a_spec_error_is_not_dry_run() -> None:

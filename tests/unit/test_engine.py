@@ -609,10 +609,20 @@ def test_status_shape() -> None:
         "logs",
         "nextAttemptAt",
         "lastFailure",
+        "instances",
+        "instanceOf",
+        "index",
     }
     for cond in sim.status["conditions"]:
         assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
-    assert [c["type"] for c in sim.status["conditions"]] == ["Succeeded", "ResourcesReleased", "SpecValid"]
+    assert [c["type"] for c in sim.status["conditions"]] == [
+        "Succeeded",
+        "ResourcesReleased",
+        "SpecValid",
+        "Ready",
+        "Reconciling",
+        "Stalled",
+    ]
     assert sim.condition("Succeeded")["status"] == "Unknown" and sim.status["observedGeneration"] == 1
 
 

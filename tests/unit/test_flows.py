@@ -170,9 +170,12 @@ def test_a_missing_flow_waits_then_fails_naming_the_field() -> None:
     waiting = resolve_run(run(), {}, found=None, name="this", created_at=T0, now=at(20))
     assert isinstance(waiting, Waiting)
     assert waiting.status["phase"] == "Pending"
-    assert {c["type"]: c["reason"] for c in waiting.status["conditions"]} == {
-        "Succeeded": "FlowNotFound",
-        "SpecValid": "FlowNotFound",
+    assert {c["type"]: (c["status"], c["reason"]) for c in waiting.status["conditions"]} == {
+        "Succeeded": ("Unknown", "FlowNotFound"),
+        "SpecValid": ("Unknown", "FlowNotFound"),
+        "Ready": ("False", "FlowNotFound"),
+        "Reconciling": ("True", "FlowNotFound"),
+        "Stalled": ("False", "FlowNotFound"),
     }
     assert waiting.requeue_after == pytest.approx(FLOW_NOT_FOUND_SECONDS - 20)
     assert [(e.type, e.reason) for e in waiting.events] == [("Normal", "FlowNotFound")]

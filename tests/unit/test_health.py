@@ -5,30 +5,36 @@ server only then."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
-from flowrun.controller.health import judge
+from flowrun.controller import informer as informer_module
+from flowrun.controller.health import Progress, judge, stalled
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
 from tests.unit.runtime_harness import NS, fake_server, kube_over, until
 
 
 @pytest.mark.parametrize(
-    ("stalled", "failing", "answers", "ok"),
+    ("progress", "answers", "ok"),
     [
-        (0, 0, None, True),
-        (299, 299, None, True),
-        (301, 0, True, False),
-        (0, 301, True, False),
-        (301, 0, False, True),  # an outage: a restart would not bring the API server back
-        (0, 301, False, True),
+        (Progress(), None, True),
+        (Progress(299, 299, 299, 299), None, True),
+        (Progress(passes_stalled_for=301), True, False),
+        (Progress(watch_failing_for=301), True, False),
+        (Progress(election_stalled_for=301), True, False),
+        (Progress(lease_failing_for=301), True, False),
+        (Progress(passes_stalled_for=301), False, True),  # an outage: a restart would not bring the API server back
+        (Progress(watch_failing_for=301), False, True),
+        (Progress(election_stalled_for=301, lease_failing_for=301), False, True),
     ],
 )
-def test_judge(stalled: float, failing: float, answers: bool | None, ok: bool) -> None:
-    health = judge(stalled, failing, 300, answers)
+def test_judge(progress: Progress, answers: bool | None, ok: bool) -> None:
+    health = judge(progress, 300, answers)
     assert health.ok is ok
+    assert stalled(progress, 300) is (health.message != "making progress")
     if not ok:
         assert health.message.endswith("and the API server answers: the operator is wedged"), health.message
 
@@ -40,7 +46,8 @@ def test_the_runtime_is_unhealthy_when_its_queue_stalls_while_the_api_server_ans
         runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.2), kube_over(server, tmp_path))
         runtime.start()
         try:
-            await until("the caches filled", lambda: runtime.flowruns.queue._tasks)
+            term = await until("the caches filled", lambda: runtime.term)
+            await until("passes started", lambda: term.flowruns.queue._tasks)
             assert (await runtime.health()).ok
             release = asyncio.Event()
 
@@ -48,15 +55,56 @@ def test_the_runtime_is_unhealthy_when_its_queue_stalls_while_the_api_server_ans
                 await release.wait()
                 return None
 
-            runtime.flowruns.queue._process = hangs
-            runtime.flowruns.queue.add("some-run")
+            term.flowruns.queue._process = hangs
+            term.flowruns.queue.add("some-run")
             await asyncio.sleep(0.3)
             health = await runtime.health()
             assert not health.ok and health.message.startswith("no pass has finished for"), health
             assert server.requests[-1] == ("GET", "/readyz")
             release.set()
-            await until("the pass finished", lambda: runtime.flowruns.queue.stalled_for() == 0.0)
+            await until("the pass finished", lambda: term.flowruns.queue.stalled_for() == 0.0)
             assert (await runtime.health()).ok
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())
+
+
+def test_time_without_progress_counts_only_while_the_api_server_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watches fail through an outage and are not tried again at once when it ends: the moment
+    # the API server answers, they have been failing for longer than the bound, yet that is the
+    # outage, not a wedge. They are judged from then on: failing a bound longer, they are a wedge.
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 30.0)
+    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 30.0)
+    server = fake_server()
+    down = threading.Event()
+
+    def refused(method: str, path: str) -> None:
+        if down.is_set():
+            raise ConnectionError("connection refused")
+
+    server.intercept = refused
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.3), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            await until("the caches filled", lambda: runtime.term)
+            down.set()
+            server.end_watches()
+            await until("the watches failing", lambda: all(runtime.caches.failing_since()))
+            await asyncio.sleep(0.4)
+            during = await runtime.health()
+            assert during.ok and "the API server does not answer" in during.message, during
+            down.clear()
+            after = await runtime.health()
+            assert after.ok, after
+            await asyncio.sleep(0.4)
+            wedged = await runtime.health()
+            assert not wedged.ok and wedged.message.startswith("a watch has been failing for"), wedged
         finally:
             await runtime.stop()
             server.end_watches()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from kubernetes.client import ApiClient
 
 from flowrun import api
 from flowrun.controller import informer as informer_module
-from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.informer import Entry, Informer, failures_log
 from flowrun.kube import Kube
 from flowrun.observed import ObservedChild, ObservedPod, observe, run_of
 from tests.unit.fake_api_server import FakeApiServer
@@ -216,3 +217,52 @@ def test_failures_are_logged_at_most_once_a_minute_saying_how_many_were_not(
     assert len(warnings) == 1, warnings
     assert warnings[0] == "watch of Pod in team failed, trying again: refused"
     pods.stop()
+
+
+def refused(informer: Informer[Any]) -> bool:
+    return informer.error is not None
+
+
+def test_a_refusal_just_after_the_api_server_returns_is_retried_within_seconds_and_is_no_wedge(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    # An API server that has just restarted refuses requests (403) until its authorizer has warmed
+    # up: the informer lists again within seconds, not a minute later, and its refusal does not
+    # count as failing (the watch was failing through the outage before it).
+    recorder = Recorder()
+    pods = informer_over(server, tmp_path, recorder)
+    assert pods.synced.wait(10)
+    forbidden = api_error(403, "Forbidden", 'pods is forbidden: User "op" cannot list resource "pods"')
+    server.fail(ConnectionError("refused"), ConnectionError("refused"), forbidden, forbidden)
+    server.end_watches()
+    deadline = time.monotonic() + 10
+    while not refused(pods) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert refused(pods) and pods.failing_since is None
+    server.add(pod("after"))
+    recorder.wait("the watch back", lambda: len(recorder.events) == 1, timeout=10)
+    assert not refused(pods) and pods.failing_since is None
+    pods.stop()
+
+
+def test_watches_that_share_a_log_write_one_warning_for_an_outage_of_them_all(
+    server: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder()
+    log = failures_log()
+    kube = Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
+    informers = [
+        Informer(kube.with_own_pool(), "v1", "Pod", NS, SELECTOR, observe, on_event=recorder, log=log) for _ in range(4)
+    ]
+    for informer in informers:
+        informer.start()
+    assert all(informer.synced.wait(10) for informer in informers)
+    caplog.set_level(logging.WARNING, logger=informer_module.__name__)
+    server.fail(*[ConnectionError("refused")] * 20)
+    server.end_watches()
+    server.add(pod("after"))
+    recorder.wait("every watch back", lambda: len(recorder.events) == 4, timeout=20)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["watch of Pod in team failed, trying again: refused"]
+    for informer in informers:
+        informer.stop()

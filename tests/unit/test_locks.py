@@ -62,6 +62,11 @@ def test_the_spec_names_a_mutex_or_a_semaphore_at_either_level() -> None:
             "spec.tasks[1].synchronization",
             "mutex/m is the run's own lock (spec.synchronization)",
         ),
+        (
+            flow(task("a", synchronization=MUTEX, forEach='["x", "y"]')),
+            "spec.tasks[0].synchronization",
+            "a forEach task may not hold a lock: put it on the run (spec.synchronization)",
+        ),
     ],
 )
 def test_a_bad_synchronization_is_refused_naming_the_field(spec: dict[str, Any], field: str, words: str) -> None:

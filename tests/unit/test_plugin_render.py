@@ -18,7 +18,7 @@ from flowrun.model import parse_spec
 from flowrun.plugin import graph
 from flowrun.plugin.layout import BlockNode, layout
 from flowrun.plugin.tree import one_line, render, run_spec
-from tests.unit.builders import flow, job, resource, task
+from tests.unit.builders import Sim, at, flow, job, resource, task
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "plugin_data"
@@ -163,3 +163,86 @@ def test_a_run_of_a_flow_is_drawn_from_the_spec_it_resolved() -> None:
     # A run with its own tasks is drawn from them, whatever its status holds.
     inline = {"metadata": {"name": "r"}, "spec": flow(task("x")), "status": {"resolvedSpec": resolved}}
     assert [t.name for t in run_spec(inline).tasks] == ["x"]  # type: ignore[union-attr]
+
+
+# --- conditions and fan-out ------------------------------------------------------------------------
+
+
+def example_mid_run(file: str, script: Any, seconds: int) -> dict[str, Any]:
+    """An example run by the engine (`script(sim, second)` plays the cluster), as `get` reads it."""
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / file).read_text())
+    sim = Sim(body["spec"])
+    sim.update(name=body["metadata"]["name"])
+    for second in range(seconds):
+        sim.step(at(second))
+        script(sim, second)
+    body["metadata"]["namespace"] = "analytics"
+    body["status"] = sim.status
+    return body
+
+
+def branching_run() -> dict[str, Any]:
+    def play(sim: Sim, second: int) -> None:
+        for name in sim.cluster.names("Pod"):
+            pod = sim.cluster.get("Pod", name)
+            if not pod.get("status"):
+                message = pod["metadata"]["annotations"]["sim.flowrun.dev/message"]
+                sim.cluster.set_pod(name, "Succeeded", message=message, start=at(second), finish=at(second + 1))
+
+    return example_mid_run("branching-flowrun.yaml", play, 6)
+
+
+def foreach_run() -> dict[str, Any]:
+    """summarize-day-0 succeeded, -1 runs its second attempt, -2 waits for a slot."""
+
+    def play(sim: Sim, second: int) -> None:
+        run = sim.run.name
+        if second == 0:
+            sim.cluster.set_pod(f"{run}-list-days-1", "Succeeded", message='["2026-01-01","2026-01-02","2026-01-03"]')
+        for name in sim.cluster.names("Deployment"):
+            sim.cluster.make_available(name)
+        if sim.cluster.has("Pod", f"{run}-summarize-day-0-1") and second == 3:
+            sim.cluster.set_pod(f"{run}-summarize-day-0-1", "Succeeded", message='{"rows": 86400, "mean": 0.0011}')
+            sim.cluster.set_pod(f"{run}-summarize-day-1-1", "Failed", message="KilledWorker", exit_code=1)
+        if sim.cluster.has("Pod", f"{run}-summarize-day-1-2"):
+            sim.cluster.run_pod(f"{run}-summarize-day-1-2", start=at(second))
+
+    return example_mid_run("foreach-dask-flowrun.yaml", play, 12)
+
+
+@pytest.mark.parametrize("example", ["branching", "foreach"])
+def test_trees_and_graphs_of_the_condition_and_fan_out_examples(example: str) -> None:
+    run = branching_run() if example == "branching" else foreach_run()
+    tree = draw(render(run, at(12)), False)
+    check_golden(f"{example}-tree.txt", tree)
+    spec = parse_spec(run["spec"])
+    check_golden(f"{example}-graph.txt", draw(graph.text(run["metadata"]["name"], spec), False))
+    check_golden(f"{example}-graph.dot", graph.dot(run["metadata"]["name"], spec) + "\n")
+    check_golden(f"{example}-graph.mmd", graph.mermaid(run["metadata"]["name"], spec) + "\n")
+
+
+def test_the_tree_shows_a_forEach_tasks_instances_under_it() -> None:
+    tree = draw(render(foreach_run(), at(12)), False)
+    lines = [line for line in tree.splitlines()[3:] if "summarize-day" in line[:24]]
+    assert "InstancesRunning" in lines[0] and "1 of 3 instances done" in lines[0], lines
+    assert [line.split()[1] for line in lines[1:]] == ["summarize-day-0", "summarize-day-1", "summarize-day-2"]
+    assert "2/3" in lines[2] and "PodRunning" in lines[2], "the instance's attempt of its retries"
+    assert "PodPending" in lines[3], "started once summarize-day-0 freed a slot of the task's two"
+
+
+def test_the_tree_lists_the_first_instances_and_every_one_that_did_not_succeed() -> None:
+    run = foreach_run()
+    tasks = run["status"]["tasks"]
+    template = dict(tasks["summarize-day-0"])
+    for i in range(3, 40):
+        tasks[f"summarize-day-{i}"] = {**template, "index": i, "phase": "Failed" if i == 33 else "Succeeded"}
+    tree = draw(render(run, at(12)), False)
+    assert "summarize-day-19 " in tree and "summarize-day-20 " not in tree
+    assert "summarize-day-33 " in tree and "… 19 more succeeded" in tree, tree
+
+
+def test_the_graph_writes_conditions_and_lists() -> None:
+    spec = parse_spec(branching_run()["spec"])
+    text = draw(graph.text("branching", spec), False)
+    assert "publish-prod  ← load  when $(params.env) == 'prod'" in text, text
+    assert "peripheries=2" in graph.dot("f", parse_spec(foreach_run()["spec"]))

@@ -141,3 +141,28 @@ Every verb is one the operator uses (kopf serves no resource); docs/install.md e
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when the replicas elect a leader through a Lease: leaderElection.enabled, else (null) when
+there is more than one replica. Fails on values under which two operators would both act, or
+under which a leader could still act after another took over.
+*/}}
+{{- define "flowrun-operator.leaderElection" -}}
+{{- $many := gt (int .Values.replicas) 1 -}}
+{{- $enabled := .Values.leaderElection.enabled -}}
+{{- if kindIs "invalid" $enabled -}}
+{{- $enabled = $many -}}
+{{- end -}}
+{{- if and $many (not $enabled) -}}
+{{- fail "replicas > 1 needs leaderElection.enabled (null or true): two operators without it would both act on the same FlowRuns" -}}
+{{- end -}}
+{{- $election := .Values.leaderElection -}}
+{{- if and $enabled (not (and (gt (int $election.leaseDurationSeconds) (int $election.renewDeadlineSeconds)) (gt (int $election.renewDeadlineSeconds) (int $election.retryPeriodSeconds)))) -}}
+{{- fail "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > retryPeriodSeconds: a leader must stop acting before another may take over" -}}
+{{- end -}}
+{{- if $enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "flowrun-operator.leaseName" -}}
+{{- default (include "flowrun-operator.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}

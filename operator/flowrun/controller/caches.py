@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrun import api
-from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.informer import Entry, Informer, failures_log
 from flowrun.controller.kind_watches import KindWatches
 from flowrun.controller.locks import Limits, LockClaims, LockKey, held_slots, semaphores_of
 from flowrun.engine.budget import size
@@ -87,9 +87,11 @@ class Caches:
     def __init__(self, kube: Kube, namespaces: Sequence[str | None], listener: Listener) -> None:
         self.loop = asyncio.get_running_loop()
         self.listener = listener
-        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event))
+        # One log for the failures of every watch: an outage is one line a minute, not one per watch.
+        log = failures_log()
+        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), log)
         self.lock_claims = LockClaims()
-        self.limits = Limits(kube, self._limit_changed)
+        self.limits = Limits(kube, self._limit_changed, log)
         self._lock_event = self._on_loop(listener.lock_event)
         self._flowrun_event = self._on_loop(listener.flowrun_event)
         self._child_event = self._on_loop(listener.child_event)
@@ -108,6 +110,7 @@ class Caches:
                 trimmed,
                 index_of=_cron_of,
                 on_event=self._on_flowrun,
+                log=log,
             )
             self.children[namespace] = [
                 Informer(
@@ -119,6 +122,7 @@ class Caches:
                     observe,
                     index_of=run_of,
                     on_event=self._on_lease if (api_version, kind) == api.LEASE else self._child_event,
+                    log=log,
                 )
                 for api_version, kind in CHILD_KINDS
             ]
@@ -131,6 +135,7 @@ class Caches:
                 trimmed,
                 index_of=_name_of,
                 on_event=self._on_loop(listener.flow_event),
+                log=log,
             )
             self.crons[namespace] = Informer(
                 feed(),
@@ -140,6 +145,7 @@ class Caches:
                 None,
                 trimmed,
                 on_event=self._on_loop(listener.cron_event),
+                log=log,
             )
         self._unsynced = len(self.informers())
         for informer in self.informers():
@@ -224,6 +230,12 @@ class Caches:
 
     def flowrun_entries(self) -> list[Entry[Body]]:
         return [entry for informer in self.flowruns.values() for entry in informer.entries()]
+
+    def flow_entries(self) -> list[Entry[Body]]:
+        return [entry for informer in self.flows.values() for entry in informer.entries()]
+
+    def cron_entries(self) -> list[Entry[Body]]:
+        return [entry for informer in self.crons.values() for entry in informer.entries()]
 
     def run_children(self, namespace: str, uid: str) -> list[ObservedChild]:
         """The run's children of the watched kinds."""

@@ -5,7 +5,8 @@ its status. Synchronous (runs in a worker thread).
 The runs come from the FlowRun watch cache (indexed by the CronFlowRun that made them). It may lag
 a create of this process; that costs nothing: a run's name is its scheduled time, so a create
 repeated by a pass that did not see it yet is AlreadyExists, which is success. The status is
-written only when every action succeeded; otherwise the next pass decides again from what exists.
+written only when every action succeeded; otherwise the next pass decides again from what exists,
+except for a run the API server refused to create: the CronFlowRun is Stalled, saying why.
 """
 
 from __future__ import annotations
@@ -83,32 +84,49 @@ class CronPass:
             generation=generation if isinstance(generation, int) else 0,
         )
 
-        failures, refused = self._apply(namespace, body, decision)
+        failures, refused, create_refused = self._apply(namespace, body, decision)
         for failure in self._reported.fresh(uid, failures):
             logger.warning("CronFlowRun %s/%s: %s", namespace, name, failure)
             self.kube.post_event(body, "Warning", "ActionFailed", failure)
+        if create_refused is not None:
+            # Nothing else of the decision happened, but the refusal is the CronFlowRun's state now.
+            message = f"{create_refused}; trying again in {REFUSAL_REQUEUE_SECONDS:.0f}s"
+            generation = decision.status["observedGeneration"]
+            status = cron.refused_status(body.get("status"), generation, self.clock(), message)
+            gone = self._write_status(namespace, name, body, status)
+            return CronPassResult(gone=gone, requeue_after=None if gone else REFUSAL_REQUEUE_SECONDS)
         if failures:
             return CronPassResult(requeue_after=REFUSAL_REQUEUE_SECONDS if refused else FAILURE_REQUEUE_SECONDS)
         for event in decision.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
-        if changes(decision.status, body.get("status") or {}):
-            try:
-                self.kube.patch_object_status(api.CRON_KIND, namespace, name, decision.status)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-                logger.debug("CronFlowRun %s/%s is gone: %s", namespace, name, error)  # deleted meanwhile
-                return CronPassResult(gone=True)
+        if self._write_status(namespace, name, body, decision.status):
+            return CronPassResult(gone=True)
         return CronPassResult(requeue_after=decision.requeue_after)
+
+    def _write_status(self, namespace: str, name: str, body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """Write `status` (a merge patch) unless the CronFlowRun has it already; True if it is gone."""
+        if not changes(status, body.get("status") or {}):
+            return False
+        try:
+            self.kube.patch_object_status(api.CRON_KIND, namespace, name, status)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            logger.debug("CronFlowRun %s/%s is gone: %s", namespace, name, error)  # deleted meanwhile
+            return True
+        return False
 
     def forget(self, uid: str) -> None:
         self._reported.forget(uid)
 
-    def _apply(self, namespace: str, body: dict[str, object], decision: cron.CronDecision) -> tuple[list[str], bool]:
-        """Apply the decision's actions in order; returns the failures and whether one of them is
-        a refusal (see PERMANENT_REJECTIONS)."""
+    def _apply(
+        self, namespace: str, body: dict[str, object], decision: cron.CronDecision
+    ) -> tuple[list[str], bool, str | None]:
+        """Apply the decision's actions in order; returns the failures, whether one of them is a
+        refusal (see PERMANENT_REJECTIONS), and the refusal of the run to create, if it was."""
         failures: list[str] = []
         refused = False
+        create_refused: str | None = None
 
         def failed(what: str, error: ApiException) -> None:
             nonlocal refused
@@ -120,6 +138,7 @@ class CronPass:
                 self.kube.create_flowrun(cron.run_manifest(body, decision.create))
             except ApiException as error:
                 failed(f"creating FlowRun {decision.create.name}", error)
+                create_refused = failures[-1] if error.status in PERMANENT_REJECTIONS else None
         for run in decision.cancel:
             try:
                 self.kube.patch_flowrun(namespace, run, {"spec": {"cancel": True}})
@@ -130,4 +149,4 @@ class CronPass:
                 self.kube.delete_flowrun(namespace, run)
             except ApiException as error:
                 failed(f"deleting FlowRun {run}", error)
-        return failures, refused
+        return failures, refused, create_refused

@@ -1,7 +1,8 @@
 """The CronFlowRun controller: one asyncio task per CronFlowRun syncs it by passes (cron_pass.py),
-one at a time, until it is gone. Its task wakes at the next scheduled time, when the CronFlowRun
-changes, when one of its runs changes in what its decisions read (phase, cancel, deletion; not
-every status write), and at least every CRON_RESYNC_SECONDS.
+one at a time, until it is gone; passes run in the threads it is given (its term's: term.py). Its
+task wakes at the next scheduled time, when the CronFlowRun changes, when one of its runs changes
+in what its decisions read (phase, cancel, deletion; not every status write), and at least every
+CRON_RESYNC_SECONDS.
 
 Driven by tasks of this process, not by kopf daemons or timers: those would put a finalizer on
 every CronFlowRun (and need the right to patch it), which would block its deletion whenever the
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
 from typing import Any
 
 from flowrun import api, cron, names
@@ -39,8 +41,8 @@ def task_key(namespace: str, name: str) -> str:
 
 
 class CronFlowRunController:
-    def __init__(self, kube: Kube, caches: Caches, tasks: Tasks) -> None:
-        self.caches, self.tasks = caches, tasks
+    def __init__(self, kube: Kube, caches: Caches, tasks: Tasks, threads: Executor) -> None:
+        self.caches, self.tasks, self.threads = caches, tasks, threads
         self.passes = CronPass(kube)
         self.wakeups: dict[str, asyncio.Event] = {}  # task key -> set when something changed
         self.labels: dict[tuple[str, str], str] = {}  # (namespace, flowrun.dev/cron label) -> name
@@ -106,7 +108,9 @@ class CronFlowRunController:
             while True:
                 self.wakeups.setdefault(key, asyncio.Event()).clear()
                 try:
-                    result = await asyncio.to_thread(self.passes.run, namespace, name, self.owned_runs(namespace, name))
+                    owned = self.owned_runs(namespace, name)
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self.threads, self.passes.run, namespace, name, owned)
                 except Exception:
                     delay = backoff.next()
                     logger.exception("pass of CronFlowRun %s/%s failed; trying again in %.0fs", namespace, name, delay)

@@ -1,10 +1,13 @@
 """What every loop of the controllers does with a failure: wait before trying again (Backoff), report
-it once while it lasts (ReportOnce), in one short line (short). A failure repeated on every pass is
-then neither a hot loop nor a flood of events and log lines."""
+it once while it lasts (ReportOnce) or once in a while (ThrottledLog), in one short line (short). A
+failure repeated on every pass is then neither a hot loop nor a flood of events and log lines."""
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
@@ -69,6 +72,32 @@ class ReportOnce:
 
     def forget(self, key: Hashable) -> None:
         self._reported.pop(key, None)
+
+
+class ThrottledLog:
+    """At most one WARNING every `every` seconds for all the loops that share it, the others at
+    DEBUG and counted in the next WARNING: the watches of every kind and namespace share one, so an
+    outage of the API server is a line a minute, not a line per watch. Any thread may call it."""
+
+    def __init__(self, log: logging.Logger, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._log, self._every, self._clock = log, every, clock
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._unlogged = 0
+
+    def warning(self, message: str) -> None:
+        with self._lock:
+            now = self._clock()
+            quiet = now - self._last < self._every
+            if quiet:
+                self._unlogged += 1
+            else:
+                unlogged, self._last, self._unlogged = self._unlogged, now, 0
+        if quiet:
+            self._log.debug(message)
+            return
+        also = f" ({unlogged} more failures since the last message)" if unlogged else ""
+        self._log.warning("%s%s", message, also)
 
 
 def short(error: BaseException) -> str:

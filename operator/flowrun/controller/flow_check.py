@@ -1,7 +1,7 @@
 """Validation of a Flow, whenever its spec is new to the operator (created, changed, or changed
 while the operator was down): the checks a run's spec gets, the server-side dry run of its
-children included, written to the Flow's status (SpecValid, taskCount, resourceCount, message).
-Synchronous (runs in a worker thread)."""
+children included, written to the Flow's status (SpecValid, Ready or Stalled, taskCount,
+resourceCount, message). Synchronous (runs in a worker thread)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ logger = logging.getLogger(__name__)
 
 
 def checked(flow: Mapping[str, Any]) -> bool:
-    """The Flow's status reflects its current spec (metadata.generation was validated)."""
+    """The Flow's status reflects its current spec (metadata.generation was validated) and has
+    every condition this operator writes (a status an older one wrote lacks Ready)."""
     status = as_map(flow.get("status"))
     generation = as_map(flow.get("metadata")).get("generation")
-    return status.get("observedGeneration") == generation and "SpecValid" in conditions_by_type(status)
+    conditions = conditions_by_type(status)
+    return status.get("observedGeneration") == generation and {"SpecValid", api.CONDITION_READY} <= conditions.keys()
 
 
 class FlowCheckApi(Protocol):

@@ -512,8 +512,9 @@ class FlowRunPass:
         if not fitted.fits:
             logger.warning("FlowRun %s/%s: its status exceeds its byte budget", metadata["namespace"], metadata["name"])
         identity = RunIdentity(metadata["name"], metadata["namespace"], metadata["uid"])
-        for task, (_, text) in fitted.moved.items():
-            if not self._create(metadata["uid"], CreateObject(build_result_config_map(identity, task, text)), writes):
+        for task, (config_map, text) in fitted.moved.items():
+            manifest = build_result_config_map(identity, task, text, config_map)
+            if not self._create(metadata["uid"], CreateObject(manifest), writes):
                 entry = fitted.status["tasks"][task]
                 entry["result"], entry["resultFrom"] = text, None
         return fitted.status
@@ -677,13 +678,16 @@ def too_large(body: Mapping[str, Any], run: RunInput) -> str | None:
     tasks, resources = (len(spec.get(key) or []) for key in ("tasks", "resources"))
     room = status_budget({**body, "status": {}})
     snapshot = run.status.get("resolvedSpec") if isinstance(run.status, Mapping) else None
-    needed = budget.minimal_weight(tasks, resources) + (budget.size(snapshot) if snapshot else 0)
+    for_each = [str(t.get("name")) for t in spec.get("tasks") or [] if isinstance(t, Mapping) and t.get("forEach")]
+    instances = budget.instances_weight(run.name, for_each)
+    needed = budget.minimal_weight(tasks, resources) + instances + (budget.size(snapshot) if snapshot else 0)
     if needed <= room:
         return None
     taken = api.OBJECT_LIMIT - room - BUDGET_SLACK
+    counted = f" {tasks} tasks" + (f" (and up to {api.MAX_INSTANCES} instances of forEach tasks)" if instances else "")
     return (
         f"spec: the FlowRun takes {taken} bytes without its status (metadata and spec, as stored); the status of its"
-        f" {tasks} tasks and {resources} resources needs at least {needed} more, over the limit of"
+        f"{counted} and {resources} resources needs at least {needed} more, over the limit of"
         f" {api.OBJECT_LIMIT} bytes a FlowRun is kept under: make the spec smaller (keep large data out of it)"
     )
 

@@ -226,13 +226,6 @@ class FlowRunController:
                 found.append(Child((api_version, kind, entry.namespace, name), entry.key))
         return found
 
-    # --- metrics -------------------------------------------------------------------------------
-
-    def phases(self) -> list[str]:
-        """The phase of every run known, as cached (read at scrape time by the metrics)."""
-        entries = self.caches.flowrun_entries()
-        return [str((entry.value.get("status") or {}).get("phase") or api.PENDING) for entry in entries]
-
 
 def next_pass_after(result: PassResult) -> float | None:
     """When the run wants its next pass, events aside."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 from flowrun.controller.caches import Body
 from flowrun.controller.failures import Backoff
@@ -26,8 +27,8 @@ RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
 
 
 class FlowController:
-    def __init__(self, check: FlowCheck, tasks: Tasks, appeared: Callable[[str, str], None]) -> None:
-        self.check, self.tasks, self.appeared = check, tasks, appeared
+    def __init__(self, check: FlowCheck, tasks: Tasks, appeared: Callable[[str, str], None], threads: Executor) -> None:
+        self.check, self.tasks, self.appeared, self.threads = check, tasks, appeared, threads
 
     def flow_event(self, type_: str, entry: Entry[Body], _: Entry[Body] | None) -> None:
         if type_ == "DELETED":
@@ -42,7 +43,8 @@ class FlowController:
         backoff = Backoff(RETRY_SECONDS, MAX_RETRY_SECONDS)
         while True:
             try:
-                if await asyncio.to_thread(self.check.check, namespace, name):
+                loop = asyncio.get_running_loop()
+                if await loop.run_in_executor(self.threads, self.check.check, namespace, name):
                     return
                 backoff.reset()
             except Exception:

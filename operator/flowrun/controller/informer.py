@@ -16,8 +16,11 @@ thread: type LISTED (an object a list returned), ADDED, MODIFIED or DELETED.
 
 A watch that ends (the server's timeout, a dropped or silent connection, an unreachable API
 server) goes on from the last resourceVersion seen; only 410 Gone (that version is too old)
-lists again, and the objects the new list lacks are reported DELETED. Failures are logged at most
-once a minute per informer, and retried with a backoff.
+lists again, and the objects the new list lacks are reported DELETED. Failures are retried with a
+backoff and logged at most once a minute for all the informers that share a ThrottledLog (one line
+for an outage, not one per watch). A list refused (403, 404) is tried again later, a few seconds
+at first (an API server that has just restarted refuses requests until its authorizer is warm),
+then once a minute; a refusal is not a failing watch (the liveness answer does not count it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
-from flowrun.controller.failures import Backoff, short
+from flowrun.controller.failures import Backoff, ThrottledLog, short
 from flowrun.kube import ChildrenUnreadable, api_message
 
 logger = logging.getLogger(__name__)
@@ -41,8 +44,8 @@ WATCH_SECONDS = 300  # the server ends each watch request after this; the next g
 # After a failed list or watch, doubling, jittered: at most a few seconds, so the caches catch up
 # soon after an outage (one request per informer that often while it lasts).
 RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 5.0
-REFUSED_RETRY_SECONDS = 60.0  # after a list refused for good (403, 404), tried again this much later
-LOG_EVERY_SECONDS = 60.0  # failures of one informer are logged at most this often
+REFUSED_RETRY_SECONDS = 60.0  # a list refused (403, 404) is tried again at most this much later
+LOG_EVERY_SECONDS = 60.0  # the failures of the informers sharing a log are logged at most this often
 
 T = TypeVar("T")
 
@@ -87,6 +90,11 @@ class Entry(Generic[T]):
 OnEvent = Callable[[str, Entry[T], Entry[T] | None], None]
 
 
+def failures_log() -> ThrottledLog:
+    """A log for the failures of informers, to share between them."""
+    return ThrottledLog(logger, LOG_EVERY_SECONDS)
+
+
 class Gone(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
 
@@ -106,6 +114,7 @@ class Informer(threading.Thread, Generic[T]):
         on_synced: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         fields: str | None = None,
+        log: ThrottledLog | None = None,
     ) -> None:
         super().__init__(name=f"informer-{kind}-{namespace or 'all'}", daemon=True)
         self.client, self.api_version, self.kind = client, api_version, kind
@@ -124,8 +133,8 @@ class Informer(threading.Thread, Generic[T]):
         self._index: dict[str | None, dict[str, Entry[T]]] = {}  # key -> object UID -> entry
         self._stopped = threading.Event()
         self._backoff = Backoff(RETRY_SECONDS, MAX_RETRY_SECONDS, jitter=True)
-        self._last_log = float("-inf")
-        self._unlogged = 0
+        self._refused_backoff = Backoff(RETRY_SECONDS, REFUSED_RETRY_SECONDS, jitter=True)
+        self._log = log or failures_log()
 
     # --- reading the store (any thread) --------------------------------------------------------
 
@@ -170,11 +179,11 @@ class Informer(threading.Thread, Generic[T]):
                     self.error = ChildrenUnreadable(
                         f"listing {self.kind} in {self.api_version}: {error.status} {api_message(error)}"
                     )
-                    # Refused for good: reported where it matters (the runs that need the kind), and
-                    # not a wedge that a restart would cure.
+                    # Refused: reported where it matters (the runs that need the kind), and not a
+                    # wedge that a restart would cure.
                     self._failed(error, wedging=False)
                     self._mark_synced()
-                    self._stopped.wait(REFUSED_RETRY_SECONDS)
+                    self._stopped.wait(self._refused_backoff.next())
                 else:
                     self._failed(error)
                     self._stopped.wait(self._backoff.next())
@@ -185,6 +194,8 @@ class Informer(threading.Thread, Generic[T]):
     def _succeeded(self) -> None:
         self._backoff.reset()
         self.failing_since = None
+        if self.error is None:
+            self._refused_backoff.reset()
 
     def _mark_synced(self) -> None:
         if not self.synced.is_set():
@@ -192,19 +203,15 @@ class Informer(threading.Thread, Generic[T]):
             self.on_synced()
 
     def _failed(self, error: BaseException, *, wedging: bool = True) -> None:
-        """Log at most once per LOG_EVERY_SECONDS (saying how many were not), debug otherwise;
-        note when the failures began (the liveness answer reads it) unless they are refusals."""
-        now = self._clock()
-        if self.failing_since is None and wedging:
-            self.failing_since = now
-        what = f"{self.kind} in {self.namespace or 'all namespaces'}"
-        if now - self._last_log < LOG_EVERY_SECONDS:
-            self._unlogged += 1
-            logger.debug("watch of %s failed: %s", what, error)
-            return
-        also = f" ({self._unlogged} more failures since the last message)" if self._unlogged else ""
-        logger.warning("watch of %s failed, trying again: %s%s", what, short(error), also)
-        self._last_log, self._unlogged = now, 0
+        """Log it (throttled); note when the failures began (the liveness answer reads it), or,
+        for a refusal (the API server answers), that this informer is not failing."""
+        if not wedging:
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = self._clock()
+        self._log.warning(
+            f"watch of {self.kind} in {self.namespace or 'all namespaces'} failed, trying again: {short(error)}"
+        )
 
     def _list(self) -> str:
         """Every object, page by page; then DELETED for each stored object the list lacks."""

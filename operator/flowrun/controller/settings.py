@@ -13,6 +13,23 @@ class OrphanPolicy:
 
 
 @dataclass(frozen=True)
+class LeaderElection:
+    """Replicas elect the one that reconciles through a Lease (election.py). The timings are
+    client-go's defaults; lease_seconds > renew_deadline_seconds > retry_period_seconds."""
+
+    namespace: str  # where the Lease is (the operator's own namespace)
+    lease_name: str
+    identity: str  # this replica's name in the Lease: unique among the replicas
+    # Another replica takes the Lease once its holder has not renewed it for this long.
+    lease_seconds: int = 15
+    # The leader stops acting once it has not renewed the Lease for this long: before any other
+    # replica may take it.
+    renew_deadline_seconds: float = 10.0
+    # How often the leader renews, and a standby tries to take the Lease.
+    retry_period_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
 class Settings:
     # The namespaces served; empty: every namespace (cluster-wide).
     namespaces: tuple[str, ...] = ()
@@ -22,6 +39,8 @@ class Settings:
     # The liveness answer fails after passes have been due this long with none finishing (or a
     # watch failing this long) while the API server answers (health.py).
     stall_seconds: float = 300.0
+    # None: this process reconciles from the start, alone (one replica).
+    leader_election: LeaderElection | None = None
 
     @property
     def clusterwide(self) -> bool:

@@ -1,8 +1,9 @@
 """The kopf wiring, and nothing else: kopf runs the process (signals, the event loop, the liveness
 endpoint); its start-up handler makes the Runtime from the settings kopf's memo carries, its
-cleanup handler stops it, its probe reports on the API server. kopf watches no resource: the
-operator's own informers do (caches.py), so kopf never patches, annotates or puts a finalizer on
-anything."""
+cleanup handler stops it, its probes report on progress, the API server and leadership. kopf
+watches no resource: the operator's own informers do (caches.py), so kopf never patches, annotates
+or puts a finalizer on anything; and kopf runs standalone (cli.py), without its peering, which
+would pause a whole operator, caches included, rather than elect one (election.py does)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import kopf
 
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
-from flowrun.kube import Kube, connect
+from flowrun.kube import Fence, FencedApiClient, Kube, connect
 
 # The operator's handlers, in a registry of their own (importing this module registers nothing
 # globally).
@@ -35,8 +36,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # The operator posts its own events, one per transition; kopf's per-handler events are noise.
     settings.posting.enabled = False
     operator: Settings = memo.settings
-    # One connection per worker, a few for everything else (the informers have pools of their own).
-    memo.runtime = Runtime(operator, Kube(connect(pool_size=operator.workers + 4)))
+    # One connection per worker, a few for everything else (the informers and the Lease have pools
+    # of their own). Every write goes through the fence: leader election closes it on a standby.
+    fence = Fence()
+    api_client = FencedApiClient(connect(pool_size=operator.workers + 4), fence)
+    memo.runtime = Runtime(operator, Kube(api_client), fence)
     memo.runtime.start()
 
 
@@ -66,7 +70,14 @@ async def api_server(memo: kopf.Memo, **_: Any) -> str:
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return "starting"
-    since = runtime.flowruns.queue.outage_started
+    since = runtime.outage_started()
     if since is None:
         return "reachable"
-    return f"unreachable for {runtime.flowruns.loop.time() - since:.0f}s"
+    return f"unreachable for {runtime.loop.time() - since:.0f}s"
+
+
+@kopf.on.probe(id="leader", registry=REGISTRY)
+async def leader(memo: kopf.Memo, **_: Any) -> str:
+    """Reported in the liveness endpoint's answer: whether this replica leads, or who does."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    return "starting" if runtime is None else runtime.leadership()

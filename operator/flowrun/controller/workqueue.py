@@ -62,6 +62,7 @@ class WorkQueue:
         self._reachable.set()
         self._tasks: list[asyncio.Task[None]] = []
         self.outage_started: float | None = None  # loop time, while the API server is unreachable
+        self.outage_ended: float | None = None  # loop time the last outage ended
         self._progress_at: float | None = None  # loop time of the last pass that finished, or of no pass due
 
     # --- asking for passes -------------------------------------------------------------------
@@ -207,6 +208,6 @@ class WorkQueue:
             probes,
             len(self._queued) + len(self._timers),
         )
-        self.outage_started = None
+        self.outage_started, self.outage_ended = None, loop.time()
         metrics.API_SERVER_REACHABLE.set(1)
         self._reachable.set()

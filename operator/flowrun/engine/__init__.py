@@ -27,7 +27,9 @@ RunState of the pass (state.py):
 - phases.py: the phases and reasons the status uses; lenient.py: reading a status that may be garbage
 - children.py: the observed children of the run, indexed
 - dag.py: triggers, skip reasons, when a block is needed or done with
-- tasks.py: attempts of tasks: start, observe, retry, stop; their pods
+- tasks.py: attempts of tasks (and instances): start, observe, retry, stop; their pods; conditions
+- fanout.py: a forEach task's items and instances, and its phase from theirs; instances.py: a
+  forEach task through a step (recovered, expanded, its instances advanced)
 - locks.py: locks across runs: who takes a free slot, the Leases taken and released, who waits for whom
 - blocks.py: resource blocks: setup, readiness, values; cleanup.py: their cleanup, step by step
 - run.py: the run as a whole: stop reasons, final phase, TTL, finalizer

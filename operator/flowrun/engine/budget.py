@@ -10,7 +10,9 @@ taking the tasks that finished first (and among them the largest) first, until i
    termination message of the task's pod);
 4. results other tasks reference move to one ConfigMap per task that the run owns (the status
    keeps where: `resultFrom`), never cut: substitution reads them from there;
-5. every message is cut to MESSAGE_MIN characters.
+5. every message is cut to MESSAGE_MIN characters;
+6. a finished task keeps no more than its message says: the note of its dropped logs and why its
+   last attempt failed (`lastFailure`: a failed task's message says it) go.
 
 A note in each field says what was cut and where the full text is. Pure: sizes are those of the
 JSON the API server stores (compact, UTF-8), plus an estimate of the managedFields entry the
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowrun import names
-from flowrun.api import SUCCEEDED
+from flowrun.api import MAX_INSTANCES, MAX_ITEMS, SUCCEEDED
 from flowrun.merge_patch import pruned
 
 LOG_KEEP = 1024  # bytes of a task's logs kept at the first step
@@ -35,7 +37,7 @@ MESSAGE_MIN = 96  # characters of any message kept at the last step
 # status cannot even hold that, with its metadata and spec, is refused.
 MIN_TASK_BYTES, MIN_RESOURCE_BYTES, MIN_RUN_BYTES = 640, 800, 4096
 NOTE = "the status is kept under 1 MiB"
-REFERENCE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.result\)")
+REFERENCE = re.compile(r"\$\(tasks\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.results?\)")
 
 
 def size(value: object) -> int:
@@ -64,8 +66,37 @@ def minimal_weight(tasks: int, resources: int) -> int:
     return MIN_RUN_BYTES + tasks * MIN_TASK_BYTES + resources * MIN_RESOURCE_BYTES
 
 
+def minimal_instance_weight(run: str, task: str) -> int:
+    """What an instance of forEach task `task` needs at the least, once every step has been taken
+    (its message cut to MESSAGE_MIN, its logs and lastFailure dropped), with the longest values
+    its fields can have."""
+    index = MAX_ITEMS - 1
+    entry = {
+        "phase": "Succeeded",
+        "reason": "r" * 32,
+        "message": "m" * MESSAGE_MIN + f"... (cut: {NOTE})",
+        "attempts": 101,
+        "podName": names.task_pod_name(run, task, 101, index),
+        "exitCode": 255,
+        "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:00Z",
+        "instanceOf": task,
+        "index": index,
+    }
+    return weight({f"{task}-{index}": entry})
+
+
+def instances_weight(run: str, for_each_tasks: list[str]) -> int:
+    """What the status needs at the least for the instances a run with these forEach tasks may
+    have (api.MAX_INSTANCES, of the one whose entries are largest)."""
+    if not for_each_tasks:
+        return 0
+    return MAX_INSTANCES * max(minimal_instance_weight(run, task) for task in for_each_tasks)
+
+
 def referenced_results(spec: object) -> frozenset[str]:
-    """The tasks whose result some part of the spec references ($(tasks.NAME.result))."""
+    """The tasks whose result some part of the spec references ($(tasks.NAME.result)), and the
+    forEach tasks whose instances' results it does ($(tasks.NAME.results))."""
     return frozenset(match.group(1) for match in REFERENCE.finditer(json.dumps(spec)))
 
 
@@ -116,9 +147,10 @@ def fit(status: Mapping[str, Any], budget: int, run: str, referenced: frozenset[
         (True, lambda _, e: _cut_logs(e, LOG_KEEP)),
         (True, lambda _, e: _cut_logs(e, 0)),
         (True, lambda _, e: _cut_message(e, MESSAGE_KEEP)),
-        (True, lambda n, e: n not in referenced and _drop_result(e)),
-        (True, lambda n, e: n in referenced and _move_result(n, e, run, fitted)),
+        (True, lambda n, e: not _used(n, e, referenced) and _drop_result(e)),
+        (True, lambda n, e: _used(n, e, referenced) and _move_result(n, e, run, fitted)),
         (False, lambda _, e: _cut_message(e, MESSAGE_MIN)),
+        (True, lambda _, e: _drop_repeated(e)),
     ]
     for finished_only, step in steps:
         for name in _each_until_it_fits(tasks, budget, finished_only):
@@ -131,6 +163,11 @@ def fit(status: Mapping[str, Any], budget: int, run: str, referenced: frozenset[
     return fitted
 
 
+def _used(name: str, entry: Mapping[str, Any], referenced: frozenset[str]) -> bool:
+    """Whether a task's result is referenced: its own, or (an instance's) its forEach task's results."""
+    return name in referenced or entry.get("instanceOf") in referenced
+
+
 def _each_until_it_fits(tasks: _Tasks, budget: int, finished_only: bool) -> Iterator[str]:
     for name in tasks.in_order(finished_only):
         if tasks.total() <= budget:
@@ -139,10 +176,15 @@ def _each_until_it_fits(tasks: _Tasks, budget: int, finished_only: bool) -> Iter
 
 
 def _cut_logs(entry: dict[str, Any], keep: int) -> bool:
+    """Keep the last `keep` bytes of the logs (of what an earlier cut kept), with a note."""
     logs = entry.get("logs")
-    if not isinstance(logs, str) or len(logs.encode()) <= keep or logs.startswith("(cut"):
+    if not isinstance(logs, str):
         return False
-    tail = logs.encode()[-keep:].decode(errors="ignore") if keep else ""
+    cut_before = logs.startswith("(cut")
+    text = logs.partition("\n")[2] if cut_before else logs
+    if len(text.encode()) <= keep and (cut_before or not keep):
+        return False
+    tail = text.encode()[-keep:].decode(errors="ignore") if keep else ""
     what = f"the last {keep} bytes" if keep else "none of them"
     entry["logs"] = f"(cut to {what}: {NOTE}; all of them: kubectl flowrun logs, or the pod)\n{tail}"
     return True
@@ -156,6 +198,15 @@ def _cut_message(entry: dict[str, Any], keep: int) -> bool:
         if isinstance(text, str) and len(text) > keep:
             entry[key], cut = text[:keep] + f"... (cut: {NOTE})", True
     return cut
+
+
+def _drop_repeated(entry: dict[str, Any]) -> bool:
+    """Drop a finished task's logs (only a note is left of them by now) and its lastFailure."""
+    dropped = False
+    for key in ("logs", "lastFailure"):
+        if entry.get(key) is not None:
+            entry[key], dropped = None, True
+    return dropped
 
 
 def _drop_result(entry: dict[str, Any]) -> bool:
@@ -172,7 +223,12 @@ def _move_result(name: str, entry: dict[str, Any], run: str, fitted: Fitted) -> 
     result = entry.get("result")
     if entry.get("phase") != SUCCEEDED or not result:
         return False
-    config_map = names.result_config_map(run, name)
+    index = entry.get("index")
+    owner = entry.get("instanceOf")
+    if isinstance(owner, str) and isinstance(index, int):
+        config_map = names.result_config_map(run, owner, index)  # an instance's
+    else:
+        config_map = names.result_config_map(run, name)
     fitted.moved[name] = (config_map, result)
     entry["result"], entry["resultFrom"] = None, f"ConfigMap/{config_map}"
     return True

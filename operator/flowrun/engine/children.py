@@ -89,6 +89,10 @@ class Children:
     def task_pods(self) -> list[ObservedPod]:
         return [p for pods in self._task_pods.values() for p in pods]
 
+    def instance_pods(self, task: str) -> list[ObservedPod]:
+        """The pods of the instances of forEach task `task`, every attempt."""
+        return [p for p in self.task_pods() if p.labels.get(api.LABEL_INSTANCE_OF) == task]
+
     def max_attempt(self, task: str) -> int:
         return max((_label_int(p.labels, api.LABEL_ATTEMPT) for p in self._task_pods.get(task, ())), default=0)
 

@@ -4,8 +4,9 @@ values `$(...)` references resolve to."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from flowrun.engine.dag import resource_order
 from flowrun.engine.interface import RunInput
 from flowrun.engine.state import RunState, TaskState
 from flowrun.locks import LockView
-from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec, main_container_name
+from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec, instance_name, main_container_name
 from flowrun.observed import Observed, ObservedObject
 from flowrun.references import Context
 
@@ -35,6 +36,9 @@ class PassContext:
     resource_order: tuple[ResourceSpec, ...]  # blocks after the blocks they use
     # Each lock the spec names (by id) as the namespace shows it (observed.locks): engine/locks.py.
     locks: Mapping[str, LockView]
+    # forEach task -> its items, or why its list is not one: resolved once in a pass, when the
+    # task is ready (engine/fanout.py); its sources do not change after that.
+    items: dict[str, Any] = field(default_factory=dict)
 
     @property
     def identity(self) -> RunIdentity:
@@ -67,17 +71,31 @@ def substitutions(ctx: PassContext, state: RunState, placeholder: str | None = N
         for d in r.setup.deployments
         if d.ports
     }
+    results = {
+        n: placeholder if placeholder is not None else (result_of(ctx, n, ts) or "") for n, ts in state.tasks.items()
+    }
     return Context(
         params=ctx.spec.param_values,
         flowrun={"name": run.name, "namespace": run.namespace, "uid": run.uid},
-        task_results={
-            n: placeholder if placeholder is not None else (result_of(ctx, n, ts) or "")
-            for n, ts in state.tasks.items()
+        task_results=results,
+        task_results_lists={
+            t.name: placeholder if placeholder is not None else results_list(t.name, state, results)
+            for t in ctx.spec.for_each_tasks()
         },
+        task_phases={n: ts.phase for n, ts in state.tasks.items()},
         resource_values={
             n: placeholder if placeholder is not None else (rs.value or "") for n, rs in state.resources.items()
         },
         services=services,
+    )
+
+
+def results_list(task: str, state: RunState, results: Mapping[str, str]) -> str:
+    """$(tasks.TASK.results): the JSON list of the results of its instances, in item order (an
+    instance that did not succeed gives "")."""
+    count = state.tasks[task].instances or 0
+    return json.dumps(
+        [results.get(instance_name(task, i), "") for i in range(count)], separators=(",", ":"), ensure_ascii=False
     )
 
 
@@ -96,7 +114,9 @@ def result_of(ctx: PassContext, task: str, ts: TaskState) -> str | None:
             return stored.data["result"]
     pod = ctx.children.pod(ts.pod_name)
     if pod is not None and pod.phase == "Succeeded":
-        return result(termination(pod, main_container_name(ctx.spec.task(task).template)))[0]
+        # An instance's pod is made from the template of its forEach task.
+        template = ctx.spec.task(ts.instance_of or task).template
+        return result(termination(pod, main_container_name(template)))[0]
     return None if ts.result_from is not None else ""
 
 

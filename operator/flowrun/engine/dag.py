@@ -14,6 +14,7 @@ from flowrun.api import (
     FAILED,
     PENDING,
     READY,
+    RUNNING,
     SETTING_UP,
     SETUP_FAILED,
     SKIPPED,
@@ -21,17 +22,26 @@ from flowrun.api import (
     TERMINAL,
     TRIGGER_NOT_MET,
     UPSTREAM_FAILED,
+    WHEN_FALSE,
 )
 from flowrun.engine.state import RunState, TaskState
-from flowrun.model import FlowSpec, ResourceSpec, TaskSpec
+from flowrun.model import FlowSpec, ResourceSpec, TaskSpec, instance_name
 
 Skip = tuple[str, str]  # (reason, message) of a task that is skipped
+BY_DESIGN = (TRIGGER_NOT_MET, WHEN_FALSE)  # skip reasons that are no failure
 Trigger = Literal["go", "wait"] | Skip
 
 
 def is_failure(state: TaskState) -> bool:
-    """Failed, Cancelled, or skipped for any reason but the trigger's design."""
-    return state.phase in (FAILED, CANCELLED) or (state.phase == SKIPPED and state.reason != TRIGGER_NOT_MET)
+    """Failed, Cancelled, or skipped for any reason but the design of the flow (its trigger, its
+    conditions)."""
+    return state.phase in (FAILED, CANCELLED) or (state.phase == SKIPPED and state.reason not in BY_DESIGN)
+
+
+def passed(state: TaskState) -> bool:
+    """What allSucceeded waits for: Succeeded, or skipped by its own condition (a branch not
+    taken: its dependants run, as in Argo Workflows and Tekton)."""
+    return state.phase == SUCCEEDED or (state.phase == SKIPPED and state.reason == WHEN_FALSE)
 
 
 def trigger(task: TaskSpec, state: RunState) -> Trigger:
@@ -40,11 +50,11 @@ def trigger(task: TaskSpec, state: RunState) -> Trigger:
     ended = [(u, s) for u, s in ups if s.phase in TERMINAL]
     failed = [u for u, s in ended if is_failure(s)]
     if task.trigger == "allSucceeded":
-        if all(s.phase == SUCCEEDED for _, s in ups):
+        if all(passed(s) for _, s in ups):
             return "go"
         if failed:
             return UPSTREAM_FAILED, f"upstream {failed[0]} did not succeed ({state.tasks[failed[0]].phase})"
-        skipped = [u for u, s in ended if s.phase != SUCCEEDED]
+        skipped = [u for u, s in ended if not passed(s)]
         if skipped:
             return TRIGGER_NOT_MET, f"allSucceeded: upstream {skipped[0]} was skipped"
         return "wait"
@@ -79,9 +89,12 @@ def blocked(spec: FlowSpec, resource: ResourceSpec, state: RunState) -> Skip | N
         return None
     for name in resource.run_after:
         upstream = state.tasks[name]
-        if upstream.phase in TERMINAL and upstream.phase != SUCCEEDED:
+        if upstream.phase in TERMINAL and not passed(upstream):
             reason = UPSTREAM_FAILED if is_failure(upstream) else TRIGGER_NOT_MET
             return reason, f"resource {resource.name} runs after {name}, which ended {upstream.phase}"
+    for name in resource.result_refs:
+        if state.tasks[name].phase == SKIPPED and state.tasks[name].reason == WHEN_FALSE:
+            return TRIGGER_NOT_MET, f"resource {resource.name} uses the result of {name}, which its when skipped"
     for name in resource.uses:
         dependency = state.resources[name]
         if dependency.phase not in (PENDING, SETTING_UP, READY):
@@ -106,10 +119,13 @@ def final(spec: FlowSpec, resource: ResourceSpec, state: RunState) -> bool:
 
 
 def wanted(spec: FlowSpec, resource: ResourceSpec, state: RunState) -> bool:
-    """Some consumer could start now if this block were Ready (setup starts only when needed)."""
+    """Some consumer could start now if this block were Ready (setup starts only when needed): a
+    task, or an instance of a forEach task."""
     for task in spec.users_of(resource.name):
         ts = state.tasks[task.name]
         if ts.phase == PENDING and ts.attempts == 0 and trigger(task, state) == "go":
+            return True
+        if ts.instances and ts.phase == RUNNING and any(_unstarted(state.tasks[n]) for n in _instances(task, ts)):
             return True
     return any(
         state.resources[c.name].phase == PENDING and after_succeeded(c, state) and wanted(spec, c, state)
@@ -117,8 +133,16 @@ def wanted(spec: FlowSpec, resource: ResourceSpec, state: RunState) -> bool:
     )
 
 
+def _instances(task: TaskSpec, ts: TaskState) -> list[str]:
+    return [instance_name(task.name, i) for i in range(ts.instances or 0)]
+
+
+def _unstarted(ts: TaskState) -> bool:
+    return ts.phase == PENDING and ts.attempts == 0
+
+
 def after_succeeded(resource: ResourceSpec, state: RunState) -> bool:
-    return all(state.tasks[u].phase == SUCCEEDED for u in resource.run_after)
+    return all(passed(state.tasks[u]) for u in resource.run_after)
 
 
 def resource_order(spec: FlowSpec) -> list[ResourceSpec]:

@@ -1,6 +1,6 @@
 """Events: the differences between the previous and the new status that a person may act on, one
 per transition (a task retrying, failed or skipped for a failure; a block set up, ready, cleaned
-up; the run stopping and finished), so a repeated pass with the recorded status posts none. What
+up; the run waiting for its lock, stopping and finished), so a repeated pass with the recorded status posts none. What
 every task does (started, succeeded) is in the status, not in an event: an event per task start
 and end would double the operator's requests on a big run. The users' contract: docs/api.md,
 "Events"."""
@@ -16,8 +16,8 @@ from flowrun.api import (
     CLEANUP_BLOCKED,
     CLEANUP_FAILED,
     CLEANUP_JOB_BACKOFF,
+    CONDITION_TTL_HELD,
     FAILED,
-    HOLDING,
     READY,
     RETRY_BACKOFF,
     RUNNING,
@@ -26,6 +26,7 @@ from flowrun.api import (
     STOP_DEADLINE,
     TRIGGER_NOT_MET,
     WAITING_LOCK,
+    WHEN_FALSE,
 )
 from flowrun.engine.interface import Event
 from flowrun.lenient import as_map, conditions_by_type, count
@@ -37,7 +38,9 @@ _RESOURCE_EVENTS = {
     CLEANED_UP: ("Normal", "CleanedUp"),
     CLEANUP_FAILED: ("Warning", "CleanupFailed"),
 }
-# Succeeded=Unknown reasons that announce a stage of the run (its start is no news: its status says it)
+# Succeeded=Unknown reasons that announce a stage of the run (its start is no news: its status says it).
+# WaitingForLock: the run waits for another to finish, which a person may have to see to (a holder
+# stuck); taking and releasing a lock, like a task's start and end, is in the status only.
 _RUN_EVENTS = {
     "Cancelling": "Cancelling",
     "Deleting": "Deleting",
@@ -50,40 +53,15 @@ _RUN_EVENTS = {
 def events(prev: Mapping[str, Any], status: Mapping[str, Any]) -> list[Event]:
     """Every transition between `prev` and `status`: tasks, then blocks, then the run."""
     prev_tasks, prev_resources = as_map(prev.get("tasks")), as_map(prev.get("resources"))
+    # An instance of a forEach task posts none: its task's failure says it once for them all.
     found = [
         event
         for name, task in status["tasks"].items()
-        if (event := task_event(name, as_map(prev_tasks.get(name)), task)) is not None
+        if not task.get("instanceOf") and (event := task_event(name, as_map(prev_tasks.get(name)), task)) is not None
     ]
     for name, resource in status["resources"].items():
         found.extend(resource_events(name, as_map(prev_resources.get(name)), resource))
-    found.extend(lock_events(prev.get("locks"), status.get("locks")))
     found.extend(run_events(conditions_by_type(prev), conditions_by_type(status)))
-    return found
-
-
-def _held(locks: object) -> dict[tuple[str, str], str]:
-    """(lock, task) -> Lease of every lock a status.locks says is held."""
-    entries = [as_map(e) for e in locks] if isinstance(locks, list) else []
-    return {
-        (str(e.get("lock") or ""), str(e.get("task") or "")): str(e.get("lease") or "")
-        for e in entries
-        if e.get("state") == HOLDING
-    }
-
-
-def lock_events(prev: object, locks: object) -> list[Event]:
-    """A lock taken (LockAcquired) or let go (LockReleased), by the run or one of its tasks."""
-    before, after = _held(prev), _held(locks)
-    found = []
-    for (lock, task), lease in after.items():
-        if (lock, task) not in before:
-            who = f"task {task}: " if task else ""
-            found.append(Event("Normal", "LockAcquired", f"{who}{lock} (Lease {lease})"))
-    for (lock, task), lease in before.items():
-        if (lock, task) not in after:
-            who = f"task {task}: " if task else ""
-            found.append(Event("Normal", "LockReleased", f"{who}{lock} (Lease {lease})"))
     return found
 
 
@@ -108,7 +86,7 @@ def task_event(name: str, old: Mapping[str, Any], task: Mapping[str, Any]) -> Ev
         return Event("Warning", "TaskRetrying", f"{started} after {task['message']}")
     if task["phase"] == FAILED:
         return Event("Warning", "TaskFailed", f"task {name}: {task['reason']}: {task['message']}")
-    if task["phase"] == SKIPPED and task["reason"] != TRIGGER_NOT_MET:
+    if task["phase"] == SKIPPED and task["reason"] not in (TRIGGER_NOT_MET, WHEN_FALSE):
         return Event("Warning", "TaskSkipped", f"task {name}: {task['reason']}: {task['message']}")
     return None
 
@@ -132,7 +110,8 @@ def resource_events(name: str, old: Mapping[str, Any], resource: Mapping[str, An
 
 
 def run_events(prev_conds: Mapping[str, Mapping[str, Any]], conds: Mapping[str, Mapping[str, Any]]) -> list[Event]:
-    """The run started a stage or ended (condition Succeeded), or its cleanup blocks its deletion."""
+    """The run started a stage or ended (condition Succeeded), its cleanup blocks its deletion, or its
+    TTL is held (declared in Git)."""
     found: list[Event] = []
     succeeded, old_succeeded = conds["Succeeded"], as_map(prev_conds.get("Succeeded"))
     if (succeeded["status"], succeeded["reason"]) != (old_succeeded.get("status"), old_succeeded.get("reason")):
@@ -148,4 +127,7 @@ def run_events(prev_conds: Mapping[str, Mapping[str, Any]], conds: Mapping[str, 
     released, old_released = conds["ResourcesReleased"], as_map(prev_conds.get("ResourcesReleased"))
     if released["reason"] == CLEANUP_BLOCKED and old_released.get("reason") != CLEANUP_BLOCKED:
         found.append(Event("Warning", CLEANUP_BLOCKED, released["message"]))
+    held = conds.get(CONDITION_TTL_HELD)
+    if held is not None and CONDITION_TTL_HELD not in prev_conds:
+        found.append(Event("Warning", CONDITION_TTL_HELD, held["message"]))
     return found

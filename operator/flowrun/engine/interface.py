@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from flowrun import api
 from flowrun.api import LOG_TAIL_LINES
+from flowrun.gitops import declared_in_git
 from flowrun.lenient import as_map
 from flowrun.model import RunIdentity
 from flowrun.timestamps import parse_time
@@ -35,6 +36,9 @@ class RunInput:
     # Set by the pass when a create of the previous pass was refused because the namespace is
     # being deleted: nothing can be created in it any more (a cleanup job cannot run).
     namespace_terminating: bool = False
+    # What says the run is declared in Git (gitops.declared_in_git), None if nothing does: then its
+    # TTL never deletes it, since the GitOps tool would create it again and it would run again.
+    declared_in_git: str | None = None
 
     @property
     def identity(self) -> RunIdentity:
@@ -60,6 +64,7 @@ def run_input_from_object(
         created_at=parse_time(metadata.get("creationTimestamp")),
         dry_run_error=dry_run_error,
         refused=dict(refused or {}),
+        declared_in_git=declared_in_git(metadata),
     )
 
 

@@ -3,7 +3,6 @@ the observed children, step to a fixpoint, then derive the actions, the status a
 
 from __future__ import annotations
 
-import copy
 from datetime import UTC, datetime
 
 from flowrun.api import CLEANING_UP, READY, RUN_FINAL, SETTING_UP
@@ -13,6 +12,7 @@ from flowrun.engine.clashes import name_clash
 from flowrun.engine.cleanup import progress_cleanup
 from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
+from flowrun.engine.instances import advance_for_each, recover_for_each
 from flowrun.engine.interface import CreateObject, Outcome, RunInput
 from flowrun.engine.locks import gate
 from flowrun.engine.plan import dry_run, plan, requeue_after
@@ -70,8 +70,11 @@ def load(ctx: PassContext) -> RunState:
     too, and a block whose objects exist is at least SettingUp, so a lost or garbage status never
     makes the engine reuse a name or create a duplicate."""
     state = load_state(ctx.spec, ctx.prev)
-    for task in ctx.spec.tasks:
-        recover_task(ctx, task, state.tasks[task.name], state)
+    for task in ctx.order:
+        if task.for_each is not None:
+            recover_for_each(ctx, task, state)
+        else:
+            recover_task(ctx, task, state.tasks[task.name], state)
     for resource in ctx.spec.resources:
         recover_resource(ctx, resource, state.resources[resource.name], state)
     return state
@@ -79,9 +82,9 @@ def load(ctx: PassContext) -> RunState:
 
 def step(ctx: PassContext, before: RunState) -> RunState:
     """Every transition the state and the observed children allow, in one sweep: blocks progress
-    (or a Ready one is found broken), then tasks (in dependency order), then blocks start setup
-    or cleanup, then the run."""
-    state = copy.deepcopy(before)
+    (or a Ready one is found broken), then tasks (in dependency order; a forEach task with its
+    instances), then blocks start setup or cleanup, then the run."""
+    state = before.copied()
     stop = stop_reason(ctx, state)
     held_back = gate(ctx, state, stop)
     for resource in ctx.resource_order:
@@ -94,7 +97,10 @@ def step(ctx: PassContext, before: RunState) -> RunState:
             progress_cleanup(ctx, resource, rs)
     live = live_pods(ctx, state)
     for task in ctx.order:
-        advance_task(ctx, task, state, stop, live, held_back)
+        if task.for_each is not None:
+            advance_for_each(ctx, task, state, stop, live, held_back)
+        else:
+            advance_task(ctx, task, state, stop, live, gate=held_back)
     for resource in ctx.resource_order:
         schedule_resource(ctx, resource, state, stop, held_back is not None)
     update_run(ctx, state)

@@ -24,8 +24,9 @@ from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, Valida
 from flowrun.engine.locks import lock_actions
 from flowrun.engine.run import run_deadline, stop_reason, ttl_expired, ttl_expiry
 from flowrun.engine.state import RunState
-from flowrun.engine.tasks import expected_pods, start_due, task_actions
+from flowrun.engine.tasks import expected_pods, pod_tasks, start_due, task_actions
 from flowrun.observed import ObservedJob
+from flowrun.references import AnyItem
 
 
 def plan(ctx: PassContext, state: RunState) -> list[Action]:
@@ -49,9 +50,11 @@ def dry_run(ctx: PassContext, state: RunState) -> ValidateObjects:
     """Every child this run may create, with results and values as placeholders."""
     identity, spec = ctx.identity, ctx.spec
     values = substitutions(ctx, state, placeholder=DRY_RUN_PLACEHOLDER)
+    # A forEach task's pods are dry-run as its first instance's, with a placeholder item.
+    tasks = [t if t.for_each is None else t.instance_spec(0, AnyItem(DRY_RUN_PLACEHOLDER)) for t in spec.tasks]
     built = [
         (f"spec.tasks[{i}].template", manifests.build_task_pod(identity, spec, t, 1, values))
-        for i, t in enumerate(spec.tasks)
+        for i, t in enumerate(tasks)
     ]
     for k, resource in enumerate(spec.resources):
         built += setup_manifests(ctx, resource, state, values, dry_run=True)
@@ -88,7 +91,7 @@ def task_moments(ctx: PassContext, state: RunState) -> list[datetime | None]:
     runs out."""
     moments: list[datetime | None] = []
     expected = expected_pods(state)
-    for task in ctx.spec.tasks:
+    for task in pod_tasks(ctx, state):
         ts = state.tasks[task.name]
         if ts.phase == RUNNING and ts.reason == RETRY_BACKOFF:
             moments.append(ts.next_attempt_at)

@@ -77,9 +77,15 @@ def final_phase(spec: FlowSpec, state: RunState, cancelled: bool) -> str:
     return SUCCEEDED
 
 
+def ttl_held(ctx: PassContext) -> bool:
+    """The run has a TTL and is declared in Git (gitops.py): deleting it would make the GitOps tool
+    create it again, and it would run again, for ever. Its TTL is never applied (TTLHeld says so)."""
+    return ctx.spec.ttl_seconds_after_finished is not None and ctx.run.declared_in_git is not None
+
+
 def ttl_expiry(ctx: PassContext, state: RunState) -> datetime | None:
     ttl = ctx.spec.ttl_seconds_after_finished
-    if ttl is None or state.phase not in RUN_FINAL or state.finished_at is None:
+    if ttl is None or ttl_held(ctx) or state.phase not in RUN_FINAL or state.finished_at is None:
         return None
     return after(state.finished_at, ttl)
 

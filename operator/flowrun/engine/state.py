@@ -4,14 +4,16 @@ a merge patch of the status also clears)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from flowrun.api import (
     CLEANING_UP,
     CLEANUP_STEPS,
+    MAX_ITEMS,
     PENDING,
     RESOURCE_PHASES,
     RUN_FINAL,
@@ -20,7 +22,7 @@ from flowrun.api import (
     TASK_PHASES,
 )
 from flowrun.lenient import as_map, as_str, count, opt_str
-from flowrun.model import FlowSpec
+from flowrun.model import FlowSpec, instance_name
 from flowrun.timestamps import format_time, parse_time
 
 
@@ -42,6 +44,9 @@ class TaskState:
     # "attempt N failed (REASON: detail)": shown as the message while the next attempt has nothing
     # of its own to say, so that a pod's waiting reason never hides it for good.
     last_failure: str | None = None
+    instances: int | None = None  # a forEach task: how many instances its list gave, once known
+    instance_of: str | None = None  # an instance: its forEach task ...
+    index: int | None = None  # ... and the index of its item
 
 
 @dataclass
@@ -69,14 +74,31 @@ class RunState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    def copied(self) -> RunState:
+        """A copy a step may change without changing this one: what copy.deepcopy gives, at a
+        fraction of its cost (a record's fields are immutable values but for a block's objects)."""
+        return RunState(
+            tasks={name: copy.copy(ts) for name, ts in self.tasks.items()},
+            resources={name: replace(rs, objects=list(rs.objects)) for name, rs in self.resources.items()},
+            phase=self.phase,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
 
 def load_state(spec: FlowSpec, prev: Mapping[str, Any]) -> RunState:
-    """The previous status as records, one per task and block of the spec (recovery from the
-    observed children comes after: see tasks.recover_task and blocks.recover_resource)."""
+    """The previous status as records, one per task and block of the spec, and one per instance of
+    a forEach task the status records (recovery from the observed children comes after: see
+    tasks.recover_task and blocks.recover_resource)."""
     raw_tasks, raw_resources = as_map(prev.get("tasks")), as_map(prev.get("resources"))
     phase = as_str(prev.get("phase"))
+    tasks: dict[str, TaskState] = {}
+    for task in spec.tasks:
+        tasks[task.name] = load_task(raw_tasks.get(task.name))
+        if task.for_each is not None:
+            tasks.update(load_instances(task.name, raw_tasks))
     return RunState(
-        tasks={t.name: load_task(raw_tasks.get(t.name)) for t in spec.tasks},
+        tasks=tasks,
         resources={r.name: load_resource(raw_resources.get(r.name)) for r in spec.resources},
         phase=phase if phase in (PENDING, RUNNING, *RUN_FINAL) else PENDING,
         started_at=parse_time(prev.get("startedAt")),
@@ -84,9 +106,25 @@ def load_state(spec: FlowSpec, prev: Mapping[str, Any]) -> RunState:
     )
 
 
+def load_instances(task: str, raw_tasks: Mapping[str, Any]) -> dict[str, TaskState]:
+    """The records of the instances of forEach task `task`, in index order: the entries that say
+    they are, under the name they must have."""
+    found: dict[int, TaskState] = {}
+    for name, raw in raw_tasks.items():
+        entry = as_map(raw)
+        index = entry.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_ITEMS:
+            continue
+        if entry.get("instanceOf") == task and name == instance_name(task, index):
+            found[index] = load_task(entry)
+    return {instance_name(task, i): found[i] for i in sorted(found)}
+
+
 def load_task(raw: object) -> TaskState:
     raw = as_map(raw)
     phase = raw.get("phase")
+    instances = raw.get("instances")
+    index = raw.get("index")
     return TaskState(
         phase=phase if phase in TASK_PHASES else PENDING,
         reason=as_str(raw.get("reason")),
@@ -101,6 +139,9 @@ def load_task(raw: object) -> TaskState:
         logs=opt_str(raw.get("logs")),
         next_attempt_at=parse_time(raw.get("nextAttemptAt")),
         last_failure=opt_str(raw.get("lastFailure")),
+        instances=count(instances) if instances is not None else None,
+        instance_of=opt_str(raw.get("instanceOf")),
+        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
     )
 
 
@@ -147,6 +188,9 @@ def dump_task(state: TaskState) -> dict[str, Any]:
         "logs": state.logs,
         "nextAttemptAt": time_or_none(state.next_attempt_at),
         "lastFailure": state.last_failure,
+        "instances": state.instances,
+        "instanceOf": state.instance_of,
+        "index": state.index,
     }
 
 

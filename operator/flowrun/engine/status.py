@@ -1,6 +1,7 @@
 """The status a pass writes: phase, message, progress and the conditions Succeeded,
-ResourcesReleased and SpecValid, for a run and for a spec that cannot run. The fields are the
-users' contract: docs/api.md (status) and docs/semantics.md ("The run", "Bad input")."""
+ResourcesReleased and SpecValid, then Ready, Reconciling and Stalled (conditions.py: what kstatus
+and Argo CD read) and TTLHeld when it applies, for a run and for a spec that cannot run. The fields
+are the users' contract: docs/api.md (status) and docs/semantics.md ("The run", "Bad input")."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from flowrun.api import (
     CLEANING_UP,
     CLEANUP_BLOCKED,
     CLEANUP_FAILED,
+    CONDITION_READY,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
+    CONDITION_TTL_HELD,
+    DECLARED_IN_GIT,
     FAILED,
     INVALID_SPEC,
     PENDING,
@@ -34,36 +40,16 @@ from flowrun.api import (
     TERMINAL,
     WAITING_LOCK,
 )
+from flowrun.conditions import condition, health
 from flowrun.engine.context import PassContext
 from flowrun.engine.dag import is_failure
 from flowrun.engine.interface import Event, Outcome, RunInput
 from flowrun.engine.locks import gate, lock_status
-from flowrun.engine.run import holds_finalizer, stop_reason
-from flowrun.engine.state import RunState, dump_resource, dump_task, time_or_none
+from flowrun.engine.run import holds_finalizer, stop_reason, ttl_held
+from flowrun.engine.state import RunState, TaskState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
 from flowrun.merge_patch import changes
 from flowrun.timestamps import format_time, parse_time
-
-
-def condition(
-    prev: Mapping[str, Any], kind: str, status: str, reason: str, message: str, now: datetime, generation: int
-) -> dict[str, Any]:
-    """A metav1.Condition whose lastTransitionTime only moves when its status changes. `prev` is
-    the previous conditions by type."""
-    old = as_map(as_map(prev).get(kind))
-    since = (
-        old.get("lastTransitionTime")
-        if old.get("status") == status and parse_time(old.get("lastTransitionTime"))
-        else None
-    )
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since or format_time(now),
-        "observedGeneration": generation,
-    }
 
 
 def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]:
@@ -78,7 +64,9 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         if validated
         else ("True", SPEC_VALID_PARSED, "the spec is valid; children are dry-run before the first is created")
     )
-    terminal = sum(ts.phase in TERMINAL for ts in state.tasks.values())
+    work = units(state)
+    terminal = sum(ts.phase in TERMINAL for ts in work)
+    held = [condition(conds, CONDITION_TTL_HELD, "True", DECLARED_IN_GIT, ttl_held_message(ctx), now, gen)]
     return {
         "phase": state.phase,
         "startedAt": time_or_none(state.started_at),
@@ -86,17 +74,61 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         # Only once finished: a duration that grows with `now` would change status every pass.
         "duration": duration(state.started_at, state.finished_at),
         "observedGeneration": gen,
-        "progress": f"{terminal}/{len(state.tasks)}",
+        "progress": f"{terminal}/{len(work)}",
         "message": message,
         "conditions": [
             condition(conds, "Succeeded", *succeeded, message if succeeded[1] != "Pending" else "", now, gen),
             condition(conds, "ResourcesReleased", *released, now, gen),
             condition(conds, "SpecValid", *spec_valid, now, gen),
+            *health(conds, *run_health(state, succeeded[1], released, message), now, gen),
+            *(held if ttl_held(ctx) else []),
         ],
-        "tasks": {t.name: dump_task(state.tasks[t.name]) for t in ctx.spec.tasks},
+        "tasks": {name: dump_task(ts) for name, ts in entries(ctx, state)},
         "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
         "locks": lock_status(ctx, state, stop_reason(ctx, state)),
     }
+
+
+def run_health(state: RunState, reason: str, released: tuple[str, str, str], message: str) -> tuple[str, str, str]:
+    """Which of Ready, Reconciling and Stalled is True, with the reason and message: Ready once
+    Succeeded; Stalled once Failed or Cancelled, or while a failed cleanup holds the finalizer of a
+    run being deleted (CleanupBlocked, which only a person can resolve); Reconciling before, `reason`
+    being Succeeded's (Pending, WaitingForLock, Running, CleaningUp, Cancelling, Deleting,
+    RunDeadlineExceeded)."""
+    if released[1] == CLEANUP_BLOCKED:
+        return CONDITION_STALLED, CLEANUP_BLOCKED, released[2]
+    if state.phase == SUCCEEDED:
+        return CONDITION_READY, reason, message
+    if state.phase in RUN_FINAL:
+        return CONDITION_STALLED, reason, message
+    return CONDITION_RECONCILING, reason, message
+
+
+def ttl_held_message(ctx: PassContext) -> str:
+    return (
+        f"ttlSecondsAfterFinished={ctx.spec.ttl_seconds_after_finished} is not applied: the FlowRun is declared in "
+        f"Git ({ctx.run.declared_in_git}), and deleted it would be created again and run again; "
+        "remove it from Git to delete it"
+    )
+
+
+def entries(ctx: PassContext, state: RunState) -> list[tuple[str, TaskState]]:
+    """The task records in spec order, each forEach task followed by its instances."""
+    found: list[tuple[str, TaskState]] = []
+    for task in ctx.spec.tasks:
+        found.append((task.name, state.tasks[task.name]))
+        if task.for_each is not None:
+            found += [(name, ts) for name, ts in state.tasks.items() if ts.instance_of == task.name]
+    return found
+
+
+def units(state: RunState) -> list[TaskState]:
+    """What progress counts: each task, but a forEach task whose list gave instances counts as
+    them."""
+    return [ts for ts in state.tasks.values() if not ts.instances]
+
+
+MESSAGE_NAMES = 10  # tasks named in a run's progress message, at most
 
 
 def final_reason(state: RunState) -> str:
@@ -149,7 +181,7 @@ def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str
 
 def run_message(ctx: PassContext, state: RunState) -> str:
     if state.phase == SUCCEEDED:
-        counts = [f"{sum(ts.phase == p for ts in state.tasks.values())} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
+        counts = [f"{sum(ts.phase == p for ts in units(state))} {p.lower()}" for p in (SUCCEEDED, SKIPPED)]
         return ", ".join(c for c in counts if not c.startswith("0 "))
     if state.phase == CANCELLED:
         stopped = "cancelled" if ctx.spec.cancel or not ctx.run.deleting else "stopped: the FlowRun is being deleted"
@@ -179,7 +211,8 @@ def _failure_message(ctx: PassContext, state: RunState) -> str:
 
 def _progress_message(ctx: PassContext, state: RunState) -> str:
     """What a run that is not finished is doing: stopping, running, retrying, setting up, cleaning up."""
-    tasks, resources = state.tasks, state.resources
+    tasks = {n: ts for n, ts in entries(ctx, state) if not ts.instances}
+    resources = state.resources
     parts = []
     for label, names_ in (
         ("running", [n for n, ts in tasks.items() if ts.phase == RUNNING and ts.reason != RETRY_BACKOFF]),
@@ -188,7 +221,8 @@ def _progress_message(ctx: PassContext, state: RunState) -> str:
         ("cleaning up", [n for n, rs in resources.items() if rs.phase == CLEANING_UP]),
     ):
         if names_:
-            parts.append(f"{label}: {', '.join(names_)}")
+            more = f" and {len(names_) - MESSAGE_NAMES} more" if len(names_) > MESSAGE_NAMES else ""
+            parts.append(f"{label}: {', '.join(names_[:MESSAGE_NAMES])}{more}")
     stop = stop_reason(ctx, state)
     if stop is not None:
         parts.insert(0, {STOP_DELETED: "deleting", STOP_CANCELLED: "cancelling"}.get(stop, "run deadline exceeded"))
@@ -233,6 +267,7 @@ def invalid_outcome(run: RunInput, prev: Mapping[str, Any], now: datetime, messa
             condition(conds, "Succeeded", "False", INVALID_SPEC, message, now, gen),
             condition(conds, "ResourcesReleased", "True", "NothingToRelease", "nothing was created", now, gen),
             condition(conds, "SpecValid", "False", INVALID_SPEC, message, now, gen),
+            *health(conds, CONDITION_STALLED, INVALID_SPEC, message, now, gen),
         ],
         "tasks": {},
         "resources": {},

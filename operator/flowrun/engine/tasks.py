@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flowrun import manifests, names
+from flowrun import manifests, when
 from flowrun.api import (
     CANCELLED,
     CREATE_REFUSED,
@@ -28,19 +28,22 @@ from flowrun.api import (
     STOP_DEADLINE,
     SUCCEEDED,
     TERMINAL,
+    TRIGGER_NOT_MET,
     WAITING_PARALLELISM,
     WAITING_RESOURCES,
     WAITING_UPSTREAM,
+    WHEN_ERROR,
+    WHEN_FALSE,
 )
-from flowrun.engine.budget import referenced_results
 from flowrun.engine.children import ObjectRef, result, started, termination, why_waiting
 from flowrun.engine.clock import after
-from flowrun.engine.context import PassContext, refusal, result_of
+from flowrun.engine.context import PassContext, refusal, result_of, substitutions
 from flowrun.engine.dag import skip_reason, trigger
+from flowrun.engine.fanout import LOST, instance_specs, lost_item
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
 from flowrun.engine.locks import Turn, task_turn, wait_for_lock
 from flowrun.engine.state import RunState, TaskState
-from flowrun.model import TaskSpec, main_container_name
+from flowrun.model import TaskSpec, instance_name, main_container_name
 from flowrun.observed import ObservedPod
 from flowrun.references import Context
 
@@ -52,7 +55,7 @@ def recover_task(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunStat
     latest = ctx.children.max_attempt(task.name)
     if latest > ts.attempts or contradicted(ctx, task, ts, latest):
         # The latest attempt's pod is judged afresh (observe_attempt) in this pass.
-        pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, latest))
+        pod = ctx.children.pod(task.pod_name(ctx.run.name, latest))
         ts.attempts, ts.result, ts.result_from, ts.exit_code, ts.finished_at = latest, None, None, None, None
         ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
         ts.started_at = ts.started_at or (pod.start_time if pod is not None else None) or ctx.now
@@ -62,14 +65,14 @@ def recover_task(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunStat
     elif ts.phase == PENDING and ts.attempts:
         ts.phase, ts.reason, ts.next_attempt_at = RUNNING, RETRY_BACKOFF, None  # garbage: go to the next attempt
     if ts.attempts:
-        ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
+        ts.pod_name = task.pod_name(ctx.run.name, ts.attempts)
 
 
 def contradicted(ctx: PassContext, task: TaskSpec, ts: TaskState, latest: int) -> bool:
     """Whether the status of a task contradicts the pod of its latest attempt (one that exists
     and is not being deleted): it runs, but the task is not running that attempt; it succeeded,
     but the task did not, or with another result; it failed, but the task succeeded."""
-    pod = ctx.children.pod(names.task_pod_name(ctx.run.name, task.name, latest)) if latest else None
+    pod = ctx.children.pod(task.pod_name(ctx.run.name, latest)) if latest else None
     if pod is None or pod.deleting:
         return False
     if ts.attempts != latest:
@@ -101,38 +104,60 @@ def live_pods(ctx: PassContext, state: RunState) -> set[str]:
 
 
 def advance_task(
-    ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str], gate: Turn | None = None
-) -> None:
-    """Move one task as far as the state allows; a started attempt takes a slot in `live`. `gate`:
-    the run waits for its own lock (nothing of it starts)."""
+    ctx: PassContext,
+    task: TaskSpec,
+    state: RunState,
+    stop: str | None,
+    live: set[str],
+    held: str | None = None,
+    gate: Turn | None = None,
+) -> bool:
+    """Move one task (or instance of a forEach task) as far as the state allows; a started attempt
+    takes a slot in `live`. `held`: why an instance may not start now (its task's own parallelism
+    is used up); `gate`: the run waits for its own lock (nothing of it starts). Whether an attempt
+    started."""
     ts = state.tasks[task.name]
     backoff = ts.phase == RUNNING and ts.reason == RETRY_BACKOFF
     if ts.phase == RUNNING and not backoff:
         observe_attempt(ctx, task, ts, stop)
     if ts.phase in TERMINAL:
-        return
+        return False
     if stop is not None:
         stop_task(ctx, ts, stop)
-        return
+        return False
     ready = retry_due(ctx, task, ts, state) if backoff else ts.phase != RUNNING and upstream_ready(ctx, task, ts, state)
-    if not ready:
-        return
+    if not ready or lost_item(ctx, task, ts):
+        return False
     if gate is not None:
         wait_for_lock(ctx, ts, gate)
-        return
-    waiting = [r for r in task.resources if state.resources[r].phase != READY]
-    parallelism = ctx.spec.parallelism
-    full = parallelism is not None and len(live) >= parallelism
-    if backoff and (waiting or full):
-        return  # the next attempt goes as soon as it can; the reason stays RetryBackoff
-    if waiting:
-        ts.reason, ts.message = WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
-    elif full:
-        ts.reason, ts.message = WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
+        return False
+    why = held_back_by(ctx, task, state, live, held)
+    if backoff and why is not None:
+        return False  # the next attempt goes as soon as it can; the reason stays RetryBackoff
+    if why is not None:
+        ts.reason, ts.message = why
     elif (turn := task_turn(ctx, task, ts, state, stop)) is not None:
-        wait_for_lock(ctx, ts, turn)
+        wait_for_lock(ctx, ts, turn)  # only once nothing else holds it back: it waits holding nothing
     else:
         start_attempt(ctx, task, ts, state, live)
+        return True
+    return False
+
+
+def held_back_by(
+    ctx: PassContext, task: TaskSpec, state: RunState, live: set[str], held: str | None
+) -> tuple[str, str] | None:
+    """(reason, message) of what keeps a ready task from starting, but its lock: its blocks not
+    Ready, the run's parallelism used up, or `held` (its forEach task's)."""
+    waiting = [r for r in task.resources if state.resources[r].phase != READY]
+    parallelism = ctx.spec.parallelism
+    if waiting:
+        return WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
+    if parallelism is not None and len(live) >= parallelism:
+        return WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
+    if held:
+        return WAITING_PARALLELISM, held
+    return None
 
 
 def retry_due(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:
@@ -149,8 +174,9 @@ def retry_due(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) 
 
 
 def upstream_ready(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:
-    """Whether a Pending task may start as far as its upstream tasks say: skipped if its trigger
-    can never hold, waiting while it does not hold yet."""
+    """Whether a Pending task may start as far as its upstream tasks and its conditions say: skipped
+    if its trigger can never hold, or a condition is false; waiting while its trigger does not hold
+    yet; failed if a result it reads is lost or a condition cannot be evaluated."""
     skip = skip_reason(ctx.spec, task, state)
     if skip is not None:
         ts.phase, (ts.reason, ts.message), ts.finished_at = SKIPPED, skip, ctx.now
@@ -159,24 +185,60 @@ def upstream_ready(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunSt
         waiting_for = [u for u in task.run_after if state.tasks[u].phase not in TERMINAL]
         ts.reason, ts.message = WAITING_UPSTREAM, "waiting for " + ", ".join(waiting_for)
         return False
-    lost = [u for u in sorted(referenced_results(task.template)) if result_lost(ctx, u, state)]
+    skip = missing_results(task, state)
+    if skip is not None:
+        ts.phase, (ts.reason, ts.message), ts.finished_at = SKIPPED, skip, ctx.now
+        return False
+    lost = [u for u in task.result_refs if result_lost(ctx, u, state)]
     if lost:
         where = state.tasks[lost[0]]
         ts.phase, ts.reason, ts.finished_at = FAILED, RESULT_LOST, ctx.now
         ts.message = f"the result of task {lost[0]} is lost: {where.result_from} and pod {where.pod_name} are gone"
         return False
+    return conditions_hold(ctx, task, ts, state)
+
+
+def conditions_hold(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:
+    """Whether every condition of the task's `when` holds: else Skipped (WhenFalse), quoting the
+    first that is false; Failed (WhenError) if one cannot be evaluated, naming it."""
+    if not task.when:
+        return True
+    values = substitutions(ctx, state)
+    for j, text in enumerate(task.when):
+        try:
+            holds = when.evaluate(text, values)
+        except when.ConditionError as err:
+            ts.phase, ts.reason, ts.finished_at = FAILED, WHEN_ERROR, ctx.now
+            ts.message = f"spec.tasks[{ctx.spec.tasks.index(task)}].when[{j}]: {err}"
+            return False
+        if not holds:
+            ts.phase, ts.reason, ts.finished_at = SKIPPED, WHEN_FALSE, ctx.now
+            ts.message = f"when[{j}] is false: {text}"
+            return False
     return True
 
 
+def missing_results(task: TaskSpec, state: RunState) -> tuple[str, str] | None:
+    """A task that reads the result of a task its `when` skipped is skipped too (TriggerNotMet):
+    that result does not exist. (Its dependants that do not read it run: dag.passed.)"""
+    skipped = next((u for u in task.result_refs if state.tasks[u].reason == WHEN_FALSE), None)
+    if skipped is None or state.tasks[skipped].phase != SKIPPED:
+        return None
+    return TRIGGER_NOT_MET, f"it uses the result of {skipped}, which its when skipped: there is none"
+
+
 def result_lost(ctx: PassContext, task: str, state: RunState) -> bool:
-    """A succeeded task's result moved to a ConfigMap that is gone, and so is its pod."""
+    """A succeeded task's result moved to a ConfigMap that is gone, and so is its pod (of a
+    forEach task: the result of one of its instances)."""
     ts = state.tasks.get(task)
+    if ts is not None and ts.instances:
+        return any(result_lost(ctx, instance_name(task, i), state) for i in range(ts.instances))
     return ts is not None and ts.phase == SUCCEEDED and result_of(ctx, task, ts) is None
 
 
 def start_attempt(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState, live: set[str]) -> None:
     ts.attempts += 1
-    ts.pod_name = names.task_pod_name(ctx.run.name, task.name, ts.attempts)
+    ts.pod_name = task.pod_name(ctx.run.name, ts.attempts)
     ts.phase, ts.reason, ts.next_attempt_at = RUNNING, POD_CREATING, None
     if ts.attempts == 1:
         ts.message, ts.last_failure = "", None
@@ -277,18 +339,27 @@ def stop_task(ctx: PassContext, ts: TaskState, stop: str) -> None:
     ts.reason, ts.finished_at, ts.next_attempt_at = stop, ctx.now, None
 
 
+def pod_tasks(ctx: PassContext, state: RunState) -> list[TaskSpec]:
+    """The tasks that run pods, in dependency order: every task but a forEach task, whose
+    instances run them instead (in index order, where it stands)."""
+    found: list[TaskSpec] = []
+    for task in ctx.order:
+        found += instance_specs(ctx, task, state) if task.for_each is not None else [task]
+    return found
+
+
 def task_actions(ctx: PassContext, state: RunState, values: Context) -> tuple[list[Action], list[Action], list[Action]]:
     """(log captures, pod deletes, pod creates) that bring the task pods to the state."""
     captures: list[Action] = []
     deletes: list[Action] = []
     creates: list[Action] = []
     live = expected_pods(state)
-    for task in ctx.order:
+    for task in pod_tasks(ctx, state):
         ts = state.tasks[task.name]
         pod = ctx.children.pod(ts.pod_name)
         if ts.phase in (FAILED, CANCELLED) and ts.logs is None and pod is not None:
             captures.append(CaptureLogs(task.name, pod.name, main_container_name(task.template)))
-        if ts.pod_name in live and pod is None:
+        if ts.pod_name in live and pod is None and (task.instance is None or task.instance.item is not LOST):
             manifest = manifests.build_task_pod(ctx.identity, ctx.spec, task, ts.attempts, values)
             creates.append(CreateObject(manifest))
     for pod in sorted(ctx.children.task_pods(), key=lambda p: p.name):

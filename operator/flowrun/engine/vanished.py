@@ -16,10 +16,10 @@ from flowrun.engine.blocks import setup_manifests
 from flowrun.engine.children import ObjectRef
 from flowrun.engine.context import PassContext, new_pass_context, substitutions
 from flowrun.engine.interface import RunInput
-from flowrun.engine.state import load_state
+from flowrun.engine.state import RunState, load_state
 from flowrun.lenient import as_map
-from flowrun.manifests import build_task_pod
-from flowrun.model import SpecError, parse_spec
+from flowrun.manifests import task_pod_labels
+from flowrun.model import SpecError, TaskSpec, parse_spec
 from flowrun.observed import Observed
 
 
@@ -47,17 +47,26 @@ def missing_children(run: RunInput, observed: Observed, now: datetime) -> list[V
 
 def _missing_task_pods(ctx: PassContext) -> list[Vouched]:
     state = load_state(ctx.spec, ctx.prev)
-    values = substitutions(ctx, state)
     found: list[Vouched] = []
-    for task in ctx.spec.tasks:
+    for task in _tasks_with_pods(ctx, state):
         ts = state.tasks[task.name]
         if ts.phase != RUNNING or ts.reason not in (POD_PENDING, POD_RUNNING) or not ts.attempts:
             continue  # a pod not observed yet (being created) is not vouched for
-        pod = build_task_pod(ctx.identity, ctx.spec, task, ts.attempts, values)
-        if ctx.children.pod(pod["metadata"]["name"]) is None:
-            ref = ObjectRef("v1", "Pod", pod["metadata"]["name"])
-            found.append(Vouched(ref, operator_labels(pod["metadata"]["labels"])))
+        name = task.pod_name(ctx.run.name, ts.attempts)
+        if ctx.children.pod(name) is None:
+            labels = task_pod_labels(ctx.identity, task, ts.attempts)
+            found.append(Vouched(ObjectRef("v1", "Pod", name), operator_labels(labels)))
     return found
+
+
+def _tasks_with_pods(ctx: PassContext, state: RunState) -> list[TaskSpec]:
+    """Every task, and every instance of a forEach task the status records (its item is not
+    needed: only its pod's name and labels)."""
+    found: list[TaskSpec] = []
+    for task in ctx.spec.tasks:
+        count = state.tasks[task.name].instances if task.for_each is not None else None
+        found += [task.instance_spec(i, None) for i in range(count or 0)] if task.for_each is not None else [task]
+    return [t for t in found if t.name in state.tasks]
 
 
 def _missing_block_objects(ctx: PassContext) -> list[Vouched]:

@@ -1,6 +1,8 @@
 """Cross-references of a parsed spec: the dependency graph of tasks and resources (acyclic,
 the edge that closes a cycle named) and every `$(...)` reference (known, and allowed where it
-is). Also fills ResourceSpec.uses: the resources a resource references."""
+is: a task's template, its conditions, its forEach; a resource). Also fills ResourceSpec.uses
+(the resources a resource references) and the tasks whose results each task and resource read
+(`result_refs`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from flowrun import when
 from flowrun.model.spec import FlowSpec, ResourceSpec, Setup, TaskSpec, pod_template_strings
 from flowrun.references import Context, Reference, ReferenceSyntaxError, RefKind, find_references, substitute
 from flowrun.schema.common import MAX_COUNT
@@ -61,13 +64,12 @@ class _References:
                     if ref.name != resource.name:
                         self.edges[node].append((_Node("resource", ref.name), path))
         self._acyclic()
-        for i, task in enumerate(self.flow.tasks):
-            self._check_task(task, f"spec.tasks[{i}]")
+        tasks = tuple(self._check_task(task, f"spec.tasks[{i}]") for i, task in enumerate(self.flow.tasks))
         resources = tuple(
             self._check_resource(resource, resource_refs[resource.name], f"spec.resources[{k}]")
             for k, resource in enumerate(self.flow.resources)
         )
-        return replace(self.flow, resources=resources)
+        return replace(self.flow, tasks=tasks, resources=resources)
 
     def _acyclic(self) -> None:
         """Raise on the first dependency cycle, naming the edge that closes it. Iterative, so a
@@ -159,19 +161,47 @@ class _References:
     def _common(self, ref: Reference, path: str) -> None:
         if ref.kind is RefKind.PARAM and ref.name not in self.flow.param_values:
             raise SpecError(path, f"{ref.text} refers to unknown param {ref.name!r}")
-        if ref.kind is RefKind.TASK_RESULT and ref.name not in self.tasks:
+        if ref.kind in _TASK_REFS and ref.name not in self.tasks:
             raise SpecError(path, f"{ref.text} refers to unknown task {ref.name!r}")
+        if ref.kind is RefKind.TASK_RESULT and self.tasks[ref.name].for_each is not None:
+            plural = f"$(tasks.{ref.name}.results)"
+            raise SpecError(path, f"{ref.text}: task {ref.name!r} has forEach: its instances' results are {plural}")
+        if ref.kind is RefKind.TASK_RESULTS and self.tasks[ref.name].for_each is None:
+            single = f"$(tasks.{ref.name}.result)"
+            raise SpecError(path, f"{ref.text}: task {ref.name!r} has no forEach: its result is {single}")
 
-    def _check_task(self, task: TaskSpec, path: str) -> None:
-        upstream = self._upstream(task.run_after)
+    def _task_references(self, task: TaskSpec, path: str) -> Iterator[tuple[str, Reference, str]]:
+        """(field, reference, where) of a task, `where` one of template | when | forEach; each
+        condition's CEL is checked on the way."""
         for field, ref in self._references(task.template, f"{path}.template"):
+            yield field, ref, "template"
+        for j, text in enumerate(task.when):
+            field = f"{path}.when[{j}]"
+            problem = when.problem(text)
+            if problem is not None:
+                raise SpecError(field, problem)
+            for _, ref in self._text_references(text, field):
+                yield field, ref, "when"
+        if task.for_each is not None:
+            for field, ref in self._text_references(task.for_each, f"{path}.forEach"):
+                yield field, ref, "forEach"
+
+    def _check_task(self, task: TaskSpec, path: str) -> TaskSpec:
+        upstream = self._upstream(task.run_after)
+        results: list[str] = []
+        for field, ref, where in self._task_references(task, path):
             self._common(ref, field)
-            if ref.kind is RefKind.TASK_RESULT and ref.name not in upstream:
+            refused = _refused_in_task(task, ref, where)
+            if refused is not None:
+                raise SpecError(field, f"{ref.text}: {refused}")
+            if ref.kind in _TASK_REFS and ref.name not in upstream:
                 raise SpecError(
                     field,
                     f"{ref.text}: task {ref.name!r} is not upstream of {task.name!r} (add it to runAfter), "
-                    "so its result would not exist yet",
+                    f"so its {_what(ref)} would not exist yet",
                 )
+            if ref.kind in (RefKind.TASK_RESULT, RefKind.TASK_RESULTS) and ref.name not in results:
+                results.append(ref.name)
             if ref.kind in (RefKind.RESOURCE_VALUE, RefKind.SERVICE):
                 self._known_resource(ref, field)
                 if ref.name not in task.resources:
@@ -179,20 +209,26 @@ class _References:
                         field,
                         f"{ref.text}: task {task.name!r} must list resource {ref.name!r} in its resources to use it",
                     )
+        return replace(task, result_refs=tuple(results)) if results else task
 
     def _check_resource(
         self, resource: ResourceSpec, refs: list[tuple[str, Reference, str]], path: str
     ) -> ResourceSpec:
         upstream = self._upstream(resource.run_after)
         uses: list[str] = []
+        results: list[str] = []
         for field, ref, where in refs:
             self._common(ref, field)
-            if ref.kind is RefKind.TASK_RESULT and ref.name not in upstream:
+            if ref.kind in (RefKind.TASK_PHASE, RefKind.ITEM):
+                raise SpecError(field, f"{ref.text}: only a task may use it (a resource's runAfter tasks succeeded)")
+            if ref.kind in _TASK_REFS and ref.name not in upstream:
                 raise SpecError(
                     field,
                     f"{ref.text}: task {ref.name!r} is not in the runAfter of resource {resource.name!r} "
                     "(directly or transitively), so its result would not exist yet",
                 )
+            if ref.kind in _TASK_REFS and ref.name not in results:
+                results.append(ref.name)
             if ref.kind is RefKind.RESOURCE_VALUE and ref.name == resource.name and where != "cleanup":
                 raise SpecError(field, f"{ref.text}: a resource's own value is only known in its cleanup")
             if (
@@ -212,4 +248,27 @@ class _References:
                         f"{path}.setup.deployments[{i}].replicas",
                         f"{deployment.replicas!r} resolves to {value!r}, not an integer from 0 to {MAX_COUNT}",
                     )
-        return replace(resource, uses=tuple(uses))
+        return replace(resource, uses=tuple(uses), result_refs=tuple(results)) if uses or results else resource
+
+
+_TASK_REFS = (RefKind.TASK_RESULT, RefKind.TASK_RESULTS, RefKind.TASK_PHASE)
+
+
+def _what(ref: Reference) -> str:
+    return {RefKind.TASK_RESULTS: "results", RefKind.TASK_PHASE: "phase"}.get(ref.kind, "result")
+
+
+def _refused_in_task(task: TaskSpec, ref: Reference, where: str) -> str | None:
+    """Why `ref` may not stand where it does in `task` (template, when or forEach); None if it may."""
+    if ref.kind is RefKind.ITEM:
+        if where == "when":
+            return "a condition is checked once for the task, before its instances: it has no item"
+        if where == "forEach":
+            return "the list cannot use its own items"
+        if task.for_each is None:
+            return f"task {task.name!r} has no forEach, so no item"
+    if ref.kind in (RefKind.RESOURCE_VALUE, RefKind.SERVICE) and where != "template":
+        return f"a task's {where} is resolved before its resources are set up"
+    if ref.kind is RefKind.TASK_PHASE and where == "forEach":
+        return "a phase is not a list"
+    return None

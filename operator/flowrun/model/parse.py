@@ -9,10 +9,11 @@ and what its schema leaves to the API server (pod templates beyond their outline
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from flowrun.model import checks
+from flowrun.model.fanout import check_for_each
 from flowrun.model.graph import check_references
 from flowrun.model.spec import (
     Cleanup,
@@ -30,13 +31,16 @@ from flowrun.model.spec import (
 from flowrun.references import ReferenceSyntaxError, find_references
 from flowrun.schema import kinds
 from flowrun.schema.common import REPLICAS
+from flowrun.schema.flowrun import LOCK_WITH_FOR_EACH, MAX_FOR_EACH_NAME
 from flowrun.schema.nodes import SpecError
 
 
-def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
+def parse_spec(spec: object, namespace: str | None = None, placeholders: Collection[str] = ()) -> FlowSpec:
     """Parse and validate a FlowRun spec; raises SpecError naming the first offending field.
 
     `namespace` is the FlowRun's namespace: when given, manifests may not name another one.
+    `placeholders` are params whose values stand in for values not known yet (a Flow's params
+    without default): what is checked of a param's value before the run starts skips them.
     """
     raw = kinds.SCHEMAS.run_spec.check(spec, "spec")
     task_names = [t["name"] for t in raw["tasks"]]
@@ -60,7 +64,9 @@ def parse_spec(spec: object, namespace: str | None = None) -> FlowSpec:
         cancel=raw.get("cancel", False),
         synchronization=own_lock,
     )
-    return check_references(flow, namespace)
+    checked = check_references(flow, namespace)
+    check_for_each(checked, placeholders)
+    return checked
 
 
 def _lock(raw: Mapping[str, Any] | None, path: str) -> Lock | None:
@@ -111,7 +117,30 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
         active_deadline_seconds=raw.get("activeDeadlineSeconds"),
         pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
         synchronization=_lock(raw.get("synchronization"), f"{path}.synchronization"),
+        when=tuple(raw.get("when", [])),
+        for_each=raw.get("forEach"),
+        parallelism=_task_parallelism(raw, path),
     )
+
+
+def _task_parallelism(raw: Mapping[str, Any], path: str) -> int | None:
+    """What the CRD's rules on a task say of forEach: parallelism only with it, no lock with it, and
+    a name short enough for its instances' names."""
+    if "forEach" in raw and len(raw["name"]) > MAX_FOR_EACH_NAME:
+        raise SpecError(
+            f"{path}.name",
+            f"the name of a forEach task may have at most {MAX_FOR_EACH_NAME} characters (its instances are named "
+            f"NAME-INDEX), not {len(raw['name'])}",
+        )
+    if "synchronization" in raw and "forEach" in raw:
+        raise SpecError(f"{path}.synchronization", LOCK_WITH_FOR_EACH)
+    if "parallelism" in raw and "forEach" not in raw:
+        raise SpecError(
+            f"{path}.parallelism",
+            "parallelism bounds the instances of a forEach task: set forEach, or use spec.parallelism",
+        )
+    parallelism: int | None = raw.get("parallelism")
+    return parallelism
 
 
 def _resource(raw: Mapping[str, Any], path: str, tasks: list[str], namespace: str | None) -> ResourceSpec:

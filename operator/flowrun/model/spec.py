@@ -4,9 +4,10 @@ they are declared in flowrun.schema (with their bounds and defaults)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from flowrun import names
 from flowrun.api import MUTEX, SEMAPHORE
 from flowrun.schema.flowrun import (
     DEFAULT_BACKOFF_SECONDS,
@@ -63,6 +64,15 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """What makes a task an instance of a forEach task: the task, the index of its item, the item."""
+
+    of: str
+    index: int
+    item: Any  # a JSON value
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     template: dict[str, Any]
@@ -73,6 +83,36 @@ class TaskSpec:
     active_deadline_seconds: int | None = None
     pending_timeout_seconds: int | None = None  # None: the run's spec.pendingTimeoutSeconds
     synchronization: Lock | None = None
+    when: tuple[str, ...] = ()  # CEL conditions (flowrun.when), all must hold
+    for_each: str | None = None  # text that resolves to the JSON list of items
+    parallelism: int | None = None  # instances of a forEach task running at once
+    # The tasks whose result (or results) the template, the conditions or forEach read: filled by
+    # the model's reference check (model/graph.py).
+    result_refs: tuple[str, ...] = ()
+    instance: Instance | None = None  # set on the spec of an instance of a forEach task (engine)
+
+    def pod_name(self, flowrun: str, attempt: int) -> str:
+        """The name of the pod of `attempt` (from 1) of this task, or of this instance."""
+        if self.instance is not None:
+            return names.task_pod_name(flowrun, self.instance.of, attempt, self.instance.index)
+        return names.task_pod_name(flowrun, self.name, attempt)
+
+    def instance_spec(self, index: int, item: Any) -> TaskSpec:
+        """The spec of instance `index` of this forEach task: the task itself, named NAME-INDEX,
+        whose pod gets `item` for $(item)."""
+        return replace(
+            self,
+            name=instance_name(self.name, index),
+            when=(),
+            for_each=None,
+            parallelism=None,
+            instance=Instance(self.name, index, item),
+        )
+
+
+def instance_name(task: str, index: int) -> str:
+    """The name of instance `index` of forEach task `task` (its status entry, its pods' task label)."""
+    return f"{task}-{index}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +163,7 @@ class ResourceSpec:
     # Other resources this one references: they are Ready before its setup starts and are
     # cleaned up only after it.
     uses: tuple[str, ...] = ()
+    result_refs: tuple[str, ...] = ()  # the tasks whose result (or results) it reads
 
 
 @dataclass(frozen=True)
@@ -173,6 +214,9 @@ class FlowSpec:
         """Every lock the run may take: its own, then its tasks', each once."""
         found = [self.synchronization, *(t.synchronization for t in self.tasks)]
         return list(dict.fromkeys(lock for lock in found if lock is not None))
+
+    def for_each_tasks(self) -> list[TaskSpec]:
+        return [t for t in self.tasks if t.for_each is not None]
 
 
 def main_container_name(template: Mapping[str, Any]) -> str:

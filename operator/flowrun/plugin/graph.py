@@ -2,9 +2,11 @@
 holding the tasks inside it (a nested block inside the block it uses). Pure: a parsed spec in,
 text out.
 
-Edges are `runAfter`: `a -> b` means b runs after a. In DOT and Mermaid each block's cluster also
-holds a node for the resource itself; a resource's own `runAfter` points at it, and a task that is
-also inside a block drawn elsewhere gets a dashed edge from that block's resource node.
+Edges are `runAfter`: `a -> b` means b runs after a. A task's conditions (`when`) and its list
+(`forEach`: the task is drawn doubled, a stack of its instances) are written with its name. In
+DOT and Mermaid each block's cluster also holds a node for the resource itself; a resource's own
+`runAfter` points at it, and a task that is also inside a block drawn elsewhere gets a dashed edge
+from that block's resource node.
 """
 
 from __future__ import annotations
@@ -22,6 +24,20 @@ DEFAULT_TRIGGER = "allSucceeded"
 
 def _task_label(task: TaskSpec) -> str:
     return task.name if task.trigger == DEFAULT_TRIGGER else f"{task.name} ({task.trigger})"
+
+
+def _fan_out(task: TaskSpec) -> str:
+    """`for each in LIST` (and its parallelism), for a forEach task; else empty."""
+    if task.for_each is None:
+        return ""
+    limit = f", {task.parallelism} at a time" if task.parallelism else ""
+    return f"for each in {task.for_each}{limit}"
+
+
+def _details(task: TaskSpec) -> list[str]:
+    """What runs the task, under its name: its list, its conditions."""
+    found = [_fan_out(task)] if task.for_each is not None else []
+    return found + [f"when {condition}" for condition in task.when]
 
 
 def _setup_kinds(resource: ResourceSpec) -> str:
@@ -61,10 +77,14 @@ def text(name: str, spec: FlowSpec) -> Text:
                 walk(item.items, inner)
             else:
                 out.append(_task_label(item))
+                if item.for_each is not None:
+                    out.append(f"  [{_fan_out(item)}]", style="magenta")
                 if item.run_after:
                     out.append("  ← " + ", ".join(item.run_after), style="dim")
                 if item.name in plan.also_in:
                     out.append(f"  (also in {', '.join(plan.also_in[item.name])})", style="dim")
+                for condition in item.when:
+                    out.append(f"  when {condition}", style="yellow")
                 out.append("\n")
 
     walk(plan.items, None)
@@ -101,7 +121,10 @@ def dot(name: str, spec: FlowSpec) -> str:
                 walk(item.items, indent + "  ")
                 lines.append(f"{indent}}}")
             else:
-                lines.append(f"{indent}{_quote('task:' + item.name)} [label={_quote(_task_label(item))}];")
+                label = "\n".join([_task_label(item), *_details(item)])
+                # A forEach task is drawn as a stack of boxes (one per instance).
+                shape = ", peripheries=2" if item.for_each is not None else ""
+                lines.append(f"{indent}{_quote('task:' + item.name)} [label={_quote(label)}{shape}];")
 
     walk(plan.items, "  ")
     for source, target, dashed in _edges(spec, plan):
@@ -153,7 +176,10 @@ def mermaid(name: str, spec: FlowSpec) -> str:
                 walk(item.items, indent + "  ")
                 lines.append(f"{indent}end")
             else:
-                lines.append(f"{indent}{_mermaid_id('task:' + item.name)}[{_mermaid_label(_task_label(item))}]")
+                label = _mermaid_label("<br/>".join([_task_label(item), *_details(item)]))
+                node = _mermaid_id("task:" + item.name)
+                # A forEach task is drawn as Mermaid's subroutine shape (a box with doubled sides).
+                lines.append(f"{indent}{node}[[{label}]]" if item.for_each is not None else f"{indent}{node}[{label}]")
 
     walk(plan.items, "  ")
     for source, target, dashed in _edges(spec, plan):

@@ -48,16 +48,36 @@ def prefixes(run: Mapping[str, Any], only: str | None) -> list[str]:
     """The longest prefix each task (or `only`) can have, to align the lines."""
     spec = run_spec(run)
     limits = {t.name: t.retries.limit for t in spec.tasks} if spec is not None else {}
+    status = as_map(as_map(run.get("status")).get("tasks"))
+    for name, entry in status.items():
+        owner = as_map(entry).get("instanceOf")
+        if isinstance(owner, str) and owner in limits:
+            limits[name] = limits[owner]
     chosen = [only] if only is not None else task_names(run)
     return [f"{t}#{limits[t] + 1}" if limits.get(t) else t for t in chosen]
 
 
 def task_names(run: Mapping[str, Any]) -> list[str]:
-    """The run's tasks in dependency order (status order if the spec cannot be read)."""
+    """The run's tasks in dependency order, a forEach task followed by its instances (status order
+    if the spec cannot be read)."""
     spec = run_spec(run)
-    if spec is not None:
-        return [t.name for t in spec.task_order()]
-    return list(as_map(as_map(run.get("status")).get("tasks")))
+    tasks = as_map(as_map(run.get("status")).get("tasks"))
+    if spec is None:
+        return list(tasks)
+    found: list[str] = []
+    for task in spec.task_order():
+        found.append(task.name)
+        instances = [(as_map(e).get("index"), n) for n, e in tasks.items() if as_map(e).get("instanceOf") == task.name]
+        found += [name for _, name in sorted(instances, key=lambda pair: count(pair[0]))]
+    return found
+
+
+def pod_name(run: str, task: str, entry: Mapping[str, Any], number: int) -> str:
+    """The pod of attempt `number` of a task, or of an instance (its entry says of which task)."""
+    owner, index = entry.get("instanceOf"), entry.get("index")
+    if isinstance(owner, str) and isinstance(index, int):
+        return names.task_pod_name(run, owner, number, index)
+    return names.task_pod_name(run, task, number)
 
 
 def attempts(run: Mapping[str, Any], only: str | None) -> list[Attempt]:
@@ -79,7 +99,7 @@ def attempts(run: Mapping[str, Any], only: str | None) -> list[Attempt]:
                 Attempt(
                     task,
                     number,
-                    pod or names.task_pod_name(run_name, task, number),
+                    pod or pod_name(run_name, task, entry, number),
                     latest,
                     as_str(entry.get("logs")) if latest else "",
                 )

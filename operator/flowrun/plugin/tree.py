@@ -20,6 +20,7 @@ from flowrun.plugin.durations import elapsed
 from flowrun.plugin.layout import BlockNode, layout
 
 DETAIL_LIMIT = 80  # characters of a result or message shown in the tree
+INSTANCE_ROWS = 20  # instances of a forEach task shown under it (and every one that did not succeed)
 
 PHASE_STYLES = {
     "Succeeded": "green",
@@ -143,9 +144,34 @@ def rows(run: Mapping[str, Any], now: datetime) -> list[Row]:
                 if item.name in plan.also_in:
                     label.append(f" (also in {', '.join(plan.also_in[item.name])})", style="dim")
                 out.append(_task_row(label, as_map(tasks.get(item.name)), item, now))
+                if item.for_each is not None:
+                    out.extend(_instance_rows(item, tasks, inner, now))
 
     walk(plan.items, None)
     return out
+
+
+def _instance_rows(task: TaskSpec, tasks: Mapping[str, Any], prefix: str, now: datetime) -> list[Row]:
+    """The instances of a forEach task under it, in item order: the first INSTANCE_ROWS, then
+    those of the rest that did not succeed, then how many more succeeded."""
+    found = sorted(
+        (
+            (count(as_map(e).get("index")), n, as_map(e))
+            for n, e in tasks.items()
+            if as_map(e).get("instanceOf") == task.name
+        ),
+    )
+    shown = [f for i, f in enumerate(found) if i < INSTANCE_ROWS or f[2].get("phase") != "Succeeded"]
+    hidden = len(found) - len(shown)
+    rows: list[Row] = []
+    for i, (_, name, entry) in enumerate(shown):
+        last = i == len(shown) - 1 and not hidden
+        label = Text.assemble(Text(prefix + ("└── " if last else "├── "), style="dim"), name)
+        rows.append(_task_row(label, entry, task, now))
+    if hidden:
+        label = Text(prefix + f"└── … {hidden} more succeeded", style="dim")
+        rows.append(Row(label, Text(""), "", "", "", Text("")))
+    return rows
 
 
 def header(run: Mapping[str, Any], now: datetime) -> Text:

@@ -3,6 +3,8 @@ formats, the pod template outline, and the status parts every kind has."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowrun.schema.nodes import Arr, Format, Int, Map, Obj, Opaque, Rule, Str
 
 # Upper bounds of the spec's numbers: large enough for any real run, small enough that no
@@ -166,7 +168,24 @@ def conditions(types: str, type_description: str = "Condition type.") -> Arr:
 
 
 def observed_generation() -> Int:
-    return Int("metadata.generation last processed.", format="int64")
+    return Int("metadata.generation last processed (0 before the operator's first look).", format="int64")
+
+
+# The default of each kind's status: before the operator has written one, it reads
+# observedGeneration 0, which kstatus-based tools (Flux, kpt) take for "not observed yet": in
+# progress rather than current.
+NOT_OBSERVED = {"observedGeneration": 0}
+
+
+def ready_column(priority: int = 0) -> dict[str, Any]:
+    """The printer column of the Ready condition."""
+    column: dict[str, Any] = {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "The Ready condition.",
+    }
+    return {**column, "priority": priority} if priority else column
 
 
 def kopf() -> Opaque:

@@ -9,10 +9,12 @@ from flowrun.schedule import ScheduleError, parse_schedule
 from flowrun.schema.common import (
     MAX_COUNT,
     MAX_SECONDS,
+    NOT_OBSERVED,
     conditions,
     kopf,
     labels_and_annotations,
     observed_generation,
+    ready_column,
 )
 from flowrun.schema.nodes import Arr, Bool, Format, Int, Obj, Rule, Str
 
@@ -136,6 +138,7 @@ _RUN_REF = Obj(
 
 STATUS = Obj(
     "Observed state, written by the operator.",
+    default=NOT_OBSERVED,
     fields={
         "observedGeneration": observed_generation(),
         "lastScheduleTime": Str("The scheduled time of the latest run created.", date_time=True),
@@ -144,7 +147,10 @@ STATUS = Obj(
         "active": Arr("Runs created by this CronFlowRun that have not finished, oldest first.", items=_RUN_REF),
         "activeCount": Int("Number of active runs."),
         "message": Str("Human-readable summary (e.g. why the spec is invalid)."),
-        "conditions": conditions("SpecValid: whether the schedule, time zone and template are valid."),
+        "conditions": conditions(
+            "SpecValid: whether the schedule, time zone and template are valid; Ready (it schedules, or is suspended: "
+            "reason Suspended) or Stalled (invalid, or its latest run was refused), with Reconciling (never True)."
+        ),
         "kopf": kopf(),
     },
 )
@@ -166,6 +172,7 @@ PRINTER_COLUMNS = (
         "jsonPath": ".status.lastScheduleTime",
         "description": "Scheduled time of the latest run.",
     },
+    ready_column(),
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Time Zone",

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flowrun.schema.common import MAX_PARAM_VALUE, conditions, kopf, observed_generation
+from flowrun.schema.common import (
+    MAX_PARAM_VALUE,
+    NOT_OBSERVED,
+    conditions,
+    kopf,
+    observed_generation,
+    ready_column,
+)
 from flowrun.schema.flowrun import PARAM_NAME_FIELD, PARAMS
 from flowrun.schema.nodes import Int, Obj, Str
 
@@ -38,12 +45,16 @@ PARAMS_OF_FLOW = replace(
 
 STATUS = Obj(
     "Observed state, written by the operator: the result of validating the Flow.",
+    default=NOT_OBSERVED,
     fields={
         "observedGeneration": observed_generation(),
         "taskCount": Int("Number of tasks."),
         "resourceCount": Int("Number of resource blocks."),
         "message": Str("Why the Flow is invalid, naming the field; empty if valid."),
-        "conditions": conditions("SpecValid: whether the Flow passes the checks a run's spec passes."),
+        "conditions": conditions(
+            "SpecValid: whether the Flow passes the checks a run's spec passes; Ready (valid) or Stalled (invalid), "
+            "with Reconciling (never True: a Flow is checked at once)."
+        ),
         "kopf": kopf(),
     },
 )
@@ -62,6 +73,7 @@ PRINTER_COLUMNS = (
         "jsonPath": '.status.conditions[?(@.type=="SpecValid")].status',
         "description": "Whether the Flow passed validation.",
     },
+    ready_column(),
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Message",

@@ -16,6 +16,7 @@ from flowrun.schema.common import (
     MAX_PARAM_VALUE,
     MAX_RETRIES,
     MAX_SECONDS,
+    NOT_OBSERVED,
     PARAM_NAME,
     PORT_NAME,
     REPLICAS,
@@ -27,6 +28,7 @@ from flowrun.schema.common import (
     object_name,
     observed_generation,
     pod_template,
+    ready_column,
 )
 from flowrun.schema.nodes import Arr, Bool, Int, IntOrStr, Map, Obj, Opaque, Rule, Str
 
@@ -36,6 +38,13 @@ DEFAULT_SETUP_TIMEOUT = 600
 DEFAULT_CLEANUP_TIMEOUT = 600
 DEFAULT_CLEANUP_RETRIES = 3
 DEFAULT_BACKOFF_SECONDS = 10
+MAX_CONDITIONS = 20  # conditions in a task's `when`
+MAX_CONDITION = 1024  # characters of one condition
+# Why a forEach task may not name a lock: its instances would each be a holder, outside the line
+# that runs read from the spec's tasks (docs/semantics.md, "Locks across runs").
+LOCK_WITH_FOR_EACH = "a forEach task may not hold a lock: put it on the run (spec.synchronization)"
+# A forEach task's name, so that an instance's name, NAME-INDEX (INDEX < api.MAX_ITEMS), is a DNS-1123 label.
+MAX_FOR_EACH_NAME = 63 - len(f"-{api.MAX_ITEMS - 1}")
 # Fields a rerun may set beside rerunOf: everything else is the original's.
 BESIDE_RERUN_OF = ("cancel", "ttlSecondsAfterFinished")
 
@@ -350,7 +359,40 @@ TASK = Obj(
             "A lock across runs the task holds from the start of its first attempt until it is terminal (its retries "
             "included) and its pod has stopped: the task waits for it (Pending, reason WaitingForLock, the message "
             "names the holders) once nothing else holds it back. It may not be the run's own lock "
-            "(spec.synchronization)."
+            "(spec.synchronization), nor be a forEach task's.",
+        ),
+        "when": Arr(
+            "Conditions, all of which must hold for the task to run, checked when it is ready to start (its runAfter "
+            "tasks terminal and its trigger holding): else it is Skipped (reason WhenFalse), which its dependants take "
+            "as done (see the docs). Each is a CEL expression (as in Kubernetes' validation rules) that must be true "
+            "or false; $(params.NAME), $(tasks.NAME.result), $(tasks.NAME.results), $(tasks.NAME.phase) and "
+            "$(flowrun.*) stand in it for CEL strings holding their values (written without quotes), e.g. "
+            '"$(params.env) == \'prod\'", "int($(tasks.count.result)) > 0", "$(tasks.load.phase) == \'Failed\'". '
+            "A task referenced must be upstream (runAfter, directly or not). A condition that is not valid CEL is a "
+            "spec error; one that cannot be evaluated (int('x')) or is not true or false fails the task (reason "
+            "WhenError).",
+            max_items=MAX_CONDITIONS,
+            noun="condition",
+            items=Str(min_length=1, max_length=MAX_CONDITION),
+        ),
+        "forEach": Str(
+            'Run the task once per item of a JSON list: a param ("$(params.files)" holding ["a.csv","b.csv"]), '
+            'an upstream task\'s result ("$(tasks.list.result)"), the results of an upstream forEach task '
+            '("$(tasks.map.results)"), or a list written here. Each item is an instance NAME-INDEX (0, 1, ...) '
+            "with its own pod (NAME-INDEX-ATTEMPT), attempts, retries, result and status entry, and $(item) (the item: "
+            "a string as it is, anything else as JSON) and $(item.FIELD) substituted in its template. The task is "
+            "done once every instance is terminal; dependants read $(tasks.NAME.results), the JSON list of the "
+            "instances' results in item order. At most 1000 items, and 1000 instances in a run. A list that is not "
+            "JSON, is too long, or lacks a field an $(item.FIELD) reads fails the task (reason ForEachInvalid) before "
+            "any instance is created; an empty list succeeds it (reason NoItems). The name of a forEach task has at "
+            f"most {MAX_FOR_EACH_NAME} characters.",
+            max_length=MAX_PARAM_VALUE,
+        ),
+        "parallelism": Int(
+            "With forEach: the most instances of this task whose pods run at once (spec.parallelism still bounds all "
+            "the run's task pods). Default: unlimited.",
+            minimum=1,
+            maximum=MAX_COUNT,
         ),
         "pendingTimeoutSeconds": Int(
             "Time each attempt's pod has to start its main container, in seconds from the pod's creation (scheduling, "
@@ -367,6 +409,22 @@ TASK = Obj(
             "!has(self.runAfter) || !(self.name in self.runAfter)",
             message_expression="'task ' + self.name + ' cannot run after itself'",
             field_path=".runAfter",
+        ),
+        Rule(
+            "!has(self.parallelism) || has(self.forEach)",
+            message="parallelism bounds the instances of a forEach task: set forEach, or use spec.parallelism",
+            field_path=".parallelism",
+        ),
+        Rule(
+            "!has(self.synchronization) || !has(self.forEach)",
+            message=LOCK_WITH_FOR_EACH,
+            field_path=".synchronization",
+        ),
+        Rule(
+            f"!has(self.forEach) || size(self.name) <= {MAX_FOR_EACH_NAME}",
+            message=f"the name of a forEach task may have at most {MAX_FOR_EACH_NAME} characters (its instances are "
+            "named NAME-INDEX)",
+            field_path=".name",
         ),
     ),
 )
@@ -437,7 +495,8 @@ SPEC = Obj(
             setting=True,
         ),
         "ttlSecondsAfterFinished": Int(
-            "Delete the FlowRun this many seconds after it finished (finished includes cleanup). Default: keep it.",
+            "Delete the FlowRun this many seconds after it finished (finished includes cleanup), unless it is "
+            "declared in Git (then never: condition TTLHeld). Default: keep it.",
             minimum=0,
             maximum=MAX_SECONDS,
             setting=True,
@@ -518,6 +577,12 @@ _TASK_STATUS = Obj(
             'Why the latest failed attempt failed, as "attempt N failed (REASON: detail)". The message repeats it '
             "while the next attempt runs, unless that attempt's pod has something of its own to say (why it waits)."
         ),
+        "instances": Int(
+            "Of a forEach task: how many instances its list gave (each has an entry NAME-INDEX of its own); set once "
+            "the list is known."
+        ),
+        "instanceOf": Str("Of an instance of a forEach task: the task (its entry is named TASK-INDEX)."),
+        "index": Int("Of an instance of a forEach task: the index of its item in the list, from 0."),
     },
 )
 
@@ -559,7 +624,9 @@ _RESOURCE_STATUS = Obj(
 
 STATUS = Obj(
     "Observed state, written by the operator as a JSON merge patch; a field that does not apply is absent (the "
-    "operator writes null to remove it).",
+    "operator writes null to remove it). A FlowRun the operator has not passed yet reads observedGeneration 0 (this "
+    "default), so kstatus-based tools see it in progress.",
+    default=NOT_OBSERVED,
     fields={
         "phase": Str("Run state.", enum=(api.PENDING, api.RUNNING, *api.RUN_FINAL)),
         "startedAt": Str("When the run started (its first task pod or resource setup was created).", date_time=True),
@@ -571,13 +638,19 @@ STATUS = Obj(
             'finishedAt - startedAt, e.g. "1m23s"; written once the run has finished (unset while it runs).'
         ),
         "observedGeneration": observed_generation(),
-        "progress": Str('Terminal tasks / all tasks, e.g. "3/5".'),
+        "progress": Str(
+            'Terminal tasks / all tasks, e.g. "3/5"; a forEach task counts as its instances once its list is known.'
+        ),
         "message": Str("Human-readable summary (e.g. why the run failed)."),
         "conditions": conditions(
-            "Succeeded (Unknown while running), ResourcesReleased, SpecValid.",
-            "Condition type: Succeeded, ResourcesReleased or SpecValid.",
+            "Succeeded (Unknown while running), ResourcesReleased, SpecValid; Ready, Reconciling and Stalled (exactly "
+            "one True, read by kstatus and Argo CD); TTLHeld when the TTL of a run declared in Git is not applied.",
+            "Condition type: Succeeded, ResourcesReleased, SpecValid, Ready, Reconciling, Stalled or TTLHeld.",
         ),
-        "tasks": Map("Per-task state, keyed by task name.", values=_TASK_STATUS),
+        "tasks": Map(
+            "Per-task state, keyed by task name; each instance of a forEach task has an entry too, TASK-INDEX.",
+            values=_TASK_STATUS,
+        ),
         "resources": Map("Per-resource state, keyed by resource name.", values=_RESOURCE_STATUS),
         "locks": Arr(
             "The locks across runs (spec.synchronization, tasks[].synchronization) the run holds or waits for now; "
@@ -625,5 +698,6 @@ PRINTER_COLUMNS = (
         "description": "Run time, written by the operator once the run has finished.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ready_column(priority=1),  # beside Phase, which says the same
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1, "description": "Summary."},
 )
