@@ -139,7 +139,8 @@ def test_ten_runs_on_a_mutex_never_overlap_and_go_in_line(operator: Operator, fl
     waited = flowruns.get("r09")
     assert waited is not None and waited["status"].get("locks") is None
     reasons = [e.reason for e in flowruns.events("r09")]
-    assert reasons.count("WaitingForLock") == 1 and reasons.count("LockAcquired") == 1, reasons
+    # One event: it waited (a person may act on a holder that does not end); taking it is no news.
+    assert reasons.count("WaitingForLock") == 1 and not [r for r in reasons if r.startswith("Lock")], reasons
     latency = handovers(pods, timed, runs)
     print(f"\nmutex handover (holder's pod Succeeded -> next run's pod created), s: {[round(s, 2) for s in latency]}")
     assert max(latency) < 5, latency
