@@ -29,6 +29,7 @@ LABEL_ATTEMPT = "flowrun.dev/attempt"
 LABEL_DEPLOYMENT = "flowrun.dev/deployment"
 LABEL_INSTANCE_OF = "flowrun.dev/instance-of"  # on an instance's pod of a forEach task: the task's name
 LABEL_CRON = "flowrun.dev/cron"  # on a CronFlowRun's run: the CronFlowRun's name (as a label value)
+LABEL_LOCK = "flowrun.dev/lock"  # on a lock's Lease: its lock, as a label value (names.lock_label)
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "flowrun-operator"
 
@@ -53,6 +54,19 @@ ROLE_TASK = "task"
 ROLE_SETUP = "setup"
 ROLE_CLEANUP = "cleanup"
 ROLE_RESULT = "result"  # a ConfigMap holding a task's result that the full status could not hold
+ROLE_LOCK = "lock"  # a Lease holding one slot of a lock across runs (docs/semantics.md, "Locks")
+
+# --- locks across runs (docs/semantics.md, "Locks") ---------------------------------------------
+
+# One coordination.k8s.io Lease per held slot, in the run's namespace, labelled with the role `lock`
+# (never mistaken for the Lease of the operator's own leader election, which has no such label).
+LEASE = ("coordination.k8s.io/v1", "Lease")
+LOCK_ANNOTATION = "flowrun.dev/lock"  # on a lock's Lease: the lock, e.g. mutex/nightly
+SLOT_ANNOTATION = "flowrun.dev/slot"  # on a lock's Lease: its slot, 0 to the limit - 1
+MUTEX, SEMAPHORE = "mutex", "semaphore"
+# The state of a lock in status.locks
+HOLDING, WAITING = "Holding", "Waiting"
+MAX_SEMAPHORE_LIMIT = 10_000  # a semaphore's limit (its ConfigMap's value) is an integer from 0 to this
 
 # The stored FlowRun (metadata, spec and status, as JSON) never exceeds this (engine/budget.py):
 # well under etcd's default request limit of 1.5 MiB.
@@ -97,6 +111,8 @@ WAITING_UPSTREAM, WAITING_RESOURCES, WAITING_PARALLELISM = (
     "WaitingForResources",
     "WaitingForParallelism",
 )
+# A task (or the whole run, in its condition Succeeded) waits for a lock across runs.
+WAITING_LOCK = "WaitingForLock"
 
 # Steps of a block in CleaningUp, kept in its `reason`; cleanup.CLEANUP_ORDER says what each
 # step does and in which order.

@@ -38,13 +38,15 @@ logger = logging.getLogger(__name__)
 # controller makes them for the Services of setup Deployments, with the Services' labels (so the
 # same selector and index find them), and deletes them with their Service. They are watched
 # because a block is Ready only once each of its Services has a ready endpoint; they are never
-# created, deleted or swept as orphans (their Service is).
+# created, deleted or swept as orphans (their Service is). The Leases of the lock slots runs hold
+# (docs/semantics.md, "Locks") are children too: a pass reads every lock's Leases from that cache.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Pod"),
     ("batch/v1", "Job"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     api.ENDPOINT_SLICE,
+    api.LEASE,
 )
 REQUEST_TIMEOUT = 30  # seconds: no request may hang a pass, or the plugin, for ever
 # A watch's connection that stays silent this much longer than the watch's own timeout is broken
@@ -383,15 +385,25 @@ class Kube:
     # --- children ----------------------------------------------------------------------------
 
     def list_page(
-        self, api_version: str, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None,
+        limit: int,
+        token: str | None,
+        fields: str | None = None,
     ) -> dict[str, Any]:
         """One page of a LIST (a consistent read): the list object, its items given the apiVersion
-        and kind that list items do not carry."""
+        and kind that list items do not carry. `selector` selects by labels, `fields` by fields
+        (metadata.name=NAME)."""
         resource = self.resource(api_version, kind)
         _count("list", resource)
         query: list[tuple[str, Any]] = [("limit", limit)]
         if selector:
             query.append(("labelSelector", selector))
+        if fields:
+            query.append(("fieldSelector", fields))
         if token:
             query.append(("continue", token))
         page = _json(self._get(resource.path(namespace=namespace), query, REQUEST_TIMEOUT))
@@ -408,6 +420,7 @@ class Kube:
         selector: str | None,
         resource_version: str,
         timeout_seconds: int,
+        fields: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The events of a WATCH from `resource_version` on, as sent ({"type", "object"}), until the
         server ends it after `timeout_seconds`. The request is sent (and refused or accepted) before
@@ -422,6 +435,8 @@ class Kube:
         ]
         if selector:
             query.append(("labelSelector", selector))
+        if fields:
+            query.append(("fieldSelector", fields))
         timeout = (REQUEST_TIMEOUT, timeout_seconds + WATCH_SILENCE_SECONDS)
         return _events(self._get(resource.path(namespace=namespace), query, timeout), api_version, kind)
 
@@ -564,6 +579,38 @@ class Kube:
             raise ForeignObject(
                 f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing object was not"
                 f" created as this child of this FlowRun ({', '.join(differing)}) and is left alone"
+            )
+        return None
+
+    def take_lock(self, lease: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create the Lease of a lock's slot (engine.TakeLock). Returns it as created, or None if a
+        lock's Lease of that name exists already: another run (or an earlier pass of this one) took
+        the slot first, as the API server decides between two creates. ForeignObject if the name is
+        taken by a Lease that is no lock's."""
+        metadata = lease["metadata"]
+        resource = self.child_resource(*api.LEASE)
+        _count("create", resource)
+        try:
+            created = _json(
+                resource.create(
+                    body=dict(lease), namespace=metadata["namespace"], serialize=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+            created.setdefault("apiVersion", api.LEASE[0])
+            created.setdefault("kind", api.LEASE[1])
+            return created
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            conflict = error
+        existing = self.get_child(*api.LEASE, metadata["namespace"], metadata["name"])
+        if existing is None:
+            raise conflict  # gone meanwhile: transient, the next pass takes it again
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        if labels.get(api.LABEL_ROLE) != api.ROLE_LOCK or labels.get(api.LABEL_MANAGED_BY) != api.MANAGED_BY:
+            raise ForeignObject(
+                f"{conflict.status} {conflict.reason}: {api_message(conflict)}; the existing Lease is not a lock's"
+                f" ({api.LABEL_ROLE}={api.ROLE_LOCK}) and is left alone"
             )
         return None
 

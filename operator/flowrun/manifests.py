@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from flowrun import api, names
-from flowrun.model import DeploymentSpec, FlowSpec, ResourceSpec, RunIdentity, TaskSpec
+from flowrun.model import DeploymentSpec, FlowSpec, Lock, ResourceSpec, RunIdentity, TaskSpec
 from flowrun.references import Context, substitute
 
 Manifest = dict[str, Any]
@@ -242,4 +242,20 @@ def build_result_config_map(run: RunIdentity, task: str, result: str, name: str 
         "metadata": _metadata(run, name or names.result_config_map(run.name, task), labels),
         "immutable": True,
         "data": {"result": result},
+    }
+
+
+def build_lock_lease(run: RunIdentity, lock: Lock, slot: int, task: str | None, now: str) -> Manifest:
+    """The Lease of one slot of a lock held by the run (or one of its tasks): named for the lock
+    and slot (every run names it alike: whoever creates it first holds the slot), owned by the run
+    (so garbage collection frees the slot of a run that is gone even if the operator is not
+    there), labelled with the role `lock`. `now`: the acquireTime, as a MicroTime."""
+    metadata = _metadata(run, names.lock_lease(lock.id, slot), child_labels(run, api.ROLE_LOCK, task=task))
+    metadata["labels"][api.LABEL_LOCK] = names.lock_label(lock.id)
+    metadata["annotations"] = {api.LOCK_ANNOTATION: lock.id, api.SLOT_ANNOTATION: str(slot)}
+    return {
+        "apiVersion": api.LEASE[0],
+        "kind": api.LEASE[1],
+        "metadata": metadata,
+        "spec": {"holderIdentity": run.name + (f"/{task}" if task else ""), "acquireTime": now},
     }

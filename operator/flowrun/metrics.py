@@ -126,4 +126,36 @@ class RunPhases(Collector):
         REGISTRY.unregister(self)
 
 
+LockCounts = Mapping[tuple[str, str], int]  # (namespace, lock) -> how many
+
+
+class LockGauges(Collector):
+    """flowrun_locks_held{namespace,lock} and flowrun_locks_waiting{namespace,lock}: the slots held
+    (Leases) and the runs and tasks waiting, of each lock across runs, counted from the watch
+    caches when Prometheus scrapes (`counts` returns both by (namespace, lock))."""
+
+    def __init__(
+        self, counts: Callable[[], tuple[Mapping[tuple[str, str], int], Mapping[tuple[str, str], int]]]
+    ) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        held, waiting = self.counts()
+        locks = sorted({*held, *waiting})
+        for name, help_text, counts in (
+            ("flowrun_locks_held", "Slots of a lock across runs held (its Leases), by namespace and lock", held),
+            ("flowrun_locks_waiting", "Runs and tasks waiting for a lock across runs, by namespace and lock", waiting),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=["namespace", "lock"])
+            for namespace, lock in locks:
+                family.add_metric([namespace, lock], counts.get((namespace, lock), 0))
+            yield family
+
+    def register(self) -> None:
+        REGISTRY.register(self)
+
+    def unregister(self) -> None:
+        REGISTRY.unregister(self)
+
+
 API_SERVER_REACHABLE.set(1)

@@ -81,3 +81,25 @@ def result_config_map(flowrun: str, task: str, index: int | None = None) -> str:
     """`<flowrun>-<task>-result`: the ConfigMap a task's result moves to when the status is full;
     `<flowrun>-<task>-<index>-result` for instance `index` of a forEach task."""
     return _bounded(f"{flowrun}-{task}", "-result" if index is None else f"-{index}-result")
+
+
+_NOT_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def lock_lease(lock: str, slot: int) -> str:
+    """`flowrun-<kind>-<name>[-<key>]-<slot>`: the Lease of one slot of a lock (`mutex/NAME` or
+    `semaphore/CONFIGMAP/KEY`), the same for every run of the namespace, so that of two passes
+    taking the same slot the API server lets one create it. A semaphore's name always carries the
+    hash (its ConfigMap and key could otherwise read alike: `a-b`/`c` and `a`/`b-c`), as does any
+    name rewritten to be a valid one (a key may hold capitals and `_`)."""
+    kind, _, rest = lock.partition("/")
+    readable = f"flowrun-{kind}-{rest.replace('/', '-')}"
+    rewritten = _NOT_DNS1035.sub("-", readable.lower())
+    return _bounded(rewritten, f"-{slot}", force_hash=rewritten != readable or kind != "mutex", full=lock)
+
+
+def lock_label(lock: str) -> str:
+    """The lock as a label value (`mutex.nightly`; hashed when longer than 63 characters), so that
+    `kubectl get leases -l flowrun.dev/lock=mutex.nightly` lists its holders."""
+    text = _NOT_LABEL_VALUE.sub(".", lock.replace("/", "."))
+    return _bounded(text.strip("._-") or "lock", force_hash=len(text) > MAX_NAME, full=lock)

@@ -12,10 +12,13 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowrun import api
 from flowrun.timestamps import parse_time
+
+if TYPE_CHECKING:
+    from flowrun.locks import LockView
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,26 @@ class ObservedObject:
 
 
 @dataclass(frozen=True)
+class ObservedLease:
+    """A Lease holding one slot of a lock across runs (role `lock`, docs/semantics.md "Locks"):
+    which lock and slot (its annotations), and who holds it: its run (its owner) and, for a task's
+    lock, the task (its label). Any other Lease is no child of a run."""
+
+    name: str
+    labels: Mapping[str, str]
+    lock: str = ""  # e.g. mutex/nightly
+    slot: int = -1  # -1: unreadable (the slot is taken all the same: its name is)
+    holder: str = ""  # spec.holderIdentity: the run's name, with /TASK for a task's lock
+    deleting: bool = False
+    run: str | None = None  # the UID of the FlowRun it belongs to (run_of)
+
+    @property
+    def task(self) -> str:
+        """The task holding it; empty for the run's own lock."""
+        return self.labels.get(api.LABEL_TASK, "")
+
+
+@dataclass(frozen=True)
 class Observed:
     pods: tuple[ObservedPod, ...] = ()
     jobs: tuple[ObservedJob, ...] = ()
@@ -176,6 +199,10 @@ class Observed:
     services: tuple[ObservedService, ...] = ()
     endpoint_slices: tuple[ObservedEndpointSlice, ...] = ()
     others: tuple[ObservedObject, ...] = ()
+    leases: tuple[ObservedLease, ...] = ()
+    # Lock (its id) -> what the namespace shows of it: every holder and every run waiting, and a
+    # semaphore's limit (flowrun.locks). Only the locks the run's spec names; not children.
+    locks: Mapping[str, LockView] = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,16 +343,40 @@ def _endpoint_slice(obj: Mapping[str, Any], metadata: Mapping[str, Any], deletin
     )
 
 
+def _lease(obj: Mapping[str, Any], metadata: Mapping[str, Any], deleting: bool) -> ObservedLease | None:
+    labels = _labels(metadata)
+    if labels.get(api.LABEL_ROLE) != api.ROLE_LOCK:
+        return None
+    annotations = _map(metadata.get("annotations"))
+    slot = _text(annotations.get(api.SLOT_ANNOTATION))
+    return ObservedLease(
+        name=_text(metadata.get("name")),
+        labels=labels,
+        lock=_text(annotations.get(api.LOCK_ANNOTATION)),
+        slot=int(slot) if slot.isascii() and slot.isdigit() else -1,
+        holder=_text(_map(obj.get("spec")).get("holderIdentity")),
+        deleting=deleting,
+        run=run_of(obj),
+    )
+
+
 ObservedChild = (
-    ObservedPod | ObservedJob | ObservedDeployment | ObservedService | ObservedEndpointSlice | ObservedObject
+    ObservedPod
+    | ObservedJob
+    | ObservedDeployment
+    | ObservedService
+    | ObservedEndpointSlice
+    | ObservedObject
+    | ObservedLease
 )
 # (apiVersion, kind, name): a child's identity within its run (and its namespace).
 ChildKey = tuple[str, str, str]
 
 
 def observe(obj: object) -> ObservedChild | None:
-    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service, EndpointSlice
-    or anything else); None if it is not an object. Computed once per watch event, not per pass."""
+    """What the engine sees of one raw API object (a Pod, Job, Deployment, Service, EndpointSlice,
+    a lock's Lease or anything else); None if it is not an object, or is a Lease that is not a
+    lock's. Computed once per watch event, not per pass."""
     if not isinstance(obj, Mapping):
         return None
     metadata = _map(obj.get("metadata"))
@@ -342,6 +393,8 @@ def observe(obj: object) -> ObservedChild | None:
         return ObservedService(_text(metadata.get("name")), _labels(metadata), cluster_ip, deleting, run_of(obj))
     if (api_version, kind) == api.ENDPOINT_SLICE:
         return _endpoint_slice(obj, metadata, deleting)
+    if (api_version, kind) == api.LEASE:
+        return _lease(obj, metadata, deleting)
     labels = _labels(metadata)
     data = _map(obj.get("data")) if (kind, labels.get(api.LABEL_ROLE)) == ("ConfigMap", api.ROLE_RESULT) else {}
     texts = {str(k): v for k, v in data.items() if isinstance(v, str)}
@@ -375,6 +428,7 @@ _KINDS: dict[type, tuple[str, str]] = {
     ObservedDeployment: ("apps/v1", "Deployment"),
     ObservedService: ("v1", "Service"),
     ObservedEndpointSlice: api.ENDPOINT_SLICE,
+    ObservedLease: api.LEASE,
 }
 
 
@@ -388,6 +442,7 @@ def observed_from_children(children: Iterable[ObservedChild]) -> Observed:
         services=tuple(c for c in ordered if isinstance(c, ObservedService)),
         endpoint_slices=tuple(c for c in ordered if isinstance(c, ObservedEndpointSlice)),
         others=tuple(c for c in ordered if isinstance(c, ObservedObject)),
+        leases=tuple(c for c in ordered if isinstance(c, ObservedLease)),
     )
 
 

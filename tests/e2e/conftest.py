@@ -9,15 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from devcluster import flux as devcluster_flux
-from devcluster.pytest_plugin import KubeCluster, wait_for
+from devcluster.pytest_plugin import KubeCluster
 from flowrun import api
 from tests.e2e.helpers import (
-    CRD_FILE,
     FlowRuns,
     FluxObjects,
     Objects,
@@ -25,41 +21,16 @@ from tests.e2e.helpers import (
     StartOperator,
     Watch,
     WatchRecorder,
+    install_crds,
     lister,
     release_leftover_flowruns,
 )
-
-# Every CRD the operator serves; the fixture below installs them all.
-CRD_FILES = (CRD_FILE, CRD_FILE.with_name("flow.yaml"), CRD_FILE.with_name("cronflowrun.yaml"))
 
 
 @pytest.fixture(scope="session")
 def flowrun_crd(kube_cluster: KubeCluster) -> None:
     """Install (or update) every CRD (FlowRun, Flow, CronFlowRun) and wait until the API serves them."""
-    extensions = client.ApiextensionsV1Api(kube_cluster.api)
-    names = []
-    for path in CRD_FILES:
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        try:
-            current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
-            assert current.metadata is not None
-            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            extensions.create_custom_resource_definition(crd)
-
-    def established() -> bool:
-        for name in names:
-            status = extensions.read_custom_resource_definition(name).status
-            conditions = (status.conditions if status is not None else None) or []
-            if not any(c.type == "Established" and c.status == "True" for c in conditions):
-                return False
-        return True
-
-    wait_for("the CRDs to be Established", established)
+    install_crds(kube_cluster)
 
 
 @pytest.fixture
@@ -158,7 +129,7 @@ def flux(kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path:
 @pytest.fixture
 def watch(kube_cluster: KubeCluster, namespace: str) -> Iterator[Watch]:
     """`watch(kind, label_selector=None)` starts a WatchRecorder of pods, jobs, deployments,
-    services or flowruns in the test namespace; all are stopped at teardown."""
+    services, leases or flowruns in the test namespace; all are stopped at teardown."""
     started: list[WatchRecorder] = []
 
     def start(kind: str, label_selector: str | None = None) -> WatchRecorder:

@@ -34,6 +34,8 @@ from flowrun.timestamps import format_time
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "flowrun.yaml"
+# Every CRD the operator serves (install_crds installs them all).
+CRD_FILES = (CRD_FILE, CRD_FILE.with_name("flow.yaml"), CRD_FILE.with_name("cronflowrun.yaml"))
 SIM = "sim.flowrun.dev/"  # the dev cluster's pod-simulation annotations
 
 # Every kind a run may create in these tests; the leak check looks at all of them.
@@ -48,6 +50,7 @@ CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
         client.CoreV1Api(c).list_namespaced_persistent_volume_claim(ns, label_selector=sel).items
     ),
     "Secret": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_secret(ns, label_selector=sel).items,
+    "Lease": lambda c, ns, sel: client.CoordinationV1Api(c).list_namespaced_lease(ns, label_selector=sel).items,
 }
 
 
@@ -181,6 +184,35 @@ def release_leftover_flowruns(kube_cluster: KubeCluster, namespace: str, running
         lambda: not custom.list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL)["items"],
         timeout=60,
     )
+
+
+def install_crds(kube_cluster: KubeCluster) -> None:
+    """Install (or update) every CRD and wait until the API serves them. (A test may call it again:
+    on a cluster shared with other checkouts, another may have installed its own since.)"""
+    extensions = client.ApiextensionsV1Api(kube_cluster.api)
+    names = []
+    for path in CRD_FILES:
+        crd = yaml.safe_load(path.read_text())
+        names.append(crd["metadata"]["name"])
+        try:
+            current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            assert current.metadata is not None
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(crd)
+
+    def established() -> bool:
+        for name in names:
+            status = extensions.read_custom_resource_definition(name).status
+            conditions = (status.conditions if status is not None else None) or []
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                return False
+        return True
+
+    wait_for("the CRDs to be Established", established)
 
 
 # --- FlowRuns ----------------------------------------------------------------------------------
@@ -463,6 +495,7 @@ def lister(api_client: client.ApiClient, kind: str) -> Callable[..., Any]:
         "services": client.CoreV1Api(api_client).list_namespaced_service,
         "jobs": client.BatchV1Api(api_client).list_namespaced_job,
         "deployments": client.AppsV1Api(api_client).list_namespaced_deployment,
+        "leases": client.CoordinationV1Api(api_client).list_namespaced_lease,
         "flowruns": partial(
             client.CustomObjectsApi(api_client).list_namespaced_custom_object,
             api.GROUP,

@@ -495,6 +495,7 @@ EXAMPLE_PHASES = {
     "diamond-flowrun.yaml": "Succeeded",
     "fanout-flowrun.yaml": "Succeeded",
     "failure-handler-flowrun.yaml": "Failed",
+    "nightly-mutex-flowrun.yaml": "Succeeded",
     "branching-flowrun.yaml": "Succeeded",
 }
 
@@ -525,6 +526,11 @@ def test_examples_reach_their_documented_phase(operator: Operator, flowruns: Flo
     assert (handler["load"]["phase"], handler["load"]["reason"]) == ("Skipped", "UpstreamFailed")
     assert handler["alert"]["phase"] == "Succeeded"
     assert runs["fanout-flowrun.yaml"]["status"]["progress"] == "20/20"
+    nightly = runs["nightly-mutex-flowrun.yaml"]
+    assert nightly["status"]["tasks"]["load"]["result"] == "loaded /data/extract/orders.csv"
+    # It held its mutex and let it go: no lock in its status, no Lease left.
+    assert nightly["status"].get("locks") is None
+    assert not flowruns.children(nightly["metadata"]["uid"], {api.LABEL_ROLE: api.ROLE_LOCK})
     branching = runs["branching-flowrun.yaml"]["status"]["tasks"]
     assert (branching["publish-prod"]["phase"], branching["publish-prod"]["reason"]) == ("Skipped", "WhenFalse")
     assert branching["publish-prod"]["message"] == "when[0] is false: $(params.env) == 'prod'"

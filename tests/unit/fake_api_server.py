@@ -46,18 +46,19 @@ class ServedKind:
         return f"{prefix}/namespaces/{namespace}/{self.plural}" if namespace else f"{prefix}/{self.plural}"
 
 
+LEASE_KIND = ServedKind("coordination.k8s.io", "v1", "Lease", "leases")
+# The kinds of children every run has (kube.CHILD_KINDS).
 CORE_KINDS = (
     ServedKind("", "v1", "Pod", "pods"),
     ServedKind("", "v1", "Service", "services"),
     ServedKind("batch", "v1", "Job", "jobs"),
     ServedKind("apps", "v1", "Deployment", "deployments"),
     ServedKind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+    LEASE_KIND,  # the slots of locks across runs (and the election's Lease)
 )
-LEASE_KIND = ServedKind("coordination.k8s.io", "v1", "Lease", "leases")
 # Everything an operator process watches or writes, and a kind of setup manifest.
 OPERATOR_KINDS = (
     *CORE_KINDS,
-    LEASE_KIND,
     ServedKind("", "v1", "Event", "events"),
     ServedKind("", "v1", "ConfigMap", "configmaps"),
     ServedKind("flowrun.dev", "v1alpha1", "FlowRun", "flowruns"),
@@ -96,9 +97,15 @@ class _Answer:
         pass
 
 
-def _matches(obj: dict[str, Any] | None, selector: str | None) -> bool:
+def _matches(obj: dict[str, Any] | None, selector: str | None, fields: str | None = None) -> bool:
+    """Whether the object is selected by a label selector and a field selector (`metadata.name=`
+    terms only) of `key=value` terms."""
     if obj is None:
         return False
+    for term in (fields or "").split(","):
+        key, _, value = term.partition("=")
+        if key == "metadata.name" and (obj.get("metadata") or {}).get("name") != value:
+            return False
     labels = (obj.get("metadata") or {}).get("labels") or {}
     for term in (selector or "").split(","):
         if not term:
@@ -336,12 +343,12 @@ class FakeApiServer:
         found = self._collection(path)
         assert found is not None
         served, namespace = found
-        selector = query.get("labelSelector")
+        selector, fields = query.get("labelSelector"), query.get("fieldSelector")
         with self.changed:
             items = [
                 copy.deepcopy(obj)
                 for (plural, ns, _), obj in sorted(self.objects.items())
-                if plural == served.plural and namespace in (None, ns) and _matches(obj, selector)
+                if plural == served.plural and namespace in (None, ns) and _matches(obj, selector, fields)
             ]
             version = self.version
         start = int(query.get("continue") or 0)
@@ -361,12 +368,18 @@ class FakeApiServer:
         assert found is not None
         served, namespace = found
         since = int(query.get("resourceVersion") or 0)
-        selector = query.get("labelSelector")
+        selector, fields = query.get("labelSelector"), query.get("fieldSelector")
         timeout = min(float(query.get("timeoutSeconds") or self.watch_seconds), self.watch_seconds)
-        return _Answer(200, chunks=self._events(served, namespace, selector, since, timeout))
+        return _Answer(200, chunks=self._events(served, namespace, selector, since, timeout, fields))
 
     def _events(
-        self, served: ServedKind, namespace: str | None, selector: str | None, since: int, timeout: float
+        self,
+        served: ServedKind,
+        namespace: str | None,
+        selector: str | None,
+        since: int,
+        timeout: float,
+        fields: str | None = None,
     ) -> Iterator[bytes]:
         deadline = time.monotonic() + timeout
         generation = self.watch_generation
@@ -389,15 +402,15 @@ class FakeApiServer:
                     continue
             for event in pending:
                 sent = event.version
-                line = self._seen_as(event, selector)
+                line = self._seen_as(event, selector, fields)
                 if line is not None:
                     yield json.dumps(line).encode() + b"\n"
 
     @staticmethod
-    def _seen_as(event: _Event, selector: str | None) -> dict[str, Any] | None:
+    def _seen_as(event: _Event, selector: str | None, fields: str | None = None) -> dict[str, Any] | None:
         """The event as a watch with `selector` sees it (the API server's watch cache rules)."""
-        now = event.type != "DELETED" and _matches(event.obj, selector)
-        before = _matches(event.previous, selector)
+        now = event.type != "DELETED" and _matches(event.obj, selector, fields)
+        before = _matches(event.previous, selector, fields)
         if now and not before:
             return {"type": "ADDED", "object": event.obj}
         if now:

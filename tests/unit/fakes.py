@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +15,9 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
 from flowrun.kube import CHILD_KINDS, ChildrenUnreadable
-from flowrun.observed import ObservedChild, observe
+from flowrun.locks import Claim, LockView, lock_view, semaphore_limit
+from flowrun.model import Lock
+from flowrun.observed import ObservedChild, ObservedLease, observe
 from tests.unit.fake_api_server import merge
 
 NS, UID = "team", "uid-77"
@@ -63,6 +65,8 @@ class FakeKube:
         self.denied: set[tuple[str, str]] = set()  # (plural, verb) the operator may not use
         self.logs = ""  # what every pod's log tail reads
         self.cluster_scoped: set[str] = set()  # kinds discovery says are not namespaced
+        self.claims: list[Claim] = []  # what the runs of the namespace want of locks
+        self.config_maps: dict[str, dict[str, str]] = {}  # the ConfigMaps of semaphores
 
     def passes(self, clock: Callable[[], float] | None = None) -> FlowRunPass:
         """The FlowRun passes, with this fake as their API and their caches; every status written
@@ -97,6 +101,15 @@ class FakeKube:
 
     def flow(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return self.flows(namespace, name)
+
+    def lock_views(self, namespace: str, locks: Sequence[Lock]) -> dict[str, LockView]:
+        """Each lock with the Leases among `objects`, the claims of `claims` and its limit in
+        `config_maps`."""
+        leases = [c for c in map(observe, copy.deepcopy(self.objects)) if isinstance(c, ObservedLease)]
+        return {
+            lock.id: lock_view(lock, leases, self.claims, semaphore_limit(lock, self.config_maps.get(lock.name)))
+            for lock in locks
+        }
 
     # --- PassApi -------------------------------------------------------------------------------
 
@@ -138,8 +151,19 @@ class FakeKube:
         self.objects.append(copy.deepcopy(dict(manifest)))
         return copy.deepcopy(dict(manifest))
 
-    def delete(self, *args: Any) -> None:
-        pass
+    def take_lock(self, lease: Mapping[str, Any]) -> dict[str, Any] | None:
+        ref = f"Lease/{lease['metadata']['name']}"
+        self.calls.append(f"take {ref}")
+        if ref in self.errors:
+            raise self.errors[ref]
+        if any((o["kind"], o["metadata"]["name"]) == ("Lease", lease["metadata"]["name"]) for o in self.objects):
+            return None  # taken first by another run
+        self.objects.append(copy.deepcopy(dict(lease)))
+        return copy.deepcopy(dict(lease))
+
+    def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None:
+        self.calls.append(f"delete {kind}/{name}")
+        self.objects = [o for o in self.objects if (o["kind"], o["metadata"]["name"]) != (kind, name)]
 
     def pod_log_tail(self, *args: Any) -> str:
         return self.logs

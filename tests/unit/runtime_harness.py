@@ -112,6 +112,7 @@ class Recorded:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []  # (what, type, name)
         self.others: list[tuple[str, ChildKey]] = []
+        self.woken: list[set[str]] = []  # the runs of each lock event
         self.filled = asyncio.Event()
 
     def flowrun_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
@@ -128,6 +129,9 @@ class Recorded:
 
     def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
         self.events.append(("cron", type_, entry.name))
+
+    def lock_event(self, runs: set[str]) -> None:
+        self.woken.append(runs)
 
     def synced(self) -> None:
         self.filled.set()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flowrun.schema import SCHEMAS, derive, flowrun
-from flowrun.schema.common import LABEL, SUBDOMAIN
+from flowrun.schema.common import CONFIG_MAP_KEY, LABEL, SUBDOMAIN
 from flowrun.schema.cronflowrun import SCHEDULE, TIME_ZONE
 from flowrun.schema.nodes import Int
 from scripts import api_docs
@@ -42,6 +42,7 @@ def test_the_docs_name_the_formats_the_declarations_name() -> None:
     assert {
         LABEL.pattern: "DNS-1123 label",
         SUBDOMAIN.pattern: "DNS-1123 subdomain",
+        CONFIG_MAP_KEY.pattern: "ConfigMap key",
         SCHEDULE.pattern: "cron schedule (see [Schedules](semantics.md#schedules))",
         TIME_ZONE.pattern: "IANA time zone name",
     } == api_docs.PATTERNS

@@ -44,6 +44,7 @@ def full_spec() -> dict[str, Any]:
         "pendingTimeoutSeconds": 300,
         "ttlSecondsAfterFinished": 60,
         "cancel": False,
+        "synchronization": {"mutex": {"name": "nightly"}},
         "resources": [
             {
                 "name": "cluster",
@@ -79,9 +80,38 @@ def full_spec() -> dict[str, Any]:
                 "forEach": '["a"]',
                 "parallelism": 1,
             },
-            {"name": "prep", "template": copy.deepcopy(POD)},
+            {
+                "name": "prep",
+                "template": copy.deepcopy(POD),
+                # Not on `use`: a forEach task may not hold a lock.
+                "synchronization": {"semaphore": {"configMapKeyRef": {"name": "limits", "key": "db"}}},
+            },
         ],
     }
+
+
+# Objects whose fields exclude each other (a CEL rule says one of them): full_spec() sets one, and
+# a value set in another replaces it.
+ONE_OF = {("synchronization",): ("mutex", "semaphore"), ("tasks", "[]", "synchronization"): ("mutex", "semaphore")}
+# A valid value of each alternative, which a value set inside it starts from.
+ALTERNATIVES = {"mutex": {"name": "other"}, "semaphore": {"configMapKeyRef": {"name": "others", "key": "k"}}}
+
+
+# Fields of the first task that a CEL rule forbids beside a lock of its own (a forEach task may not
+# hold one): a value set in tasks[0].synchronization takes them out. full_spec() gives the lock to
+# another task.
+EXCLUDED_BY_LOCK = ("forEach", "parallelism")
+TASK_LOCK = ("tasks", "[]", "synchronization")
+
+
+def alternative_set(spec: dict[str, Any], path: Path) -> bool:
+    """Whether the field at path is in an alternative full_spec() does not set, beside one it does."""
+    for where, choices in ONE_OF.items():
+        if path[: len(where)] == where and len(path) > len(where) and path[len(where)] in choices:
+            # A task's lock is the second task's (the first is a forEach task).
+            chosen = node_value(spec["tasks"][1], where[2:]) if where == TASK_LOCK else node_value(spec, where)
+            return path[len(where)] not in chosen and any(c in chosen for c in choices)
+    return False
 
 
 def _is_template(node: Mapping[str, Any]) -> bool:
@@ -117,10 +147,27 @@ def field(path: Path) -> str:
     return text
 
 
+def make_room(spec: dict[str, Any], path: Path) -> None:
+    """Take out of spec what the field at path excludes: a lock's other alternative, and (for the
+    first task's lock) its forEach."""
+    if path[: len(TASK_LOCK)] == TASK_LOCK:
+        first = spec["tasks"][0]
+        for excluded in EXCLUDED_BY_LOCK:
+            first.pop(excluded, None)
+        first.setdefault("synchronization", {})
+    for where, choices in ONE_OF.items():
+        if path[: len(where)] == where and len(path) > len(where) and path[len(where)] in choices:
+            chosen = node_value(spec, where)
+            for other in set(choices) - {path[len(where)]}:
+                chosen.pop(other, None)
+            chosen.setdefault(path[len(where)], copy.deepcopy(ALTERNATIVES[path[len(where)]]))
+
+
 def with_value(spec: dict[str, Any], path: Path, value: Any) -> dict[str, Any]:
     """A copy of spec with the field at path set (or removed, for value REMOVE)."""
     spec = copy.deepcopy(spec)
     node: Any = spec
+    make_room(spec, path)
     for part, following in zip(path, (*path[1:], None), strict=True):
         key: Any = 0 if part == "[]" else part
         if following is None:
@@ -189,9 +236,11 @@ def test_the_full_spec_sets_every_field_of_the_crd_and_the_model_accepts_it() ->
     missing = []
     for path, _ in walk(SPEC):
         try:
-            node_value(spec, path)
+            # A task's lock is the second task's (the first is a forEach task).
+            node_value(spec["tasks"][1], path[2:]) if path[: len(TASK_LOCK)] == TASK_LOCK else node_value(spec, path)
         except (KeyError, IndexError):
-            missing.append(field(path))
+            if not alternative_set(spec, path):
+                missing.append(field(path))
     assert missing == []
     assert refusal(spec) is None
 
@@ -249,6 +298,12 @@ STRING_OF_LENGTH: dict[Path, Callable[[int], str]] = {
     ("resources", "[]", "setup", "deployments", "[]", "ports", "[]", "name"): lambda n: "w" * n,
     ("resources", "[]", "setup", "deployments", "[]", "ports", "[]", "targetPort"): lambda n: "t" * n,
     ("tasks", "[]", "name"): lambda n: "t" * n,
+    ("synchronization", "mutex", "name"): lambda n: "m" * n,
+    ("synchronization", "semaphore", "configMapKeyRef", "name"): lambda n: "c" * n,
+    ("synchronization", "semaphore", "configMapKeyRef", "key"): lambda n: "K" * n,
+    ("tasks", "[]", "synchronization", "mutex", "name"): lambda n: "x" * n,
+    ("tasks", "[]", "synchronization", "semaphore", "configMapKeyRef", "name"): lambda n: "y" * n,
+    ("tasks", "[]", "synchronization", "semaphore", "configMapKeyRef", "key"): lambda n: "Y" * n,
     ("tasks", "[]", "when", "[]"): lambda n: "1"[:n] if n < 2 else "'" + "x" * (n - 2) + "'",
     ("tasks", "[]", "forEach"): lambda n: "[" + " " * (n - 2) + "]",
 }
@@ -296,7 +351,7 @@ def _string_case(spec: dict[str, Any], path: Path, length: int) -> dict[str, Any
             spec["tasks"][0].pop(key)
     return (
         renamed(spec, path, value)
-        if path[-1] == "name" and path[0] in ("tasks", "resources")
+        if path in (("tasks", "[]", "name"), ("resources", "[]", "name"))
         else (with_value(spec, path, value))
     )
 

@@ -248,6 +248,8 @@ def test_only_threads_of_the_current_term_may_write(tmp_path: Path, monkeypatch:
     server = fake_server()
     monkeypatch.setattr(metrics.RunPhases, "register", lambda self: None)
     monkeypatch.setattr(metrics.RunPhases, "unregister", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "register", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "unregister", lambda self: None)
     link, fence = Link(server), Fence()
     settings = Settings(namespaces=(NS,), workers=1, leader_election=election("a"))
 
@@ -327,6 +329,8 @@ def test_the_standby_writes_nothing_and_takes_over_over_warm_caches(
     server = fake_server()
     monkeypatch.setattr(metrics.RunPhases, "register", lambda self: None)
     monkeypatch.setattr(metrics.RunPhases, "unregister", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "register", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "unregister", lambda self: None)
     tasks = [pod_task("a"), pod_task("b", runAfter=["a"]), pod_task("c", runAfter=["b"])]
     uid = server.add(flowrun("x", {"tasks": tasks}))["metadata"]["uid"]
 
@@ -379,6 +383,8 @@ def test_a_cron_run_whose_leader_died_before_its_status_write_is_not_created_aga
     server = fake_server()
     monkeypatch.setattr(metrics.RunPhases, "register", lambda self: None)
     monkeypatch.setattr(metrics.RunPhases, "unregister", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "register", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "unregister", lambda self: None)
     server.add(
         {
             "apiVersion": api.API_VERSION,
@@ -430,6 +436,8 @@ def test_a_standby_is_live_while_its_caches_and_its_election_make_progress(
     server = fake_server()
     monkeypatch.setattr(metrics.RunPhases, "register", lambda self: None)
     monkeypatch.setattr(metrics.RunPhases, "unregister", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "register", lambda self: None)
+    monkeypatch.setattr(metrics.LockGauges, "unregister", lambda self: None)
 
     async def scenario() -> None:
         leader, standby = Replica(server, tmp_path, "leader"), Replica(server, tmp_path, "standby", stall_seconds=0.5)

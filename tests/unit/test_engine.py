@@ -592,7 +592,9 @@ def test_status_shape() -> None:
         "conditions",
         "tasks",
         "resources",
+        "locks",
     }
+    assert sim.status["locks"] is None  # no lock: absent once written (a merge patch drops null)
     assert set(sim.task("a")) == {
         "phase",
         "reason",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from flowrun.engine import CreateObject, RunInput, decide
+from flowrun.engine import CreateObject, RunInput, TakeLock, decide
+from flowrun.locks import LockView, wanted_locks
 from flowrun.observed import Observed, observed_from_objects
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -81,7 +83,9 @@ def test_damaged_specs_never_cause_an_internal_error(example: Path) -> None:
     refused = accepted = 0
     for case in range(300):
         damaged = _damage(spec, rng)
-        outcome = decide(RunInput("fuzz", "default", "uid-1", damaged, created_at=NOW), Observed(), NOW)
+        # The locks it names are free (a semaphore's limit: 1).
+        locks = {lock.id: LockView(lock) for lock in wanted_locks(damaged)}
+        outcome = decide(RunInput("fuzz", "default", "uid-1", damaged, created_at=NOW), Observed(locks=locks), NOW)
         assert not any(event.reason == "InternalError" for event in outcome.events), (case, damaged, outcome.events)
         conditions = {c["type"]: c for c in outcome.status.get("conditions") or []}
         if conditions["SpecValid"]["status"] == "False":
@@ -91,16 +95,16 @@ def test_damaged_specs_never_cause_an_internal_error(example: Path) -> None:
             continue
         # Accepted: carry the run on for a few passes, every created child observed as existing.
         status = outcome.status
-        existing = [action.manifest for action in outcome.actions if isinstance(action, CreateObject)]
-        assert existing, "an accepted run starts something"
+        existing = [action.manifest for action in outcome.actions if isinstance(action, (CreateObject, TakeLock))]
+        assert existing, "an accepted run starts something (or takes its lock first)"
         for _ in range(3):
             outcome = decide(
                 RunInput("fuzz", "default", "uid-1", damaged, status=status, created_at=NOW),
-                observed_from_objects(existing),
+                replace(observed_from_objects(existing), locks=locks),
                 NOW,
             )
             assert not any(event.reason == "InternalError" for event in outcome.events), (case, damaged, outcome.events)
-            existing += [action.manifest for action in outcome.actions if isinstance(action, CreateObject)]
+            existing += [a.manifest for a in outcome.actions if isinstance(a, (CreateObject, TakeLock))]
             status = outcome.status
         accepted += 1
     assert refused > 0 and accepted > 0  # the damage reaches the validation, and runs still start

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from flowrun.plugin import objects
 from flowrun.plugin.app import main
@@ -21,6 +22,7 @@ from flowrun.plugin.documents import load_documents
 from flowrun.plugin.durations import age
 from flowrun.plugin.listing import source
 from flowrun.plugin.logs import attempts, prefixes
+from flowrun.plugin.tree import lock_line, render
 from flowrun.plugin.watch import changes, states
 from tests.unit.test_model import ONE_TASK_ERRORS
 
@@ -412,3 +414,57 @@ def test_shell_completion_is_set_up_for_the_console_script(capsys: pytest.Captur
     assert exited.value.code == 0
     assert "_KUBECTL_FLOWRUN_COMPLETE=complete_bash" in out
     assert out.rstrip().endswith("kubectl-flowrun")
+
+
+def waiting_run() -> dict[str, Any]:
+    """A run of the nightly example waiting for its mutex, one of its tasks holding a semaphore's slot."""
+    message = "waiting for mutex/warehouse, held by FlowRun nightly-etl-1"
+    return {
+        "apiVersion": "flowrun.dev/v1alpha1",
+        "kind": "FlowRun",
+        "metadata": {"name": "nightly-etl-2", "namespace": "team"},
+        "spec": {
+            "synchronization": {"mutex": {"name": "warehouse"}},
+            "tasks": [{"name": "load", "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}],
+        },
+        "status": {
+            "phase": "Pending",
+            "progress": "0/1",
+            "message": message,
+            "conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "WaitingForLock", "message": message}],
+            "tasks": {"load": {"phase": "Pending", "reason": "WaitingForLock", "message": message, "attempts": 0}},
+            "locks": [{"lock": "mutex/warehouse", "state": "Waiting", "message": message}],
+        },
+    }
+
+
+def test_get_shows_what_a_run_waits_for_and_holds() -> None:
+    run = waiting_run()
+    out = io.StringIO()
+    Console(file=out, width=160).print(render(run))
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "waiting for mutex/warehouse, held by FlowRun nightly-etl-1"
+    assert lines[2] == "locks: waits for mutex/warehouse"
+    load = next(line for line in lines if line.startswith("load"))
+    assert load.split()[:3] == ["load", "Pending", "WaitingForLock"] and "held by FlowRun nightly-etl-1" in load
+    run["status"]["locks"] = [
+        {"lock": "mutex/warehouse", "state": "Holding", "lease": "flowrun-mutex-warehouse-0"},
+        {"lock": "semaphore/limits/db", "task": "load", "state": "Waiting", "message": "x"},
+    ]
+    assert lock_line(run["status"]["locks"]) == (
+        "locks: holds mutex/warehouse (Lease flowrun-mutex-warehouse-0); task load waits for semaphore/limits/db"
+    )
+    assert lock_line("garbage") == lock_line(None) == ""
+
+
+def test_watch_reports_a_run_waiting_for_a_lock_and_taking_it() -> None:
+    before = waiting_run()
+    lines = [line.plain.split("  ", 1)[1] for line in changes({}, states(before))]
+    held_by = "waiting for mutex/warehouse, held by FlowRun nightly-etl-1"
+    assert f"run  Pending  WaitingForLock  {held_by}" in lines
+    assert f"lock mutex/warehouse  Waiting  {held_by}" in lines
+    after = waiting_run()
+    after["status"]["locks"] = [{"lock": "mutex/warehouse", "state": "Holding", "lease": "flowrun-mutex-warehouse-0"}]
+    after["status"]["conditions"][0]["reason"] = "Pending"
+    lines = [line.plain.split("  ", 1)[1] for line in changes(states(before), states(after))]
+    assert lines == ["run  Pending  " + held_by, "lock mutex/warehouse  Holding  Lease flowrun-mutex-warehouse-0"]

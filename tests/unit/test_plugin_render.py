@@ -246,3 +246,14 @@ def test_the_graph_writes_conditions_and_lists() -> None:
     text = draw(graph.text("branching", spec), False)
     assert "publish-prod  ← load  when $(params.env) == 'prod'" in text, text
     assert "peripheries=2" in graph.dot("f", parse_spec(foreach_run()["spec"]))
+
+
+def test_the_graph_writes_the_locks_the_run_and_its_tasks_hold() -> None:
+    nightly = yaml.safe_load((REPO / "examples" / "nightly-mutex-flowrun.yaml").read_text())
+    lines = draw(graph.text("nightly-load", parse_spec(nightly["spec"])), False).splitlines()
+    assert lines == ["FlowRun nightly-load  [holds mutex/warehouse]", "extract", "load  ← extract"]
+    limits = {"semaphore": {"configMapKeyRef": {"name": "limits", "key": "exports"}}}
+    spec = parse_spec(flow(task("export", synchronization=limits)))
+    assert draw(graph.text("f", spec), False).splitlines()[1] == "export  [holds semaphore/limits/exports]"
+    assert "export\\nholds semaphore/limits/exports" in graph.dot("f", spec)
+    assert "export<br/>holds semaphore/limits/exports" in graph.mermaid("f", spec)

@@ -147,6 +147,7 @@ def test_a_flow_and_a_template_hold_the_runs_fields_but_those_only_a_run_has() -
         "parallelism",
         "activeDeadlineSeconds",
         "pendingTimeoutSeconds",
+        "synchronization",
         "ttlSecondsAfterFinished",
     )
 

@@ -117,6 +117,13 @@ Every verb is one the operator uses (kopf serves no resource); docs/install.md e
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, delete]
+# Locks across runs (spec.synchronization, tasks[].synchronization): one Lease per held slot in the
+# run's namespace, labelled flowrun.dev/role=lock (watched, created if absent, read on a name
+# conflict, deleted when its holder is done; owned by its run). A semaphore's ConfigMap is
+# watched by name (the configmaps rule above).
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, delete]
 # The EndpointSlices of those Deployments' Services (the EndpointSlice controller makes and deletes
 # them): watched, as a block is Ready only once each of its Services has a ready endpoint.
 - apiGroups: [discovery.k8s.io]

@@ -8,7 +8,11 @@
   engine sees them (observed.py), indexed by their run;
 - the children of a setup manifest's other kinds, in watches started on first use
   (kind_watches.py);
-- Flows (by namespace and name) and CronFlowRuns.
+- Flows (by namespace and name) and CronFlowRuns;
+- for locks across runs (locks.py): the claims of every run by lock (kept as each FlowRun is
+  stored), the Leases of the held slots (a child kind), the ConfigMaps of semaphores (watched once
+  a pass needs them). A change of a lock (a Lease, a run leaving its line, a semaphore's limit)
+  wakes every run that wants it.
 
 One informer per kind and namespace served (or one for all namespaces). Their events reach the
 listener on the event loop, in the order they happened; the stores are read from any thread.
@@ -17,15 +21,19 @@ listener on the event loop, in the order they happened; the stores are read from
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrun import api
 from flowrun.controller.informer import Entry, Informer, failures_log
 from flowrun.controller.kind_watches import KindWatches
+from flowrun.controller.locks import Limits, LockClaims, LockKey, held_slots, semaphores_of
 from flowrun.engine.budget import size
 from flowrun.kube import CHILD_KINDS, ChildrenUnreadable, Kube
-from flowrun.observed import ChildKey, ObservedChild, observe, run_of
+from flowrun.locks import LockView, lock_view
+from flowrun.model import Lock
+from flowrun.observed import ChildKey, ObservedChild, ObservedLease, observe, run_of
 
 MANAGED_SELECTOR = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -44,6 +52,7 @@ class Listener(Protocol):
     def other_child_event(self, run: str, key: ChildKey) -> None: ...
     def flow_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None: ...
     def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None: ...
+    def lock_event(self, runs: set[str]) -> None: ...
     def synced(self) -> None: ...
 
 
@@ -81,6 +90,11 @@ class Caches:
         # One log for the failures of every watch: an outage is one line a minute, not one per watch.
         log = failures_log()
         self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), log)
+        self.lock_claims = LockClaims()
+        self.limits = Limits(kube, self._limit_changed, log)
+        self._lock_event = self._on_loop(listener.lock_event)
+        self._flowrun_event = self._on_loop(listener.flowrun_event)
+        self._child_event = self._on_loop(listener.child_event)
         self.flowruns: dict[str | None, Informer[Body]] = {}
         self.children: dict[str | None, list[Informer[ObservedChild]]] = {}
         self.flows: dict[str | None, Informer[Body]] = {}
@@ -95,7 +109,7 @@ class Caches:
                 None,
                 trimmed,
                 index_of=_cron_of,
-                on_event=self._on_loop(listener.flowrun_event),
+                on_event=self._on_flowrun,
                 log=log,
             )
             self.children[namespace] = [
@@ -107,7 +121,7 @@ class Caches:
                     MANAGED_SELECTOR,
                     observe,
                     index_of=run_of,
-                    on_event=self._on_loop(listener.child_event),
+                    on_event=self._on_lease if (api_version, kind) == api.LEASE else self._child_event,
                     log=log,
                 )
                 for api_version, kind in CHILD_KINDS
@@ -151,6 +165,7 @@ class Caches:
         for informer in self.informers():
             informer.stop()
         self.kind_watches.stop()
+        self.limits.stop()
 
     def _on_loop(self, handler: Callable[..., None]) -> Callable[..., None]:
         """`handler`, called on the event loop from an informer's thread (in the order called)."""
@@ -159,6 +174,36 @@ class Caches:
             self.loop.call_soon_threadsafe(handler, *args)
 
         return call
+
+    # --- locks (in the informers' threads) ---------------------------------------------------------
+
+    def _on_flowrun(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
+        """A run stored: its claims indexed before anyone hears of it; the runs that want a lock it
+        left the line of are woken (one ahead of them may have been in the way), and so is the run
+        itself when it made a new claim (the echo of its own status write brings no pass, but its
+        task takes a free slot only once its claim is there for the others to see)."""
+        left, joined = self.lock_claims.update(entry.uid, entry.namespace, None if type_ == "DELETED" else entry.value)
+        self._flowrun_event(type_, entry, previous)
+        self._wake(left)
+        if joined and type_ != "LISTED":
+            self._lock_event({entry.uid})
+
+    def _on_lease(self, type_: str, entry: Entry[ObservedChild], previous: Entry[ObservedChild] | None) -> None:
+        """A lock's Lease changed: its holder hears of it as of any child, and every run that wants
+        its lock is woken (a slot was freed, or its holder changed)."""
+        self._child_event(type_, entry, previous)
+        if isinstance(entry.value, ObservedLease) and type_ != "LISTED":
+            self._wake({(entry.namespace, entry.value.lock)})
+
+    def _limit_changed(self, namespace: str, config_map: str) -> None:
+        runs = self.lock_claims.claimers(namespace, semaphores_of(config_map))
+        if runs:
+            self._lock_event(runs)
+
+    def _wake(self, locks: set[LockKey]) -> None:
+        runs = self.lock_claims.runs_of(locks)
+        if runs:
+            self._lock_event(runs)
 
     def _synced(self) -> None:
         self._unsynced -= 1
@@ -209,6 +254,38 @@ class Caches:
     def other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]:
         """The run's children of a setup manifest's other kinds (see KindWatches.children)."""
         return self.kind_watches.children(namespace, uid, kinds)
+
+    def lock_leases(self, namespace: str | None = None) -> list[Entry[ObservedChild]]:
+        """The Leases of the held slots of every lock (of one namespace)."""
+        found = []
+        for where, informers in self.children.items():
+            if namespace is not None and where not in (namespace, None):
+                continue
+            for informer in informers:
+                if (informer.api_version, informer.kind) == api.LEASE:
+                    found += [e for e in informer.entries() if namespace in (None, e.namespace)]
+        return found
+
+    def lock_views(self, namespace: str, locks: Sequence[Lock]) -> dict[str, LockView]:
+        """Each lock as the namespace shows it: its Leases, the claims of every run, and (for a
+        semaphore) its limit."""
+        leases = [e.value for e in self.lock_leases(namespace) if isinstance(e.value, ObservedLease)]
+        return {
+            lock.id: lock_view(
+                lock, leases, self.lock_claims.claims(namespace, lock.id), self.limits.limit(namespace, lock)
+            )
+            for lock in locks
+        }
+
+    def lock_counts(self) -> tuple[Counter[LockKey], Counter[LockKey]]:
+        """(held, waiting): slots held and claims waiting, by (namespace, lock); for the metrics."""
+        leases = [
+            (e.namespace, e.value.lock, e.value.run or "", e.value.task)
+            for e in self.lock_leases()
+            if isinstance(e.value, ObservedLease) and not e.value.deleting
+        ]
+        held, holders = held_slots(leases)
+        return held, self.lock_claims.waiting(holders)
 
     def flow(self, namespace: str, name: str) -> Body | None:
         informer = self._serving(self.flows, namespace)

@@ -39,6 +39,7 @@ from flowrun.engine import (
     DeleteObject,
     Outcome,
     RunInput,
+    TakeLock,
     ValidateObjects,
     budget,
 )
@@ -54,9 +55,10 @@ from flowrun.kube import (
     manifest_kinds,
     refusal_message,
 )
+from flowrun.locks import LockView, wanted_locks
 from flowrun.manifests import build_result_config_map
 from flowrun.merge_patch import changes
-from flowrun.model import RunIdentity, SpecError, parse_spec
+from flowrun.model import Lock, RunIdentity, SpecError, parse_spec
 from flowrun.observed import (
     ChildKey,
     Observed,
@@ -77,6 +79,7 @@ class PassApi(Protocol):
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
     def get_flowrun(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None: ...
+    def take_lock(self, lease: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None: ...
     def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None: ...
     def delete_flowrun(self, namespace: str, name: str) -> None: ...
@@ -98,6 +101,7 @@ class PassCaches(Protocol):
     def other_children(self, namespace: str, uid: str, kinds: Sequence[tuple[str, str]]) -> list[ObservedChild]: ...
     def children_unreadable(self, namespace: str) -> ChildrenUnreadable | None: ...
     def flow(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+    def lock_views(self, namespace: str, locks: Sequence[Lock]) -> dict[str, LockView]: ...
 
 
 logger = logging.getLogger(__name__)
@@ -366,6 +370,11 @@ class FlowRunPass:
                     self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
         observed = observed_from_children([*children, *others])
         refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
+        locks = wanted_locks(run.spec)
+        if locks:
+            # Every lock the run names, as the namespace shows it (its holders, who waits, a
+            # semaphore's limit): the engine decides who takes a free slot.
+            observed = dataclasses.replace(observed, locks=self.caches.lock_views(run.namespace, locks))
         return with_pod_create_failures(observed, refusals)
 
     def _release(self, body: Mapping[str, Any], writes: _Writes) -> PassResult:
@@ -553,6 +562,8 @@ class FlowRunPass:
                 self._delete(namespace, action, writes)
             elif isinstance(action, CreateObject):
                 self._create(run.uid, action, writes)
+            elif isinstance(action, TakeLock):
+                self._take(action, writes)
             elif isinstance(action, DeleteFlowRun):
                 self.kube.delete_flowrun(namespace, body["metadata"]["name"])
         return outcome
@@ -587,6 +598,27 @@ class FlowRunPass:
             if namespace_terminating(error):
                 self._namespace_terminating.add(uid)
         return False
+
+    def _take(self, action: TakeLock, writes: _Writes) -> None:
+        """Take a lock's slot: create its Lease if absent. Taken first by another run (or by an
+        earlier pass of this one), it is no failure: the Lease's watch event brings the next pass,
+        which sees who holds it. A refusal is noted for the next pass's engine."""
+        name = action.manifest["metadata"]["name"]
+        try:
+            created = self.kube.take_lock(action.manifest)
+        except ForeignObject as error:
+            writes.refusals[f"Lease/{name}"] = str(error)
+            return
+        except ApiException as error:
+            refusal = refusal_message(error)
+            if refusal is None:
+                writes.failures.append(f"creating Lease {name}: {error.status} {api_message(error)}")
+            else:
+                writes.refusals[f"Lease/{name}"] = refusal
+            return
+        seen = observe(created) if created is not None else None
+        if seen is not None:
+            writes.created.append(seen)
 
     def dry_run(self, action: ValidateObjects) -> str | None:
         """The server-side dry run of every child: `FIELD: the API server's message` for the first

@@ -115,6 +115,13 @@ class FlowRunController:
         if seen is not None:
             seen.add(key)
 
+    def lock_event(self, runs: set[str]) -> None:
+        """A lock changed (a slot freed or taken, a run left its line, a semaphore's limit): a pass
+        of every run that wants it (the first in line takes a free slot; the others say who holds it)."""
+        for uid in runs:
+            if uid in self.namespaces:
+                self.queue.add(uid)
+
     def flow_appeared(self, namespace: str, name: str) -> None:
         """Pass the runs waiting for it (they register again if they still wait)."""
         for uid in self.flow_waiters.pop((namespace, name), set()):

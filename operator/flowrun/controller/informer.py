@@ -54,7 +54,14 @@ class ListWatch(Protocol):
     """What an informer asks of the API (kube.Kube, on connections of the informer's own)."""
 
     def list_page(
-        self, api_version: str, kind: str, namespace: str | None, selector: str | None, limit: int, token: str | None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None,
+        limit: int,
+        token: str | None,
+        fields: str | None = None,
     ) -> dict[str, Any]: ...
 
     def watch(
@@ -65,6 +72,7 @@ class ListWatch(Protocol):
         selector: str | None,
         resource_version: str,
         timeout_seconds: int,
+        fields: str | None = None,
     ) -> Iterator[dict[str, Any]]: ...
 
 
@@ -105,11 +113,12 @@ class Informer(threading.Thread, Generic[T]):
         on_event: OnEvent[T] | None = None,
         on_synced: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        fields: str | None = None,
         log: ThrottledLog | None = None,
     ) -> None:
         super().__init__(name=f"informer-{kind}-{namespace or 'all'}", daemon=True)
         self.client, self.api_version, self.kind = client, api_version, kind
-        self.namespace, self.selector = namespace, selector
+        self.namespace, self.selector, self.fields = namespace, selector, fields
         self.transform, self.index_of = transform, index_of
         self.on_event: OnEvent[T] = on_event or (lambda *_: None)
         self.on_synced = on_synced
@@ -210,7 +219,9 @@ class Informer(threading.Thread, Generic[T]):
         listed: set[str] = set()
         token: str | None = None
         while True:
-            page = self.client.list_page(self.api_version, self.kind, self.namespace, self.selector, PAGE, token)
+            page = self.client.list_page(
+                self.api_version, self.kind, self.namespace, self.selector, PAGE, token, fields=self.fields
+            )
             for item in page.get("items") or []:
                 uid = self._apply("LISTED", item)
                 if uid:
@@ -228,7 +239,13 @@ class Informer(threading.Thread, Generic[T]):
     def _watch(self, resource_version: str) -> None:
         """Events from `resource_version` on, until the server ends the request."""
         events = self.client.watch(
-            self.api_version, self.kind, self.namespace, self.selector, resource_version, WATCH_SECONDS
+            self.api_version,
+            self.kind,
+            self.namespace,
+            self.selector,
+            resource_version,
+            WATCH_SECONDS,
+            fields=self.fields,
         )
         self._succeeded()  # the watch is open
         for event in events:

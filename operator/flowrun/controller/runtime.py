@@ -48,9 +48,12 @@ class Runtime:
             self.elector = Elector(settings.leader_election, lease_kube, self._lead, self._step_down)
             fence.may_write = self.elector.may_write
         self.run_phases = metrics.RunPhases(self.phases)
+        # From the caches, which a standby keeps warm too: what the namespace shows of its locks.
+        self.lock_gauges = metrics.LockGauges(self.caches.lock_counts)
 
     def start(self) -> None:
         self.run_phases.register()
+        self.lock_gauges.register()
         metrics.LEADER.set(0)
         self.caches.start()
 
@@ -60,6 +63,7 @@ class Runtime:
         await self._step_down("the operator stops")
         self.caches.stop()
         self.run_phases.unregister()
+        self.lock_gauges.unregister()
 
     # --- terms ---------------------------------------------------------------------------------
 
@@ -150,6 +154,10 @@ class Runtime:
     def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
         if self.term is not None:
             self.term.cron_event(type_, entry, previous)
+
+    def lock_event(self, runs: set[str]) -> None:
+        if self.term is not None:
+            self.term.lock_event(runs)
 
     def synced(self) -> None:
         for error in self.caches.errors():

@@ -83,3 +83,6 @@ class Term:
 
     def cron_event(self, type_: str, entry: Entry[Body], previous: Entry[Body] | None) -> None:
         self.crons.cron_event(type_, entry, previous)
+
+    def lock_event(self, runs: set[str]) -> None:
+        self.flowruns.lock_event(runs)

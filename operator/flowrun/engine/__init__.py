@@ -30,6 +30,7 @@ RunState of the pass (state.py):
 - tasks.py: attempts of tasks (and instances): start, observe, retry, stop; their pods; conditions
 - fanout.py: a forEach task's items and instances, and its phase from theirs; instances.py: a
   forEach task through a step (recovered, expanded, its instances advanced)
+- locks.py: locks across runs: who takes a free slot, the Leases taken and released, who waits for whom
 - blocks.py: resource blocks: setup, readiness, values; cleanup.py: their cleanup, step by step
 - run.py: the run as a whole: stop reasons, final phase, TTL, finalizer
 - plan.py: the actions of a pass, the dry run, the requeue
@@ -52,6 +53,7 @@ from flowrun.engine.interface import (
     Event,
     Outcome,
     RunInput,
+    TakeLock,
     ValidateObjects,
     run_input_from_object,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "FixpointNotReached",
     "Outcome",
     "RunInput",
+    "TakeLock",
     "ValidateObjects",
     "Vouched",
     "decide",

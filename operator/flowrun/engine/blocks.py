@@ -118,8 +118,11 @@ def restart_cleanup(ctx: PassContext, resource: ResourceSpec, rs: ResourceState)
     rs.cleanup_attempts = max(1, rs.cleanup_attempts, ctx.children.max_cleanup_attempt(resource.name))
 
 
-def schedule_resource(ctx: PassContext, resource: ResourceSpec, state: RunState, stop: str | None) -> None:
-    """Start setup when the block is needed; start cleanup once its consumers are done."""
+def schedule_resource(
+    ctx: PassContext, resource: ResourceSpec, state: RunState, stop: str | None, gated: bool = False
+) -> None:
+    """Start setup when the block is needed (and the run holds its own lock: not `gated`); start
+    cleanup once its consumers are done."""
     rs = state.resources[resource.name]
     spec = ctx.spec
     if rs.phase == PENDING:
@@ -127,6 +130,7 @@ def schedule_resource(ctx: PassContext, resource: ResourceSpec, state: RunState,
             rs.reason, rs.message = NOT_NEEDED, "no task needed it: never set up"
         elif (
             stop is None
+            and not gated
             and blocked(spec, resource, state) is None
             and after_succeeded(resource, state)
             and all(state.resources[d].phase == READY for d in resource.uses)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from flowrun import api
 from flowrun.api import RESULT_LIMIT
-from flowrun.observed import Observed, ObservedChild, ObservedDeployment, ObservedPod, Terminated
+from flowrun.observed import Observed, ObservedChild, ObservedDeployment, ObservedLease, ObservedPod, Terminated
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class Children:
         for piece in observed.endpoint_slices:
             if mine(piece) and not piece.deleting:
                 self._ready_endpoints[piece.service] += piece.ready_endpoints
+        # The Leases of the lock slots the run holds.
+        self.leases: list[ObservedLease] = [lease for lease in observed.leases if mine(lease)]
+        self._leases = {lease.name: lease for lease in self.leases}
         self._task_pods: dict[str, list[ObservedPod]] = {}
         for pod in self.pods:
             if pod.labels.get(api.LABEL_ROLE) == api.ROLE_TASK:
@@ -59,12 +62,13 @@ class Children:
             ("batch", "Job"): self.jobs,
             ("apps", "Deployment"): self._deployments,
             ("", "Service"): self._services,
+            ("coordination.k8s.io", "Lease"): self._leases,
         }
         self._others = {(_group(o.api_version), o.kind, o.name): o for o in observed.others if mine(o)}
 
     def exist(self) -> bool:
         """Whether the run has any child at all."""
-        return bool(self.pods or self.jobs or self._deployments or self._services or self._others)
+        return bool(self.pods or self.jobs or self._deployments or self._services or self._others or self.leases)
 
     def find(self, ref: ObjectRef) -> ObservedChild | None:
         key = (_group(ref.api_version), ref.kind)

@@ -16,6 +16,7 @@ from flowrun.engine.children import Children, ObjectRef, result, termination
 from flowrun.engine.dag import resource_order
 from flowrun.engine.interface import RunInput
 from flowrun.engine.state import RunState, TaskState
+from flowrun.locks import LockView
 from flowrun.model import FlowSpec, ResourceSpec, RunIdentity, TaskSpec, instance_name, main_container_name
 from flowrun.observed import Observed, ObservedObject
 from flowrun.references import Context
@@ -33,6 +34,8 @@ class PassContext:
     real_now: datetime
     order: tuple[TaskSpec, ...]  # tasks in dependency order, spec order among independent ones
     resource_order: tuple[ResourceSpec, ...]  # blocks after the blocks they use
+    # Each lock the spec names (by id) as the namespace shows it (observed.locks): engine/locks.py.
+    locks: Mapping[str, LockView]
     # forEach task -> its items, or why its list is not one: resolved once in a pass, when the
     # task is ready (engine/fanout.py); its sources do not change after that.
     items: dict[str, Any] = field(default_factory=dict)
@@ -54,6 +57,7 @@ def new_pass_context(
         real_now=now,
         order=tuple(spec.task_order()),
         resource_order=tuple(resource_order(spec)),
+        locks=observed.locks,
     )
 
 

@@ -1,6 +1,6 @@
 """Events: the differences between the previous and the new status that a person may act on, one
 per transition (a task retrying, failed or skipped for a failure; a block set up, ready, cleaned
-up; the run stopping and finished), so a repeated pass with the recorded status posts none. What
+up; the run waiting for its lock, stopping and finished), so a repeated pass with the recorded status posts none. What
 every task does (started, succeeded) is in the status, not in an event: an event per task start
 and end would double the operator's requests on a big run. The users' contract: docs/api.md,
 "Events"."""
@@ -25,6 +25,7 @@ from flowrun.api import (
     SKIPPED,
     STOP_DEADLINE,
     TRIGGER_NOT_MET,
+    WAITING_LOCK,
     WHEN_FALSE,
 )
 from flowrun.engine.interface import Event
@@ -37,12 +38,15 @@ _RESOURCE_EVENTS = {
     CLEANED_UP: ("Normal", "CleanedUp"),
     CLEANUP_FAILED: ("Warning", "CleanupFailed"),
 }
-# Succeeded=Unknown reasons that announce a stage of the run (its start is no news: its status says it)
+# Succeeded=Unknown reasons that announce a stage of the run (its start is no news: its status says it).
+# WaitingForLock: the run waits for another to finish, which a person may have to see to (a holder
+# stuck); taking and releasing a lock, like a task's start and end, is in the status only.
 _RUN_EVENTS = {
     "Cancelling": "Cancelling",
     "Deleting": "Deleting",
     STOP_DEADLINE: "DeadlineExceeded",
     "CleaningUp": "CleaningUp",
+    WAITING_LOCK: WAITING_LOCK,
 }
 
 

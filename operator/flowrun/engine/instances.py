@@ -8,6 +8,7 @@ from __future__ import annotations
 from flowrun.api import PENDING, RUNNING, TERMINAL
 from flowrun.engine.context import PassContext
 from flowrun.engine.fanout import LOST, busy_instances, conclude, drop_instances, expand, instance_specs
+from flowrun.engine.locks import Turn
 from flowrun.engine.state import RunState
 from flowrun.engine.tasks import advance_task, recover_task, stop_task, upstream_ready
 from flowrun.model import TaskSpec, instance_name
@@ -27,10 +28,12 @@ def recover_for_each(ctx: PassContext, task: TaskSpec, state: RunState) -> None:
             recover_task(ctx, task.instance_spec(i, LOST), state.tasks[name], state)
 
 
-def advance_for_each(ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str]) -> None:
+def advance_for_each(
+    ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str], gate: Turn | None = None
+) -> None:
     """Move a forEach task as far as the state allows: expand it once ready, advance its instances
-    in index order (each start takes a slot of the run's and of the task's parallelism), then
-    derive its phase from theirs."""
+    in index order (each start takes a slot of the run's and of the task's parallelism; none starts
+    while `gate` says the run waits for its own lock), then derive its phase from theirs."""
     ts = state.tasks[task.name]
     if ts.instances is None:
         if ts.phase not in TERMINAL and stop is not None:
@@ -48,6 +51,6 @@ def advance_for_each(ctx: PassContext, task: TaskSpec, state: RunState, stop: st
     for spec in instance_specs(ctx, task, state):
         limit = task.parallelism
         held = f"waiting for a slot (parallelism {limit} of task {task.name})" if limit and busy >= limit else None
-        busy += advance_task(ctx, spec, state, stop, live, held)
+        busy += advance_task(ctx, spec, state, stop, live, held, gate)
     if ts.instances:
         conclude(ctx, task, ts, state, stop)

@@ -87,6 +87,16 @@ class CreateObject:
 
 
 @dataclass(frozen=True)
+class TakeLock:
+    """Create the Lease of one slot of a lock (engine/locks.py), if absent. The API server decides
+    between passes of two runs taking the same slot: AlreadyExists with a lock's Lease means another
+    took it first (not a failure: the next pass sees who holds it); with any other object of that
+    name, the create is refused (RunInput.refused)."""
+
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class CaptureLogs:
     """Read the last `tail_lines` lines of a task pod's container and store them in
     status.tasks[task].logs (or a note saying why they are unavailable, so it is not retried).
@@ -113,7 +123,7 @@ class DeleteFlowRun:
     """ttlSecondsAfterFinished has passed: delete the FlowRun itself."""
 
 
-Action = ValidateObjects | CreateObject | CaptureLogs | DeleteObject | DeleteFlowRun
+Action = ValidateObjects | CreateObject | TakeLock | CaptureLogs | DeleteObject | DeleteFlowRun
 
 
 class Event(NamedTuple):

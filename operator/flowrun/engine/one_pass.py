@@ -14,6 +14,7 @@ from flowrun.engine.context import PassContext, new_pass_context
 from flowrun.engine.events import events
 from flowrun.engine.instances import advance_for_each, recover_for_each
 from flowrun.engine.interface import CreateObject, Outcome, RunInput
+from flowrun.engine.locks import gate
 from flowrun.engine.plan import dry_run, plan, requeue_after
 from flowrun.engine.run import finalizer_releasable, stop_reason, update_run
 from flowrun.engine.state import RunState, load_state
@@ -85,6 +86,7 @@ def step(ctx: PassContext, before: RunState) -> RunState:
     instances), then blocks start setup or cleanup, then the run."""
     state = before.copied()
     stop = stop_reason(ctx, state)
+    held_back = gate(ctx, state, stop)
     for resource in ctx.resource_order:
         rs = state.resources[resource.name]
         if rs.phase == SETTING_UP:
@@ -96,11 +98,11 @@ def step(ctx: PassContext, before: RunState) -> RunState:
     live = live_pods(ctx, state)
     for task in ctx.order:
         if task.for_each is not None:
-            advance_for_each(ctx, task, state, stop, live)
+            advance_for_each(ctx, task, state, stop, live, held_back)
         else:
-            advance_task(ctx, task, state, stop, live)
+            advance_task(ctx, task, state, stop, live, gate=held_back)
     for resource in ctx.resource_order:
-        schedule_resource(ctx, resource, state, stop)
+        schedule_resource(ctx, resource, state, stop, held_back is not None)
     update_run(ctx, state)
     return state
 

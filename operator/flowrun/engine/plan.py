@@ -21,7 +21,8 @@ from flowrun.engine.cleanup import cleanup_actions
 from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, substitutions
 from flowrun.engine.interface import Action, DeleteFlowRun, DeleteObject, ValidateObjects
-from flowrun.engine.run import run_deadline, ttl_expired, ttl_expiry
+from flowrun.engine.locks import lock_actions
+from flowrun.engine.run import run_deadline, stop_reason, ttl_expired, ttl_expiry
 from flowrun.engine.state import RunState
 from flowrun.engine.tasks import expected_pods, pod_tasks, start_due, task_actions
 from flowrun.observed import ObservedJob
@@ -29,15 +30,17 @@ from flowrun.references import AnyItem
 
 
 def plan(ctx: PassContext, state: RunState) -> list[Action]:
-    """Log captures first (before their pods are deleted), then deletes, then creates; the
-    FlowRun's own deletion (TTL) last."""
+    """Log captures first (before their pods are deleted), then deletes (the Leases of the locks the
+    run is done with among them), then creates and the slots of locks it takes; the FlowRun's own
+    deletion (TTL) last."""
     values = substitutions(ctx, state)
     captures, deletes, creates = task_actions(ctx, state, values)
     for resource in ctx.resource_order:
         rs = state.resources[resource.name]
         for action in [*setup_actions(ctx, resource, state, values), *cleanup_actions(ctx, resource, rs, values)]:
             (deletes if isinstance(action, DeleteObject) else creates).append(action)
-    actions = captures + deletes + creates
+    releases, takes = lock_actions(ctx, state, stop_reason(ctx, state))
+    actions = captures + deletes + releases + creates + takes
     if ttl_expired(ctx, state):
         actions.append(DeleteFlowRun())
     return actions

@@ -38,11 +38,13 @@ from flowrun.api import (
     STOP_DELETED,
     SUCCEEDED,
     TERMINAL,
+    WAITING_LOCK,
 )
 from flowrun.conditions import condition, health
 from flowrun.engine.context import PassContext
 from flowrun.engine.dag import is_failure
 from flowrun.engine.interface import Event, Outcome, RunInput
+from flowrun.engine.locks import gate, lock_status
 from flowrun.engine.run import holds_finalizer, stop_reason, ttl_held
 from flowrun.engine.state import RunState, TaskState, dump_resource, dump_task, time_or_none
 from flowrun.lenient import as_map, conditions_by_type
@@ -83,6 +85,7 @@ def render(ctx: PassContext, state: RunState, validated: bool) -> dict[str, Any]
         ],
         "tasks": {name: dump_task(ts) for name, ts in entries(ctx, state)},
         "resources": {r.name: dump_resource(state.resources[r.name]) for r in ctx.spec.resources},
+        "locks": lock_status(ctx, state, stop_reason(ctx, state)),
     }
 
 
@@ -90,7 +93,8 @@ def run_health(state: RunState, reason: str, released: tuple[str, str, str], mes
     """Which of Ready, Reconciling and Stalled is True, with the reason and message: Ready once
     Succeeded; Stalled once Failed or Cancelled, or while a failed cleanup holds the finalizer of a
     run being deleted (CleanupBlocked, which only a person can resolve); Reconciling before, `reason`
-    being Succeeded's (Pending, Running, CleaningUp, Cancelling, Deleting, RunDeadlineExceeded)."""
+    being Succeeded's (Pending, WaitingForLock, Running, CleaningUp, Cancelling, Deleting,
+    RunDeadlineExceeded)."""
     if released[1] == CLEANUP_BLOCKED:
         return CONDITION_STALLED, CLEANUP_BLOCKED, released[2]
     if state.phase == SUCCEEDED:
@@ -152,6 +156,9 @@ def succeeded_condition(ctx: PassContext, state: RunState) -> tuple[str, str]:
         return "Unknown", {STOP_DELETED: "Deleting", STOP_CANCELLED: "Cancelling"}.get(stop, stop)
     if all(ts.phase in TERMINAL for ts in state.tasks.values()):
         return "Unknown", "CleaningUp"
+    held_back = gate(ctx, state, stop)
+    if state.started_at is None and held_back is not None and held_back.slot is None:
+        return "Unknown", WAITING_LOCK  # (a run taking its lock now is no news)
     return "Unknown", RUNNING if state.started_at else PENDING
 
 
@@ -219,6 +226,9 @@ def _progress_message(ctx: PassContext, state: RunState) -> str:
     stop = stop_reason(ctx, state)
     if stop is not None:
         parts.insert(0, {STOP_DELETED: "deleting", STOP_CANCELLED: "cancelling"}.get(stop, "run deadline exceeded"))
+    held_back = gate(ctx, state, stop)
+    if held_back is not None:
+        parts.append(held_back.message)
     return "; ".join(parts) or "waiting to start"
 
 

@@ -41,6 +41,7 @@ from flowrun.engine.context import PassContext, refusal, result_of, substitution
 from flowrun.engine.dag import skip_reason, trigger
 from flowrun.engine.fanout import LOST, instance_specs, lost_item
 from flowrun.engine.interface import Action, CaptureLogs, CreateObject, DeleteObject
+from flowrun.engine.locks import Turn, task_turn, wait_for_lock
 from flowrun.engine.state import RunState, TaskState
 from flowrun.model import TaskSpec, instance_name, main_container_name
 from flowrun.observed import ObservedPod
@@ -103,11 +104,18 @@ def live_pods(ctx: PassContext, state: RunState) -> set[str]:
 
 
 def advance_task(
-    ctx: PassContext, task: TaskSpec, state: RunState, stop: str | None, live: set[str], held: str | None = None
+    ctx: PassContext,
+    task: TaskSpec,
+    state: RunState,
+    stop: str | None,
+    live: set[str],
+    held: str | None = None,
+    gate: Turn | None = None,
 ) -> bool:
     """Move one task (or instance of a forEach task) as far as the state allows; a started attempt
     takes a slot in `live`. `held`: why an instance may not start now (its task's own parallelism
-    is used up). Whether an attempt started."""
+    is used up); `gate`: the run waits for its own lock (nothing of it starts). Whether an attempt
+    started."""
     ts = state.tasks[task.name]
     backoff = ts.phase == RUNNING and ts.reason == RETRY_BACKOFF
     if ts.phase == RUNNING and not backoff:
@@ -120,21 +128,36 @@ def advance_task(
     ready = retry_due(ctx, task, ts, state) if backoff else ts.phase != RUNNING and upstream_ready(ctx, task, ts, state)
     if not ready or lost_item(ctx, task, ts):
         return False
-    waiting = [r for r in task.resources if state.resources[r].phase != READY]
-    parallelism = ctx.spec.parallelism
-    full = parallelism is not None and len(live) >= parallelism
-    if backoff and (waiting or full or held):
+    if gate is not None:
+        wait_for_lock(ctx, ts, gate)
+        return False
+    why = held_back_by(ctx, task, state, live, held)
+    if backoff and why is not None:
         return False  # the next attempt goes as soon as it can; the reason stays RetryBackoff
-    if waiting:
-        ts.reason, ts.message = WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
-    elif full:
-        ts.reason, ts.message = WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
-    elif held:
-        ts.reason, ts.message = WAITING_PARALLELISM, held
+    if why is not None:
+        ts.reason, ts.message = why
+    elif (turn := task_turn(ctx, task, ts, state, stop)) is not None:
+        wait_for_lock(ctx, ts, turn)  # only once nothing else holds it back: it waits holding nothing
     else:
         start_attempt(ctx, task, ts, state, live)
         return True
     return False
+
+
+def held_back_by(
+    ctx: PassContext, task: TaskSpec, state: RunState, live: set[str], held: str | None
+) -> tuple[str, str] | None:
+    """(reason, message) of what keeps a ready task from starting, but its lock: its blocks not
+    Ready, the run's parallelism used up, or `held` (its forEach task's)."""
+    waiting = [r for r in task.resources if state.resources[r].phase != READY]
+    parallelism = ctx.spec.parallelism
+    if waiting:
+        return WAITING_RESOURCES, "waiting for resources " + ", ".join(waiting)
+    if parallelism is not None and len(live) >= parallelism:
+        return WAITING_PARALLELISM, f"waiting for a slot (parallelism {parallelism})"
+    if held:
+        return WAITING_PARALLELISM, held
+    return None
 
 
 def retry_due(ctx: PassContext, task: TaskSpec, ts: TaskState, state: RunState) -> bool:

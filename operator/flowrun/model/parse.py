@@ -19,6 +19,7 @@ from flowrun.model.spec import (
     Cleanup,
     DeploymentSpec,
     FlowSpec,
+    Lock,
     Param,
     Port,
     ResourceSpec,
@@ -30,7 +31,7 @@ from flowrun.model.spec import (
 from flowrun.references import ReferenceSyntaxError, find_references
 from flowrun.schema import kinds
 from flowrun.schema.common import REPLICAS
-from flowrun.schema.flowrun import MAX_FOR_EACH_NAME
+from flowrun.schema.flowrun import LOCK_WITH_FOR_EACH, MAX_FOR_EACH_NAME
 from flowrun.schema.nodes import SpecError
 
 
@@ -49,6 +50,8 @@ def parse_spec(spec: object, namespace: str | None = None, placeholders: Collect
         _resource(r, f"spec.resources[{i}]", task_names, namespace) for i, r in enumerate(raw.get("resources", []))
     )
     _unique_children(resources)
+    own_lock = _lock(raw.get("synchronization"), "spec.synchronization")
+    _lock_once(own_lock, tasks)
     flow = FlowSpec(
         tasks=tasks,
         params=tuple(Param(p["name"], p["value"]) for p in raw.get("params", [])),
@@ -59,10 +62,35 @@ def parse_spec(spec: object, namespace: str | None = None, placeholders: Collect
         pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
         ttl_seconds_after_finished=raw.get("ttlSecondsAfterFinished"),
         cancel=raw.get("cancel", False),
+        synchronization=own_lock,
     )
     checked = check_references(flow, namespace)
     check_for_each(checked, placeholders)
     return checked
+
+
+def _lock(raw: Mapping[str, Any] | None, path: str) -> Lock | None:
+    """A synchronization (its fields checked by its declaration): exactly one of mutex or semaphore."""
+    if raw is None:
+        return None
+    if ("mutex" in raw) == ("semaphore" in raw):
+        raise SpecError(path, "needs exactly one of mutex or semaphore")
+    if "mutex" in raw:
+        return Lock.mutex(raw["mutex"]["name"])
+    ref = raw["semaphore"]["configMapKeyRef"]
+    return Lock.semaphore(ref["name"], ref["key"])
+
+
+def _lock_once(own: Lock | None, tasks: Sequence[TaskSpec]) -> None:
+    """A task cannot wait for the lock its run holds: it would wait for ever (its run releases it
+    only once the task is done)."""
+    for i, task in enumerate(tasks):
+        if own is not None and task.synchronization == own:
+            raise SpecError(
+                f"spec.tasks[{i}].synchronization",
+                f"{own} is the run's own lock (spec.synchronization): the run holds it already, the task would wait "
+                "for ever",
+            )
 
 
 def _name_refs(
@@ -88,6 +116,7 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
         retries=Retries(retries["limit"], retries["backoffSeconds"]) if retries else Retries(),
         active_deadline_seconds=raw.get("activeDeadlineSeconds"),
         pending_timeout_seconds=raw.get("pendingTimeoutSeconds"),
+        synchronization=_lock(raw.get("synchronization"), f"{path}.synchronization"),
         when=tuple(raw.get("when", [])),
         for_each=raw.get("forEach"),
         parallelism=_task_parallelism(raw, path),
@@ -95,14 +124,16 @@ def _task(raw: Mapping[str, Any], path: str, tasks: list[str], resources: list[s
 
 
 def _task_parallelism(raw: Mapping[str, Any], path: str) -> int | None:
-    """What the CRD's rules on a task say of forEach: parallelism only with it, and a name short
-    enough for its instances' names."""
+    """What the CRD's rules on a task say of forEach: parallelism only with it, no lock with it, and
+    a name short enough for its instances' names."""
     if "forEach" in raw and len(raw["name"]) > MAX_FOR_EACH_NAME:
         raise SpecError(
             f"{path}.name",
             f"the name of a forEach task may have at most {MAX_FOR_EACH_NAME} characters (its instances are named "
             f"NAME-INDEX), not {len(raw['name'])}",
         )
+    if "synchronization" in raw and "forEach" in raw:
+        raise SpecError(f"{path}.synchronization", LOCK_WITH_FOR_EACH)
     if "parallelism" in raw and "forEach" not in raw:
         raise SpecError(
             f"{path}.parallelism",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flowrun import names
+from flowrun.api import MUTEX, SEMAPHORE
 from flowrun.schema.flowrun import (
     DEFAULT_BACKOFF_SECONDS,
     DEFAULT_CLEANUP_RETRIES,
@@ -36,6 +37,33 @@ class Retries:
 
 
 @dataclass(frozen=True)
+class Lock:
+    """A lock across the runs of a namespace (docs/semantics.md, "Locks"): a mutex by name, or a
+    semaphore whose limit is the value of a key of a ConfigMap."""
+
+    kind: str  # MUTEX or SEMAPHORE
+    name: str  # the mutex's name, or the semaphore's ConfigMap
+    key: str = ""  # the semaphore's key in its ConfigMap
+
+    @staticmethod
+    def mutex(name: str) -> Lock:
+        return Lock(MUTEX, name)
+
+    @staticmethod
+    def semaphore(config_map: str, key: str) -> Lock:
+        return Lock(SEMAPHORE, config_map, key)
+
+    @property
+    def id(self) -> str:
+        """`mutex/NAME` or `semaphore/CONFIGMAP/KEY`: one lock of a namespace, as statuses, messages,
+        Lease annotations and metrics name it."""
+        return f"{self.kind}/{self.name}" + (f"/{self.key}" if self.kind == SEMAPHORE else "")
+
+    def __str__(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
 class Instance:
     """What makes a task an instance of a forEach task: the task, the index of its item, the item."""
 
@@ -54,6 +82,7 @@ class TaskSpec:
     retries: Retries = Retries()
     active_deadline_seconds: int | None = None
     pending_timeout_seconds: int | None = None  # None: the run's spec.pendingTimeoutSeconds
+    synchronization: Lock | None = None
     when: tuple[str, ...] = ()  # CEL conditions (flowrun.when), all must hold
     for_each: str | None = None  # text that resolves to the JSON list of items
     parallelism: int | None = None  # instances of a forEach task running at once
@@ -148,6 +177,7 @@ class FlowSpec:
     pending_timeout_seconds: int | None = None  # the tasks' default; None: wait for ever
     ttl_seconds_after_finished: int | None = None
     cancel: bool = False
+    synchronization: Lock | None = None  # the run's own lock
 
     def task(self, name: str) -> TaskSpec:
         return next(t for t in self.tasks if t.name == name)
@@ -179,6 +209,11 @@ class FlowSpec:
 
     def users_of(self, resource: str) -> list[TaskSpec]:
         return [t for t in self.tasks if resource in t.resources]
+
+    def locks(self) -> list[Lock]:
+        """Every lock the run may take: its own, then its tasks', each once."""
+        found = [self.synchronization, *(t.synchronization for t in self.tasks)]
+        return list(dict.fromkeys(lock for lock in found if lock is not None))
 
     def for_each_tasks(self) -> list[TaskSpec]:
         return [t for t in self.tasks if t.for_each is not None]

@@ -3,7 +3,8 @@ holding the tasks inside it (a nested block inside the block it uses). Pure: a p
 text out.
 
 Edges are `runAfter`: `a -> b` means b runs after a. A task's conditions (`when`) and its list
-(`forEach`: the task is drawn doubled, a stack of its instances) are written with its name. In
+(`forEach`: the task is drawn doubled, a stack of its instances) and the lock across runs it holds
+(`synchronization`; the run's own lock beside the run's name in text) are written with its name. In
 DOT and Mermaid each block's cluster also holds a node for the resource itself; a resource's own
 `runAfter` points at it, and a task that is also inside a block drawn elsewhere gets a dashed edge
 from that block's resource node.
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 from rich.text import Text
 
-from flowrun.model import FlowSpec, ResourceSpec, TaskSpec
+from flowrun.model import FlowSpec, Lock, ResourceSpec, TaskSpec
 from flowrun.plugin.layout import BlockNode, Layout, layout
 
 FORMATS = ("text", "dot", "mermaid")
@@ -34,9 +35,15 @@ def _fan_out(task: TaskSpec) -> str:
     return f"for each in {task.for_each}{limit}"
 
 
+def _holds(lock: Lock | None) -> str:
+    """`holds mutex/NAME` (or the semaphore), for a run or task with a lock across runs; else empty."""
+    return "" if lock is None else f"holds {lock}"
+
+
 def _details(task: TaskSpec) -> list[str]:
-    """What runs the task, under its name: its list, its conditions."""
+    """What runs the task, under its name: its list, its lock, its conditions."""
     found = [_fan_out(task)] if task.for_each is not None else []
+    found += [_holds(task.synchronization)] if task.synchronization is not None else []
     return found + [f"when {condition}" for condition in task.when]
 
 
@@ -58,7 +65,10 @@ def _setup_kinds(resource: ResourceSpec) -> str:
 def text(name: str, spec: FlowSpec) -> Text:
     """The blocks as a tree, each task followed by what it runs after."""
     plan = layout(spec)
-    out = Text.assemble(("FlowRun ", "bold"), (name, "bold"), "\n")
+    out = Text.assemble(("FlowRun ", "bold"), (name, "bold"))
+    if spec.synchronization is not None:
+        out.append(f"  [{_holds(spec.synchronization)}]", style="magenta")
+    out.append("\n")
 
     def walk(items: list[BlockNode | TaskSpec], prefix: str | None) -> None:
         for i, item in enumerate(items):
@@ -76,20 +86,27 @@ def text(name: str, spec: FlowSpec) -> Text:
                 out.append("\n")
                 walk(item.items, inner)
             else:
-                out.append(_task_label(item))
-                if item.for_each is not None:
-                    out.append(f"  [{_fan_out(item)}]", style="magenta")
-                if item.run_after:
-                    out.append("  ← " + ", ".join(item.run_after), style="dim")
-                if item.name in plan.also_in:
-                    out.append(f"  (also in {', '.join(plan.also_in[item.name])})", style="dim")
-                for condition in item.when:
-                    out.append(f"  when {condition}", style="yellow")
-                out.append("\n")
+                _task_line(out, item, plan)
 
     walk(plan.items, None)
     out.rstrip()
     return out
+
+
+def _task_line(out: Text, task: TaskSpec, plan: Layout) -> None:
+    """A task's line of the text graph: its name, list, lock, what it runs after, its conditions."""
+    out.append(_task_label(task))
+    if task.for_each is not None:
+        out.append(f"  [{_fan_out(task)}]", style="magenta")
+    if task.synchronization is not None:
+        out.append(f"  [{_holds(task.synchronization)}]", style="magenta")
+    if task.run_after:
+        out.append("  ← " + ", ".join(task.run_after), style="dim")
+    if task.name in plan.also_in:
+        out.append(f"  (also in {', '.join(plan.also_in[task.name])})", style="dim")
+    for condition in task.when:
+        out.append(f"  when {condition}", style="yellow")
+    out.append("\n")
 
 
 # --- DOT -----------------------------------------------------------------------------------

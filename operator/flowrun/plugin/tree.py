@@ -191,7 +191,26 @@ def header(run: Mapping[str, Any], now: datetime) -> Text:
     if message:
         line.append("\n")
         line.append(one_line(message, 200), style="dim")
+    held = lock_line(status.get("locks"))
+    if held:
+        line.append("\n")
+        line.append(held)
     return line
+
+
+def lock_line(locks: object) -> str:
+    """`locks: holds mutex/nightly (Lease ...); task load waits for semaphore/limits/db`: what the run
+    and its tasks hold and wait for (status.locks); empty when nothing."""
+    entries = [as_map(e) for e in locks] if isinstance(locks, list) else []
+    parts = []
+    for entry in entries:
+        who = f"task {as_str(entry.get('task'))} " if entry.get("task") else ""
+        lock = as_str(entry.get("lock"))
+        if entry.get("state") == "Holding":
+            parts.append(f"{who}holds {lock} (Lease {as_str(entry.get('lease'))})")
+        else:
+            parts.append(f"{who}waits for {lock}")
+    return "locks: " + "; ".join(parts) if parts else ""
 
 
 class RunView:

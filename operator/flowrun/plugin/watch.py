@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from flowrun.api import RUN_FINAL
-from flowrun.lenient import as_map, as_str
+from flowrun.api import HOLDING, RUN_FINAL, WAITING_LOCK
+from flowrun.lenient import as_map, as_str, conditions_by_type
 from flowrun.plugin.client import Connection, PluginError, api_error
 from flowrun.plugin.tree import RunView, one_line, phase_text
 
@@ -33,7 +33,14 @@ def finished(run: Mapping[str, Any]) -> bool:
 def states(run: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
     """What a change line reports: "run" / "task NAME" / "block NAME" -> (phase, reason, detail)."""
     status = as_map(run.get("status"))
-    found = {"run": (phase(run), "", as_str(status.get("message")))}
+    waits = as_map(conditions_by_type(status).get("Succeeded")).get("reason") == WAITING_LOCK
+    found = {"run": (phase(run), WAITING_LOCK if waits else "", as_str(status.get("message")))}
+    locks = status.get("locks")
+    for entry in map(as_map, locks if isinstance(locks, list) else []):
+        task = f" (task {as_str(entry.get('task'))})" if entry.get("task") else ""
+        state = as_str(entry.get("state"))
+        detail = f"Lease {as_str(entry.get('lease'))}" if state == HOLDING else as_str(entry.get("message"))
+        found[f"lock {as_str(entry.get('lock'))}{task}"] = (state, "", detail)
     for name, entry in as_map(status.get("resources")).items():
         entry = as_map(entry)
         found[f"block {name}"] = (as_str(entry.get("phase")), as_str(entry.get("reason")), as_str(entry.get("message")))

@@ -28,6 +28,12 @@ SUBDOMAIN = Format(
     "{value} is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)",
     name="DNS-1123 subdomain",
 )
+# A key of a ConfigMap's data (as the API server allows: letters, digits, '-', '_' and '.').
+CONFIG_MAP_KEY = Format(
+    r"^[-._a-zA-Z0-9]+$",
+    "{value} is not a ConfigMap key (letters, digits, '-', '_' and '.')",
+    name="ConfigMap key",
+)
 PARAM_NAME = Format(
     r"^[A-Za-z_][A-Za-z0-9_-]*$",
     "{value} is not a valid param name (a letter or '_', then letters, digits, '_' or '-')",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flowrun import api
 from flowrun.schema.common import (
+    CONFIG_MAP_KEY,
     JOB_RESTART_POLICY,
     MAX_COUNT,
     MAX_PARAM_VALUE,
@@ -39,6 +40,9 @@ DEFAULT_CLEANUP_RETRIES = 3
 DEFAULT_BACKOFF_SECONDS = 10
 MAX_CONDITIONS = 20  # conditions in a task's `when`
 MAX_CONDITION = 1024  # characters of one condition
+# Why a forEach task may not name a lock: its instances would each be a holder, outside the line
+# that runs read from the spec's tasks (docs/semantics.md, "Locks across runs").
+LOCK_WITH_FOR_EACH = "a forEach task may not hold a lock: put it on the run (spec.synchronization)"
 # A forEach task's name, so that an instance's name, NAME-INDEX (INDEX < api.MAX_ITEMS), is a DNS-1123 label.
 MAX_FOR_EACH_NAME = 63 - len(f"-{api.MAX_ITEMS - 1}")
 # Fields a rerun may set beside rerunOf: everything else is the original's.
@@ -76,6 +80,44 @@ PARAMS = Arr(
 def _names(description: str, noun: str, max_items: int) -> Arr:
     """A list of names of tasks or resources of the run (each at most once)."""
     return Arr(description, max_items=max_items, list_type="set", items=name_of(""), noun=noun)
+
+
+def synchronization(description: str, *, setting: bool = False) -> Obj:
+    """A lock across the runs of the namespace (docs/semantics.md, "Locks"): a mutex or a semaphore."""
+    return Obj(
+        description,
+        fields={
+            "mutex": Obj(
+                "A lock one holder at a time holds: the runs and tasks of the namespace that name the same mutex "
+                "take turns, first come (by the FlowRun's creation) first served.",
+                required=("name",),
+                fields={"name": name_of("Mutex name (DNS-1123 label), shared by every run of the namespace.")},
+            ),
+            "semaphore": Obj(
+                "A lock that up to a limit of holders hold at once; the limit is the integer value of a key of a "
+                "ConfigMap of the namespace, read whenever a holder is chosen (an edit applies at once to those "
+                "waiting). While the ConfigMap or its key is missing, or its value is not an integer from 0 to "
+                f"{api.MAX_SEMAPHORE_LIMIT}, nobody new gets the semaphore: waiters wait, saying why.",
+                required=("configMapKeyRef",),
+                fields={
+                    "configMapKeyRef": Obj(
+                        "The ConfigMap key holding the limit.",
+                        required=("name", "key"),
+                        fields={
+                            "name": object_name("ConfigMap name, in the FlowRun's namespace."),
+                            "key": Str(
+                                "Key of the ConfigMap's data.", format=CONFIG_MAP_KEY, min_length=1, max_length=253
+                            ),
+                        },
+                    ),
+                },
+            ),
+        },
+        rules=(
+            Rule("has(self.mutex) != has(self.semaphore)", message="synchronization needs one of mutex or semaphore"),
+        ),
+        setting=setting,
+    )
 
 
 _SETUP_JOB = Obj(
@@ -313,6 +355,12 @@ TASK = Obj(
             maximum=MAX_SECONDS,
             format="int64",
         ),
+        "synchronization": synchronization(
+            "A lock across runs the task holds from the start of its first attempt until it is terminal (its retries "
+            "included) and its pod has stopped: the task waits for it (Pending, reason WaitingForLock, the message "
+            "names the holders) once nothing else holds it back. It may not be the run's own lock "
+            "(spec.synchronization), nor be a forEach task's.",
+        ),
         "when": Arr(
             "Conditions, all of which must hold for the task to run, checked when it is ready to start (its runAfter "
             "tasks terminal and its trigger holding): else it is Skipped (reason WhenFalse), which its dependants take "
@@ -366,6 +414,11 @@ TASK = Obj(
             "!has(self.parallelism) || has(self.forEach)",
             message="parallelism bounds the instances of a forEach task: set forEach, or use spec.parallelism",
             field_path=".parallelism",
+        ),
+        Rule(
+            "!has(self.synchronization) || !has(self.forEach)",
+            message=LOCK_WITH_FOR_EACH,
+            field_path=".synchronization",
         ),
         Rule(
             f"!has(self.forEach) || size(self.name) <= {MAX_FOR_EACH_NAME}",
@@ -434,6 +487,13 @@ SPEC = Obj(
             format="int64",
             setting=True,
         ),
+        "synchronization": synchronization(
+            "A lock across runs the whole run holds: nothing of the run starts (no task, no resource setup) before "
+            "it has the lock, and the lock is released once the run has finished (cleanup included) and its pods have "
+            "stopped. While it waits the run is Pending (condition Succeeded reason WaitingForLock, the message names "
+            "the holders); its activeDeadlineSeconds counts the wait.",
+            setting=True,
+        ),
         "ttlSecondsAfterFinished": Int(
             "Delete the FlowRun this many seconds after it finished (finished includes cleanup), unless it is "
             "declared in Git (then never: condition TTLHeld). Default: keep it.",
@@ -483,9 +543,9 @@ _TASK_STATUS = Obj(
     fields={
         "phase": Str("Task state.", enum=api.TASK_PHASES),
         "reason": Str(
-            "Machine-readable reason for the phase (e.g. WaitingForUpstream, PodPending, PodRunning, RetryBackoff, "
-            "Reused, Succeeded, Error, PodDeleted, DeadlineExceeded, PendingTimeout, RunDeadlineExceeded, "
-            "UpstreamFailed, SetupFailed, TriggerNotMet, Cancelled, FlowRunDeleted)."
+            "Machine-readable reason for the phase (e.g. WaitingForUpstream, WaitingForLock, PodPending, PodRunning, "
+            "RetryBackoff, Reused, Succeeded, Error, PodDeleted, DeadlineExceeded, PendingTimeout, "
+            "RunDeadlineExceeded, UpstreamFailed, SetupFailed, TriggerNotMet, Cancelled, FlowRunDeleted)."
         ),
         "message": Str(
             "Human-readable detail. While an attempt's pod waits to start, why: its containers' waiting reasons and "
@@ -592,6 +652,19 @@ STATUS = Obj(
             values=_TASK_STATUS,
         ),
         "resources": Map("Per-resource state, keyed by resource name.", values=_RESOURCE_STATUS),
+        "locks": Arr(
+            "The locks across runs (spec.synchronization, tasks[].synchronization) the run holds or waits for now; "
+            "unset when none. Each held slot is a coordination.k8s.io Lease of the namespace owned by the run.",
+            items=Obj(
+                fields={
+                    "lock": Str("The lock: mutex/NAME, or semaphore/CONFIGMAP/KEY."),
+                    "task": Str("The task that holds or wants it; unset for the run's own lock."),
+                    "state": Str("Holding or Waiting.", enum=(api.HOLDING, api.WAITING)),
+                    "lease": Str("While Holding: the Lease of the slot held."),
+                    "message": Str("While Waiting: why (who holds the lock, who is ahead in line, a bad limit)."),
+                },
+            ),
+        ),
         "resolvedSpec": Opaque(
             "For a run with spec.flowRef or spec.rerunOf, the spec it runs (tasks, resources, params with their "
             "values, settings; spec.cancel is always read from spec), copied on the first pass. From then on the run "
