@@ -9,6 +9,7 @@ checked (the run ends, or goes, and nothing leaks)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -27,6 +28,9 @@ KINDS = (*GLOBAL, *TARGETED)
 TRANSPARENT = frozenset({"api", "etcd", "kill", "stop", "restart", "relabel", "foreign-status", "burst"})
 # Faults that end a run's life (it is deleted): its outcome is not checked, its going is.
 ENDING = frozenset({"delete", "delete-twice", "namespace"})
+NAMESPACE_PREFIX = "soak-"  # every namespace the soak makes
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+NUDGE_ANNOTATION = "soak.flowrun.dev/nudged"
 
 
 @dataclass(frozen=True)
@@ -74,12 +78,29 @@ class Injector:
     def _api(self, fault: Fault, *_: Any) -> str:
         with devcluster.stopped("kube-apiserver"):
             time.sleep(fault.seconds)
-        return f"kube-apiserver stopped for {fault.seconds:.0f}s"
+        return f"kube-apiserver stopped for {fault.seconds:.0f}s{self._nudge_simulator()}"
 
     def _etcd(self, fault: Fault, *_: Any) -> str:
         with devcluster.stopped("etcd"):
             time.sleep(fault.seconds)
-        return f"etcd stopped for {fault.seconds:.0f}s"
+        return f"etcd stopped for {fault.seconds:.0f}s{self._nudge_simulator()}"
+
+    def _nudge_simulator(self) -> str:
+        """Touch every live pod of the soak once the control plane is back. KWOK (which plays the
+        pods) retries a step that failed during an outage with a backoff that doubles up to 32
+        minutes, so after a few minutes of outages a pod may finish many minutes late: a delay of
+        the simulator, not of the operator. An annotation changed is an event that KWOK plays the
+        pod's stage on at once; to the operator it is a change of nothing it reads."""
+        nudged = 0
+        stamp = str(int(time.time()))
+        for pod in self.core.list_pod_for_all_namespaces(field_selector=LIVE_PODS).items:
+            if not pod.metadata.namespace.startswith(NAMESPACE_PREFIX):
+                continue
+            body = {"metadata": {"annotations": {NUDGE_ANNOTATION: stamp}}}
+            with contextlib.suppress(ApiException):  # gone meanwhile
+                self.core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, body)
+                nudged += 1
+        return f"; {nudged} live pods nudged for the simulator" if nudged else ""
 
     def _kill(self, *_: Any) -> str:
         self.operator.stop(kill=True)
