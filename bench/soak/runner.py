@@ -44,6 +44,7 @@ from flowrun import api
 
 OBJECT_LIMIT = 1_048_576
 END_SLACK = 90.0  # seconds beyond a workload's own bound (and its faults) before "it did not end" is a failure
+CREATE_BOUND = 300.0  # seconds a workload's objects may wait for the control plane to be created
 GONE_BOUND = 120.0  # seconds a deleted FlowRun may take to go
 LEAK_BOUND = 60.0  # seconds the garbage collector may take after that
 CONCURRENCY = 6  # workloads in flight at once
@@ -113,6 +114,7 @@ class Soak:
         self.runs_seen: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (ns, name) -> (UID, labels)
         self.finals: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, name) -> its first final status
         self.lock = threading.Lock()
+        self.terminating: set[str] = set()  # namespaces a fault deleted, until they are made again
         identity = session.identity(f"soak-{seed}")
         self.operator = harness.flowrun_operator(session, self.namespaces[0], identity)
         self.liveness_port = harness.free_port()
@@ -226,7 +228,7 @@ class Soak:
     def start_workload(self, index: int) -> Tracked:
         workload = generate(self.seed, index, real_node_image=self.real_node_image)
         rng = random.Random(f"{self.seed}/{index}/faults")
-        namespace = self.namespaces[index % len(self.namespaces)]
+        namespace = self.open_namespace(index)
         faults = fault_kinds.plan(rng, self.kinds, workload.max_seconds)
         tracked = Tracked(index, workload, namespace, time.monotonic(), faults, rng)
         try:
@@ -235,6 +237,11 @@ class Soak:
         except ApiException as error:  # the soak drew an object the API server refuses: its own bug
             self.fail(tracked, "0 valid workload", f"{error.status} {error.reason}: {error.body}")
             tracked.state = "deleting"
+        except TimeoutError as error:  # the control plane did not come back: no workload to check
+            self.fail(tracked, "0 created", str(error))
+            tracked.state = "deleting"
+        # Its life (and its bound) begins once its objects exist: an outage may have held them back.
+        tracked.started = time.monotonic()
         planned = ", ".join(f.describe() + f" at {f.at:.0f}s" for f in faults) or "no fault"
         self.say(f"workload {workload.name} ({workload.kind}, #{index}) started in {namespace}; {planned}")
         return tracked
@@ -243,18 +250,20 @@ class Soak:
         kind = manifest["kind"]
         plural = PLURALS[kind]
         body = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
-        for _ in range(60):
+        deadline = time.monotonic() + CREATE_BOUND
+        while time.monotonic() < deadline:
             try:
                 self.session.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, plural, body)
                 return
             except ApiException as error:
                 if error.status == 409:
-                    return
+                    return  # created by an attempt whose answer was lost
                 if error.status < 500 and error.status != 429:
                     raise
             except Exception:
                 pass  # the API server is away (a fault): the workload starts when it is back
             time.sleep(1.0)
+        raise TimeoutError(f"{kind} {body['metadata']['name']} could not be created for {CREATE_BOUND:.0f}s")
 
     def fire_due_faults(self, tracked: Tracked) -> None:
         now = time.monotonic() - tracked.started
@@ -267,6 +276,8 @@ class Soak:
             run = self.main_run(tracked)
             touched = self.in_flight() if fault.kind in fault_kinds.GLOBAL else [tracked]
             if fault.kind == "namespace":
+                with self.lock:  # no workload starts there until it is made again
+                    self.terminating.add(tracked.namespace)
                 touched = [t for t in self.in_flight() if t.namespace == tracked.namespace]
             if fault.kind in ("stop", "kill", "restart"):
                 self.operator_away.set()
@@ -286,6 +297,8 @@ class Soak:
                 threading.Thread(target=self.operator_back, daemon=True).start()
             if fault.kind == "namespace":
                 self.recreate_namespace(tracked.namespace)
+                with self.lock:
+                    self.terminating.discard(tracked.namespace)
             with self.lock:
                 self.fault_counts[fault.kind] = self.fault_counts.get(fault.kind, 0) + 1
                 for other in touched:
@@ -311,6 +324,13 @@ class Soak:
 
         if wait_until(gone, 300, 1.0):
             self.session._ensure_namespace(namespace)
+
+    def open_namespace(self, index: int) -> str:
+        """The namespace of workload `index`: the next in turn, passing over one that a fault is
+        deleting (it is made again once it is gone)."""
+        with self.lock:
+            turns = [self.namespaces[(index + i) % len(self.namespaces)] for i in range(len(self.namespaces))]
+            return next((ns for ns in turns if ns not in self.terminating), turns[0])
 
     def main_run(self, tracked: Tracked) -> str:
         """The run a targeted fault hits: the workload's FlowRun, or its cron's latest run."""
@@ -407,7 +427,10 @@ class Soak:
             return True
         if self.final_status(tracked.namespace, self.main_run(tracked)) is None:
             return False
-        self.create(tracked.namespace, tracked.workload.rerun)
+        try:
+            self.create(tracked.namespace, tracked.workload.rerun)
+        except TimeoutError as error:
+            self.fail(tracked, "0 created", str(error))
         tracked.rerun_created = True
         return True
 

@@ -170,6 +170,38 @@ def test_a_namespace_deleted_with_live_flowruns_goes_and_an_event_names_the_skip
             running.stop()
 
 
+def test_a_namespace_deleted_with_a_run_whose_cleanup_failed_goes_and_an_event_says_what_may_remain(
+    kube_cluster: KubeCluster, flowrun_crd: None, tmp_path: Path
+) -> None:
+    # A failed cleanup holds the finalizer of a deleted run for a person to decide (CleanupBlocked);
+    # deleting its namespace must not wait on that decision for ever.
+    core = kube_cluster.core()
+    with fresh_namespace(kube_cluster, "ns-blocked") as ns:
+        running = Operator(kube_cluster, ns, tmp_path)
+        running.start()
+        try:
+            flowruns = FlowRuns(kube_cluster, ns)
+            failing = {"job": job(outcome="fail"), "retries": 0}
+            tasks = [sim_task("first", resources=["r"])]
+            flowruns.create(
+                block_run("teardown-failed", {"deployments": [deployment("db")]}, cleanup=failing, tasks=tasks)
+            )
+            flowruns.wait_phase("teardown-failed", "Failed")
+            core.delete_namespace(ns)
+            wait_for(f"namespace {ns} to be gone", lambda: namespace_gone(core, ns), timeout=60)
+            events = wait_for(
+                "the event naming what may remain",
+                lambda: [e for e in namespace_events(core, ns) if "released with its namespace" in (e.message or "")],
+            )
+            assert [(e.type, e.reason) for e in events] == [("Warning", "CleanupFailed")]
+            assert events[0].message.startswith(
+                f"FlowRun {ns}/teardown-failed: released with its namespace; what its failed cleanup would have"
+            ), events[0].message
+            assert running.running(), running.log_tail()
+        finally:
+            running.stop()
+
+
 def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
     try:
         core.read_namespace(name)

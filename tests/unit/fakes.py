@@ -67,6 +67,7 @@ class FakeKube:
         self.cluster_scoped: set[str] = set()  # kinds discovery says are not namespaced
         self.claims: list[Claim] = []  # what the runs of the namespace want of locks
         self.config_maps: dict[str, dict[str, str]] = {}  # the ConfigMaps of semaphores
+        self.namespace_deleting = False  # whether the namespace is being deleted
 
     def passes(self, clock: Callable[[], float] | None = None) -> FlowRunPass:
         """The FlowRun passes, with this fake as their API and their caches; every status written
@@ -138,6 +139,10 @@ class FakeKube:
         self.reads.append(name)
         other = self.body if name == self.body["metadata"]["name"] else self.others.get(name)
         return copy.deepcopy(other) if other is not None else None
+
+    def namespace_terminating(self, namespace: str) -> bool:
+        self.calls.append("namespace_terminating")
+        return self.namespace_deleting
 
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
         self.calls.append(f"dry run {manifest['kind']}/{manifest['metadata']['name']}")

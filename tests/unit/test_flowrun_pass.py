@@ -258,6 +258,40 @@ def test_a_create_refused_by_a_terminating_namespace_tells_the_next_pass_and_its
     assert result.released
 
 
+def test_a_run_whose_failed_cleanup_holds_its_finalizer_goes_with_its_namespace() -> None:
+    # A failed cleanup holds the finalizer of a deleted run (CleanupBlocked: a person decides). Once
+    # its namespace is being deleted, it holds the namespace too, for ever: the run is released,
+    # what the cleanup left outside the cluster named where the namespace's events go.
+    spec = {
+        "tasks": [pod_task("a", resources=["r"])],
+        "resources": [
+            {
+                "name": "r",
+                "setup": {"deployments": [{"name": "db", "template": pod_task("db")["template"]}]},
+                "cleanup": {"job": {"template": pod_task("c")["template"]}, "retries": 0},
+            }
+        ],
+    }
+    denied = api_error(403, "Forbidden", 'jobs.batch "x-r-cleanup-1" is forbidden: denied by policy')
+    kube = FakeKube(spec, {"Job/x-r-cleanup-1": denied})
+    passes = kube.passes()
+    kube.run(passes)
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
+    results = [kube.run(passes) for _ in range(4)]
+    released = next(c for c in kube.body["status"]["conditions"] if c["type"] == "ResourcesReleased")
+    assert released["reason"] == "CleanupBlocked" and not any(r.released for r in results)
+    # Looked at again while it waits: the namespace may be deleted after the run was.
+    assert results[-1].requeue_after is not None and results[-1].requeue_after <= 60
+    assert kube.calls.count("namespace_terminating") == 2  # once per pass that found it blocked
+    kube.namespace_deleting = True
+    result = kube.run(passes)
+    assert result.released
+    outside = [m for o, (_, reason, m) in zip(kube.event_objects, kube.events, strict=True) if o == "Namespace/team"]
+    assert len(outside) == 1, outside
+    assert outside[0].startswith("FlowRun team/x: released with its namespace; what its failed cleanup would have")
+    assert "cleanup failed for r: cleanup job attempt 1 failed" in outside[0] and "finalizer" not in outside[0]
+
+
 def test_a_forbidden_create_for_another_reason_is_no_namespace_termination() -> None:
     kube = FakeKube({"tasks": [pod_task("a")]}, {"Pod/x-a-1": api_error(403, "Forbidden", QUOTA)})
     passes = kube.passes()

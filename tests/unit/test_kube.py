@@ -4,6 +4,7 @@ discovery again on every pass, and a kind served later is found."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from kubernetes.client import ApiClient
 
 from flowrun.kube import UNKNOWN_KIND_RECHECK_SECONDS, ClusterScopedKind, Kube, UnknownKind
 from tests.unit.fake_api_server import FakeApiServer, ServedKind
-from tests.unit.fakes import FakeKube, pod_task
+from tests.unit.fakes import FakeKube, api_error, pod_task
 
 WIDGET = ServedKind("example.com", "v1", "Widget", "widgets")
 MANIFEST = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "team"}}
@@ -139,3 +140,16 @@ def test_the_log_of_a_pod_never_scheduled_is_empty(tmp_path: Path, monkeypatch: 
     kube = Kube(server, dynamic=server.dynamic_client(tmp_path))
     monkeypatch.setattr(kube.core, "read_namespaced_pod_log", lambda *args, **kwargs: None)
     assert kube.pod_log_tail("team", "never-scheduled", "main", 100) == ""
+
+
+def test_a_namespace_is_known_to_be_going_when_a_dry_run_create_there_is_refused_so(tmp_path: Path) -> None:
+    server = FakeApiServer(kinds=[ServedKind("", "v1", "ConfigMap", "configmaps")])
+    kube = kube_over(server, tmp_path, Clock())
+    assert kube.namespace_terminating("team") is False
+    terminating = api_error(403, "Forbidden", "unable to create new content in namespace team: being terminated")
+    terminating.body = json.dumps({"details": {"causes": [{"reason": "NamespaceTerminating"}]}})
+    server.fail(terminating)
+    assert kube.namespace_terminating("team") is True
+    server.fail(api_error(403, "Forbidden", "configmaps is forbidden: denied by policy"))
+    assert kube.namespace_terminating("team") is False
+    assert [r for r in server.requests if r[0] == "POST"] == [("POST", "/api/v1/namespaces/team/configmaps")] * 3
