@@ -28,6 +28,8 @@ KINDS = (*GLOBAL, *TARGETED)
 TRANSPARENT = frozenset({"api", "etcd", "kill", "stop", "restart", "relabel", "foreign-status", "burst"})
 # Faults that end a run's life (it is deleted): its outcome is not checked, its going is.
 ENDING = frozenset({"delete", "delete-twice", "namespace"})
+# Faults on a whole namespace: they touch every workload in it, and none starts there meanwhile.
+NAMESPACE_WIDE = frozenset({"namespace", "quota"})
 NAMESPACE_PREFIX = "soak-"  # every namespace the soak makes
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 NUDGE_ANNOTATION = "soak.flowrun.dev/nudged"

@@ -114,7 +114,7 @@ class Soak:
         self.runs_seen: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}  # (ns, name) -> (UID, labels)
         self.finals: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, name) -> its first final status
         self.lock = threading.Lock()
-        self.terminating: set[str] = set()  # namespaces a fault deleted, until they are made again
+        self.terminating: set[str] = set()  # namespaces a fault deleted or put a quota on, meanwhile
         identity = session.identity(f"soak-{seed}")
         self.operator = harness.flowrun_operator(session, self.namespaces[0], identity)
         self.liveness_port = harness.free_port()
@@ -275,10 +275,14 @@ class Soak:
         with self.fault_lock:  # one at a time: each is attributed to what it touched
             run = self.main_run(tracked)
             touched = self.in_flight() if fault.kind in fault_kinds.GLOBAL else [tracked]
-            if fault.kind == "namespace":
-                with self.lock:  # no workload starts there until it is made again
+            if fault.kind in fault_kinds.NAMESPACE_WIDE:
+                with self.lock:  # no workload starts there until it is usable again
                     self.terminating.add(tracked.namespace)
                 touched = [t for t in self.in_flight() if t.namespace == tracked.namespace]
+            with self.lock:  # before it lands: an outcome it changes is not checked meanwhile
+                for other in touched:
+                    other.changed = other.changed or fault.kind not in fault_kinds.TRANSPARENT
+                    other.ended_by_fault = other.ended_by_fault or fault.kind in fault_kinds.ENDING
             if fault.kind in ("stop", "kill", "restart"):
                 self.operator_away.set()
             started = time.monotonic()
@@ -297,6 +301,7 @@ class Soak:
                 threading.Thread(target=self.operator_back, daemon=True).start()
             if fault.kind == "namespace":
                 self.recreate_namespace(tracked.namespace)
+            if fault.kind in fault_kinds.NAMESPACE_WIDE:
                 with self.lock:
                     self.terminating.discard(tracked.namespace)
             with self.lock:
@@ -304,10 +309,6 @@ class Soak:
                 for other in touched:
                     other.applied.append(f"{fault.describe()} at {started - other.started:.0f}s")
                     other.touched_until = max(other.touched_until, ended)
-                    if fault.kind not in fault_kinds.TRANSPARENT:
-                        other.changed = True
-                    if fault.kind in fault_kinds.ENDING:
-                        other.ended_by_fault = True
             self.say(f"fault {fault.kind} ({tracked.workload.name}): {done}")
 
     def operator_back(self) -> None:
@@ -486,7 +487,9 @@ class Soak:
 
     def check_leaks(self, tracked: Tracked, now: float) -> None:
         left = [c for uid in tracked.uids.values() for c in self.children_of(tracked.namespace, uid)]
-        if left and now - tracked.since < LEAK_BOUND:
+        # The garbage collector works only while the control plane does: counted from its return.
+        back = max((end for _, end, _, _ in self.outages), default=0.0)
+        if left and now - max(tracked.since, back) < LEAK_BOUND:
             return
         if left:
             self.fail(tracked, "3 leak", f"left behind: {left}")
