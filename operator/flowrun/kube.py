@@ -614,6 +614,23 @@ class Kube:
             )
         return None
 
+    def namespace_terminating(self, namespace: str) -> bool:
+        """Whether the namespace is being deleted: a dry-run create of an empty ConfigMap in it is
+        refused with cause NamespaceTerminating (the operator may create ConfigMaps there, and need
+        not read Namespaces, which are cluster-scoped). Any other failure says no."""
+        manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "flowrun-probe-"}}
+        resource = self.resource("v1", "ConfigMap")
+        _count("create", resource)
+        try:
+            _json(
+                resource.create(
+                    body=manifest, namespace=namespace, dry_run="All", serialize=False, _request_timeout=REQUEST_TIMEOUT
+                )
+            )
+        except ApiException as error:
+            return refused_as_terminating(error)
+        return False
+
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None:
         """Server-side dry run with strict field validation (an unknown or duplicate field is
         refused, not dropped): raises ApiException (or UnknownKind, ClusterScopedKind) if the
@@ -708,6 +725,16 @@ class Kube:
         except ApiException as error:
             # An event is a courtesy: never let it fail a pass (the namespace may be terminating).
             logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+
+
+def refused_as_terminating(error: ApiException) -> bool:
+    """The create was refused because its namespace is being deleted (the API server says so in
+    a cause whose reason is NamespaceTerminating)."""
+    try:
+        causes = (json.loads(error.body).get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 def proof_missing(wanted: Mapping[str, str], existing: Mapping[str, str]) -> list[str]:

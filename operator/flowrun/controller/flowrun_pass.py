@@ -15,7 +15,6 @@ PassCaches): kube.Kube and caches.Caches in the operator, fakes in the unit test
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,7 +53,9 @@ from flowrun.kube import (
     manifest_fields,
     manifest_kinds,
     refusal_message,
+    refused_as_terminating,
 )
+from flowrun.lenient import as_map, conditions_by_type
 from flowrun.locks import LockView, wanted_locks
 from flowrun.manifests import build_result_config_map
 from flowrun.merge_patch import changes
@@ -81,6 +82,7 @@ class PassApi(Protocol):
     def create(self, manifest: Mapping[str, Any], uid: str) -> dict[str, Any] | None: ...
     def take_lock(self, lease: Mapping[str, Any]) -> dict[str, Any] | None: ...
     def dry_run_create(self, manifest: Mapping[str, Any]) -> None: ...
+    def namespace_terminating(self, namespace: str) -> bool: ...
     def delete(self, namespace: str, api_version: str, kind: str, name: str, propagation: str) -> None: ...
     def delete_flowrun(self, namespace: str, name: str) -> None: ...
     def get_child(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -118,6 +120,9 @@ UNREADABLE_REQUEUE_SECONDS = 10.0
 # A child that had lost the operator's labels got them back: the next pass comes with its watch
 # event, or after this at the latest.
 RELABEL_REQUEUE_SECONDS = 1.0
+# A deleted run held by a failed cleanup is passed again this often: its namespace may be deleted
+# later (one dry-run create to find out), and then the run goes with it.
+BLOCKED_RECHECK_SECONDS = 60.0
 # How long a status whose only news is that pods started running may wait for more news (a short
 # task's end) to be written with it: `kubectl get` shows a pod running this much later at most.
 HOLD_STARTED_SECONDS = 2.0
@@ -271,6 +276,12 @@ class FlowRunPass:
             # Back in the caches within moments (their watch event asks for the next pass).
             return writes.result(requeue_after=RELABEL_REQUEUE_SECONDS, phase=_phase(body))
         outcome = self._apply(body, run, engine.decide(run, observed, now), observed, now, writes)
+        if cleanup_blocked(outcome.status) and self.kube.namespace_terminating(run.namespace):
+            # Held by a failed cleanup, it would hold its namespace for ever: it goes with it.
+            run = dataclasses.replace(run, namespace_terminating=True)
+            failed = outcome.status["conditions"]
+            outcome = self._apply(body, run, engine.decide(run, observed, now), observed, now, writes)
+            self._post_outside(body, "CleanupFailed", f"released with its namespace; {_left_outside(failed)}")
         if writes.refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[run.uid] = writes.refusals
@@ -388,15 +399,18 @@ class FlowRunPass:
     def _report_outside(self, body: Mapping[str, Any], outcome: Outcome) -> None:
         """A terminating namespace accepts no Event either: its Warning events are logged and posted
         on the Namespace (as Events of cluster-scoped objects are, in namespace `default`)."""
+        for event in outcome.events:
+            if event.type == "Warning":
+                self._post_outside(body, event.reason, event.message)
+
+    def _post_outside(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         metadata = body["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
         where = {"name": namespace, "namespace": "default", "uid": ""}
         involved = {"apiVersion": "v1", "kind": "Namespace", "metadata": where}
-        for event in outcome.events:
-            if event.type == "Warning":
-                message = f"FlowRun {namespace}/{name}: {event.message}"
-                logger.warning("%s: %s", event.reason, message)
-                self.kube.post_event(involved, "Warning", event.reason, message)
+        text = f"FlowRun {namespace}/{name}: {message}"
+        logger.warning("%s: %s", reason, text)
+        self.kube.post_event(involved, "Warning", reason, text)
 
     def _resolve(self, run: RunInput, now: datetime) -> resolution.Resolution:
         """The spec this pass executes: see resolution.py. The Flow comes from the lookup; the
@@ -479,10 +493,13 @@ class FlowRunPass:
             self.kube.post_event(body, "Warning", "ActionFailed", failure)
         if releasing:
             return self._release(writes.body or body, writes)
+        requeue = _sooner(_requeue_after(outcome.requeue_after, writes.failures, writes.refusals), held)
+        # A run held by a failed cleanup is looked at again now and then: its namespace may go.
+        recheck = BLOCKED_RECHECK_SECONDS if cleanup_blocked(status) else None
         return writes.result(
             deleting=bool(metadata.get("deletionTimestamp")),
             done=outcome.done,
-            requeue_after=_sooner(_requeue_after(outcome.requeue_after, writes.failures, writes.refusals), held),
+            requeue_after=_sooner(requeue, recheck),
             phase=str(status.get("phase") or ""),
             message=str(status.get("message") or ""),
         )
@@ -595,7 +612,7 @@ class FlowRunPass:
                 writes.failures.append(f"creating {kind} {name}: {error.status} {api_message(error)}")
                 return False
             writes.refusals[f"{kind}/{name}"] = refusal
-            if namespace_terminating(error):
+            if refused_as_terminating(error):
                 self._namespace_terminating.add(uid)
         return False
 
@@ -643,14 +660,18 @@ def _phase(body: Mapping[str, Any]) -> str:
     return str((body.get("status") or {}).get("phase") or "")
 
 
-def namespace_terminating(error: ApiException) -> bool:
-    """The create was refused because its namespace is being deleted (the API server says so in
-    a cause whose reason is NamespaceTerminating)."""
-    try:
-        causes = (json.loads(error.body).get("details") or {}).get("causes") or []
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+def cleanup_blocked(status: Mapping[str, Any]) -> bool:
+    """A failed cleanup holds the finalizer of the deleted run (ResourcesReleased says
+    CleanupBlocked; never so once its namespace is known to be going)."""
+    released = as_map(conditions_by_type(status).get("ResourcesReleased"))
+    return released.get("reason") == api.CLEANUP_BLOCKED
+
+
+def _left_outside(conditions: Sequence[Mapping[str, Any]]) -> str:
+    """What a run released with its namespace may have left (from its ResourcesReleased message)."""
+    released = next((c for c in conditions if c.get("type") == "ResourcesReleased"), {})
+    message = str(released.get("message") or "").split("; the finalizer stays", 1)[0]
+    return f"what its failed cleanup would have removed outside the cluster may remain ({message})"
 
 
 def _sooner(first: float | None, second: float | None) -> float | None:

@@ -95,10 +95,11 @@ def ttl_expired(ctx: PassContext, state: RunState) -> bool:
     return expiry is not None and ctx.now >= expiry and not ctx.run.deleting
 
 
-def holds_finalizer(rs: ResourceState) -> bool:
-    """A failed cleanup holds the finalizer, unless its namespace is being deleted: then the job
-    could never run, and what it left in the namespace goes with the namespace."""
-    return rs.phase == CLEANUP_FAILED and rs.reason != NAMESPACE_DELETED
+def holds_finalizer(ctx: PassContext, rs: ResourceState) -> bool:
+    """A failed cleanup holds the finalizer (a person decides: flowrun.dev/skip-cleanup), unless
+    its namespace is being deleted: what it left in the namespace goes with the namespace, and
+    holding the run would hold the namespace for ever."""
+    return rs.phase == CLEANUP_FAILED and rs.reason != NAMESPACE_DELETED and not ctx.run.namespace_terminating
 
 
 def finalizer_releasable(ctx: PassContext, state: RunState) -> bool:
@@ -108,6 +109,6 @@ def finalizer_releasable(ctx: PassContext, state: RunState) -> bool:
         return True
     return (
         state.phase in RUN_FINAL
-        and all(not holds_finalizer(rs) for rs in state.resources.values())
+        and all(not holds_finalizer(ctx, rs) for rs in state.resources.values())
         and all(p.finished for p in ctx.children.pods)
     )

@@ -167,7 +167,11 @@ def released_condition(ctx: PassContext, state: RunState) -> tuple[str, str, str
     failed = [n for n, p in phases.items() if p == CLEANUP_FAILED]
     if failed:
         message = "cleanup failed for " + ", ".join(failed) + ": " + state.resources[failed[0]].message
-        if ctx.run.deleting and not ctx.run.skip_cleanup and any(holds_finalizer(state.resources[n]) for n in failed):
+        if (
+            ctx.run.deleting
+            and not ctx.run.skip_cleanup
+            and any(holds_finalizer(ctx, state.resources[n]) for n in failed)
+        ):
             message += f'; the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set'
             return "False", CLEANUP_BLOCKED, message
         return "False", "CleanupFailed", message
