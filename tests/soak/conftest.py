@@ -1,3 +1,1 @@
-"""The soak's fixtures: the dev cluster (the soak stops its components, so no other cluster will do)."""
-
-pytest_plugins = ["devcluster.pytest_plugin"]
+"""The soak runs on the dev cluster of tests/conftest.py (it stops that cluster's components for a while)."""

@@ -7,6 +7,8 @@ would pause a whole operator, caches included, rather than elect one (election.p
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -19,6 +21,16 @@ from flowrun.ratelimit import TokenBucket
 # The operator's handlers, in a registry of their own (importing this module registers nothing
 # globally).
 REGISTRY = kopf.OperatorRegistry()
+
+
+class RetryForever:
+    """kopf's request backoffs: 1, 2, 4, 8 seconds, then every 10 seconds, for ever. Iterable
+    afresh for each request (kopf iterates its backoffs once per request) and without a length
+    (kopf then counts no last attempt)."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1.0, 2.0, 4.0, 8.0)
+        yield from itertools.repeat(10.0)
 
 
 @kopf.on.login(registry=REGISTRY)
@@ -34,6 +46,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # kopf serves no resource here, so it needs no scan of namespaces or CRDs (which the
     # namespace-scoped RBAC would refuse, and kopf would retry for a minute before starting).
     settings.scanning.disabled = True
+    # kopf's own requests (its discovery at start, whose failure stops the whole operator) are
+    # retried for as long as the API server is away, not 9 times: an operator started during an
+    # outage waits for the API server, as its passes do.
+    settings.networking.error_backoffs = RetryForever()
     # The operator posts its own events, one per transition; kopf's per-handler events are noise.
     settings.posting.enabled = False
     operator: Settings = memo.settings
