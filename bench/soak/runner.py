@@ -527,7 +527,12 @@ class Soak:
                     o["metadata"]["name"] == name for o in self.recorders[(plural, namespace)].snapshot()
                 ):
                     self.fail(None, "3 block objects", f"{ref} exists 15s after block {what} was CleanedUp")
-        if not self.operator_away.is_set() and self.operator.alive():
+        if not self.operator_away.is_set() and not self.operator.alive():
+            # Only faults stop it: an exit of its own is a failure; it is started again to go on.
+            tail = self.operator.log_path.read_text(errors="replace").splitlines()[-3:]
+            self.fail(None, "6 liveness", f"the operator exited by itself: {' | '.join(tail)[:600]}")
+            self.operator.start()
+        elif not self.operator_away.is_set():
             code, answer = self.health()
             if code == 500:
                 self.fail(None, "6 liveness", f"/healthz answered 500: {answer[:300]}")
