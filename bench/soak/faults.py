@@ -31,7 +31,6 @@ ENDING = frozenset({"delete", "delete-twice", "namespace"})
 # Faults on a whole namespace: they touch every workload in it, and none starts there meanwhile.
 NAMESPACE_WIDE = frozenset({"namespace", "quota"})
 NAMESPACE_PREFIX = "soak-"  # every namespace the soak makes
-LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 NUDGE_ANNOTATION = "soak.flowrun.dev/nudged"
 
 
@@ -88,21 +87,22 @@ class Injector:
         return f"etcd stopped for {fault.seconds:.0f}s{self._nudge_simulator()}"
 
     def _nudge_simulator(self) -> str:
-        """Touch every live pod of the soak once the control plane is back. KWOK (which plays the
-        pods) retries a step that failed during an outage with a backoff that doubles up to 32
-        minutes, so after a few minutes of outages a pod may finish many minutes late: a delay of
-        the simulator, not of the operator. An annotation changed is an event that KWOK plays the
-        pod's stage on at once; to the operator it is a change of nothing it reads."""
+        """Touch every pod of the soak once the control plane is back. KWOK (which plays the pods,
+        their deletion included) retries a step that failed during an outage with a backoff that
+        doubles up to 32 minutes, so after a few minutes of outages a pod may finish, or go, many
+        minutes late: a delay of the simulator, not of the operator. An annotation changed is an
+        event that KWOK plays the pod's stage on at once; to the operator it is a change of nothing
+        it reads."""
         nudged = 0
         stamp = str(int(time.time()))
-        for pod in self.core.list_pod_for_all_namespaces(field_selector=LIVE_PODS).items:
+        for pod in self.core.list_pod_for_all_namespaces().items:
             if not pod.metadata.namespace.startswith(NAMESPACE_PREFIX):
                 continue
             body = {"metadata": {"annotations": {NUDGE_ANNOTATION: stamp}}}
             with contextlib.suppress(ApiException):  # gone meanwhile
                 self.core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, body)
                 nudged += 1
-        return f"; {nudged} live pods nudged for the simulator" if nudged else ""
+        return f"; {nudged} pods nudged for the simulator" if nudged else ""
 
     def _kill(self, *_: Any) -> str:
         self.operator.stop(kill=True)

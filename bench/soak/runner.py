@@ -46,7 +46,7 @@ OBJECT_LIMIT = 1_048_576
 END_SLACK = 90.0  # seconds beyond a workload's own bound (and its faults) before "it did not end" is a failure
 CREATE_BOUND = 300.0  # seconds a workload's objects may wait for the control plane to be created
 GONE_BOUND = 120.0  # seconds a deleted FlowRun may take to go
-LEAK_BOUND = 60.0  # seconds the garbage collector may take after that
+LEAK_BOUND = 120.0  # seconds the garbage collector may take after that (it resyncs after an outage)
 CONCURRENCY = 6  # workloads in flight at once
 NAMESPACES = 3
 LIVENESS_STALL = 60
@@ -460,9 +460,16 @@ class Soak:
             self.session.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, plural, name)
 
     def check_deleting(self, tracked: Tracked, now: float) -> None:
-        left = [n for n in tracked.uids if self.run_body(tracked.namespace, n) is not None]
+        bodies = {n: self.run_body(tracked.namespace, n) for n in tracked.uids}
+        left = [n for n, body in bodies.items() if body is not None]
         if not left:
             tracked.state, tracked.since = "gone", now
+            return
+        unasked = [n for n in left if not ((bodies[n] or {}).get("metadata") or {}).get("deletionTimestamp")]
+        if unasked:  # a delete sent while the API server was away: sent again, its bound from now
+            for name in unasked:
+                self.delete(tracked.namespace, api.PLURAL, name)
+            tracked.since = now
             return
         if now - max(tracked.since, tracked.touched_until) < GONE_BOUND:
             return
