@@ -208,3 +208,40 @@ def test_the_orphan_sweep_leaves_endpoint_slices_to_their_service(tmp_path: Path
         return controller.cached_children()
 
     assert asyncio.run(scenario()) == [Child(("v1", "Service", NS, "x-r-db"), "gone-run")]
+
+
+def test_a_run_whose_finalizer_a_pass_released_gets_no_pass_however_stale_the_cache(tmp_path: Path) -> None:
+    # The cache may still show the run with its finalizer a moment after a pass released it (its
+    # DELETED event not there yet), and a child's event asks for a pass: that pass would decide from
+    # a stale status and could create a child (a cleanup Job) for a run that is gone.
+    server = fake_server()
+    deleting = flowrun("x", {"tasks": []}, deletionTimestamp="2024-05-01T12:00:05Z", finalizers=[api.FINALIZER])
+    uid = server.add(deleting)["metadata"]["uid"]
+    passes: list[str] = []
+
+    def released(body: Any, children: Any) -> PassResult:
+        passes.append(body["metadata"]["name"])
+        return PassResult(deleting=True, released=True)
+
+    async def scenario() -> None:
+        listener = ToController()
+        kube = kube_over(server, tmp_path)
+        caches = Caches(kube, [NS], listener)
+        controller = listener.controller = FlowRunController(
+            Settings(namespaces=(NS,)), kube, caches, ThreadPoolExecutor(1)
+        )
+        controller.passes.run = released  # type: ignore[method-assign]
+        caches.start()
+        await asyncio.wait_for(listener.filled.wait(), 10)
+        try:
+            await until("the run known", lambda: uid in controller.namespaces)
+            assert await controller.sync(uid) is None
+            assert await controller.sync(uid) is None  # asked again: by a child's event, say
+            assert passes == ["x"]
+            server.delete(deleting)
+            await until("its DELETED event", lambda: uid not in controller.namespaces)
+        finally:
+            caches.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())

@@ -75,6 +75,9 @@ class FlowRunController:
         self.namespaces: dict[str, str] = {}  # UID -> namespace, of every run known
         self.seen_during_pass: dict[str, set[ChildKey]] = {}  # UID -> children seen while its pass runs
         self.flow_waiters: dict[Key, set[str]] = {}  # Flow -> UIDs of the runs waiting for it
+        # UIDs of the runs a pass released (their finalizer off), until their DELETED event: no pass
+        # of them may run again, whatever a stale cache still shows.
+        self.released: set[str] = set()
 
     # --- events (on the event loop) ------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class FlowRunController:
         if type_ == "DELETED":
             self.forget(uid)
             self.namespaces.pop(uid, None)
+            self.released.discard(uid)
             return
         self.namespaces[uid] = entry.namespace
         if self.expectations.flowrun_seen(uid, body):
@@ -142,7 +146,7 @@ class FlowRunController:
         """One pass of the run; the delay after which the next one is wanted (None: only when
         something changes)."""
         body, children = self.current(uid)
-        if body is None:
+        if body is None or uid in self.released:
             self.forget(uid)
             return None
         self.seen_during_pass[uid] = set()
@@ -153,6 +157,12 @@ class FlowRunController:
             seen = self.seen_during_pass.pop(uid, set())
         if result.gone or uid not in self.namespaces:
             # Gone (maybe deleted while the pass ran): nothing of it is kept.
+            self.forget(uid)
+            return None
+        if result.released:
+            # Its finalizer is off: the cache may show it with it for a moment, and a pass from that
+            # stale view could create a child for a run that is gone. Its DELETED event ends it.
+            self.released.add(uid)
             self.forget(uid)
             return None
         self.record(uid, result, seen)
