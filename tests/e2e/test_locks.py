@@ -160,15 +160,18 @@ def test_a_semaphore_of_three_never_has_more_than_three_holders(
     runs = [f"s{i}" for i in range(7)]
     for name in runs:
         # A task's lock: the run itself starts at once, its task waits for a slot.
-        spec = {"tasks": [sim_task("work", duration="2s", synchronization=semaphore)]}
+        # 6 s: the first three still hold while the waiting runs are read (on a loaded machine too).
+        spec = {"tasks": [sim_task("work", duration="6s", synchronization=semaphore)]}
         flowruns.create({"metadata": {"name": name}, "spec": spec})
     labels = f'lock="semaphore/limits/exports",namespace="{namespace}"'
     wanted = {f"flowrun_locks_held{{{labels}}} 3.0", f"flowrun_locks_waiting{{{labels}}} 4.0"}
     wait_for("3 holding, 4 waiting in the metrics", lambda: wanted <= set(scraped(operator).splitlines()), timeout=30)
-    waiting = flowruns.get("s6")
-    assert waiting is not None
-    task = waiting["status"]["tasks"]["work"]
-    assert (task["phase"], task["reason"]) == ("Pending", "WaitingForLock")
+    # A run that waits says who holds the slots (which runs wait: those whose first passes came
+    # last; runs created in the same moment are not in line until their status shows their claim).
+    tasks = [((flowruns.get(name) or {}).get("status") or {}).get("tasks", {}).get("work") or {} for name in runs]
+    waiting = [t for t in tasks if (t.get("phase"), t.get("reason")) == ("Pending", "WaitingForLock")]
+    assert waiting, tasks
+    task = waiting[0]
     held_by = task["message"].split("; ahead in line")[0]
     assert held_by.startswith("waiting for semaphore/limits/exports (limit 3), held by FlowRun s"), task["message"]
     assert held_by.count("(task work)") == 3, task["message"]
