@@ -166,12 +166,20 @@ def test_a_semaphore_of_three_never_has_more_than_three_holders(
     labels = f'lock="semaphore/limits/exports",namespace="{namespace}"'
     wanted = {f"flowrun_locks_held{{{labels}}} 3.0", f"flowrun_locks_waiting{{{labels}}} 4.0"}
     wait_for("3 holding, 4 waiting in the metrics", lambda: wanted <= set(scraped(operator).splitlines()), timeout=30)
-    # A run that waits says who holds the slots (which runs wait: those whose first passes came
-    # last; runs created in the same moment are not in line until their status shows their claim).
-    tasks = [((flowruns.get(name) or {}).get("status") or {}).get("tasks", {}).get("work") or {} for name in runs]
-    waiting = [t for t in tasks if (t.get("phase"), t.get("reason")) == ("Pending", "WaitingForLock")]
-    assert waiting, tasks
-    task = waiting[0]
+
+    # A run that waits says who holds the slots. Which runs wait: those whose first passes came
+    # last (runs created in the same moment are in line once their status shows their claim); one
+    # that lost the race for a slot says `taking ...` until the Lease's event brings its next pass.
+    def waiting_task() -> dict[str, Any] | None:
+        for name in runs:
+            found = (((flowruns.get(name) or {}).get("status") or {}).get("tasks") or {}).get("work") or {}
+            if (found.get("phase"), found.get("reason")) == ("Pending", "WaitingForLock") and str(
+                found.get("message")
+            ).startswith("waiting for"):
+                return dict(found)
+        return None
+
+    task = wait_for("a run waiting for a slot", waiting_task, timeout=30)
     held_by = task["message"].split("; ahead in line")[0]
     assert held_by.startswith("waiting for semaphore/limits/exports (limit 3), held by FlowRun s"), task["message"]
     assert held_by.count("(task work)") == 3, task["message"]
