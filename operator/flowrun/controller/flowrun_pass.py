@@ -279,9 +279,8 @@ class FlowRunPass:
         if cleanup_blocked(outcome.status) and self.kube.namespace_terminating(run.namespace):
             # Held by a failed cleanup, it would hold its namespace for ever: it goes with it.
             run = dataclasses.replace(run, namespace_terminating=True)
-            failed = outcome.status["conditions"]
             outcome = self._apply(body, run, engine.decide(run, observed, now), observed, now, writes)
-            self._post_outside(body, "CleanupFailed", f"released with its namespace; {_left_outside(failed)}")
+            self._post_outside(body, "CleanupFailed", f"released with its namespace; {_left_outside(outcome.status)}")
         if writes.refusals:
             # Only this pass's refusals: an object created or no longer asked for drops out.
             self._refused[run.uid] = writes.refusals
@@ -667,11 +666,10 @@ def cleanup_blocked(status: Mapping[str, Any]) -> bool:
     return released.get("reason") == api.CLEANUP_BLOCKED
 
 
-def _left_outside(conditions: Sequence[Mapping[str, Any]]) -> str:
-    """What a run released with its namespace may have left (from its ResourcesReleased message)."""
-    released = next((c for c in conditions if c.get("type") == "ResourcesReleased"), {})
-    message = str(released.get("message") or "").split("; the finalizer stays", 1)[0]
-    return f"what its failed cleanup would have removed outside the cluster may remain ({message})"
+def _left_outside(status: Mapping[str, Any]) -> str:
+    """What a run released with its namespace may have left (its ResourcesReleased message)."""
+    released = as_map(conditions_by_type(status).get("ResourcesReleased"))
+    return f"what its failed cleanup would have removed outside the cluster may remain ({released.get('message')})"
 
 
 def _sooner(first: float | None, second: float | None) -> float | None:
