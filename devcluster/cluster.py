@@ -628,6 +628,12 @@ def _up(audit_policy: Path | None) -> Cluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # Nothing cloud- or volume-provider-shaped runs here.
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                # The nodes live on this machine and never go away by themselves, while the fault tests
+                # stop the API server for up to a minute: after that, KWOK renews its node leases from
+                # a cache that catches up only later (conflicts, retried every 10 s), and with the
+                # default 40 s grace the nodes were tainted unreachable and new pods left Pending for
+                # over a minute. A grace of three minutes keeps an outage a fault of the control plane.
+                "--node-monitor-grace-period=3m",
             ],
         )
         scheduler = str(kubeconfigs["scheduler"])
