@@ -245,3 +245,35 @@ def test_a_status_written_by_someone_else_is_overruled_by_what_the_children_show
     assert any(o["metadata"]["name"] == "healthy-a-1" and pod_phase(o) == "Succeeded" for _, o in pods.snapshot())
     for name in ("lied-to", "healthy"):
         flowruns.delete_and_check_nothing_leaked(name)
+
+
+def test_a_stale_copy_of_its_status_written_back_after_the_run_ended_changes_nothing(
+    operator: Operator, flowruns: FlowRuns, watch: Watch
+) -> None:
+    # Found by the soak: once the block is cleaned up its objects are gone, so nothing in the
+    # cluster tells a stale "Ready" from the truth. The operator goes on from its own status.
+    pods, jobs = watch("pods"), watch("jobs")
+    block = {"name": "r", "setup": {"deployments": [deployment("db")]}, "cleanup": {"job": job()}}
+    tasks = [sim_task("a", resources=["r"], duration="4s", message="REAL"), sim_task("b", run_after=["a"])]
+    flowruns.create({"metadata": {"name": "ended"}, "spec": {"resources": [block], "tasks": tasks}})
+    stale = flowruns.wait_status("ended", "a running", partial(has_phase, "a", ("Running", "PodRunning")))["status"]
+    assert stale["resources"]["r"]["phase"] == "Ready"
+    ended = flowruns.wait_phase("ended", "Succeeded", timeout=60)
+    assert ended["status"]["resources"]["r"]["phase"] == "CleanedUp"
+
+    flowruns.custom.patch_namespaced_custom_object_status(
+        "flowrun.dev", "v1alpha1", flowruns.namespace, "flowruns", "ended", {"status": stale}
+    )
+
+    def as_it_ended(status: dict[str, Any]) -> bool:
+        return all(status[key] == ended["status"][key] for key in ("phase", "resources", "tasks"))
+
+    try:
+        flowruns.wait_status("ended", "the status as it ended", as_it_ended, timeout=60)
+    except AssertionError:
+        now = (flowruns.get("ended") or {}).get("status") or {}
+        raise AssertionError(f"resources now {now.get('resources')}; tasks now {now.get('tasks')}") from None
+    flowruns.events_when("ended", lambda events: any(e.reason == "StatusOverruled" for e in events))
+    assert not pods.duplicated_names() and not jobs.duplicated_names()
+    assert set(jobs.uids_by_name()) == {"ended-r-cleanup-1"}
+    flowruns.delete_and_check_nothing_leaked("ended")

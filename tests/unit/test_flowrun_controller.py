@@ -245,3 +245,42 @@ def test_a_run_whose_finalizer_a_pass_released_gets_no_pass_however_stale_the_ca
             server.end_watches()
 
     asyncio.run(scenario())
+
+
+def test_a_stale_status_written_back_by_someone_else_is_overruled_by_the_operators_own(tmp_path: Path) -> None:
+    # Once the pod of a finished task is gone, nothing in the cluster says what it gave: a copy of
+    # an older status written back (Running, no result) would start the task again, or lose its
+    # result. The operator goes on from the status it wrote itself, and writes that back.
+    server = fake_server()
+    server.add(flowrun("x", {"tasks": [pod_task("a")]}))
+
+    def stored(plural: str, name: str) -> dict[str, Any] | None:
+        return server.objects.get((plural, NS, name))
+
+    def phase() -> str | None:
+        return ((stored("flowruns", "x") or {}).get("status") or {}).get("phase")
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), workers=2), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            pod = await until("the pod created", lambda: stored("pods", "x-a-1"))
+            running = await until("the run Running", lambda: phase() == "Running" and stored("flowruns", "x"))
+            done = {
+                "phase": "Succeeded",
+                "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0, "message": "42"}}}],
+            }
+            server.modify({**pod, "status": done})
+            await until("the run Succeeded", lambda: phase() == "Succeeded")
+            server.delete(stored("pods", "x-a-1") or pod)
+            server.modify({**(stored("flowruns", "x") or {}), "status": running["status"]})
+            run = await until("the run Succeeded again", lambda: phase() == "Succeeded" and stored("flowruns", "x"))
+            assert run["status"]["tasks"]["a"]["result"] == "42"
+            assert stored("pods", "x-a-2") is None
+            events = [e for (plural, _, _), e in server.objects.items() if plural == "events"]
+            assert any(e.get("reason") == "StatusOverruled" for e in events), events
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())

@@ -40,6 +40,9 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Beside a cached object: its size as the API server stores it, what it was trimmed of included
 # (a FlowRun's status has a byte budget: engine/budget.py).
 STORED_BYTES = "_storedBytes"
+# Beside a FlowRun handed to a pass: the status this process wrote last, where the object shows
+# another one, written by someone else since (expectations.py). The pass goes on from it.
+OWN_STATUS = "_ownStatus"
 
 Body = Mapping[str, Any]
 

@@ -8,7 +8,11 @@ the ReplicaSet controller's "expectations":
 - a child this process created is seen (as the create's answer returned it) until an event of it
   arrives; a child it deleted is seen as being deleted until an event of it arrives;
 - a FlowRun this process patched is seen as the patch's answer returned it, until the cache holds
-  that version or a newer one.
+  that version or a newer one;
+- the status this process wrote last is what its passes go on from, for as long as it knows the
+  run: a status written by someone else since (a stale copy written back) is overruled, not
+  believed (the pass writes its own back). A new process, or a new term of leadership, has none and
+  believes the cache: the engine then weighs the status against the children.
 
 An expectation that no event ever meets (the object was created and deleted by someone else
 between two watch events the operator missed, say across a watch restart) expires after
@@ -33,6 +37,7 @@ class Expectations:
         self._created: dict[str, dict[ChildKey, tuple[float, ObservedChild]]] = {}
         self._deleted: dict[str, dict[ChildKey, float]] = {}
         self._written: dict[str, Mapping[str, Any]] = {}
+        self._own_status: dict[str, Mapping[str, Any]] = {}
 
     # --- recorded after a pass ---------------------------------------------------------------
 
@@ -48,6 +53,11 @@ class Expectations:
 
     def written(self, uid: str, body: Mapping[str, Any]) -> None:
         self._written[uid] = body
+        self._own_status[uid] = body.get("status") or {}
+
+    def unsure(self, uid: str) -> None:
+        """A pass failed half way: a status write of it may have landed or not. The cache is believed."""
+        self._own_status.pop(uid, None)
 
     # --- met by watch events -----------------------------------------------------------------
 
@@ -63,6 +73,9 @@ class Expectations:
     def flowrun_seen(self, uid: str, body: Mapping[str, Any]) -> bool:
         """An event of the FlowRun arrived. True if it is the echo of this process's own last write
         (nothing in it is news to this process)."""
+        status = body.get("status") or {}
+        if self._own_status.get(uid) == status:
+            self._own_status[uid] = status  # the cache's copy, equal: one copy of it is kept, not two
         written = self._written.get(uid)
         if written is None:
             return False
@@ -74,6 +87,7 @@ class Expectations:
         self._created.pop(uid, None)
         self._deleted.pop(uid, None)
         self._written.pop(uid, None)
+        self._own_status.pop(uid, None)
 
     # --- read before a pass ------------------------------------------------------------------
 
@@ -83,6 +97,11 @@ class Expectations:
         if cached is None or written is None:
             return cached
         return written if is_older(cached, written) else cached
+
+    def foreign_status(self, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """This process's own last status, if `body` shows another one (written by someone else)."""
+        own = self._own_status.get(uid)
+        return own if own is not None and (body.get("status") or {}) != own else None
 
     def children(self, uid: str, cached: Iterable[ObservedChild]) -> list[ObservedChild]:
         """The cached children with this process's unseen creates and deletes applied."""

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api, engine, metrics, resolution
 from flowrun.controller import failpoints
 from flowrun.controller.access import Access
-from flowrun.controller.caches import STORED_BYTES
+from flowrun.controller.caches import OWN_STATUS, STORED_BYTES
 from flowrun.controller.dry_runs import AcceptedDryRuns
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
@@ -127,6 +127,8 @@ BLOCKED_RECHECK_SECONDS = 60.0
 # task's end) to be written with it: `kubectl get` shows a pod running this much later at most.
 HOLD_STARTED_SECONDS = 2.0
 LABELS_RESTORED = "LabelsRestored"
+# The Warning event of a run whose status someone else wrote, and the operator wrote its own back.
+STATUS_OVERRULED = "StatusOverruled"
 # The kind of the objects a result moves to when the status is full (engine/budget.py).
 RESULT_KIND = ("v1", "ConfigMap")
 # Room kept beside the status under the object's limit: fields that grow between two passes.
@@ -267,7 +269,7 @@ class FlowRunPass:
         problem = None if validated(run.status) else too_large(body, run) or self._manifest_problem(run)
         if problem is not None:
             # Before anything of the kind is listed or created: nothing exists yet.
-            return self._write(body, invalid_outcome(run, body.get("status") or {}, now, problem), resolved, writes)
+            return self._write(body, invalid_outcome(run, run.status, now, problem), resolved, writes)
         try:
             observed = self._observed(body, run, children, now)
         except ChildrenUnreadable as error:
@@ -294,13 +296,13 @@ class FlowRunPass:
         if api.FINALIZER in (body["metadata"].get("finalizers") or []):
             return body
         writes.body = self.kube.add_finalizer(body)
-        return writes.body
+        return writes.body if OWN_STATUS not in body else {**writes.body, OWN_STATUS: body[OWN_STATUS]}
 
     def _refuse(
         self, body: Mapping[str, Any], run: RunInput, refused: resolution.Refused, now: datetime, writes: _Writes
     ) -> PassResult:
         """The spec cannot run (its Flow, or the run it reruns, says why): reported as any invalid spec."""
-        outcome = invalid_outcome(run, body.get("status") or {}, now, str(refused.error))
+        outcome = invalid_outcome(run, run.status, now, str(refused.error))
         return self._write(body, outcome, resolution.Resolved(run.spec), writes)
 
     def _labels_restored(self, body: Mapping[str, Any], vouched: Sequence[engine.Vouched]) -> bool:
@@ -325,7 +327,9 @@ class FlowRunPass:
         """The engine's input, with what the last pass learnt of refused creates. Taken out, not
         read: a pass that fails half way forgets them, which is as safe as a restart."""
         uid = body["metadata"]["uid"]
-        run = engine.run_input_from_object(body, refused=self._refused.pop(uid, {}))
+        own = body.get(OWN_STATUS)
+        believed = body if own is None else {**body, "status": own}
+        run = engine.run_input_from_object(believed, refused=self._refused.pop(uid, {}))
         if uid in self._namespace_terminating:
             self._namespace_terminating.discard(uid)
             run = dataclasses.replace(run, namespace_terminating=True)
@@ -486,6 +490,9 @@ class FlowRunPass:
         held = self._hold_back(uid, previous, status) if not releasing else None
         if held is None and changes(status, previous):
             writes.body = self._patch_status(body, status, releasing) or writes.body
+            if OWN_STATUS in body:
+                overruled = "its status was written by someone else: the operator's own is written back"
+                self.kube.post_event(body, "Warning", STATUS_OVERRULED, overruled)
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         for failure in self._reported.fresh(uid, writes.failures):

@@ -23,7 +23,7 @@ import urllib3.exceptions
 
 from flowrun import api, metrics
 from flowrun.api import RUN_FINAL
-from flowrun.controller.caches import Body, Caches, trimmed
+from flowrun.controller.caches import OWN_STATUS, Body, Caches, trimmed
 from flowrun.controller.expectations import Expectations
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
 from flowrun.controller.informer import Entry
@@ -91,6 +91,15 @@ class FlowRunController:
         self.namespaces[uid] = entry.namespace
         if self.expectations.flowrun_seen(uid, body):
             return  # the echo of this process's own write: the pass that wrote it decided already
+        if self.expectations.foreign_status(uid, body) is not None:
+            metadata = body["metadata"]
+            logger.warning(
+                "FlowRun %s/%s: its status was written by someone else (resourceVersion %s): overruled,"
+                " the operator's own is written back",
+                metadata.get("namespace"),
+                metadata.get("name"),
+                metadata.get("resourceVersion"),
+            )
         status = body.get("status") or {}
         finished = status.get("phase") in RUN_FINAL and not body["metadata"].get("deletionTimestamp")
         if type_ == "LISTED" and finished:
@@ -139,6 +148,9 @@ class FlowRunController:
         if namespace is None:
             return None, []
         body = self.expectations.flowrun(uid, self.caches.flowrun(namespace, uid))
+        own = self.expectations.foreign_status(uid, body) if body is not None else None
+        if own is not None:
+            body = {**(body or {}), OWN_STATUS: own}
         children = self.caches.run_children(namespace, uid)
         return body, self.expectations.children(uid, children)
 
@@ -153,6 +165,9 @@ class FlowRunController:
         try:
             with metrics.RECONCILE_DURATION.time():
                 result = await self.loop.run_in_executor(self.pool, self.passes.run, body, children)
+        except BaseException:
+            self.expectations.unsure(uid)
+            raise
         finally:
             seen = self.seen_during_pass.pop(uid, set())
         if result.gone or uid not in self.namespaces:
