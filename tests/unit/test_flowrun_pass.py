@@ -309,3 +309,27 @@ def test_a_flowrun_deleted_while_its_pass_runs_ends_the_pass_quietly() -> None:
 
     kube.patch_status = gone  # type: ignore[method-assign]
     assert kube.run(kube.passes()).gone
+
+
+def test_a_pod_deleted_for_its_deadline_by_a_pass_whose_status_write_failed_keeps_its_reason() -> None:
+    # Found by the soak: the API server went away between a pass's delete of an overdue pod and its
+    # status write; the next pass found the pod gone and took it for deleted by someone else.
+    kube = FakeKube({"tasks": [pod_task("a", activeDeadlineSeconds=5)]}, {})
+    passes = kube.passes()
+    kube.run(passes)
+    pod = next(o for o in kube.objects if o["metadata"]["name"] == "x-a-1")
+    pod["status"] = {"phase": "Running", "startTime": "2024-05-01T12:00:00Z"}  # long past its deadline
+    write = kube.patch_status
+
+    def unreachable(*args: Any) -> dict[str, Any]:
+        raise api_error(503, "Service Unavailable", "etcd is away")
+
+    kube.patch_status = unreachable  # type: ignore[method-assign,assignment]
+    with pytest.raises(ApiException):
+        kube.run(passes)
+    assert not any(o["metadata"]["name"] == "x-a-1" for o in kube.objects)  # deleted before the write
+
+    kube.patch_status = write  # type: ignore[method-assign]
+    kube.run(passes)
+    assert tasks(kube) == {"a": ("Failed", "DeadlineExceeded")}
+    assert passes._deleted_pods == {}  # recorded: nothing more to remember

@@ -65,6 +65,7 @@ from flowrun.observed import (
     Observed,
     ObservedChild,
     ObservedPod,
+    child_key,
     observe,
     observed_from_children,
     run_of,
@@ -203,11 +204,19 @@ class FlowRunPass:
         # Per run: since when a status whose only news is pods that started running is held back
         # (engine.only_pods_started), at most HOLD_STARTED_SECONDS.
         self._held: dict[str, float] = {}
+        # Per run: the task pods this process deleted that no status write of the run has recorded
+        # since (name -> the pod as last seen, being deleted). A pass that deletes an overdue pod and
+        # then cannot write its status (the API server went away between the two) would leave the
+        # next pass a pod gone and a status that says it runs: deleted by someone else (PodDeleted),
+        # why it was deleted lost. The next passes see it as being deleted, as last seen, until a
+        # status of theirs lands. Memory only: a restart between the delete and the write loses it.
+        self._deleted_pods: dict[str, dict[str, ObservedPod]] = {}
         self._clock, self._hold_started = clock, hold_started
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
         self._held.pop(uid, None)
+        self._deleted_pods.pop(uid, None)
         self._reported.forget(uid)
         self._refused.pop(uid, None)
         self._namespace_terminating.discard(uid)
@@ -382,7 +391,9 @@ class FlowRunPass:
                 message = f"cannot read the run's children: {error}; left to the garbage collector"
                 for fresh in self._reported.fresh((run.uid, "unreadable", kind), [message]):
                     self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
-        observed = observed_from_children([*children, *others])
+        present = {child_key(child) for child in children}
+        gone = [pod for pod in self._deleted_pods.get(run.uid, {}).values() if child_key(pod) not in present]
+        observed = observed_from_children([*children, *others, *gone])
         refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
         locks = wanted_locks(run.spec)
         if locks:
@@ -489,10 +500,15 @@ class FlowRunPass:
         releasing = bool(metadata.get("deletionTimestamp")) and outcome.finalizer_releasable
         held = self._hold_back(uid, previous, status) if not releasing else None
         if held is None and changes(status, previous):
-            writes.body = self._patch_status(body, status, releasing) or writes.body
+            written = self._patch_status(body, status, releasing)
+            writes.body = written or writes.body
+            if written is not None:
+                self._deleted_pods.pop(uid, None)  # why they were deleted is in the status now
             if OWN_STATUS in body:
                 overruled = "its status was written by someone else: the operator's own is written back"
                 self.kube.post_event(body, "Warning", STATUS_OVERRULED, overruled)
+        elif held is None:
+            self._deleted_pods.pop(uid, None)  # the status says it already
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         for failure in self._reported.fresh(uid, writes.failures):
@@ -582,7 +598,7 @@ class FlowRunPass:
                     namespace, action.pod_name, action.container, action.tail_lines
                 )
             elif isinstance(action, DeleteObject):
-                self._delete(namespace, action, writes)
+                self._delete(run, action, observed, writes)
             elif isinstance(action, CreateObject):
                 self._create(run.uid, action, writes)
             elif isinstance(action, TakeLock):
@@ -591,13 +607,17 @@ class FlowRunPass:
                 self.kube.delete_flowrun(namespace, body["metadata"]["name"])
         return outcome
 
-    def _delete(self, namespace: str, action: DeleteObject, writes: _Writes) -> None:
+    def _delete(self, run: RunInput, action: DeleteObject, observed: Observed, writes: _Writes) -> None:
         try:
-            self.kube.delete(namespace, action.api_version, action.kind, action.name, action.propagation)
-            if (action.api_version, action.kind) in CHILD_KINDS:
-                writes.deleted.append((action.api_version, action.kind, action.name))
+            self.kube.delete(run.namespace, action.api_version, action.kind, action.name, action.propagation)
         except ApiException as error:
             writes.failures.append(f"deleting {action.kind} {action.name}: {error.status} {error.reason}")
+            return
+        if (action.api_version, action.kind) in CHILD_KINDS:
+            writes.deleted.append((action.api_version, action.kind, action.name))
+        pod = next((p for p in observed.pods if p.name == action.name), None) if action.kind == "Pod" else None
+        if pod is not None:
+            self._deleted_pods.setdefault(run.uid, {})[pod.name] = dataclasses.replace(pod, deleting=True)
 
     def _create(self, uid: str, action: CreateObject, writes: _Writes) -> bool:
         """Create if absent; whether it exists now. A refusal or a failure is noted in `writes`."""

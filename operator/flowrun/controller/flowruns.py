@@ -91,15 +91,6 @@ class FlowRunController:
         self.namespaces[uid] = entry.namespace
         if self.expectations.flowrun_seen(uid, body):
             return  # the echo of this process's own write: the pass that wrote it decided already
-        if self.expectations.foreign_status(uid, body) is not None:
-            metadata = body["metadata"]
-            logger.warning(
-                "FlowRun %s/%s: its status was written by someone else (resourceVersion %s): overruled,"
-                " the operator's own is written back",
-                metadata.get("namespace"),
-                metadata.get("name"),
-                metadata.get("resourceVersion"),
-            )
         status = body.get("status") or {}
         finished = status.get("phase") in RUN_FINAL and not body["metadata"].get("deletionTimestamp")
         if type_ == "LISTED" and finished:
@@ -149,8 +140,19 @@ class FlowRunController:
             return None, []
         body = self.expectations.flowrun(uid, self.caches.flowrun(namespace, uid))
         own = self.expectations.foreign_status(uid, body) if body is not None else None
-        if own is not None:
-            body = {**(body or {}), OWN_STATUS: own}
+        if body is not None and own is not None:
+            # Read between passes (the queue runs one pass of a run at a time), so the status differs
+            # from the last one this process wrote only by someone else's write: not by the echo of
+            # a write of a pass still running, whose expectations are recorded when it ends.
+            metadata = body["metadata"]
+            logger.warning(
+                "FlowRun %s/%s: its status was written by someone else (resourceVersion %s): overruled,"
+                " the operator's own is written back",
+                metadata.get("namespace"),
+                metadata.get("name"),
+                metadata.get("resourceVersion"),
+            )
+            body = {**body, OWN_STATUS: own}
         children = self.caches.run_children(namespace, uid)
         return body, self.expectations.children(uid, children)
 
