@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         qps=args.qps,
         burst=args.burst,
+        resync_seconds=args.resync_seconds,
         orphans=OrphanPolicy(grace=args.orphan_grace, delete_after=args.delete_orphans_after),
         stall_seconds=args.liveness_stall_seconds,
         leader_election=election,
@@ -160,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         type=_burst,
         default=Settings.burst,
         help=f"requests sent at once before --qps paces them (default {Settings.burst})",
+    )
+    run.add_argument(
+        "--resync-seconds",
+        type=_positive_seconds,
+        default=Settings.resync_seconds,
+        help=f"a run that has not finished gets a pass at least this often, events or not (default"
+        f" {Settings.resync_seconds:g}; more than 0, at most 3600)",
     )
     run.add_argument(
         "--orphan-grace",

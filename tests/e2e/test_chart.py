@@ -137,9 +137,12 @@ def test_templates_refuse_values_under_which_two_operators_would_act(
 @pytest.mark.parametrize(
     ("values", "flags"),
     [
-        ([], ["--qps=200", "--burst=400"]),
-        (["--set", "qps=0"], ["--qps=0", "--burst=400"]),
-        (["--set-json", "qps=12.5", "--set", "burst=40"], ["--qps=12.5", "--burst=40"]),
+        ([], ["--qps=200", "--burst=400", "--resync-seconds=30"]),
+        (["--set", "qps=0"], ["--qps=0", "--burst=400", "--resync-seconds=30"]),
+        (
+            ["--set-json", "qps=12.5", "--set", "burst=40", "--set", "resyncSeconds=5"],
+            ["--qps=12.5", "--burst=40", "--resync-seconds=5"],
+        ),
     ],
     ids=["defaults", "no-limit", "set"],
 )
@@ -147,7 +150,7 @@ def test_templates_give_the_operator_its_rate_limit(tools: Tools, values: list[s
     rendered = yaml.safe_load_all(tools.run("helm", "template", "r", str(CHART), "--namespace", "ops", *values).stdout)
     deployment = next(doc for doc in rendered if doc and doc["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert [arg for arg in args if arg.startswith(("--qps=", "--burst="))] == flags
+    assert [arg for arg in args if arg.startswith(("--qps=", "--burst=", "--resync-seconds="))] == flags
 
 
 def test_templates_render_the_scope_asked_for(tools: Tools) -> None:

@@ -123,6 +123,19 @@ def test_the_rate_limit_flags_default_to_the_settings_and_reach_them(monkeypatch
     assert (ran["memo"].settings.qps, ran["memo"].settings.burst) == (12.5, 30)
 
 
+def test_the_resync_period_defaults_to_the_settings_and_reaches_them(parse: Parse) -> None:
+    assert parse().resync_seconds == Settings.resync_seconds == 30.0
+    assert parse("--resync-seconds", "2.5").resync_seconds == 2.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "3601", "soon"])
+def test_a_bad_resync_period_is_refused_naming_the_flag(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", "-n", "team", "--resync-seconds", value])
+    assert exit_.value.code == 2
+    assert "argument --resync-seconds" in capsys.readouterr().err
+
+
 QPS_RULE = "must be a number of requests a second, at most 100000 (0 or less: no limit)"
 BURST_RULE = "must be a whole number of requests from 1 to 100000"
 

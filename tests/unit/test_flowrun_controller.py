@@ -15,7 +15,7 @@ import pytest
 from flowrun import api
 from flowrun.controller.caches import Body, Caches
 from flowrun.controller.flowrun_pass import PassResult
-from flowrun.controller.flowruns import FlowRunController
+from flowrun.controller.flowruns import FlowRunController, next_pass_after
 from flowrun.controller.informer import Entry
 from flowrun.controller.orphans import Child
 from flowrun.controller.runtime import Runtime
@@ -290,3 +290,12 @@ def test_a_stale_status_written_back_by_someone_else_is_overruled_by_the_operato
             server.end_watches()
 
     asyncio.run(scenario())
+
+
+def test_a_run_that_has_not_finished_is_passed_within_the_resync_period_and_a_finished_one_for_its_ttl() -> None:
+    assert next_pass_after(PassResult(), 5.0) == 5.0
+    assert next_pass_after(PassResult(requeue_after=2.0), 5.0) == 2.0
+    assert next_pass_after(PassResult(requeue_after=60.0), 5.0) == 5.0
+    assert next_pass_after(PassResult(done=True), 5.0) is None
+    assert next_pass_after(PassResult(done=True, requeue_after=600.0), 5.0) == 600.0
+    assert next_pass_after(PassResult(released=True, requeue_after=1.0), 5.0) is None

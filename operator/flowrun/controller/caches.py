@@ -29,6 +29,7 @@ from flowrun import api
 from flowrun.controller.informer import Entry, Informer, failures_log
 from flowrun.controller.kind_watches import KindWatches
 from flowrun.controller.locks import Limits, LockClaims, LockKey, held_slots, semaphores_of
+from flowrun.controller.packed import PackedBody, packed_if_finished
 from flowrun.engine.budget import size
 from flowrun.kube import CHILD_KINDS, ChildrenUnreadable, Kube
 from flowrun.locks import LockView, lock_view
@@ -68,6 +69,11 @@ def trimmed(body: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(annotations, Mapping) and LAST_APPLIED in annotations:
         metadata["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     return {**body, "metadata": metadata, STORED_BYTES: size(body)}
+
+
+def cached_flowrun(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A FlowRun as its cache keeps it: trimmed, and packed once finished (packed.py)."""
+    return packed_if_finished(trimmed(body))
 
 
 def cron_key(namespace: str, label: str) -> str:
@@ -110,7 +116,7 @@ class Caches:
                 api.KIND,
                 namespace,
                 None,
-                trimmed,
+                cached_flowrun,
                 index_of=_cron_of,
                 on_event=self._on_flowrun,
                 log=log,
@@ -185,7 +191,9 @@ class Caches:
         left the line of are woken (one ahead of them may have been in the way), and so is the run
         itself when it made a new claim (the echo of its own status write brings no pass, but its
         task takes a free slot only once its claim is there for the others to see)."""
-        left, joined = self.lock_claims.update(entry.uid, entry.namespace, None if type_ == "DELETED" else entry.value)
+        # A finished run (packed) wants no lock: it is not unpacked to be asked.
+        wants = None if type_ == "DELETED" or isinstance(entry.value, PackedBody) else entry.value
+        left, joined = self.lock_claims.update(entry.uid, entry.namespace, wants)
         self._flowrun_event(type_, entry, previous)
         self._wake(left)
         if joined and type_ != "LISTED":

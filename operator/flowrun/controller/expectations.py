@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from flowrun.api import RUN_FINAL
+from flowrun.controller.packed import PackedBody
 from flowrun.observed import ChildKey, ObservedChild, child_key
 
 EXPECTATION_SECONDS = 120.0
@@ -37,6 +39,7 @@ class Expectations:
         self._created: dict[str, dict[ChildKey, tuple[float, ObservedChild]]] = {}
         self._deleted: dict[str, dict[ChildKey, float]] = {}
         self._written: dict[str, Mapping[str, Any]] = {}
+        # A finished run's is packed (packed.py): thousands are kept, and rarely read.
         self._own_status: dict[str, Mapping[str, Any]] = {}
 
     # --- recorded after a pass ---------------------------------------------------------------
@@ -53,7 +56,7 @@ class Expectations:
 
     def written(self, uid: str, body: Mapping[str, Any]) -> None:
         self._written[uid] = body
-        self._own_status[uid] = body.get("status") or {}
+        self._own_status[uid] = _kept(body.get("status") or {})
 
     def unsure(self, uid: str) -> None:
         """A pass failed half way: a status write of it may have landed or not. The cache is believed."""
@@ -73,9 +76,9 @@ class Expectations:
     def flowrun_seen(self, uid: str, body: Mapping[str, Any]) -> bool:
         """An event of the FlowRun arrived. True if it is the echo of this process's own last write
         (nothing in it is news to this process)."""
-        status = body.get("status") or {}
-        if self._own_status.get(uid) == status:
-            self._own_status[uid] = status  # the cache's copy, equal: one copy of it is kept, not two
+        own = self._own_status.get(uid)
+        if own is not None and not isinstance(own, PackedBody) and own == (body.get("status") or {}):
+            self._own_status[uid] = body.get("status") or {}  # the cache's copy, equal: one is kept, not two
         written = self._written.get(uid)
         if written is None:
             return False
@@ -101,6 +104,8 @@ class Expectations:
     def foreign_status(self, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """This process's own last status, if `body` shows another one (written by someone else)."""
         own = self._own_status.get(uid)
+        if isinstance(own, PackedBody):
+            own = own["status"]
         return own if own is not None and (body.get("status") or {}) != own else None
 
     def children(self, uid: str, cached: Iterable[ObservedChild]) -> list[ObservedChild]:
@@ -118,6 +123,11 @@ class Expectations:
             elif key not in by_key:
                 by_key[key] = child
         return list(by_key.values())
+
+
+def _kept(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A status as remembered: packed if the run is finished."""
+    return PackedBody({"status": status}) if status.get("phase") in RUN_FINAL else status
 
 
 def resource_version(body: Mapping[str, Any]) -> str:

@@ -28,6 +28,7 @@ from flowrun.controller.expectations import Expectations
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
 from flowrun.controller.informer import Entry
 from flowrun.controller.orphans import Child, SweepState, sweep
+from flowrun.controller.packed import phase_of, unpacked
 from flowrun.controller.settings import OrphanPolicy, Settings
 from flowrun.controller.workqueue import WorkQueue
 from flowrun.kube import CHILD_KINDS, Kube
@@ -35,7 +36,6 @@ from flowrun.observed import ChildKey, ObservedChild, child_key
 
 logger = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 30.0  # the longest a running run goes without a pass, whatever happens
 # After a restart the finished runs are looked at again (level-triggered: a TTL may have passed),
 # spread over this long and behind the running ones, which resume at once.
 STARTUP_SPREAD_SECONDS = 60.0
@@ -68,7 +68,7 @@ def is_unreachable(error: BaseException) -> bool:
 class FlowRunController:
     def __init__(self, settings: Settings, kube: Kube, caches: Caches, pool: ThreadPoolExecutor) -> None:
         self.loop = asyncio.get_running_loop()
-        self.kube, self.caches, self.pool = kube, caches, pool
+        self.settings, self.kube, self.caches, self.pool = settings, kube, caches, pool
         self.passes = FlowRunPass(kube, caches)
         self.expectations = Expectations()
         self.queue = WorkQueue(self.sync, self.probe, settings.workers, is_unreachable)
@@ -91,8 +91,7 @@ class FlowRunController:
         self.namespaces[uid] = entry.namespace
         if self.expectations.flowrun_seen(uid, body):
             return  # the echo of this process's own write: the pass that wrote it decided already
-        status = body.get("status") or {}
-        finished = status.get("phase") in RUN_FINAL and not body["metadata"].get("deletionTimestamp")
+        finished = phase_of(body) in RUN_FINAL and not body["metadata"].get("deletionTimestamp")
         if type_ == "LISTED" and finished:
             self.queue.add_after(uid, random.uniform(1.0, STARTUP_SPREAD_SECONDS))
         else:
@@ -138,7 +137,8 @@ class FlowRunController:
         namespace = self.namespaces.get(uid)
         if namespace is None:
             return None, []
-        body = self.expectations.flowrun(uid, self.caches.flowrun(namespace, uid))
+        cached = self.caches.flowrun(namespace, uid)
+        body = self.expectations.flowrun(uid, unpacked(cached) if cached is not None else None)
         own = self.expectations.foreign_status(uid, body) if body is not None else None
         if body is not None and own is not None:
             # Read between passes (the queue runs one pass of a run at a time), so the status differs
@@ -186,7 +186,7 @@ class FlowRunController:
         if result.waiting_for_flow is not None:
             waiting = (body["metadata"]["namespace"], result.waiting_for_flow)
             self.flow_waiters.setdefault(waiting, set()).add(uid)
-        return next_pass_after(result)
+        return next_pass_after(result, self.settings.resync_seconds)
 
     def record(self, uid: str, result: PassResult, seen: set[ChildKey]) -> None:
         """What the pass wrote, as expectations, but for the children whose events arrived while
@@ -254,8 +254,8 @@ class FlowRunController:
         return found
 
 
-def next_pass_after(result: PassResult) -> float | None:
-    """When the run wants its next pass, events aside."""
+def next_pass_after(result: PassResult, resync: float) -> float | None:
+    """When the run wants its next pass, events aside (`resync`: at the latest, while it runs)."""
     if result.released:
         return None  # the FlowRun goes; its DELETED event ends it
     if result.done and not result.deleting:
@@ -263,5 +263,5 @@ def next_pass_after(result: PassResult) -> float | None:
         # finished runs cost nothing.
         return result.requeue_after
     if result.requeue_after is None:
-        return RESYNC_SECONDS
-    return min(result.requeue_after, RESYNC_SECONDS)
+        return resync
+    return min(result.requeue_after, resync)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from flowrun import api, metrics
+from flowrun import metrics
 from flowrun.controller.caches import Body, Caches
 from flowrun.controller.election import Elector
 from flowrun.controller.health import Health, Progress, judge, since_answering, stalled
 from flowrun.controller.informer import Entry
+from flowrun.controller.packed import phase_of
 from flowrun.controller.settings import Settings
 from flowrun.controller.term import Term
 from flowrun.kube import Fence, Kube
@@ -131,7 +132,7 @@ class Runtime:
     def phases(self) -> list[str]:
         """The phase of every run cached (read at scrape time by the metrics)."""
         entries = self.caches.flowrun_entries()
-        return [str((entry.value.get("status") or {}).get("phase") or api.PENDING) for entry in entries]
+        return [phase_of(entry.value) for entry in entries]
 
     # --- the caches' events (caches.Listener), on the event loop ---------------------------------
 

@@ -39,6 +39,10 @@ class Settings:
     # of `burst` tokens refilled at `qps` a second. qps <= 0: no limit.
     qps: float = 200.0
     burst: int = 400
+    # The longest a run that has not finished goes without a pass when nothing about it changes:
+    # the safety net under the watches (a lost event, a clock-driven step missed). A pass that
+    # finds nothing new sends no request; it costs CPU, one pass per running run per period.
+    resync_seconds: float = 30.0
     orphans: OrphanPolicy = field(default_factory=OrphanPolicy)
     # The liveness answer fails after passes have been due this long with none finishing (or a
     # watch failing this long) while the API server answers (health.py).
