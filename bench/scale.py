@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--restart-timeout", type=float, default=600, help="seconds to wait for progress after the restart"
     )
+    parser.add_argument(
+        "--settle", type=float, default=70, help="seconds after the restart's runs finished until its RSS is read"
+    )
     args = parser.parse_args(argv)
     print(f"== scale: {args.finished} finished runs kept, {args.in_flight} in flight at a restart", flush=True)
     with harness.session() as session:
@@ -121,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"   restart's API requests until then: {total} ({total / len(flight):.1f} per in-flight run; "
                     f"{args.finished} finished runs kept): {stats.format_counts(requests, 8)}"
                 )
+            # The finished runs' first passes are spread over the minute after the start.
+            time.sleep(args.settle)
+            rss, peak = operator.memory()
+            print(f"   the new process {args.settle:.0f}s later: RSS {rss:.0f} MiB (peak {peak:.0f} MiB)", flush=True)
         finally:
             driver.close()
             pods.stop()
