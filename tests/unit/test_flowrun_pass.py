@@ -332,4 +332,29 @@ def test_a_pod_deleted_for_its_deadline_by_a_pass_whose_status_write_failed_keep
     kube.patch_status = write  # type: ignore[method-assign]
     kube.run(passes)
     assert tasks(kube) == {"a": ("Failed", "DeadlineExceeded")}
-    assert passes._deleted_pods == {}  # recorded: nothing more to remember
+    assert passes._unrecorded_pods == {}  # recorded: nothing more to remember
+
+
+def test_a_pod_created_by_a_pass_whose_status_write_failed_and_deleted_since_is_not_created_again() -> None:
+    # Found by the soak (a run of 200 tasks, a pod deleted seconds after its create): the status
+    # that would have said the pod was created was never written, the pod was gone by the next
+    # pass, which created it again under the same name.
+    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    passes = kube.passes()
+    write = kube.patch_status
+
+    def unreachable(*args: Any) -> dict[str, Any]:
+        raise api_error(503, "Service Unavailable", "etcd is away")
+
+    kube.patch_status = unreachable  # type: ignore[method-assign,assignment]
+    with pytest.raises(ApiException):
+        kube.run(passes)
+    assert kube.create_calls == ["Pod/x-a-1"]
+    kube.objects = [o for o in kube.objects if o["metadata"]["name"] != "x-a-1"]  # deleted by someone
+
+    kube.patch_status = write  # type: ignore[method-assign]
+    kube.run(passes)
+    kube.run(passes)
+    assert kube.create_calls == ["Pod/x-a-1"]  # never under the same name again
+    assert tasks(kube) == {"a": ("Failed", "PodDeleted")}
+    assert passes._unrecorded_pods == {}

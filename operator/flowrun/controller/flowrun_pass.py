@@ -204,19 +204,21 @@ class FlowRunPass:
         # Per run: since when a status whose only news is pods that started running is held back
         # (engine.only_pods_started), at most HOLD_STARTED_SECONDS.
         self._held: dict[str, float] = {}
-        # Per run: the task pods this process deleted that no status write of the run has recorded
-        # since (name -> the pod as last seen, being deleted). A pass that deletes an overdue pod and
-        # then cannot write its status (the API server went away between the two) would leave the
-        # next pass a pod gone and a status that says it runs: deleted by someone else (PodDeleted),
-        # why it was deleted lost. The next passes see it as being deleted, as last seen, until a
-        # status of theirs lands. Memory only: a restart between the delete and the write loses it.
-        self._deleted_pods: dict[str, dict[str, ObservedPod]] = {}
+        # Per run: the task pods this process created or deleted that no status write of the run has
+        # recorded since (name -> the pod as created or last seen). A pass whose status write fails
+        # after its creates and deletes (the API server went away between them) leaves a status
+        # that does not know of them: a pod created then, and deleted by someone before the next
+        # pass saw it, would be created again under the same name; a pod deleted for its deadline
+        # would be taken for deleted by someone else (PodDeleted). Until a status write of the run
+        # lands, a pod of these that the caches lack is handed to the passes as being deleted.
+        # Memory only: a restart between the two loses it.
+        self._unrecorded_pods: dict[str, dict[str, ObservedPod]] = {}
         self._clock, self._hold_started = clock, hold_started
 
     def forget(self, uid: str) -> None:
         """The run is gone: drop what is remembered about it."""
         self._held.pop(uid, None)
-        self._deleted_pods.pop(uid, None)
+        self._unrecorded_pods.pop(uid, None)
         self._reported.forget(uid)
         self._refused.pop(uid, None)
         self._namespace_terminating.discard(uid)
@@ -392,7 +394,11 @@ class FlowRunPass:
                 for fresh in self._reported.fresh((run.uid, "unreadable", kind), [message]):
                     self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
         present = {child_key(child) for child in children}
-        gone = [pod for pod in self._deleted_pods.get(run.uid, {}).values() if child_key(pod) not in present]
+        gone = [
+            dataclasses.replace(pod, deleting=True)
+            for pod in self._unrecorded_pods.get(run.uid, {}).values()
+            if child_key(pod) not in present
+        ]
         observed = observed_from_children([*children, *others, *gone])
         refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
         locks = wanted_locks(run.spec)
@@ -503,12 +509,12 @@ class FlowRunPass:
             written = self._patch_status(body, status, releasing)
             writes.body = written or writes.body
             if written is not None:
-                self._deleted_pods.pop(uid, None)  # why they were deleted is in the status now
+                self._unrecorded_pods.pop(uid, None)  # the status knows of them now
             if OWN_STATUS in body:
                 overruled = "its status was written by someone else: the operator's own is written back"
                 self.kube.post_event(body, "Warning", STATUS_OVERRULED, overruled)
         elif held is None:
-            self._deleted_pods.pop(uid, None)  # the status says it already
+            self._unrecorded_pods.pop(uid, None)  # the status says it already
         for event in outcome.events:
             self.kube.post_event(body, event.type, event.reason, event.message)
         for failure in self._reported.fresh(uid, writes.failures):
@@ -617,7 +623,7 @@ class FlowRunPass:
             writes.deleted.append((action.api_version, action.kind, action.name))
         pod = next((p for p in observed.pods if p.name == action.name), None) if action.kind == "Pod" else None
         if pod is not None:
-            self._deleted_pods.setdefault(run.uid, {})[pod.name] = dataclasses.replace(pod, deleting=True)
+            self._unrecorded_pods.setdefault(run.uid, {})[pod.name] = dataclasses.replace(pod, deleting=True)
 
     def _create(self, uid: str, action: CreateObject, writes: _Writes) -> bool:
         """Create if absent; whether it exists now. A refusal or a failure is noted in `writes`."""
@@ -629,6 +635,8 @@ class FlowRunPass:
             seen = observe(created if created is not None else manifest)
             if seen is not None:
                 writes.created.append(seen)
+            if isinstance(seen, ObservedPod):
+                self._unrecorded_pods.setdefault(uid, {})[seen.name] = seen
             return True
         except (ForeignObject, UnknownKind) as error:
             writes.refusals[f"{kind}/{name}"] = str(error)
