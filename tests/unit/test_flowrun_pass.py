@@ -11,6 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
+from flowrun.controller.flowrun_pass import FlowRunPass
 from flowrun.kube import ChildrenUnreadable, ForeignObject, Kube
 from tests.unit.fakes import NS, UID, FakeKube, api_error, pod_task
 
@@ -311,6 +312,22 @@ def test_a_flowrun_deleted_while_its_pass_runs_ends_the_pass_quietly() -> None:
     assert kube.run(kube.passes()).gone
 
 
+def failing_status_write(kube: FakeKube, passes: FlowRunPass) -> None:
+    """A pass whose creates and deletes are answered and whose status write is not (the API server
+    went away between them)."""
+    write = kube.patch_status
+
+    def unreachable(*args: Any) -> dict[str, Any]:
+        raise api_error(503, "Service Unavailable", "etcd is away")
+
+    kube.patch_status = unreachable  # type: ignore[method-assign,assignment]
+    try:
+        with pytest.raises(ApiException):
+            kube.run(passes)
+    finally:
+        kube.patch_status = write  # type: ignore[method-assign]
+
+
 def test_a_pod_deleted_for_its_deadline_by_a_pass_whose_status_write_failed_keeps_its_reason() -> None:
     # Found by the soak: the API server went away between a pass's delete of an overdue pod and its
     # status write; the next pass found the pod gone and took it for deleted by someone else.
@@ -319,17 +336,9 @@ def test_a_pod_deleted_for_its_deadline_by_a_pass_whose_status_write_failed_keep
     kube.run(passes)
     pod = next(o for o in kube.objects if o["metadata"]["name"] == "x-a-1")
     pod["status"] = {"phase": "Running", "startTime": "2024-05-01T12:00:00Z"}  # long past its deadline
-    write = kube.patch_status
-
-    def unreachable(*args: Any) -> dict[str, Any]:
-        raise api_error(503, "Service Unavailable", "etcd is away")
-
-    kube.patch_status = unreachable  # type: ignore[method-assign,assignment]
-    with pytest.raises(ApiException):
-        kube.run(passes)
+    failing_status_write(kube, passes)
     assert not any(o["metadata"]["name"] == "x-a-1" for o in kube.objects)  # deleted before the write
 
-    kube.patch_status = write  # type: ignore[method-assign]
     kube.run(passes)
     assert tasks(kube) == {"a": ("Failed", "DeadlineExceeded")}
     assert passes._unrecorded_pods == {}  # recorded: nothing more to remember
@@ -341,18 +350,10 @@ def test_a_pod_created_by_a_pass_whose_status_write_failed_and_deleted_since_is_
     # pass, which created it again under the same name.
     kube = FakeKube({"tasks": [pod_task("a")]}, {})
     passes = kube.passes()
-    write = kube.patch_status
-
-    def unreachable(*args: Any) -> dict[str, Any]:
-        raise api_error(503, "Service Unavailable", "etcd is away")
-
-    kube.patch_status = unreachable  # type: ignore[method-assign,assignment]
-    with pytest.raises(ApiException):
-        kube.run(passes)
+    failing_status_write(kube, passes)
     assert kube.create_calls == ["Pod/x-a-1"]
     kube.objects = [o for o in kube.objects if o["metadata"]["name"] != "x-a-1"]  # deleted by someone
 
-    kube.patch_status = write  # type: ignore[method-assign]
     kube.run(passes)
     kube.run(passes)
     assert kube.create_calls == ["Pod/x-a-1"]  # never under the same name again
