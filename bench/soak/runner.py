@@ -537,7 +537,10 @@ class Soak:
         if not self.operator_away.is_set() and not self.operator.alive():
             # Only faults stop it: an exit of its own is a failure; it is started again to go on.
             tail = self.operator.log_path.read_text(errors="replace").splitlines()[-3:]
-            self.fail(None, "6 liveness", f"the operator exited by itself: {' | '.join(tail)[:600]}")
+            process = self.operator.process
+            status = process.returncode if process is not None else None
+            why = f"killed by signal {-status}" if status is not None and status < 0 else f"exit status {status}"
+            self.fail(None, "6 liveness", f"the operator exited by itself ({why}): {' | '.join(tail)[:600]}")
             self.operator.start()
         elif not self.operator_away.is_set():
             code, answer = self.health()
