@@ -359,3 +359,21 @@ def test_a_pod_created_by_a_pass_whose_status_write_failed_and_deleted_since_is_
     assert kube.create_calls == ["Pod/x-a-1"]  # never under the same name again
     assert tasks(kube) == {"a": ("Failed", "PodDeleted")}
     assert passes._unrecorded_pods == {}
+
+
+def test_a_deleted_run_whose_status_cannot_be_written_is_released_though_it_deleted_pods_unrecorded() -> None:
+    # What the pods a pass deleted are remembered for (their reason) does not matter to a run that
+    # goes: they must not hold its finalizer while its status cannot be written.
+    kube = FakeKube({"tasks": [pod_task("a")]}, {})
+    passes = kube.passes()
+    kube.run(passes)
+    kube.body["metadata"]["deletionTimestamp"] = "2024-05-01T12:00:05Z"
+    failing_status_write(kube, passes)  # the pass deletes the running pod; its write fails
+    assert not any(o["kind"] == "Pod" for o in kube.objects)
+
+    def refused(*args: Any) -> dict[str, Any]:
+        raise api_error(422, "Unprocessable Entity", "the status cannot be written")
+
+    kube.patch_status = refused  # type: ignore[method-assign,assignment]
+    assert kube.run(passes).released
+    assert api.FINALIZER not in kube.body["metadata"]["finalizers"]

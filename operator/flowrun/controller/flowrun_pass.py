@@ -394,11 +394,10 @@ class FlowRunPass:
                 for fresh in self._reported.fresh((run.uid, "unreadable", kind), [message]):
                     self.kube.post_event(body, "Warning", CHILDREN_UNREADABLE, fresh)
         present = {child_key(child) for child in children}
-        gone = [
-            dataclasses.replace(pod, deleting=True)
-            for pod in self._unrecorded_pods.get(run.uid, {}).values()
-            if child_key(pod) not in present
-        ]
+        # Not for a run being deleted: it creates nothing and keeps no reason, and a pod that is
+        # not there must not hold its finalizer while its status cannot be written.
+        unrecorded = self._unrecorded_pods.get(run.uid, {}) if not run.deleting else {}
+        gone = [dataclasses.replace(pod, deleting=True) for pod in unrecorded.values() if child_key(pod) not in present]
         observed = observed_from_children([*children, *others, *gone])
         refusals = self.pod_refusals.read(run.uid, run.namespace, observed.jobs, now)
         locks = wanted_locks(run.spec)
