@@ -29,6 +29,7 @@ from kubernetes import client
 
 from bench import harness, stats, workloads
 from bench.drivers import API_REQUESTS_METRIC
+from devcluster.ports import free_port
 from flowrun import api
 
 MANAGED = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
@@ -79,7 +80,7 @@ class Replica:
         self.controller = harness.flowrun_operator(session, namespace, who)
         self.controller.name = identity
         self.controller.argv += ["--leader-election", f"--leader-election-namespace={namespace}", *election]
-        self.liveness = harness.free_port()
+        self.liveness = free_port()
         self.controller.argv.append(f"--liveness=http://127.0.0.1:{self.liveness}/healthz")
         self.controller.env["POD_NAME"] = identity
         self.controller.log_path = session.workdir / f"{namespace}-{identity}.log"

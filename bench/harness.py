@@ -14,7 +14,6 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from kubernetes import client, config
 
 from bench import stats
 from devcluster import cluster as devcluster
+from devcluster.ports import free_port
 from flowrun import api
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,13 +40,6 @@ IDENTITY_NAMESPACE = "flowrun-bench"
 AUDIT_POLICY = REPO / "bench" / "audit-policy.yaml"
 CRD_FILES = ("flowrun.yaml", "flow.yaml", "cronflowrun.yaml")
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:

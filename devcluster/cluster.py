@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from devcluster import build, node
 from devcluster.paths import state_dir
+from devcluster.ports import free_port
 
 NODE_COUNT = 2
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -300,13 +300,6 @@ def _write_simulated_logs(root: Path) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- talking to the cluster -----------------------------------------------------------------------
 
 
@@ -505,7 +498,7 @@ def _up(audit_policy: Path | None) -> Cluster:
         _make_node_pki(pki, net)
 
     ports = {
-        name: _free_port() for name in ("etcd", "etcdPeer", "apiserver", "controllerManager", "scheduler", "kubelet")
+        name: free_port() for name in ("etcd", "etcdPeer", "apiserver", "controllerManager", "scheduler", "kubelet")
     }
     users = ("admin", "controller-manager", "scheduler", "kwok") + (("kubelet", "kube-proxy", "coredns") if net else ())
     tokens = {user: secrets.token_hex(16) for user in users}

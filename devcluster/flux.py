@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -22,19 +21,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from devcluster import gitops
+from devcluster.ports import free_port
 
 SOURCE_MODULE = "github.com/fluxcd/source-controller"
 KUSTOMIZE_MODULE = "github.com/fluxcd/kustomize-controller"
 # How often kustomize-controller looks again at a Kustomization whose dependsOn is not Ready yet
 # (the controller's default is 30s): the tests measure how soon a dependent follows a run.
 REQUEUE_DEPENDENCY = "5s"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- the Git repository ------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from bench.soak.faults import Fault, Injector
 from bench.soak.model import Expected
 from bench.soak.watching import Recorder, wait_until
 from bench.soak.workloads import Workload, generate
+from devcluster.ports import free_port
 from flowrun import api
 
 OBJECT_LIMIT = 1_048_576
@@ -117,7 +118,7 @@ class Soak:
         self.terminating: set[str] = set()  # namespaces a fault deleted or put a quota on, meanwhile
         identity = session.identity(f"soak-{seed}")
         self.operator = harness.flowrun_operator(session, self.namespaces[0], identity)
-        self.liveness_port = harness.free_port()
+        self.liveness_port = free_port()
         self.operator.argv += [
             *(f"--namespace={ns}" for ns in self.namespaces[1:]),
             "--log-format=json",

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from devcluster import node as devcluster_node
+from devcluster.ports import free_port
 from devcluster.pytest_plugin import KubeCluster, RealNode, wait_for
 from flowrun import api
 from flowrun.timestamps import format_time
@@ -52,13 +52,6 @@ CHILD_LISTERS: dict[str, Callable[[client.ApiClient, str, str], list[Any]]] = {
     "Secret": lambda c, ns, sel: client.CoreV1Api(c).list_namespaced_secret(ns, label_selector=sel).items,
     "Lease": lambda c, ns, sel: client.CoordinationV1Api(c).list_namespaced_lease(ns, label_selector=sel).items,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # --- the operator ------------------------------------------------------------------------------

@@ -283,8 +283,15 @@ def test_a_stale_status_written_back_by_someone_else_is_overruled_by_the_operato
             run = await until("the run Succeeded again", lambda: phase() == "Succeeded" and stored("flowruns", "x"))
             assert run["status"]["tasks"]["a"]["result"] == "42"
             assert stored("pods", "x-a-2") is None
-            events = [e for (plural, _, _), e in server.objects.items() if plural == "events"]
-            assert any(e.get("reason") == "StatusOverruled" for e in events), events
+            # The event is posted after the status is written back: waited for, not read at once.
+            await until(
+                "the StatusOverruled event",
+                lambda: any(
+                    e.get("reason") == "StatusOverruled"
+                    for (plural, _, _), e in list(server.objects.items())
+                    if plural == "events"
+                ),
+            )
         finally:
             await runtime.stop()
             server.end_watches()
