@@ -197,8 +197,33 @@ def test_a_cleanup_job_whose_pod_is_refused_fails_that_attempt_and_is_deleted() 
     r = sim.res("r")
     assert r["reason"] == "CleanupJobBackoff"
     assert f"cleanup job attempt 1 failed (PodsRefused: its pod cannot be created: {quota})" in r["message"]
-    # The refused attempt's Job would start its pod late (once the quota frees): it goes.
-    assert deletes(outcome) == ["Job/demo-r-cleanup-1"]
+    # The refused attempt's Job would start its pod late (once the quota frees): it goes, once the
+    # status says that attempt failed (the Job is what says so until then).
+    assert deletes(outcome) == []
+    assert deletes(sim.step(at(15))) == ["Job/demo-r-cleanup-1"]
+    assert creates(sim.step(at(25))) == ["Job/demo-r-cleanup-2"]
+
+
+def test_a_refused_cleanup_job_stays_until_the_status_says_its_attempt_failed() -> None:
+    # Found by the soak: the Job of a refused attempt was deleted by the pass that saw the refusal,
+    # that pass's status write was lost (the API server away, the operator killed), and the next
+    # operator, reading "attempt 2 running" with no Job of attempt 2, created it again.
+    sim = ready(two_tasks(cleanup={"job": job(), "retries": 2}))
+    succeed(sim, "first")
+    sim.step(at(2))
+    succeed(sim, "second")
+    assert creates(sim.step(at(3))) == ["Job/demo-r-cleanup-1"]
+    running = dict(sim.status)  # "cleanup job attempt 1 running": the last status that landed
+    sim.cluster.pod_create_failures["demo-r-cleanup-1"] = "exceeded quota: pods"
+    assert deletes(sim.step(at(14))) == []
+    assert sim.res("r")["reason"] == "CleanupJobBackoff"
+    # That status write is lost: a pass from the older status sees the refused Job again, and
+    # neither deletes nor creates a Job of that attempt.
+    lost = decide(replace(sim.run, status=running), sim.cluster.observed(), at(15))
+    assert (deletes(lost), creates(lost)) == ([], [])
+    assert lost.status["resources"]["r"]["reason"] == "CleanupJobBackoff"
+    # Once it lands, the Job goes, and the next attempt has a name of its own.
+    assert deletes(sim.step(at(15))) == ["Job/demo-r-cleanup-1"]
     assert creates(sim.step(at(25))) == ["Job/demo-r-cleanup-2"]
 
 

@@ -30,6 +30,7 @@ from flowrun.engine.clock import after
 from flowrun.engine.context import PassContext, refusal
 from flowrun.engine.interface import Action, CreateObject, DeleteObject
 from flowrun.engine.state import ResourceState
+from flowrun.lenient import as_map
 from flowrun.model import ResourceSpec
 from flowrun.references import Context
 
@@ -113,14 +114,35 @@ def _attempt_failure(ctx: PassContext, resource: ResourceSpec, attempt: int) -> 
 
 def _refused_cleanup_jobs(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> list[Action]:
     """Delete the Jobs of failed attempts whose pod was refused: each still waits for its pod, and
-    must never start late (when the quota frees, say) beside a later attempt."""
-    deletes: list[Action] = []
+    must never start late (when the quota frees, say) beside a later attempt. Only once the status
+    says that attempt failed: until then the Job is what says so, and an operator that lost the
+    status write (and then the Job) would take the attempt for running and create its Job again."""
+    return [
+        DeleteObject("batch/v1", "Job", name)
+        for attempt, name in _refused_cleanup_job_names(ctx, resource, rs)
+        if not ctx.children.jobs[name].deleting and _recorded_as_failed(ctx, resource, attempt)
+    ]
+
+
+def _refused_cleanup_job_names(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> list[tuple[int, str]]:
+    """The attempts, and their Jobs, that wait for a pod that was refused."""
+    found = []
     for attempt in range(1, rs.cleanup_attempts + 1):
         name = names.cleanup_job_name(ctx.run.name, resource.name, attempt)
         job = ctx.children.jobs.get(name)
-        if job is not None and job.pod_create_failure and not job.finished and not job.deleting:
-            deletes.append(DeleteObject("batch/v1", "Job", name))
-    return deletes
+        if job is not None and job.pod_create_failure and not job.finished:
+            found.append((attempt, name))
+    return found
+
+
+def _recorded_as_failed(ctx: PassContext, resource: ResourceSpec, attempt: int) -> bool:
+    """Whether the previous status (the last one written) has the block past cleanup attempt `attempt`."""
+    recorded = as_map(as_map(ctx.prev.get("resources")).get(resource.name))
+    attempts = recorded.get("cleanupAttempts")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempt > attempts:
+        return False
+    running = recorded.get("phase") == CLEANING_UP and recorded.get("reason") == CLEANUP_JOB_RUNNING
+    return attempt < attempts or not running
 
 
 def _create_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceState, values: Context) -> list[Action]:
@@ -136,6 +158,7 @@ def _create_cleanup_job(ctx: PassContext, resource: ResourceSpec, rs: ResourceSt
 def _wait_until_gone(ctx: PassContext, resource: ResourceSpec, rs: ResourceState) -> None:
     remaining = [str(ref) for ref in setup_objects(ctx, resource) if ctx.children.find(ref) is not None]
     remaining += [f"Pod/{p.name}" for p in ctx.children.block_pods(resource.name)]
+    remaining += [f"Job/{name}" for _, name in _refused_cleanup_job_names(ctx, resource, rs)]
     if remaining:
         rs.message = with_setup_error(rs, "waiting for deletion of " + ", ".join(remaining))
     elif rs.cleanup_error:
