@@ -9,6 +9,9 @@ and what its schema leaves to the API server (pod templates beyond their outline
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +37,14 @@ from flowrun.schema.common import REPLICAS
 from flowrun.schema.flowrun import LOCK_WITH_FOR_EACH, MAX_FOR_EACH_NAME
 from flowrun.schema.nodes import SpecError
 
+# Specs parsed lately, by their JSON text: a run's spec is read by each of its passes (and by more
+# than one step of a pass) and rarely changes; parsing it is most of a small pass's CPU. Bounded by
+# the bytes of the texts kept (a parsed spec is of the same order).
+PARSED_CACHE_BYTES = 4 * 1024 * 1024
+_parsed: OrderedDict[tuple[str, str | None, tuple[str, ...]], FlowSpec] = OrderedDict()
+_parsed_bytes = 0
+_parsed_lock = threading.Lock()  # passes run in a pool of threads
+
 
 def parse_spec(spec: object, namespace: str | None = None, placeholders: Collection[str] = ()) -> FlowSpec:
     """Parse and validate a FlowRun spec; raises SpecError naming the first offending field.
@@ -41,7 +52,31 @@ def parse_spec(spec: object, namespace: str | None = None, placeholders: Collect
     `namespace` is the FlowRun's namespace: when given, manifests may not name another one.
     `placeholders` are params whose values stand in for values not known yet (a Flow's params
     without default): what is checked of a param's value before the run starts skips them.
+    A spec equal to one parsed lately gives the same (immutable) FlowSpec without a parse.
     """
+    global _parsed_bytes
+    try:
+        text = json.dumps(spec, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a caller's own objects): parsed, not kept
+        return _parse_spec(spec, namespace, placeholders)
+    key = (text, namespace, tuple(sorted(placeholders)))
+    with _parsed_lock:
+        found = _parsed.get(key)
+        if found is not None:
+            _parsed.move_to_end(key)
+            return found
+    parsed = _parse_spec(spec, namespace, placeholders)
+    with _parsed_lock:
+        if key not in _parsed and len(text) <= PARSED_CACHE_BYTES:
+            _parsed[key] = parsed
+            _parsed_bytes += len(text)
+            while _parsed_bytes > PARSED_CACHE_BYTES:
+                (evicted, _, _), _ = _parsed.popitem(last=False)
+                _parsed_bytes -= len(evicted)
+    return parsed
+
+
+def _parse_spec(spec: object, namespace: str | None, placeholders: Collection[str]) -> FlowSpec:
     raw = kinds.SCHEMAS.run_spec.check(spec, "spec")
     task_names = [t["name"] for t in raw["tasks"]]
     resource_names = [r["name"] for r in raw.get("resources", [])]
