@@ -123,6 +123,7 @@ def summary(results: list[Result]) -> dict[str, float | None]:
         "req/task (API server)": med([r.requests_per_task for r in results]),
         "req/task (own metric)": med([r.own_requests / tasks if r.own_requests is not None else None for r in results]),
         "CPU s": med([r.cpu for r in results]),
+        "API server CPU s": med([r.apiserver_cpu for r in results]),
         "peak RSS MiB": max((r.peak_rss for r in results if r.peak_rss is not None), default=None),
     }
 

@@ -22,6 +22,7 @@ from kubernetes import client, config
 
 from bench import harness, stats, workloads
 from bench.workloads import Shape
+from devcluster import cluster as devcluster
 from flowrun import api
 
 SUBMITTERS = 8  # threads that create the runs (or the bare client's first pods) at once
@@ -196,6 +197,8 @@ class Result:
     throttled: float | None = None
     cpu: float | None = None
     peak_rss: float | None = None
+    # The dev cluster's kube-apiserver's CPU seconds during the workload (it serves every driver).
+    apiserver_cpu: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -225,6 +228,8 @@ def measure(
     offset = session.audit_offset()
     controller = driver.controller
     cpu_before = controller.cpu() if controller else None
+    apiserver = devcluster.component_pid("kube-apiserver")
+    apiserver_before = harness.cpu_seconds(apiserver) if apiserver is not None else None
     metrics_before = controller.metrics() if controller else None
     submitted: dict[str, float] = {}
     started = time.monotonic()
@@ -254,6 +259,8 @@ def measure(
                 ready = max(by_run[run][dep].finished or 0.0 for dep in task.after)
                 gaps.append(by_run[run][task.name].created - ready)
     result = Result(driver.label, len(runs), len(runs) * len(shape), wall, first_pod, gaps)
+    if apiserver is not None and apiserver_before is not None:
+        result.apiserver_cpu = harness.cpu_seconds(apiserver) - apiserver_before
     if controller is not None:
         assert cpu_before is not None
         result.cpu = controller.cpu() - cpu_before

@@ -792,6 +792,12 @@ def status() -> tuple[bool, str]:
     return healthy, "\n".join(lines)
 
 
+def component_pid(name: str) -> int | None:
+    """The process id of a running component (kube-apiserver, etcd, ...), for benchmarks."""
+    data = _State(state_dir()).load() or {"processes": []}
+    return next((r["pid"] for r in data["processes"] if r["name"] == name and _is_ours(r)), None)
+
+
 def memory_rss_mib() -> dict[str, float]:
     """Resident memory of each component (for the README's figures)."""
     data = _State(state_dir()).load() or {"processes": []}
