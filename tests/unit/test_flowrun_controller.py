@@ -6,11 +6,13 @@ whose events arrived while the pass ran, which the cache already shows as it is 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
 from flowrun.controller.caches import Body, Caches
@@ -253,50 +255,112 @@ def test_a_run_whose_finalizer_a_pass_released_gets_no_pass_however_stale_the_ca
     asyncio.run(scenario())
 
 
+# A task pod that succeeded with the result "42".
+SUCCEEDED_WITH_42 = {
+    "phase": "Succeeded",
+    "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0, "message": "42"}}}],
+}
+
+
+class OneTaskRun:
+    """FlowRun x, of one task a, on the fake API server, passed by a whole runtime."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.server = fake_server()
+        self.server.add(flowrun("x", {"tasks": [pod_task("a")]}))
+        self.tmp_path = tmp_path
+
+    def stored(self, plural: str, name: str) -> dict[str, Any] | None:
+        return self.server.objects.get((plural, NS, name))
+
+    def phase(self) -> str | None:
+        return ((self.stored("flowruns", "x") or {}).get("status") or {}).get("phase")
+
+    def in_phase(self, phase: str) -> dict[str, Any] | None:
+        """The run, if it is in `phase`."""
+        return self.stored("flowruns", "x") if self.phase() == phase else None
+
+    async def running(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Its pod, and the run once Running."""
+        pod = await until("the pod created", lambda: self.stored("pods", "x-a-1"))
+        run = await until("the run Running", lambda: self.in_phase("Running"))
+        return pod, run
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        """As someone else would."""
+        self.server.modify({**(self.stored("flowruns", "x") or {}), "status": status})
+
+    def with_operator(self, scenario: Callable[[], Awaitable[None]]) -> None:
+        async def main() -> None:
+            runtime = Runtime(Settings(namespaces=(NS,), workers=2), kube_over(self.server, self.tmp_path))
+            runtime.start()
+            try:
+                await scenario()
+            finally:
+                await runtime.stop()
+                self.server.end_watches()
+
+        asyncio.run(main())
+
+
 def test_a_stale_status_written_back_by_someone_else_is_overruled_by_the_operators_own(tmp_path: Path) -> None:
     # Once the pod of a finished task is gone, nothing in the cluster says what it gave: a copy of
     # an older status written back (Running, no result) would start the task again, or lose its
     # result. The operator goes on from the status it wrote itself, and writes that back.
-    server = fake_server()
-    server.add(flowrun("x", {"tasks": [pod_task("a")]}))
-
-    def stored(plural: str, name: str) -> dict[str, Any] | None:
-        return server.objects.get((plural, NS, name))
-
-    def phase() -> str | None:
-        return ((stored("flowruns", "x") or {}).get("status") or {}).get("phase")
+    run = OneTaskRun(tmp_path)
 
     async def scenario() -> None:
-        runtime = Runtime(Settings(namespaces=(NS,), workers=2), kube_over(server, tmp_path))
-        runtime.start()
-        try:
-            pod = await until("the pod created", lambda: stored("pods", "x-a-1"))
-            running = await until("the run Running", lambda: phase() == "Running" and stored("flowruns", "x"))
-            done = {
-                "phase": "Succeeded",
-                "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 0, "message": "42"}}}],
-            }
-            server.modify({**pod, "status": done})
-            await until("the run Succeeded", lambda: phase() == "Succeeded")
-            server.delete(stored("pods", "x-a-1") or pod)
-            server.modify({**(stored("flowruns", "x") or {}), "status": running["status"]})
-            run = await until("the run Succeeded again", lambda: phase() == "Succeeded" and stored("flowruns", "x"))
-            assert run["status"]["tasks"]["a"]["result"] == "42"
-            assert stored("pods", "x-a-2") is None
-            # The event is posted after the status is written back: waited for, not read at once.
-            await until(
-                "the StatusOverruled event",
-                lambda: any(
-                    e.get("reason") == "StatusOverruled"
-                    for (plural, _, _), e in list(server.objects.items())
-                    if plural == "events"
-                ),
-            )
-        finally:
-            await runtime.stop()
-            server.end_watches()
+        pod, running = await run.running()
+        run.server.modify({**pod, "status": SUCCEEDED_WITH_42})
+        await until("the run Succeeded", lambda: run.phase() == "Succeeded")
+        run.server.delete(run.stored("pods", "x-a-1") or pod)
+        run.write_status(running["status"])
+        again = await until("the run Succeeded again", lambda: run.in_phase("Succeeded"))
+        assert again["status"]["tasks"]["a"]["result"] == "42"
+        assert run.stored("pods", "x-a-2") is None
+        # The event is posted after the status is written back: waited for, not read at once.
+        await until(
+            "the StatusOverruled event",
+            lambda: any(
+                e.get("reason") == "StatusOverruled"
+                for (plural, _, _), e in list(run.server.objects.items())
+                if plural == "events"
+            ),
+        )
 
-    asyncio.run(scenario())
+    run.with_operator(scenario)
+
+
+def test_a_pass_that_failed_half_way_leaves_the_status_it_decided_to_go_on_from(tmp_path: Path) -> None:
+    # Found by the soak: a pass of a run failed (the API server away) and the operator forgot the
+    # status it had written, so a stale copy written back just then was believed, and a cleanup
+    # Job deleted as its record said was created again. Here: the pass that saw the pod succeed
+    # cannot write that; the pod is then deleted and an older status written back. Only the
+    # operator's own decision still knows the task's result.
+    run = OneTaskRun(tmp_path)
+    refusing = {"on": False, "refused": 0}
+
+    def refuse_status_writes(method: str, path: str) -> None:
+        if refusing["on"] and method == "PATCH" and path.endswith("/flowruns/x/status"):
+            refusing["refused"] += 1
+            raise ApiException(status=503, reason="Service Unavailable")
+
+    run.server.intercept = refuse_status_writes
+
+    async def scenario() -> None:
+        pod, running = await run.running()
+        refusing["on"] = True
+        run.server.modify({**pod, "status": SUCCEEDED_WITH_42})
+        await until("the write of Succeeded refused", lambda: refusing["refused"] > 0)
+        run.server.delete(run.stored("pods", "x-a-1") or pod)
+        run.write_status({**running["status"], "message": "written back by someone else"})
+        await asyncio.sleep(0.3)  # passes of the run meet the refused writes meanwhile
+        refusing["on"] = False
+        done = await until("the run Succeeded", lambda: run.in_phase("Succeeded"), 30)
+        assert done["status"]["tasks"]["a"]["result"] == "42"
+        assert run.stored("pods", "x-a-2") is None
+
+    run.with_operator(scenario)
 
 
 def test_a_run_that_has_not_finished_is_passed_within_the_resync_period_and_a_finished_one_for_its_ttl() -> None:

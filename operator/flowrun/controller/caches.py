@@ -41,9 +41,12 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Beside a cached object: its size as the API server stores it, what it was trimmed of included
 # (a FlowRun's status has a byte budget: engine/budget.py).
 STORED_BYTES = "_storedBytes"
-# Beside a FlowRun handed to a pass: the status this process wrote last, where the object shows
-# another one, written by someone else since (expectations.py). The pass goes on from it.
+# Beside a FlowRun handed to a pass: the status this process wrote last (or was writing, when the
+# pass that wrote it failed before the write returned), where the object shows another one
+# (expectations.py, `own_status`). The pass goes on from it.
 OWN_STATUS = "_ownStatus"
+# Beside OWN_STATUS when the object's status was written by someone else (a Warning event says so).
+FOREIGN_STATUS = "_foreignStatus"
 
 Body = Mapping[str, Any]
 

@@ -41,6 +41,9 @@ class Expectations:
         self._written: dict[str, Mapping[str, Any]] = {}
         # A finished run's is packed (packed.py): thousands are kept, and rarely read.
         self._own_status: dict[str, Mapping[str, Any]] = {}
+        # The status a pass that failed half way was writing: its actions were taken, its write
+        # may have landed or not.
+        self._unconfirmed: dict[str, Mapping[str, Any]] = {}
 
     # --- recorded after a pass ---------------------------------------------------------------
 
@@ -57,10 +60,15 @@ class Expectations:
     def written(self, uid: str, body: Mapping[str, Any]) -> None:
         self._written[uid] = body
         self._own_status[uid] = _kept(body.get("status") or {})
+        self._unconfirmed.pop(uid, None)
 
-    def unsure(self, uid: str) -> None:
-        """A pass failed half way: a status write of it may have landed or not. The cache is believed."""
-        self._own_status.pop(uid, None)
+    def unsure(self, uid: str, attempted: Mapping[str, Any] | None) -> None:
+        """A pass failed half way. The status this process wrote last stays its own; the status the
+        pass was writing (`attempted`, if it got that far) may have landed or not, and its actions
+        were taken: the next pass goes on from it. Forgetting both would hand the next pass
+        whatever the object shows, a stale copy written by someone else meanwhile included."""
+        if attempted is not None:
+            self._unconfirmed[uid] = _kept(attempted)
 
     # --- met by watch events -----------------------------------------------------------------
 
@@ -91,6 +99,7 @@ class Expectations:
         self._deleted.pop(uid, None)
         self._written.pop(uid, None)
         self._own_status.pop(uid, None)
+        self._unconfirmed.pop(uid, None)
 
     # --- read before a pass ------------------------------------------------------------------
 
@@ -101,12 +110,20 @@ class Expectations:
             return cached
         return written if is_older(cached, written) else cached
 
-    def foreign_status(self, uid: str, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """This process's own last status, if `body` shows another one (written by someone else)."""
-        own = self._own_status.get(uid)
-        if isinstance(own, PackedBody):
-            own = own["status"]
-        return own if own is not None and (body.get("status") or {}) != own else None
+    def own_status(self, uid: str, body: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
+        """The status a pass of the run goes on from when it is not the one `body` shows (None if it
+        is), and whether `body` shows one written by someone else: neither this process's last
+        write nor the unconfirmed write of a pass that failed half way."""
+        shown = body.get("status") or {}
+        own, unconfirmed = _status(self._own_status.get(uid)), _status(self._unconfirmed.get(uid))
+        if unconfirmed is not None:
+            if shown == unconfirmed:  # it landed
+                self._own_status[uid] = self._unconfirmed.pop(uid)
+                return None, False
+            return unconfirmed, own is not None and shown != own
+        if own is not None and shown != own:
+            return own, True
+        return None, False
 
     def children(self, uid: str, cached: Iterable[ObservedChild]) -> list[ObservedChild]:
         """The cached children with this process's unseen creates and deletes applied."""
@@ -123,6 +140,10 @@ class Expectations:
             elif key not in by_key:
                 by_key[key] = child
         return list(by_key.values())
+
+
+def _status(kept: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return kept["status"] if isinstance(kept, PackedBody) else kept
 
 
 def _kept(status: Mapping[str, Any]) -> Mapping[str, Any]:

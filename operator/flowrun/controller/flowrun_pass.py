@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from flowrun import api, engine, metrics, resolution
 from flowrun.controller import failpoints
 from flowrun.controller.access import Access
-from flowrun.controller.caches import OWN_STATUS, STORED_BYTES
+from flowrun.controller.caches import FOREIGN_STATUS, OWN_STATUS, STORED_BYTES
 from flowrun.controller.dry_runs import AcceptedDryRuns
 from flowrun.controller.failures import ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
@@ -195,6 +195,9 @@ class FlowRunPass:
         # Per run: a create of the last pass was refused because the namespace is being deleted
         # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
         self._namespace_terminating: set[str] = set()
+        # uid -> the status a pass is writing, until the write returns; a pass that raised leaves it
+        # (the controller takes it: expectations.py, `unsure`).
+        self.attempted: dict[str, Mapping[str, Any]] = {}
         # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
         self.pod_refusals = PodRefusals(kube.event_messages)
         # What the operator may do with the kinds of setup manifests (asked once, cached).
@@ -223,6 +226,7 @@ class FlowRunPass:
         self._refused.pop(uid, None)
         self._namespace_terminating.discard(uid)
         self.pod_refusals.forget(uid)
+        self.attempted.pop(uid, None)
 
     def run(self, body: Mapping[str, Any] | None, children: Sequence[ObservedChild]) -> PassResult:
         """One pass over the FlowRun `body` (None: it is gone) with `children`, the run's children
@@ -307,7 +311,8 @@ class FlowRunPass:
         if api.FINALIZER in (body["metadata"].get("finalizers") or []):
             return body
         writes.body = self.kube.add_finalizer(body)
-        return writes.body if OWN_STATUS not in body else {**writes.body, OWN_STATUS: body[OWN_STATUS]}
+        kept = {key: body[key] for key in (OWN_STATUS, FOREIGN_STATUS) if key in body}
+        return {**writes.body, **kept} if kept else writes.body
 
     def _refuse(
         self, body: Mapping[str, Any], run: RunInput, refused: resolution.Refused, now: datetime, writes: _Writes
@@ -509,7 +514,7 @@ class FlowRunPass:
             writes.body = written or writes.body
             if written is not None:
                 self._unrecorded_pods.pop(uid, None)  # the status knows of them now
-            if OWN_STATUS in body:
+            if body.get(FOREIGN_STATUS):
                 overruled = "its status was written by someone else: the operator's own is written back"
                 self.kube.post_event(body, "Warning", STATUS_OVERRULED, overruled)
         elif held is None:
@@ -567,8 +572,11 @@ class FlowRunPass:
         """Write the status; a run whose cleanup is done is released even if the write fails (too
         large, a webhook, a conflict storm): deletion never depends on a status write."""
         metadata = body["metadata"]
+        self.attempted[metadata["uid"]] = status  # until it returns: what a pass that fails leaves
         try:
-            return self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+            written = self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+            self.attempted.pop(metadata["uid"], None)
+            return written
         except ApiException as error:
             if error.status == 404 or not releasing:
                 raise

@@ -23,7 +23,7 @@ import urllib3.exceptions
 
 from flowrun import api, metrics
 from flowrun.api import RUN_FINAL
-from flowrun.controller.caches import OWN_STATUS, Body, Caches, trimmed
+from flowrun.controller.caches import FOREIGN_STATUS, OWN_STATUS, Body, Caches, trimmed
 from flowrun.controller.expectations import Expectations
 from flowrun.controller.flowrun_pass import FlowRunPass, PassResult
 from flowrun.controller.informer import Entry
@@ -139,8 +139,8 @@ class FlowRunController:
             return None, []
         cached = self.caches.flowrun(namespace, uid)
         body = self.expectations.flowrun(uid, unpacked(cached) if cached is not None else None)
-        own = self.expectations.foreign_status(uid, body) if body is not None else None
-        if body is not None and own is not None:
+        own, foreign = self.expectations.own_status(uid, body) if body is not None else (None, False)
+        if body is not None and foreign:
             # Read between passes (the queue runs one pass of a run at a time), so the status differs
             # from the last one this process wrote only by someone else's write: not by the echo of
             # a write of a pass still running, whose expectations are recorded when it ends.
@@ -152,6 +152,8 @@ class FlowRunController:
                 metadata.get("name"),
                 metadata.get("resourceVersion"),
             )
+            body = {**body, FOREIGN_STATUS: True}
+        if body is not None and own is not None:
             body = {**body, OWN_STATUS: own}
         children = self.caches.run_children(namespace, uid)
         return body, self.expectations.children(uid, children)
@@ -168,7 +170,7 @@ class FlowRunController:
             with metrics.RECONCILE_DURATION.time():
                 result = await self.loop.run_in_executor(self.pool, self.passes.run, body, children)
         except BaseException:
-            self.expectations.unsure(uid)
+            self.expectations.unsure(uid, self.passes.attempted.pop(uid, None))
             raise
         finally:
             seen = self.seen_during_pass.pop(uid, set())
