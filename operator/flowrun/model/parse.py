@@ -39,8 +39,9 @@ from flowrun.schema.nodes import SpecError
 
 # Specs parsed lately, by their JSON text: a run's spec is read by each of its passes (and by more
 # than one step of a pass) and rarely changes; parsing it is most of a small pass's CPU. Bounded by
-# the bytes of the texts kept (a parsed spec is of the same order).
-PARSED_CACHE_BYTES = 4 * 1024 * 1024
+# the bytes of the texts kept: a parsed spec takes about 8 times its text's bytes, so at most about
+# 8 MiB (the specs of a thousand runs of ten tasks in flight fit in a quarter of it).
+PARSED_CACHE_BYTES = 1024 * 1024
 _parsed: OrderedDict[tuple[str, str | None, tuple[str, ...]], FlowSpec] = OrderedDict()
 _parsed_bytes = 0
 _parsed_lock = threading.Lock()  # passes run in a pool of threads
