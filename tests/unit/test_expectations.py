@@ -65,3 +65,43 @@ def test_a_resource_version_that_is_not_a_number_trusts_the_cache() -> None:
     expect.written("u", flowrun("b", "Running"))
     cached = flowrun("a", "Pending")
     assert expect.flowrun("u", cached) is cached
+
+
+def run_with(status: dict[str, object], version: str = "5") -> dict[str, object]:
+    return {"metadata": {"uid": "u", "resourceVersion": version}, "status": status}
+
+
+RUNNING = {"phase": "Running", "message": "running: a"}
+SUCCEEDED = {"phase": "Succeeded", "message": "done"}
+STALE = {"phase": "Running", "message": "an older copy"}
+
+
+def test_a_status_that_is_not_the_last_one_written_is_someone_elses() -> None:
+    expectations = Expectations()
+    assert expectations.own_status("u", run_with(STALE)) == (None, False)  # nothing written yet
+    expectations.written("u", run_with(RUNNING))
+    assert expectations.own_status("u", run_with(RUNNING)) == (None, False)
+    assert expectations.own_status("u", run_with(STALE)) == (RUNNING, True)
+
+
+def test_a_pass_that_failed_half_way_leaves_its_own_status_and_the_one_it_was_writing() -> None:
+    expectations = Expectations()
+    expectations.written("u", run_with(RUNNING))
+    expectations.unsure("u", None)  # failed before writing: what it wrote last is still its own
+    assert expectations.own_status("u", run_with(STALE)) == (RUNNING, True)
+    expectations.unsure("u", SUCCEEDED)  # failed after writing, or while: landed or not
+    # Not landed: the object shows the last write; the next pass goes on from the newer decision.
+    assert expectations.own_status("u", run_with(RUNNING)) == (SUCCEEDED, False)
+    # Someone else's write meanwhile is overruled by that decision.
+    assert expectations.own_status("u", run_with(STALE)) == (SUCCEEDED, True)
+    # Landed (its echo, or the pass wrote it and failed after): it is the operator's own from now.
+    assert expectations.own_status("u", run_with(SUCCEEDED, "6")) == (None, False)
+    assert expectations.own_status("u", run_with(RUNNING, "7")) == (SUCCEEDED, True)
+
+
+def test_a_forgotten_run_has_no_status_of_its_own() -> None:
+    expectations = Expectations()
+    expectations.written("u", run_with(RUNNING))
+    expectations.unsure("u", SUCCEEDED)
+    expectations.forget("u")
+    assert expectations.own_status("u", run_with(STALE)) == (None, False)

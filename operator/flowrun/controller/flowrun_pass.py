@@ -195,8 +195,9 @@ class FlowRunPass:
         # Per run: a create of the last pass was refused because the namespace is being deleted
         # (RunInput.namespace_terminating). Like the refusals, for the next pass only.
         self._namespace_terminating: set[str] = set()
-        # uid -> the status a pass is writing, until the write returns; a pass that raised leaves it
-        # (the controller takes it: expectations.py, `unsure`).
+        # uid -> the status the pass of a run wrote or was writing last (whether the write returned
+        # or not); the controller takes it when the pass ends: a pass that raised after it leaves a
+        # status that may or may not have landed (expectations.py, `unsure`).
         self.attempted: dict[str, Mapping[str, Any]] = {}
         # Why a setup or cleanup Job's pod cannot be created (read from its FailedCreate Event).
         self.pod_refusals = PodRefusals(kube.event_messages)
@@ -572,11 +573,9 @@ class FlowRunPass:
         """Write the status; a run whose cleanup is done is released even if the write fails (too
         large, a webhook, a conflict storm): deletion never depends on a status write."""
         metadata = body["metadata"]
-        self.attempted[metadata["uid"]] = status  # until it returns: what a pass that fails leaves
+        self.attempted[metadata["uid"]] = status
         try:
-            written = self.kube.patch_status(metadata["namespace"], metadata["name"], status)
-            self.attempted.pop(metadata["uid"], None)
-            return written
+            return self.kube.patch_status(metadata["namespace"], metadata["name"], status)
         except ApiException as error:
             if error.status == 404 or not releasing:
                 raise

@@ -174,6 +174,7 @@ class FlowRunController:
             raise
         finally:
             seen = self.seen_during_pass.pop(uid, set())
+        self.passes.attempted.pop(uid, None)  # the pass ended: what it wrote is in `result`
         if result.gone or uid not in self.namespaces:
             # Gone (maybe deleted while the pass ran): nothing of it is kept.
             self.forget(uid)
