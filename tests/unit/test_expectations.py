@@ -4,6 +4,8 @@ deleting, a patched FlowRun is seen as written until the cache holds that versio
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flowrun.controller.expectations import EXPECTATION_SECONDS, Expectations
 from flowrun.observed import ObservedPod, child_key
 
@@ -67,7 +69,7 @@ def test_a_resource_version_that_is_not_a_number_trusts_the_cache() -> None:
     assert expect.flowrun("u", cached) is cached
 
 
-def run_with(status: dict[str, object], version: str = "5") -> dict[str, object]:
+def run_with(status: Mapping[str, object], version: str = "5") -> dict[str, object]:
     return {"metadata": {"uid": "u", "resourceVersion": version}, "status": status}
 
 
