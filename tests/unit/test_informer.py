@@ -18,7 +18,7 @@ from kubernetes.client import ApiClient
 
 from flowrun import api
 from flowrun.controller import informer as informer_module
-from flowrun.controller.informer import Entry, Informer, failures_log
+from flowrun.controller.informer import Entry, Informer, WatchFailures
 from flowrun.kube import Kube
 from flowrun.observed import ObservedChild, ObservedPod, observe, run_of
 from tests.unit.fake_api_server import FakeApiServer
@@ -235,8 +235,16 @@ def test_a_refusal_just_after_the_api_server_returns_is_retried_within_seconds_a
     # What the informer says of itself at each request it sends: the one after the refusal is the
     # list that retries it (quick_retries makes "seconds" milliseconds here).
     states: list[tuple[bool, float | None]] = []
-    server.intercept = lambda method, path: states.append((refused(pods), pods.failing_since))
-    server.fail(ConnectionError("refused"), ConnectionError("refused"), forbidden, forbidden)
+    # The outage refuses connections; once the API server is ready again (its /readyz answers),
+    # it refuses the watch and the list.
+    failures: list[BaseException] = [ConnectionError("refused"), ConnectionError("refused"), forbidden, forbidden]
+
+    def serve(method: str, path: str) -> None:
+        states.append((refused(pods), pods.failing_since))
+        if failures and (path != "/readyz" or isinstance(failures[0], ConnectionError)):
+            raise failures.pop(0)
+
+    server.intercept = serve
     server.end_watches()
     server.add(pod("after"))
     recorder.wait("the watch back", lambda: len(recorder.events) == 1, timeout=10)
@@ -246,15 +254,20 @@ def test_a_refusal_just_after_the_api_server_returns_is_retried_within_seconds_a
     pods.stop()
 
 
+def sharing_failures(server: FakeApiServer, tmp_path: Path, recorder: Recorder, count: int) -> list[Informer[Any]]:
+    failures = WatchFailures()
+    kube = Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
+    return [
+        Informer(kube.with_own_pool(), "v1", "Pod", NS, SELECTOR, observe, on_event=recorder, failures=failures)
+        for _ in range(count)
+    ]
+
+
 def test_watches_that_share_a_log_write_one_warning_for_an_outage_of_them_all(
     server: FakeApiServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = Recorder()
-    log = failures_log()
-    kube = Kube(ApiClient(), dynamic=server.dynamic_client(tmp_path), new_pool=lambda: server)
-    informers = [
-        Informer(kube.with_own_pool(), "v1", "Pod", NS, SELECTOR, observe, on_event=recorder, log=log) for _ in range(4)
-    ]
+    informers = sharing_failures(server, tmp_path, recorder, 4)
     for informer in informers:
         informer.start()
     assert all(informer.synced.wait(10) for informer in informers)
@@ -267,3 +280,63 @@ def test_watches_that_share_a_log_write_one_warning_for_an_outage_of_them_all(
     assert warnings == ["watch of Pod in team failed, trying again: refused"]
     for informer in informers:
         informer.stop()
+
+
+def test_while_the_api_server_is_away_one_informer_probes_it_and_the_others_wait_for_its_answer(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    # The soak counted 259 requests in a 32-second outage, one retry every few seconds from each
+    # of the operator's informers. Shared, the outage costs each informer its one failed watch,
+    # then probes one at a time; all the watches resume when a probe is answered.
+    recorder = Recorder()
+    informers = sharing_failures(server, tmp_path, recorder, 8)
+    for informer in informers:
+        informer.start()
+    assert all(informer.synced.wait(10) for informer in informers)
+    away = threading.Event()
+    during: list[str] = []
+
+    def unreachable(method: str, path: str) -> None:
+        if away.is_set():
+            during.append(path)
+            raise urllib3.exceptions.NewConnectionError(None, "connection refused")  # type: ignore[arg-type]
+
+    server.intercept = unreachable
+    away.set()
+    server.end_watches()
+    deadline = threading.Event()
+    for _ in range(200):  # until the outage has cost 20 requests (a few seconds' worth of retries)
+        if len(during) >= 20 or deadline.wait(0.05):
+            break
+    away.clear()
+    watches = [path for path in during if path != "/readyz"]
+    assert len(during) >= 20 and len(watches) == len(informers), during
+    server.add(pod("after"))
+    recorder.wait("every watch back", lambda: len(recorder.events) == len(informers), timeout=20)
+    for informer in informers:
+        informer.stop()
+
+
+def test_informers_waiting_for_a_probe_stop_when_told(
+    server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(informer_module, "WAITER_POLL_SECONDS", 0.05)
+    informers = sharing_failures(server, tmp_path, Recorder(), 3)
+    for informer in informers:
+        informer.start()
+    assert all(informer.synced.wait(10) for informer in informers)
+    probes = threading.Semaphore(0)
+
+    def unreachable(method: str, path: str) -> None:
+        if path == "/readyz":
+            probes.release()
+        raise ConnectionRefusedError("connection refused")
+
+    server.intercept = unreachable
+    server.end_watches()
+    assert probes.acquire(timeout=10)  # one of them probes, the others wait for it
+    for informer in informers:
+        informer.stop()
+    for informer in informers:
+        informer.join(10)
+    assert not any(informer.is_alive() for informer in informers)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowrun import api
-from flowrun.controller.informer import Entry, Informer, failures_log
+from flowrun.controller.informer import Entry, Informer, WatchFailures
 from flowrun.controller.kind_watches import KindWatches
 from flowrun.controller.locks import Limits, LockClaims, LockKey, held_slots, semaphores_of
 from flowrun.controller.packed import PackedBody, packed_if_finished
@@ -99,11 +99,11 @@ class Caches:
     def __init__(self, kube: Kube, namespaces: Sequence[str | None], listener: Listener) -> None:
         self.loop = asyncio.get_running_loop()
         self.listener = listener
-        # One log for the failures of every watch: an outage is one line a minute, not one per watch.
-        log = failures_log()
-        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), log)
+        # Shared by every watch: an outage is one line a minute and one probe at a time, not one per watch.
+        failures = WatchFailures()
+        self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), failures)
         self.lock_claims = LockClaims()
-        self.limits = Limits(kube, self._limit_changed, log)
+        self.limits = Limits(kube, self._limit_changed, failures)
         self._lock_event = self._on_loop(listener.lock_event)
         self._flowrun_event = self._on_loop(listener.flowrun_event)
         self._child_event = self._on_loop(listener.child_event)
@@ -122,7 +122,7 @@ class Caches:
                 cached_flowrun,
                 index_of=_cron_of,
                 on_event=self._on_flowrun,
-                log=log,
+                failures=failures,
             )
             self.children[namespace] = [
                 Informer(
@@ -134,7 +134,7 @@ class Caches:
                     observe,
                     index_of=run_of,
                     on_event=self._on_lease if (api_version, kind) == api.LEASE else self._child_event,
-                    log=log,
+                    failures=failures,
                 )
                 for api_version, kind in CHILD_KINDS
             ]
@@ -147,7 +147,7 @@ class Caches:
                 trimmed,
                 index_of=_name_of,
                 on_event=self._on_loop(listener.flow_event),
-                log=log,
+                failures=failures,
             )
             self.crons[namespace] = Informer(
                 feed(),
@@ -157,7 +157,7 @@ class Caches:
                 None,
                 trimmed,
                 on_event=self._on_loop(listener.cron_event),
-                log=log,
+                failures=failures,
             )
         self._unsynced = len(self.informers())
         for informer in self.informers():

@@ -17,10 +17,13 @@ thread: type LISTED (an object a list returned), ADDED, MODIFIED or DELETED.
 A watch that ends (the server's timeout, a dropped or silent connection, an unreachable API
 server) goes on from the last resourceVersion seen; only 410 Gone (that version is too old)
 lists again, and the objects the new list lacks are reported DELETED. Failures are retried with a
-backoff and logged at most once a minute for all the informers that share a ThrottledLog (one line
-for an outage, not one per watch). A list refused (403, 404) is tried again later, a few seconds
-at first (an API server that has just restarted refuses requests until its authorizer is warm),
-then once a minute; a refusal is not a failing watch (the liveness answer does not count it).
+backoff and logged at most once a minute for all the informers that share a WatchFailures (one
+line for an outage, not one per watch); while the API server does not answer, one of those
+informers asks it whether it is ready again and the others wait for that answer (an outage costs
+a request every few seconds, not one per informer: there are nine or more per namespace). A
+list refused (403, 404) is tried again later, a few seconds at first (an API server that has just
+restarted refuses requests until its authorizer is warm), then once a minute; a refusal is not a
+failing watch (the liveness answer does not count it).
 """
 
 from __future__ import annotations
@@ -46,12 +49,15 @@ WATCH_SECONDS = 300  # the server ends each watch request after this; the next g
 RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 5.0
 REFUSED_RETRY_SECONDS = 60.0  # a list refused (403, 404) is tried again at most this much later
 LOG_EVERY_SECONDS = 60.0  # the failures of the informers sharing a log are logged at most this often
+WAITER_POLL_SECONDS = 1.0  # an informer waiting for another's probe sees within this that it is stopped
 
 T = TypeVar("T")
 
 
 class ListWatch(Protocol):
     """What an informer asks of the API (kube.Kube, on connections of the informer's own)."""
+
+    def probe(self) -> None: ...
 
     def list_page(
         self,
@@ -90,9 +96,48 @@ class Entry(Generic[T]):
 OnEvent = Callable[[str, Entry[T], Entry[T] | None], None]
 
 
-def failures_log() -> ThrottledLog:
-    """A log for the failures of informers, to share between them."""
-    return ThrottledLog(logger, LOG_EVERY_SECONDS)
+class Probe(Protocol):
+    def probe(self) -> None:
+        """Raises while the API server cannot be reached or is not ready."""
+
+
+class WatchFailures:
+    """What the informers of one operator share about their failures: one throttled log, and one
+    probe of the API server while it does not answer.
+
+    `wait_until_answering(client, stopped)` returns once the API server answers a probe: the first
+    informer to call it probes (with its own connections), jittered and backing off up to
+    MAX_RETRY_SECONDS; those that call it meanwhile wait for that probe's success, and go on at
+    once when it has one (or when the prober stops: one of them probes then)."""
+
+    def __init__(self) -> None:
+        self.log = ThrottledLog(logger, LOG_EVERY_SECONDS)
+        self._changed = threading.Condition()
+        self._probing = False
+        self._probes_ended = 0  # probing turns that ended (a waiter goes on when one does)
+
+    def wait_until_answering(self, client: Probe, stopped: threading.Event) -> None:
+        with self._changed:
+            if self._probing:
+                turn = self._probes_ended
+                while self._probes_ended == turn and not stopped.is_set():
+                    self._changed.wait(WAITER_POLL_SECONDS)  # woken by the probe; polled for `stopped`
+                return
+            self._probing = True
+        try:
+            backoff = Backoff(RETRY_SECONDS, MAX_RETRY_SECONDS, jitter=True)
+            while not stopped.is_set():
+                try:
+                    client.probe()
+                    return
+                except Exception as error:  # still away: the informers' failure, logged with theirs
+                    self.log.warning(f"the API server does not answer yet: {short(error)}")
+                    stopped.wait(backoff.next())
+        finally:
+            with self._changed:
+                self._probing = False
+                self._probes_ended += 1
+                self._changed.notify_all()
 
 
 class Gone(Exception):
@@ -114,7 +159,7 @@ class Informer(threading.Thread, Generic[T]):
         on_synced: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         fields: str | None = None,
-        log: ThrottledLog | None = None,
+        failures: WatchFailures | None = None,
     ) -> None:
         super().__init__(name=f"informer-{kind}-{namespace or 'all'}", daemon=True)
         self.client, self.api_version, self.kind = client, api_version, kind
@@ -134,7 +179,7 @@ class Informer(threading.Thread, Generic[T]):
         self._stopped = threading.Event()
         self._backoff = Backoff(RETRY_SECONDS, MAX_RETRY_SECONDS, jitter=True)
         self._refused_backoff = Backoff(RETRY_SECONDS, REFUSED_RETRY_SECONDS, jitter=True)
-        self._log = log or failures_log()
+        self._failures = failures or WatchFailures()
 
     # --- reading the store (any thread) --------------------------------------------------------
 
@@ -185,11 +230,16 @@ class Informer(threading.Thread, Generic[T]):
                     self._mark_synced()
                     self._stopped.wait(self._refused_backoff.next())
                 else:
-                    self._failed(error)
-                    self._stopped.wait(self._backoff.next())
+                    self._retry_after(error)
             except Exception as error:  # a dropped or silent connection, an unreachable API server
-                self._failed(error)
-                self._stopped.wait(self._backoff.next())
+                self._retry_after(error)
+
+    def _retry_after(self, error: BaseException) -> None:
+        """Wait this informer's backoff, then until the API server answers (a probe shared with
+        the other informers: an outage costs one request every few seconds, not one per watch)."""
+        self._failed(error)
+        self._stopped.wait(self._backoff.next())
+        self._failures.wait_until_answering(self.client, self._stopped)
 
     def _succeeded(self) -> None:
         self._backoff.reset()
@@ -209,7 +259,7 @@ class Informer(threading.Thread, Generic[T]):
             self.failing_since = None
         elif self.failing_since is None:
             self.failing_since = self._clock()
-        self._log.warning(
+        self._failures.log.warning(
             f"watch of {self.kind} in {self.namespace or 'all namespaces'} failed, trying again: {short(error)}"
         )
 

@@ -13,8 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from flowrun import api
-from flowrun.controller.failures import ThrottledLog
-from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.informer import Entry, Informer, WatchFailures
 from flowrun.kube import REQUEST_TIMEOUT, Kube, UnknownKind
 from flowrun.observed import ChildKey, ObservedChild, child_key, observe, run_of
 
@@ -27,10 +26,10 @@ Notify = Callable[[str, ChildKey], None]
 class KindWatches:
     """Every watch of a setup manifest's kind, started on first use."""
 
-    def __init__(self, kube: Kube, notify: Notify, log: ThrottledLog) -> None:
+    def __init__(self, kube: Kube, notify: Notify, failures: WatchFailures) -> None:
         self.kube = kube
         self.notify = notify
-        self.log = log  # the failures of the operator's watches, logged together
+        self.failures = failures  # shared by the operator's watches
         self._watches: dict[tuple[str, str, str], Informer[ObservedChild]] = {}
         self._lock = threading.Lock()
 
@@ -66,7 +65,7 @@ class KindWatches:
                     observe,
                     index_of=run_of,
                     on_event=self._event,
-                    log=self.log,
+                    failures=self.failures,
                 )
                 watch.start()
             return watch

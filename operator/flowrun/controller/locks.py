@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flowrun.api import SEMAPHORE
-from flowrun.controller.failures import ThrottledLog
-from flowrun.controller.informer import Entry, Informer
+from flowrun.controller.informer import Entry, Informer, WatchFailures
 from flowrun.kube import REQUEST_TIMEOUT, Kube
 from flowrun.locks import Claim, claims_of, semaphore_limit
 from flowrun.model import Lock
@@ -94,10 +93,10 @@ class Limits:
     """The ConfigMaps of semaphores: one watch per ConfigMap (a field selector on its name), started
     by the first pass that needs it; every event of it calls `changed(namespace, name)`."""
 
-    def __init__(self, kube: Kube, changed: Callable[[str, str], None], log: ThrottledLog | None = None) -> None:
+    def __init__(self, kube: Kube, changed: Callable[[str, str], None], failures: WatchFailures | None = None) -> None:
         self.kube = kube
         self.changed = changed
-        self.log = log  # the caches' one log of watch failures
+        self.failures = failures  # shared by the caches' watches
         self._watches: dict[tuple[str, str], Informer[dict[str, str]]] = {}
         self._lock = threading.Lock()
 
@@ -127,7 +126,7 @@ class Limits:
                     config_map_data,
                     on_event=lambda _type, entry, _previous: self._event(entry),
                     fields=f"metadata.name={name}",
-                    log=self.log,
+                    failures=self.failures,
                 )
                 watch.start()
             return watch
