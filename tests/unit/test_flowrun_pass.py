@@ -134,6 +134,39 @@ def test_create_of_an_own_object_is_success_and_one_gone_meanwhile_is_transient(
     assert raised.value.status == 409  # not a refusal: the next pass creates it
 
 
+JOB_LABELS = {
+    api.LABEL_MANAGED_BY: api.MANAGED_BY,
+    api.LABEL_ROLE: "cleanup",
+    api.LABEL_RESOURCE: "db",
+    api.LABEL_ATTEMPT: "2",
+}
+CLEANUP_JOB = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "metadata": {"name": "r-db-cleanup-2", "namespace": NS, "labels": JOB_LABELS},
+}
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {api.LABEL_ROLE: "setup"},  # this run's, another role (its setup Job)
+        {api.LABEL_ATTEMPT: "1"},  # this run's, the attempt before
+        {api.LABEL_RESOURCE: "cache"},  # this run's, another block
+        {api.LABEL_MANAGED_BY: "someone"},
+    ],
+)
+def test_an_object_of_this_run_is_adopted_only_as_the_child_its_labels_prove(differs: dict[str, str]) -> None:
+    # A create that finds its name taken adopts the object only when every label the operator
+    # puts on this child says so: the run's UID alone does not make it this role, block or attempt.
+    labels = {**JOB_LABELS, api.LABEL_UID: UID}
+    assert kube_with({"metadata": {"labels": {**labels, "team": "data"}}}).create(CLEANUP_JOB, UID) is None
+    with pytest.raises(ForeignObject) as raised:
+        kube_with({"metadata": {"labels": {**labels, **differs}}}).create(CLEANUP_JOB, UID)
+    [(key, value)] = [(k, JOB_LABELS[k]) for k in differs]
+    assert f"({key}={value})" in str(raised.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Children that cannot be read
 
