@@ -670,6 +670,65 @@ Watch = Callable[..., WatchRecorder]  # watch(kind, label_selector=None)
 CHART = REPO / "charts" / "flowrun-operator"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
+# Setup manifests of kinds the chart's RBAC does not let the operator handle, and what the
+# refusal of each says.
+MANIFESTS_THE_CHART_DOES_NOT_GRANT = {
+    "secret": ({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "may not create"),
+    "role-binding": (
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default"}],
+        },
+        "may not create",
+    ),
+    "service-account": ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}}, "may not create"),
+    "webhook": (
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "w"},
+        },
+        "is cluster-scoped",
+    ),
+    "event": (
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Pod", "name": "p"},
+        },
+        "may not create Events",
+    ),
+}
+
+
+def create_runs_the_chart_refuses(flowruns: FlowRuns) -> dict[str, str]:
+    """A run per manifest above (its block's only manifest); their UIDs by name."""
+    uids = {}
+    for name, (manifest, _) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
+        block = {"name": "r", "setup": {"manifests": [manifest]}}
+        task = {"name": "a", "resources": ["r"], "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}}
+        created = flowruns.create({"metadata": {"name": name}, "spec": {"resources": [block], "tasks": [task]}})
+        uids[name] = created["metadata"]["uid"]
+    return uids
+
+
+def check_runs_the_chart_refuses(flowruns: FlowRuns, uids: Mapping[str, str]) -> None:
+    """Each failed at once naming its manifest and why, created nothing, and is deleted in seconds."""
+    for name, (_, why) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
+        run = flowruns.wait_phase(name, "Failed", timeout=30)
+        message = run["status"]["message"]
+        assert message.startswith("spec.resources[0].setup.manifests[0]"), (name, message)
+        assert why in message, (name, message)
+        assert not flowruns.children(uids[name]), name
+    for name in MANIFESTS_THE_CHART_DOES_NOT_GRANT:
+        started = datetime.now(UTC)
+        flowruns.delete_and_check_nothing_leaked(name, timeout=20)
+        print(f"{name}: deleted in {(datetime.now(UTC) - started).total_seconds():.1f}s")
+
 
 class Tools:
     """helm and kubectl bound to the test cluster, with Helm's caches kept out of HOME."""

@@ -29,6 +29,8 @@ from tests.e2e.helpers import (
     Objects,
     Operator,
     Tools,
+    check_runs_the_chart_refuses,
+    create_runs_the_chart_refuses,
     labelled_leftovers,
     release_name,
     sim_task,
@@ -758,39 +760,6 @@ def test_metrics_service_selects_the_operator_pod(
     uninstall_and_check_nothing_left(tools, kube_cluster.api, release, namespace, [namespace])
 
 
-MANIFESTS_THE_CHART_DOES_NOT_GRANT = {
-    "secret": ({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, "may not create"),
-    "role-binding": (
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "rb"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-            "subjects": [{"kind": "ServiceAccount", "name": "default"}],
-        },
-        "may not create",
-    ),
-    "service-account": ({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"}}, "may not create"),
-    "webhook": (
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "w"},
-        },
-        "is cluster-scoped",
-    ),
-    "event": (
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": "e"},
-            "involvedObject": {"kind": "Pod", "name": "p"},
-        },
-        "may not create Events",
-    ),
-}
-
-
 def test_manifests_of_kinds_the_charts_rbac_does_not_grant_fail_at_once_and_their_runs_delete_in_seconds(
     tools: Tools, kube_cluster: KubeCluster, flowrun_crd: None, namespace: str, tmp_path: Path
 ) -> None:
@@ -810,27 +779,7 @@ def test_manifests_of_kinds_the_charts_rbac_does_not_grant_fail_at_once_and_thei
     operator.start()
     try:
         flowruns = FlowRuns(kube_cluster, namespace)
-        uids = {}
-        for name, (manifest, _) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
-            block = {"name": "r", "setup": {"manifests": [manifest]}}
-            task = {
-                "name": "a",
-                "resources": ["r"],
-                "template": {"spec": {"containers": [{"name": "main", "image": "x"}]}},
-            }
-            uids[name] = flowruns.create({"metadata": {"name": name}, "spec": {"resources": [block], "tasks": [task]}})[
-                "metadata"
-            ]["uid"]
-        for name, (_, why) in MANIFESTS_THE_CHART_DOES_NOT_GRANT.items():
-            run = flowruns.wait_phase(name, "Failed", timeout=30)
-            message = run["status"]["message"]
-            assert message.startswith("spec.resources[0].setup.manifests[0]"), (name, message)
-            assert why in message, (name, message)
-            assert not flowruns.children(uids[name]), name
-        for name in MANIFESTS_THE_CHART_DOES_NOT_GRANT:
-            started = datetime.now(UTC)
-            flowruns.delete_and_check_nothing_leaked(name, timeout=20)
-            print(f"{name}: deleted in {(datetime.now(UTC) - started).total_seconds():.1f}s")
+        check_runs_the_chart_refuses(flowruns, create_runs_the_chart_refuses(flowruns))
         assert operator.running(), operator.log_tail()
     finally:
         operator.stop()

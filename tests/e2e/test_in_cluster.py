@@ -1,7 +1,8 @@
 """The operator as users run it: its own image, installed by its Helm chart with values only, on
 the real node (Ready by its liveness endpoint, read-only root, non-root, restricted Pod Security,
-its ServiceAccount's in-cluster credentials), running the real Dask example to Succeeded with the
-block cleaned up, its metrics scraped through the metrics Service, and `helm uninstall` removing it."""
+its ServiceAccount's in-cluster credentials), failing at once the runs whose manifests its RBAC does
+not grant, running the real Dask example to Succeeded with the block cleaned up, its metrics
+scraped through the metrics Service, and `helm uninstall` removing it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.e2e.helpers import (
     CHART,
     FlowRuns,
     Tools,
+    check_runs_the_chart_refuses,
+    create_runs_the_chart_refuses,
     labelled_leftovers,
     real_dask_example,
     release_name,
@@ -106,6 +109,8 @@ def test_the_chart_installs_the_image_which_runs_the_real_dask_example(
         body = real_dask_example(real_node)
         name = body["metadata"]["name"]
         flowruns.create(body)
+        # With the chart's RBAC, in-cluster: manifests of kinds it does not grant fail at once.
+        check_runs_the_chart_refuses(flowruns, create_runs_the_chart_refuses(flowruns))
         run = flowruns.wait_phase(name, ("Succeeded", "Failed"), timeout=300)
         # On failure, the tasks' entries (with the failed ones' log tails) say what the containers met.
         assert run["status"]["phase"] == "Succeeded", json.dumps(run["status"].get("tasks"), indent=1)
