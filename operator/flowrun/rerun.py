@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowrun.api import CANCELLED, FAILED, KIND, SUCCEEDED
+from flowrun.api import KIND, RERUNNABLE, SUCCEEDED
 from flowrun.engine.state import load_instances
 from flowrun.flows import Snapshot, snapshot_from_status
 from flowrun.lenient import as_map, conditions_by_type
@@ -29,7 +29,6 @@ from flowrun.schema.kinds import and_list
 from flowrun.schema.nodes import mapping
 
 REUSED = "Reused"
-RERUNNABLE = (FAILED, CANCELLED)
 _FIELD = "spec.rerunOf.name"
 
 

@@ -8,9 +8,6 @@ from typing import Any
 from flowrun import api
 from flowrun.plugin.client import PluginError
 
-# A run may be rerun only once it has finished without succeeding.
-RERUNNABLE = ("Failed", "Cancelled")
-
 
 def parse_params(values: list[str]) -> list[dict[str, str]]:
     """`-p name=value` flags as `spec.params` entries, in order; a name given twice is an error."""
@@ -51,5 +48,5 @@ def check_rerunnable(run: dict[str, Any]) -> None:
     """Refuse early what the operator would refuse: a run still going, or one that succeeded."""
     name = run["metadata"]["name"]
     phase = (run.get("status") or {}).get("phase") or "Pending"
-    if phase not in RERUNNABLE:
+    if phase not in api.RERUNNABLE:
         raise PluginError(f"FlowRun {name} is {phase}: only a Failed or Cancelled run can be rerun")
