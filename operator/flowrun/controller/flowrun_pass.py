@@ -130,8 +130,6 @@ HOLD_STARTED_SECONDS = 2.0
 LABELS_RESTORED = "LabelsRestored"
 # The Warning event of a run whose status someone else wrote, and the operator wrote its own back.
 STATUS_OVERRULED = "StatusOverruled"
-# The kind of the objects a result moves to when the status is full (engine/budget.py).
-RESULT_KIND = ("v1", "ConfigMap")
 # Room kept beside the status under the object's limit: fields that grow between two passes.
 BUDGET_SLACK = 8192
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
@@ -389,7 +387,7 @@ class FlowRunPass:
         if unreadable is not None and not run.deleting:
             raise unreadable
         others: list[ObservedChild] = []
-        kinds = [*manifest_kinds(run.spec), *([RESULT_KIND] if results_moved(run.status) else [])]
+        kinds = [*manifest_kinds(run.spec), *([api.CONFIG_MAP] if results_moved(run.status) else [])]
         for kind in dict.fromkeys(k for k in kinds if k not in CHILD_KINDS):
             try:
                 others += self.caches.other_children(run.namespace, run.uid, [kind])
@@ -726,7 +724,7 @@ def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: 
 
 
 def results_moved(status: object) -> bool:
-    """Whether some task's result is in a ConfigMap (RESULT_KIND) rather than in the status."""
+    """Whether some task's result is in a ConfigMap (api.CONFIG_MAP) rather than in the status."""
     tasks = status.get("tasks") if isinstance(status, Mapping) else None
     return isinstance(tasks, Mapping) and any(isinstance(t, Mapping) and t.get("resultFrom") for t in tasks.values())
 
