@@ -11,6 +11,10 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
+# A controller's own task that failed (an API error: a Flow's validation, a CronFlowRun's pass) is
+# tried again after this, doubling up to the maximum: never a hot loop, never given up.
+RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
+
 
 @dataclass
 class Backoff:
