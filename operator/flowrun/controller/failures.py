@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 # A controller's own task that failed (an API error: a Flow's validation, a CronFlowRun's pass) is
 # tried again after this, doubling up to the maximum: never a hot loop, never given up.
 RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
+# A transient failure of a FlowRun's or a CronFlowRun's pass (or a refused delete) is retried by the
+# next pass, this soon.
+FAILURE_REQUEUE_SECONDS = 5.0
 
 
 @dataclass

@@ -29,7 +29,7 @@ from flowrun.controller import failpoints
 from flowrun.controller.access import Access
 from flowrun.controller.caches import FOREIGN_STATUS, OWN_STATUS, STORED_BYTES
 from flowrun.controller.dry_runs import AcceptedDryRuns
-from flowrun.controller.failures import ReportOnce
+from flowrun.controller.failures import FAILURE_REQUEUE_SECONDS, ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import (
     CaptureLogs,
@@ -112,8 +112,6 @@ logger = logging.getLogger(__name__)
 # How soon the pass after a permanent refusal comes: that pass turns it into a status. Each such
 # pass consumes an attempt or fails a block, so this cannot loop hot for long.
 REFUSAL_REQUEUE_SECONDS = 1.0
-# A transient failure (or a refused delete) is retried by the next pass; do not wait long for it.
-FAILURE_REQUEUE_SECONDS = 5.0
 # The children cannot be read (ChildrenUnreadable): the reason of the Warning event, and how soon
 # the next pass tries again.
 CHILDREN_UNREADABLE = "ChildrenUnreadable"
