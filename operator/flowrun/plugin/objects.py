@@ -47,6 +47,6 @@ def rerun_of(original: str, name: str | None) -> dict[str, Any]:
 def check_rerunnable(run: dict[str, Any]) -> None:
     """Refuse early what the operator would refuse: a run still going, or one that succeeded."""
     name = run["metadata"]["name"]
-    phase = (run.get("status") or {}).get("phase") or "Pending"
+    phase = (run.get("status") or {}).get("phase") or api.PENDING
     if phase not in api.RERUNNABLE:
         raise PluginError(f"FlowRun {name} is {phase}: only a Failed or Cancelled run can be rerun")
