@@ -82,9 +82,10 @@ class ReportOnce:
 
 
 class ThrottledLog:
-    """At most one WARNING every `every` seconds for all the loops that share it, the others at
-    DEBUG and counted in the next WARNING: the watches of every kind and namespace share one, so an
-    outage of the API server is a line a minute, not a line per watch. Any thread may call it."""
+    """At most one WARNING (or ERROR) every `every` seconds for all the loops that share it, the
+    others at DEBUG and counted in the next WARNING or ERROR: the watches of every kind and namespace
+    share one, so an outage of the API server is a line a minute, not a line per watch. Any thread
+    may call it."""
 
     def __init__(self, log: logging.Logger, every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._log, self._every, self._clock = log, every, clock
@@ -93,6 +94,13 @@ class ThrottledLog:
         self._unlogged = 0
 
     def warning(self, message: str) -> None:
+        self._emit(logging.WARNING, message)
+
+    def error(self, message: str) -> None:
+        """As warning(), at ERROR: a failure that will not pass by itself."""
+        self._emit(logging.ERROR, message)
+
+    def _emit(self, level: int, message: str) -> None:
         with self._lock:
             now = self._clock()
             quiet = now - self._last < self._every
@@ -104,7 +112,7 @@ class ThrottledLog:
             self._log.debug(message)
             return
         also = f" ({unlogged} more failures since the last message)" if unlogged else ""
-        self._log.warning("%s%s", message, also)
+        self._log.log(level, "%s%s", message, also)
 
 
 def short(error: BaseException) -> str:
