@@ -33,7 +33,9 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next try, counting one more failure."""
-        delay = min(self.initial * 2.0**self.failures, self.maximum)
+        # The exponent stops at 1023: 2.0**1024 raises OverflowError, and the delay is at its
+        # maximum long before.
+        delay = min(self.initial * 2.0 ** min(self.failures, 1023), self.maximum)
         self.failures += 1
         return self._random(delay / 2, delay) if self.jitter else delay
 
