@@ -55,6 +55,8 @@ ROLE_SETUP = "setup"
 ROLE_CLEANUP = "cleanup"
 ROLE_RESULT = "result"  # a ConfigMap holding a task's result that the full status could not hold
 ROLE_LOCK = "lock"  # a Lease holding one slot of a lock across runs (docs/semantics.md, "Locks")
+# The kind of the objects a task's result moves to when the status cannot hold it (engine/budget.py)
+CONFIG_MAP = ("v1", "ConfigMap")
 
 # --- locks across runs (docs/semantics.md, "Locks") ---------------------------------------------
 
@@ -86,6 +88,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = (
 TASK_PHASES = (PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 TERMINAL = (SUCCEEDED, FAILED, SKIPPED, CANCELLED)
 RUN_FINAL = (SUCCEEDED, FAILED, CANCELLED)
+RERUNNABLE = (FAILED, CANCELLED)  # a run may be rerun (spec.rerunOf) once it has finished without succeeding
 
 # Resource phases
 SETTING_UP, READY, SETUP_FAILED = "SettingUp", "Ready", "SetupFailed"

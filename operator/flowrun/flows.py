@@ -179,8 +179,8 @@ def _given_params(run: Mapping[str, Any], declared: tuple[FlowParam, ...], flow_
 
 
 @dataclass(frozen=True)
-class FlowCheck:
-    """The outcome of validating a Flow on its own."""
+class FlowVerdict:
+    """The outcome of validating a Flow on its own: valid (no error), or the error."""
 
     error: SpecError | None
     task_count: int
@@ -197,7 +197,7 @@ def _as_run_spec(spec: Mapping[str, Any], declared: tuple[FlowParam, ...]) -> di
     return as_run
 
 
-def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
+def check_flow(flow_spec: object, namespace: str | None = None) -> FlowVerdict:
     """Validate a Flow with the checks a run's spec gets; a param without default stands in with a
     placeholder value. The server-side dry run of its children is the pass's (as for a run)."""
     raw = as_map(flow_spec)
@@ -209,27 +209,27 @@ def check_flow(flow_spec: object, namespace: str | None = None) -> FlowCheck:
         placeholders = [p.name for p in declared if p.default is None]
         parse_spec(_as_run_spec(spec, declared), namespace, placeholders)
     except SpecError as error:
-        return FlowCheck(error, *counts)
-    return FlowCheck(None, *counts)
+        return FlowVerdict(error, *counts)
+    return FlowVerdict(None, *counts)
 
 
-def flow_status(check: FlowCheck, prev_status: object, generation: int, now: datetime) -> dict[str, Any]:
+def flow_status(verdict: FlowVerdict, prev_status: object, generation: int, now: datetime) -> dict[str, Any]:
     """The Flow's status after validation (every key present, as a merge patch): SpecValid, and
     Ready (valid) or Stalled (invalid, until the Flow changes)."""
     conds = conditions_by_type(as_map(prev_status))
-    if check.error is None:
+    if verdict.error is None:
         reason, message = api.FLOW_VALID, "the Flow passes every check of a run's spec"
         valid = condition(conds, "SpecValid", "True", reason, message, now, generation)
         ready = health(conds, api.CONDITION_READY, reason, message, now, generation)
     else:
-        message = str(check.error)
+        message = str(verdict.error)
         valid = condition(conds, "SpecValid", "False", api.INVALID_SPEC, message, now, generation)
         ready = health(conds, api.CONDITION_STALLED, api.INVALID_SPEC, message, now, generation)
     return {
         "observedGeneration": generation,
-        "taskCount": check.task_count,
-        "resourceCount": check.resource_count,
-        "message": "" if check.error is None else message,
+        "taskCount": verdict.task_count,
+        "resourceCount": verdict.resource_count,
+        "message": "" if verdict.error is None else message,
         "conditions": [valid, *ready],
     }
 
@@ -255,9 +255,9 @@ def flow_dry_run(flow: Mapping[str, Any], now: datetime) -> ValidateObjects | No
     return next((a for a in outcome.actions if isinstance(a, ValidateObjects)), None)
 
 
-def rejected_by_dry_run(check: FlowCheck, message: str) -> FlowCheck:
-    """`check` failed by the API server's rejection of a child: `message` is `FIELD: why`, as the
+def rejected_by_dry_run(verdict: FlowVerdict, message: str) -> FlowVerdict:
+    """`verdict` failed by the API server's rejection of a child: `message` is `FIELD: why`, as the
     pass reports a run's dry run (RunInput.dry_run_error)."""
     field, _, why = message.partition(": ")
     error = SpecError(field, f"the API server rejected it: {why}") if why else SpecError("spec", message)
-    return FlowCheck(error, check.task_count, check.resource_count)
+    return FlowVerdict(error, verdict.task_count, verdict.resource_count)

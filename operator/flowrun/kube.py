@@ -1,4 +1,5 @@
-"""The operator's only code that talks to the Kubernetes API (the plugin uses it too): connect;
+"""The operator's only code that talks to the Kubernetes API (kopf's discovery at start-up aside;
+the plugin has a client of its own, plugin/client.py, and uses this one for its dry runs): connect;
 list and watch for the informers (on connections of their own); create and delete children and
 dry-run them, read logs, write status and finalizers, post and read events; read Flows and
 CronFlowRuns and write their status; create, cancel and delete the FlowRuns of a CronFlowRun; and

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-LEASE_API_VERSION = "coordination.k8s.io/v1"
+from flowrun import api
 
 
 @dataclass(frozen=True)
@@ -127,4 +127,4 @@ def _lease(namespace: str, name: str, spec: dict[str, Any], record: Record | Non
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if record is not None:
         metadata["resourceVersion"] = record.resource_version
-    return {"apiVersion": LEASE_API_VERSION, "kind": "Lease", "metadata": metadata, "spec": spec}
+    return {"apiVersion": api.LEASE[0], "kind": api.LEASE[1], "metadata": metadata, "spec": spec}

@@ -237,8 +237,8 @@ def build_result_config_map(run: RunIdentity, task: str, result: str, name: str 
     immutable, owned by the run (it goes with it)."""
     labels = child_labels(run, api.ROLE_RESULT, task=task)
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "apiVersion": api.CONFIG_MAP[0],
+        "kind": api.CONFIG_MAP[1],
         "metadata": _metadata(run, name or names.result_config_map(run.name, task), labels),
         "immutable": True,
         "data": {"result": result},

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowrun.api import CANCELLED, FAILED, SUCCEEDED
+from flowrun.api import KIND, RERUNNABLE, SUCCEEDED
 from flowrun.engine.state import load_instances
 from flowrun.flows import Snapshot, snapshot_from_status
 from flowrun.lenient import as_map, conditions_by_type
@@ -28,9 +28,7 @@ from flowrun.schema.flowrun import BESIDE_RERUN_OF
 from flowrun.schema.kinds import and_list
 from flowrun.schema.nodes import mapping
 
-RUN_KIND = "FlowRun"
 REUSED = "Reused"
-RERUNNABLE = (FAILED, CANCELLED)
 _FIELD = "spec.rerunOf.name"
 
 
@@ -95,7 +93,7 @@ def plan_rerun(spec: object, original: Mapping[str, Any] | None, name: str, name
     metadata = as_map(original.get("metadata"))
     snapshot = Snapshot(
         spec=resolved,
-        kind=RUN_KIND,
+        kind=KIND,
         name=name,
         uid=str(metadata.get("uid") or ""),
         resource_version=str(metadata.get("resourceVersion") or ""),

@@ -369,7 +369,7 @@ class Sim:
         self.outcome = outcome
         self.events += outcome.events
         status = copy.deepcopy(outcome.status)
-        # As the reconciler does: this pass's refused creates go into the next pass only.
+        # As a FlowRun pass does: this pass's refused creates go into the next pass only.
         refused: dict[str, str] = {}
         if apply:
             for action in outcome.actions:

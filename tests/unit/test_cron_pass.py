@@ -11,7 +11,8 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api
-from flowrun.controller.cron_pass import FAILURE_REQUEUE_SECONDS, REFUSAL_REQUEUE_SECONDS, CronPass
+from flowrun.controller.cron_pass import REFUSAL_REQUEUE_SECONDS, CronPass
+from flowrun.controller.failures import FAILURE_REQUEUE_SECONDS
 from flowrun.controller.flow_check import FlowCheck, checked
 from flowrun.cron import OwnedRun
 from tests.unit.fakes import NS, FakeKube, api_error, pod_task

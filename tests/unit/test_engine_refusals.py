@@ -1,6 +1,6 @@
 """Creates the API server refuses for good (RunInput.refused): what waited for the child fails with
 a reason instead of waiting forever. The FakeCluster refuses by "Kind/name" prefix and Sim hands
-each pass's refusals to the next pass, as the reconciler does."""
+each pass's refusals to the next pass, as a FlowRun pass does."""
 
 from dataclasses import replace
 

@@ -236,9 +236,9 @@ def test_the_engine_runs_the_resolved_spec() -> None:
 
 
 def test_a_valid_flow_reports_spec_valid_and_counts() -> None:
-    check = check_flow(FLOW_SPEC)
-    assert check.error is None and (check.task_count, check.resource_count) == (2, 1)
-    status = flow_status(check, {}, 3, T0)
+    verdict = check_flow(FLOW_SPEC)
+    assert verdict.error is None and (verdict.task_count, verdict.resource_count) == (2, 1)
+    status = flow_status(verdict, {}, 3, T0)
     assert status["conditions"][0]["type"] == "SpecValid" and status["conditions"][0]["status"] == "True"
     assert (status["taskCount"], status["resourceCount"], status["observedGeneration"]) == (2, 1, 3)
 
@@ -259,9 +259,9 @@ def test_a_param_without_default_used_as_replicas_is_valid() -> None:
     ],
 )
 def test_an_invalid_flow_names_the_field(change: dict[str, Any], field: str) -> None:
-    check = check_flow({**FLOW_SPEC, **change})
-    assert check.error is not None and check.error.field == field
-    status = flow_status(check, {}, 1, T0)
+    verdict = check_flow({**FLOW_SPEC, **change})
+    assert verdict.error is not None and verdict.error.field == field
+    status = flow_status(verdict, {}, 1, T0)
     assert status["conditions"][0]["status"] == "False" and field in status["message"]
 
 
@@ -287,9 +287,9 @@ def test_an_invalid_flow_has_no_dry_run() -> None:
 
 def test_a_rejected_dry_run_makes_the_flow_invalid_naming_the_child() -> None:
     why = 'Pod "x" is invalid: image: Required value'
-    check = rejected_by_dry_run(check_flow(FLOW_SPEC), f"spec.tasks[0].template: {why}")
-    assert check.error is not None and check.error.field == "spec.tasks[0].template"
-    status = flow_status(check, {}, 1, T0)
+    verdict = rejected_by_dry_run(check_flow(FLOW_SPEC), f"spec.tasks[0].template: {why}")
+    assert verdict.error is not None and verdict.error.field == "spec.tasks[0].template"
+    status = flow_status(verdict, {}, 1, T0)
     assert status["conditions"][0]["status"] == "False"
     assert status["message"] == f"spec.tasks[0].template: the API server rejected it: {why}"
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import api, cron
-from flowrun.controller.failures import ReportOnce
+from flowrun.controller.failures import FAILURE_REQUEUE_SECONDS, ReportOnce
 from flowrun.cron import OwnedRun
 from flowrun.kube import PERMANENT_REJECTIONS, api_message
 from flowrun.merge_patch import changes
@@ -28,9 +28,9 @@ from flowrun.timestamps import parse_time
 
 logger = logging.getLogger(__name__)
 
-# A transient failure is retried soon; a refusal (the template is refused by the API server, the
-# operator may not create FlowRuns) is not going to pass by itself: retried, but not hot.
-FAILURE_REQUEUE_SECONDS = 5.0
+# A transient failure is retried soon (FAILURE_REQUEUE_SECONDS); a refusal (the template is refused
+# by the API server, the operator may not create FlowRuns) is not going to pass by itself: retried,
+# but not hot.
 REFUSAL_REQUEUE_SECONDS = 60.0
 
 # (uid of the controlling CronFlowRun, the run): what the cache holds of each FlowRun labelled

@@ -21,16 +21,13 @@ from typing import Any
 from flowrun import api, cron, names
 from flowrun.controller.caches import Body, Caches
 from flowrun.controller.cron_pass import CronPass, Owned
-from flowrun.controller.failures import Backoff
+from flowrun.controller.failures import MAX_RETRY_SECONDS, RETRY_SECONDS, Backoff
 from flowrun.controller.informer import Entry
 from flowrun.controller.tasks import Tasks
 from flowrun.kube import Kube
 
 logger = logging.getLogger(__name__)
 
-# A pass that failed (an API error) is tried again after this, doubling up to the maximum: never
-# a hot loop, never given up.
-RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
 # The longest a CronFlowRun goes without a pass (its next time may be days away): a missed event
 # costs at most this.
 CRON_RESYNC_SECONDS = 600.0

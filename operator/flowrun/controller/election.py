@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 from kubernetes.client.exceptions import ApiException
 
 from flowrun import lease, metrics
-from flowrun.controller.failures import short
+from flowrun.controller.failures import ThrottledLog, short
 from flowrun.controller.settings import LeaderElection
 from flowrun.kube import Kube, api_message
 from flowrun.lease import Record, Step
@@ -109,8 +109,7 @@ class Elector:
         self._threads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease")
         self._task: asyncio.Task[None] | None = None
         self._ending: asyncio.Future[None] | None = None  # the step-down of the last term
-        self._last_log = float("-inf")
-        self._unlogged = 0
+        self._log = ThrottledLog(logger, LOG_EVERY_SECONDS, clock)
 
     # --- read from any thread ------------------------------------------------------------------
 
@@ -299,24 +298,12 @@ class Elector:
     def _failed(self, error: BaseException) -> None:
         """Note when failures began (the liveness answer reads it) unless the Lease is refused for
         good; log at most once per LOG_EVERY_SECONDS."""
-        now = self._clock()
         refused = isinstance(error, ApiException) and error.status in REFUSED
         if self.failing_since is None and not refused:
-            self.failing_since = now
-        if now - self._last_log < LOG_EVERY_SECONDS:
-            self._unlogged += 1
-            logger.debug("leader election: the Lease cannot be read or written: %s", error)
-            return
-        also = f" ({self._unlogged} more failures since the last message)" if self._unlogged else ""
-        log = logger.error if refused else logger.warning
-        log(
-            "leader election: the Lease %s/%s cannot be read or written: %s%s",
-            self.config.namespace,
-            self.config.lease_name,
-            why(error),
-            also,
-        )
-        self._last_log, self._unlogged = now, 0
+            self.failing_since = self._clock()
+        where = f"{self.config.namespace}/{self.config.lease_name}"
+        log = self._log.error if refused else self._log.warning
+        log(f"leader election: the Lease {where} cannot be read or written: {why(error)}")
 
 
 def why(error: BaseException) -> str:

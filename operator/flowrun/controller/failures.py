@@ -11,6 +11,13 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
+# A controller's own task that failed (an API error: a Flow's validation, a CronFlowRun's pass) is
+# tried again after this, doubling up to the maximum: never a hot loop, never given up.
+RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
+# A transient failure of a FlowRun's or a CronFlowRun's pass (or a refused delete) is retried by the
+# next pass, this soon.
+FAILURE_REQUEUE_SECONDS = 5.0
+
 
 @dataclass
 class Backoff:
@@ -26,7 +33,9 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next try, counting one more failure."""
-        delay = min(self.initial * 2.0**self.failures, self.maximum)
+        # The exponent stops at 1023: 2.0**1024 raises OverflowError, and the delay is at its
+        # maximum long before.
+        delay = min(self.initial * 2.0 ** min(self.failures, 1023), self.maximum)
         self.failures += 1
         return self._random(delay / 2, delay) if self.jitter else delay
 
@@ -75,9 +84,10 @@ class ReportOnce:
 
 
 class ThrottledLog:
-    """At most one WARNING every `every` seconds for all the loops that share it, the others at
-    DEBUG and counted in the next WARNING: the watches of every kind and namespace share one, so an
-    outage of the API server is a line a minute, not a line per watch. Any thread may call it."""
+    """At most one WARNING (or ERROR) every `every` seconds for all the loops that share it, the
+    others at DEBUG and counted in the next WARNING or ERROR: the watches of every kind and namespace
+    share one, so an outage of the API server is a line a minute, not a line per watch. Any thread
+    may call it."""
 
     def __init__(self, log: logging.Logger, every: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._log, self._every, self._clock = log, every, clock
@@ -86,6 +96,13 @@ class ThrottledLog:
         self._unlogged = 0
 
     def warning(self, message: str) -> None:
+        self._emit(logging.WARNING, message)
+
+    def error(self, message: str) -> None:
+        """As warning(), at ERROR: a failure that will not pass by itself."""
+        self._emit(logging.ERROR, message)
+
+    def _emit(self, level: int, message: str) -> None:
         with self._lock:
             now = self._clock()
             quiet = now - self._last < self._every
@@ -97,7 +114,7 @@ class ThrottledLog:
             self._log.debug(message)
             return
         also = f" ({unlogged} more failures since the last message)" if unlogged else ""
-        self._log.warning("%s%s", message, also)
+        self._log.log(level, "%s%s", message, also)
 
 
 def short(error: BaseException) -> str:

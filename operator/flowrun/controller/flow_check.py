@@ -50,15 +50,15 @@ class FlowCheck:
         if flow is None or checked(flow):
             return True
         now = datetime.now(UTC)
-        check = flows.check_flow(flow.get("spec"), namespace)
-        if check.error is None:
+        verdict = flows.check_flow(flow.get("spec"), namespace)
+        if verdict.error is None:
             action = flows.flow_dry_run(flow, now)
             rejection = self.passes.dry_run(action) if action is not None else None
             if rejection is not None:
-                check = flows.rejected_by_dry_run(check, rejection)
+                verdict = flows.rejected_by_dry_run(verdict, rejection)
         previous = as_map(flow.get("status"))
         generation = flow["metadata"].get("generation")
-        status = flows.flow_status(check, previous, generation if isinstance(generation, int) else 0, now)
+        status = flows.flow_status(verdict, previous, generation if isinstance(generation, int) else 0, now)
         if changes(status, previous):
             try:
                 self.kube.patch_object_status(api.FLOW_KIND, namespace, name, status)
@@ -68,8 +68,8 @@ class FlowCheck:
                 logger.debug("Flow %s/%s is gone: %s", namespace, name, error)  # deleted meanwhile
                 return True
         was_invalid = as_map(conditions_by_type(previous).get("SpecValid")).get("status") == "False"
-        if check.error is not None and not was_invalid:
-            self.kube.post_event(flow, "Warning", INVALID_SPEC, str(check.error))
-        logger.info("Flow %s/%s: %s", namespace, name, check.error or "valid")
+        if verdict.error is not None and not was_invalid:
+            self.kube.post_event(flow, "Warning", INVALID_SPEC, str(verdict.error))
+        logger.info("Flow %s/%s: %s", namespace, name, verdict.error or "valid")
         # Checked again on the next call: the Flow may have changed meanwhile.
         return False

@@ -29,7 +29,7 @@ from flowrun.controller import failpoints
 from flowrun.controller.access import Access
 from flowrun.controller.caches import FOREIGN_STATUS, OWN_STATUS, STORED_BYTES
 from flowrun.controller.dry_runs import AcceptedDryRuns
-from flowrun.controller.failures import ReportOnce
+from flowrun.controller.failures import FAILURE_REQUEUE_SECONDS, ReportOnce
 from flowrun.controller.pod_refusals import PodRefusals
 from flowrun.engine import (
     CaptureLogs,
@@ -112,8 +112,6 @@ logger = logging.getLogger(__name__)
 # How soon the pass after a permanent refusal comes: that pass turns it into a status. Each such
 # pass consumes an attempt or fails a block, so this cannot loop hot for long.
 REFUSAL_REQUEUE_SECONDS = 1.0
-# A transient failure (or a refused delete) is retried by the next pass; do not wait long for it.
-FAILURE_REQUEUE_SECONDS = 5.0
 # The children cannot be read (ChildrenUnreadable): the reason of the Warning event, and how soon
 # the next pass tries again.
 CHILDREN_UNREADABLE = "ChildrenUnreadable"
@@ -130,8 +128,6 @@ HOLD_STARTED_SECONDS = 2.0
 LABELS_RESTORED = "LabelsRestored"
 # The Warning event of a run whose status someone else wrote, and the operator wrote its own back.
 STATUS_OVERRULED = "StatusOverruled"
-# The kind of the objects a result moves to when the status is full (engine/budget.py).
-RESULT_KIND = ("v1", "ConfigMap")
 # Room kept beside the status under the object's limit: fields that grow between two passes.
 BUDGET_SLACK = 8192
 # Captured logs keep their end: the last lines say why a task failed. Status objects stay small.
@@ -389,7 +385,7 @@ class FlowRunPass:
         if unreadable is not None and not run.deleting:
             raise unreadable
         others: list[ObservedChild] = []
-        kinds = [*manifest_kinds(run.spec), *([RESULT_KIND] if results_moved(run.status) else [])]
+        kinds = [*manifest_kinds(run.spec), *([api.CONFIG_MAP] if results_moved(run.status) else [])]
         for kind in dict.fromkeys(k for k in kinds if k not in CHILD_KINDS):
             try:
                 others += self.caches.other_children(run.namespace, run.uid, [kind])
@@ -726,7 +722,7 @@ def _requeue_after(engine_requeue: float | None, failures: list[str], refusals: 
 
 
 def results_moved(status: object) -> bool:
-    """Whether some task's result is in a ConfigMap (RESULT_KIND) rather than in the status."""
+    """Whether some task's result is in a ConfigMap (api.CONFIG_MAP) rather than in the status."""
     tasks = status.get("tasks") if isinstance(status, Mapping) else None
     return isinstance(tasks, Mapping) and any(isinstance(t, Mapping) and t.get("resultFrom") for t in tasks.values())
 

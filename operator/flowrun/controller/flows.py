@@ -15,15 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from flowrun.controller.caches import Body
-from flowrun.controller.failures import Backoff
+from flowrun.controller.failures import MAX_RETRY_SECONDS, RETRY_SECONDS, Backoff
 from flowrun.controller.flow_check import FlowCheck, checked
 from flowrun.controller.informer import Entry
 from flowrun.controller.tasks import Tasks
 
 logger = logging.getLogger(__name__)
-
-# A validation that failed (an API error) is tried again after this, doubling up to the maximum.
-RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 60.0
 
 
 class FlowController:

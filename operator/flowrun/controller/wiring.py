@@ -7,12 +7,12 @@ would pause a whole operator, caches included, rather than elect one (election.p
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import kopf
 
+from flowrun.controller.failures import Backoff
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
 from flowrun.kube import Fence, FencedApiClient, Kube, ThrottledApiClient, connect
@@ -29,8 +29,9 @@ class RetryForever:
     (kopf then counts no last attempt)."""
 
     def __iter__(self) -> Iterator[float]:
-        yield from (1.0, 2.0, 4.0, 8.0)
-        yield from itertools.repeat(10.0)
+        backoff = Backoff(1.0, 10.0)
+        while True:
+            yield backoff.next()
 
 
 @kopf.on.login(registry=REGISTRY)

@@ -24,7 +24,6 @@ The modules, each plain functions over one frozen PassContext (context.py) and t
 RunState of the pass (state.py):
 
 - interface.py: RunInput, the actions, Event and Outcome: what a pass exchanges with the engine
-- phases.py: the phases and reasons the status uses; lenient.py: reading a status that may be garbage
 - children.py: the observed children of the run, indexed
 - dag.py: triggers, skip reasons, when a block is needed or done with
 - tasks.py: attempts of tasks (and instances): start, observe, retry, stop; their pods; conditions
@@ -34,9 +33,11 @@ RunState of the pass (state.py):
 - blocks.py: resource blocks: setup, readiness, values; cleanup.py: their cleanup, step by step
 - run.py: the run as a whole: stop reasons, final phase, TTL, finalizer
 - plan.py: the actions of a pass, the dry run, the requeue
-- status.py, events.py: the status written and the events posted
+- status.py, events.py: the status written and the events posted; budget.py: the status kept
+  under the object's size limit
 - clashes.py: manifests named like generated children; vanished.py: children the status vouches
-  for that are not observed (the controller looks them up before they count as gone)
+  for that are not observed (the controller looks them up before they count as gone); clock.py:
+  moments a duration later, never overflowing
 """
 
 from __future__ import annotations

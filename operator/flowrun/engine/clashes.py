@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 
 from flowrun import names
-from flowrun.api import MAX_ITEMS
+from flowrun.api import CONFIG_MAP, MAX_ITEMS
 from flowrun.model import FlowSpec, SpecError
 
 Kind = tuple[str, str]  # (apiVersion, kind)
 POD, JOB, DEPLOYMENT, SERVICE = ("v1", "Pod"), ("batch/v1", "Job"), ("apps/v1", "Deployment"), ("v1", "Service")
-CONFIG_MAP = ("v1", "ConfigMap")
 
 
 # The end of the name of an instance's pod (-INDEX-ATTEMPT) and of its result's ConfigMap.

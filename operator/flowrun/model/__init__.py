@@ -11,7 +11,8 @@ templates and manifests are kept as plain dicts: only the parts the operator rea
 checked here; the API server's dry run judges the rest.
 
 The modules: spec.py (the dataclasses), checks.py (pod templates and manifests beyond their
-declaration), parse.py (parse_spec), graph.py (the dependency graph and every `$(...)` reference).
+declaration), parse.py (parse_spec), graph.py (the dependency graph and every `$(...)`
+reference), fanout.py (what is checked of forEach tasks beyond their references).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from rich.console import Console
 from rich.text import Text
 
+from flowrun import api
 from flowrun.plugin import graph as graphs
 from flowrun.plugin import logs as task_logs
 from flowrun.plugin import objects
@@ -85,7 +86,7 @@ def _connect(kubeconfig: str | None, context: str | None, namespace: str | None)
 
 def _watch_exit(connection: Connection, name: str) -> None:
     final = follow_run(connection, name, _out())
-    if final != "Succeeded":
+    if final != api.SUCCEEDED:
         raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from flowrun.api import PENDING
 from flowrun.lenient import as_map, as_str
 from flowrun.plugin.durations import age, elapsed
 from flowrun.plugin.tree import phase_text
@@ -42,7 +43,7 @@ def table(runs: Sequence[Mapping[str, Any]], now: datetime, all_namespaces: bool
         cells += [
             Text(as_str(metadata.get("name"))),
             Text(source(run)),
-            phase_text(as_str(status.get("phase")) or "Pending"),
+            phase_text(as_str(status.get("phase")) or PENDING),
             Text(as_str(status.get("progress"))),
             Text(took),
             Text(age(metadata.get("creationTimestamp"), now)),

@@ -8,9 +8,6 @@ from typing import Any
 from flowrun import api
 from flowrun.plugin.client import PluginError
 
-# A run may be rerun only once it has finished without succeeding.
-RERUNNABLE = ("Failed", "Cancelled")
-
 
 def parse_params(values: list[str]) -> list[dict[str, str]]:
     """`-p name=value` flags as `spec.params` entries, in order; a name given twice is an error."""
@@ -50,6 +47,6 @@ def rerun_of(original: str, name: str | None) -> dict[str, Any]:
 def check_rerunnable(run: dict[str, Any]) -> None:
     """Refuse early what the operator would refuse: a run still going, or one that succeeded."""
     name = run["metadata"]["name"]
-    phase = (run.get("status") or {}).get("phase") or "Pending"
-    if phase not in RERUNNABLE:
+    phase = (run.get("status") or {}).get("phase") or api.PENDING
+    if phase not in api.RERUNNABLE:
         raise PluginError(f"FlowRun {name} is {phase}: only a Failed or Cancelled run can be rerun")

@@ -14,6 +14,21 @@ from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
+from flowrun.api import (
+    CANCELLED,
+    CLEANED_UP,
+    CLEANING_UP,
+    CLEANUP_FAILED,
+    FAILED,
+    HOLDING,
+    PENDING,
+    READY,
+    RUNNING,
+    SETTING_UP,
+    SETUP_FAILED,
+    SKIPPED,
+    SUCCEEDED,
+)
 from flowrun.lenient import as_map, as_str, count
 from flowrun.model import FlowSpec, SpecError, TaskSpec, parse_spec
 from flowrun.plugin.durations import elapsed
@@ -23,18 +38,18 @@ DETAIL_LIMIT = 80  # characters of a result or message shown in the tree
 INSTANCE_ROWS = 20  # instances of a forEach task shown under it (and every one that did not succeed)
 
 PHASE_STYLES = {
-    "Succeeded": "green",
-    "Ready": "green",
-    "CleanedUp": "green",
-    "Failed": "bold red",
-    "SetupFailed": "bold red",
-    "CleanupFailed": "bold red",
-    "Running": "cyan",
-    "SettingUp": "cyan",
-    "CleaningUp": "cyan",
-    "Pending": "yellow",
-    "Skipped": "dim",
-    "Cancelled": "magenta",
+    SUCCEEDED: "green",
+    READY: "green",
+    CLEANED_UP: "green",
+    FAILED: "bold red",
+    SETUP_FAILED: "bold red",
+    CLEANUP_FAILED: "bold red",
+    RUNNING: "cyan",
+    SETTING_UP: "cyan",
+    CLEANING_UP: "cyan",
+    PENDING: "yellow",
+    SKIPPED: "dim",
+    CANCELLED: "magenta",
 }
 
 
@@ -77,17 +92,17 @@ class Row:
 
 
 def _task_row(label: Text, entry: Mapping[str, Any], task: TaskSpec | None, now: datetime) -> Row:
-    phase = as_str(entry.get("phase")) or "Pending"
+    phase = as_str(entry.get("phase")) or PENDING
     attempts = count(entry.get("attempts"))
     limit = task.retries.limit if task is not None else 0
     shown = "" if attempts == 0 else str(attempts) if limit == 0 else f"{attempts}/{limit + 1}"
     result, message = as_str(entry.get("result")), as_str(entry.get("message"))
-    if phase == "Succeeded" and entry.get("resultFrom"):
+    if phase == SUCCEEDED and entry.get("resultFrom"):
         detail = Text(f"(result in {as_str(entry.get('resultFrom'))})", style="dim")  # the status was full
-    elif phase == "Succeeded" and entry.get("result") is None and message:
+    elif phase == SUCCEEDED and entry.get("result") is None and message:
         detail = Text(one_line(message), style="dim")  # its result was not kept: the message says where it is
     else:
-        detail = Text(one_line(result)) if phase == "Succeeded" else Text(one_line(message), style="dim")
+        detail = Text(one_line(result)) if phase == SUCCEEDED else Text(one_line(message), style="dim")
     return Row(
         label,
         phase_text(phase),
@@ -99,11 +114,11 @@ def _task_row(label: Text, entry: Mapping[str, Any], task: TaskSpec | None, now:
 
 
 def _block_row(label: Text, entry: Mapping[str, Any], now: datetime) -> Row:
-    phase = as_str(entry.get("phase")) or "Pending"
+    phase = as_str(entry.get("phase")) or PENDING
     value, message = as_str(entry.get("value")), as_str(entry.get("message"))
-    failed = phase in ("SetupFailed", "CleanupFailed") or entry.get("setupError") or entry.get("cleanupError")
+    failed = phase in (SETUP_FAILED, CLEANUP_FAILED) or entry.get("setupError") or entry.get("cleanupError")
     detail = Text(one_line(message), style="dim") if failed or not value else Text(one_line(value))
-    end = entry.get("cleanedUpAt") or (entry.get("cleanupStartedAt") if phase == "CleanupFailed" else None)
+    end = entry.get("cleanedUpAt") or (entry.get("cleanupStartedAt") if phase == CLEANUP_FAILED else None)
     return Row(
         label,
         phase_text(phase),
@@ -161,7 +176,7 @@ def _instance_rows(task: TaskSpec, tasks: Mapping[str, Any], prefix: str, now: d
             if as_map(e).get("instanceOf") == task.name
         ),
     )
-    shown = [f for i, f in enumerate(found) if i < INSTANCE_ROWS or f[2].get("phase") != "Succeeded"]
+    shown = [f for i, f in enumerate(found) if i < INSTANCE_ROWS or f[2].get("phase") != SUCCEEDED]
     hidden = len(found) - len(shown)
     rows: list[Row] = []
     for i, (_, name, entry) in enumerate(shown):
@@ -176,7 +191,7 @@ def _instance_rows(task: TaskSpec, tasks: Mapping[str, Any], prefix: str, now: d
 
 def header(run: Mapping[str, Any], now: datetime) -> Text:
     metadata, status = as_map(run.get("metadata")), as_map(run.get("status"))
-    phase = as_str(status.get("phase")) or "Pending"
+    phase = as_str(status.get("phase")) or PENDING
     took = as_str(status.get("duration")) or elapsed(status.get("startedAt"), status.get("finishedAt"), now)
     parts: list[Text] = [
         Text.assemble(("FlowRun ", "bold"), (as_str(metadata.get("name")), "bold")),
@@ -206,7 +221,7 @@ def lock_line(locks: object) -> str:
     for entry in entries:
         who = f"task {as_str(entry.get('task'))} " if entry.get("task") else ""
         lock = as_str(entry.get("lock"))
-        if entry.get("state") == "Holding":
+        if entry.get("state") == HOLDING:
             parts.append(f"{who}holds {lock} (Lease {as_str(entry.get('lease'))})")
         else:
             parts.append(f"{who}waits for {lock}")

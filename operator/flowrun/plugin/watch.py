@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from flowrun.api import HOLDING, RUN_FINAL, WAITING_LOCK
+from flowrun.api import HOLDING, PENDING, RUN_FINAL, SUCCEEDED, WAITING_LOCK
 from flowrun.lenient import as_map, as_str, conditions_by_type
 from flowrun.plugin.client import Connection, PluginError, api_error
 from flowrun.plugin.tree import RunView, one_line, phase_text
@@ -23,7 +23,7 @@ REFRESH_PER_SECOND = 2
 
 
 def phase(run: Mapping[str, Any]) -> str:
-    return as_str(as_map(run.get("status")).get("phase")) or "Pending"
+    return as_str(as_map(run.get("status")).get("phase")) or PENDING
 
 
 def finished(run: Mapping[str, Any]) -> bool:
@@ -46,7 +46,7 @@ def states(run: Mapping[str, Any]) -> dict[str, tuple[str, str, str]]:
         found[f"block {name}"] = (as_str(entry.get("phase")), as_str(entry.get("reason")), as_str(entry.get("message")))
     for name, entry in as_map(status.get("tasks")).items():
         entry = as_map(entry)
-        detail = as_str(entry.get("result")) if entry.get("phase") == "Succeeded" else as_str(entry.get("message"))
+        detail = as_str(entry.get("result")) if entry.get("phase") == SUCCEEDED else as_str(entry.get("message"))
         found[f"task {name}"] = (as_str(entry.get("phase")), as_str(entry.get("reason")), detail)
     return found
 
