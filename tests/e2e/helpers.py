@@ -313,8 +313,12 @@ class FlowRuns:
         finalizer released), and find nothing labelled with its UID."""
         run = self.get(name)
         assert run is not None, f"FlowRun {name} does not exist"
-        uid = run["metadata"]["uid"]
         self.delete(name)
+        self.wait_gone_and_nothing_leaked(name, run["metadata"]["uid"], timeout=timeout)
+
+    def wait_gone_and_nothing_leaked(self, name: str, uid: str, timeout: float = 90.0) -> None:
+        """The end of the leak check, for a run deleted already: wait until it is gone (the
+        finalizer released), and find nothing labelled with its UID."""
         wait_for(f"FlowRun {name} to be gone", lambda: self.get(name) is None, timeout=timeout)
         wait_for(f"every child of {name} to be gone", lambda: not self.children(uid), timeout=timeout)
         # The EndpointSlices of its Services (which carry their labels) go with them.

@@ -6,7 +6,7 @@ argocd-cm.yaml, and gitops-engine running its Lua). Both are Go programs built f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,14 @@ from devcluster import gitops
 from devcluster.pytest_plugin import KubeCluster, wait_for
 from flowrun import api
 from flowrun.timestamps import format_time
-from tests.e2e.helpers import REPO, FlowRuns, Objects, StartOperator, sim_task
+from tests.e2e.helpers import REPO, FlowRuns, Objects, StartOperator, job, sim_task
 
 pytestmark = pytest.mark.e2e
 
 ARGOCD_CM = REPO / "gitops" / "argocd" / "argocd-cm.yaml"
+# Argo CD puts it on each hook it creates and takes it off once done with the hook; while it is on,
+# Argo CD runs the health check on a hook being deleted (gitops-engine's GetResourceHealth).
+ARGOCD_HOOK_FINALIZER = "argocd.argoproj.io/hook-finalizer"
 
 
 class Health:
@@ -135,6 +138,140 @@ def test_a_flowrun_reads_right_to_kstatus_and_argocd_in_every_phase(
 
     for name in runs:
         flowruns.delete_and_check_nothing_leaked(name)
+
+
+def health_is(kind: str, reason: str) -> Callable[[dict[str, Any]], bool]:
+    """A wait_status check: condition `kind` (Ready, Reconciling or Stalled) is True, with `reason`."""
+    return lambda status: any(
+        (c.get("type"), c.get("status"), c.get("reason")) == (kind, "True", reason)
+        for c in status.get("conditions") or []
+    )
+
+
+def true_health(run: dict[str, Any]) -> tuple[str, str, str]:
+    """The one of Ready, Reconciling and Stalled that is True: (type, reason, message)."""
+    found = [
+        (c["type"], c["reason"], c["message"])
+        for c in run["status"]["conditions"]
+        if c["type"] in (api.CONDITION_READY, api.CONDITION_RECONCILING, api.CONDITION_STALLED)
+        and c["status"] == "True"
+    ]
+    assert len(found) == 1, run["status"]["conditions"]
+    return found[0]
+
+
+def block_run(name: str, cleanup: dict[str, Any], work: str = "200ms", **metadata: Any) -> dict[str, Any]:
+    """A run of one task in a block `vm` set up by a job and cleaned up by `cleanup`."""
+    block = {"name": "vm", "setup": {"job": job(message="vm-7")}, "cleanup": cleanup}
+    return {
+        "metadata": {"name": name, **metadata},
+        "spec": {"resources": [block], "tasks": [sim_task("work", resources=["vm"], duration=work)]},
+    }
+
+
+def take_off_the_hook_finalizer(flowruns: FlowRuns, name: str) -> None:
+    """Take Argo CD's hook finalizer off a run (as Argo CD does once done with a hook), leaving the
+    others: a JSON patch that tests the entry it removes."""
+    run = flowruns.get(name)
+    finalizers = (run or {}).get("metadata", {}).get("finalizers") or []
+    if ARGOCD_HOOK_FINALIZER not in finalizers:
+        return
+    index = finalizers.index(ARGOCD_HOOK_FINALIZER)
+    path = f"/metadata/finalizers/{index}"
+    patch = [{"op": "test", "path": path, "value": ARGOCD_HOOK_FINALIZER}, {"op": "remove", "path": path}]
+    flowruns.custom.patch_namespaced_custom_object(
+        api.GROUP, api.VERSION, flowruns.namespace, api.PLURAL, name, patch, _content_type="application/json-patch+json"
+    )
+
+
+def test_a_flowrun_reads_right_to_kstatus_and_argocd_while_it_waits_cleans_up_and_is_deleted(
+    start_operator: StartOperator, flowruns: FlowRuns, health: Health
+) -> None:
+    start_operator()
+    # Cleaning up: its task done, the block's cleanup job takes 20 s; deleted meanwhile, the
+    # deletion waits for that cleanup.
+    cleans_up = flowruns.create(block_run("cleans-up", {"job": job(duration="20s")}))
+    # Deleted while its task runs, its cleanup fails: the deletion is held (CleanupBlocked). It is
+    # an Argo CD hook, created with Argo CD's finalizer on, as Argo CD creates hooks.
+    hook = {"annotations": {"argocd.argoproj.io/hook": "PreSync"}, "finalizers": [ARGOCD_HOOK_FINALIZER]}
+    failing_cleanup = {"job": job(outcome="fail", message="cloud API down"), "retries": 0}
+    blocked = flowruns.create(block_run("cleanup-fails", failing_cleanup, work="600s", **hook))
+    try:
+        check_waiting_cleaning_up_and_deleted_runs(flowruns, health)
+    finally:
+        take_off_the_hook_finalizer(flowruns, "cleanup-fails")  # else the namespace could not go
+    flowruns.wait_gone_and_nothing_leaked("cleanup-fails", blocked["metadata"]["uid"])
+    flowruns.wait_gone_and_nothing_leaked("cleans-up", cleans_up["metadata"]["uid"])
+    for name in ("holds-lock", "waits-for-lock"):
+        flowruns.delete_and_check_nothing_leaked(name)
+
+
+def check_waiting_cleaning_up_and_deleted_runs(flowruns: FlowRuns, health: Health) -> None:
+    # A run waiting for a lock held by another run.
+    lock = {"mutex": {"name": "warehouse"}}
+    flowruns.create(
+        {"metadata": {"name": "holds-lock"}, "spec": {"synchronization": lock, "tasks": [long_task("work")]}}
+    )
+    flowruns.wait_phase("holds-lock", "Running")
+    flowruns.create(
+        {"metadata": {"name": "waits-for-lock"}, "spec": {"synchronization": lock, "tasks": [sim_task("work")]}}
+    )
+
+    # CleaningUp: in progress to both, with the run's message.
+    run = flowruns.wait_status("cleans-up", "cleaning up", health_is(api.CONDITION_RECONCILING, "CleaningUp"))
+    assert run["status"]["phase"] == "Running"
+    kstatus, argocd = health.of(api.PLURAL, "cleans-up")
+    assert kstatus == ("InProgress", "cleaning up: vm") and argocd == ("Progressing", "cleaning up: vm")
+
+    # Deleted while its cleanup runs: Reconciling, reason Deleting, until the cleanup has run. Both
+    # tools read an object being deleted as such, whatever its conditions.
+    flowruns.delete("cleans-up")
+    run = flowruns.wait_status("cleans-up", "deleting", health_is(api.CONDITION_RECONCILING, "Deleting"))
+    assert true_health(run) == ("Reconciling", "Deleting", "deleting; cleaning up: vm")
+    kstatus, argocd = health.of(api.PLURAL, "cleans-up")
+    assert kstatus == ("Terminating", "Resource scheduled for deletion") and argocd == (
+        "Progressing",
+        "Pending deletion",
+    )
+
+    # Pending, waiting for the lock: in progress, naming the holder.
+    run = flowruns.wait_status("waits-for-lock", "waiting", health_is(api.CONDITION_RECONCILING, "WaitingForLock"))
+    waiting = "waiting for mutex/warehouse, held by FlowRun holds-lock"
+    assert run["status"]["phase"] == "Pending" and true_health(run) == ("Reconciling", "WaitingForLock", waiting)
+    kstatus, argocd = health.of(api.PLURAL, "waits-for-lock")
+    assert kstatus == ("InProgress", waiting) and argocd == ("Progressing", waiting)
+
+    # A deletion held by a failed cleanup: Stalled, saying what releases it. kstatus reads it as
+    # Terminating; Argo CD runs the check on it while its hook finalizer is on (Degraded, why), and
+    # says "Pending deletion" once Argo CD has taken that off.
+    flowruns.wait_status(
+        "cleanup-fails",
+        "work running",
+        lambda s: ((s.get("tasks") or {}).get("work") or {}).get("reason") == "PodRunning",
+    )
+    flowruns.delete("cleanup-fails")
+    run = flowruns.wait_status(
+        "cleanup-fails", "cleanup blocked", health_is(api.CONDITION_STALLED, api.CLEANUP_BLOCKED), timeout=60
+    )
+    stalled = true_health(run)[2]
+    assert stalled.startswith("cleanup failed for vm: ") and "cloud API down" in stalled, stalled
+    assert stalled.endswith(f'the finalizer stays until annotation {api.SKIP_CLEANUP_ANNOTATION}="true" is set')
+    kstatus, argocd = health.of(api.PLURAL, "cleanup-fails")
+    assert kstatus == ("Terminating", "Resource scheduled for deletion") and argocd == ("Degraded", stalled)
+    take_off_the_hook_finalizer(flowruns, "cleanup-fails")
+    kstatus, argocd = health.of(api.PLURAL, "cleanup-fails")
+    assert kstatus == ("Terminating", "Resource scheduled for deletion") and argocd == (
+        "Progressing",
+        "Pending deletion",
+    )
+    assert true_health(health.live(api.PLURAL, "cleanup-fails"))[:2] == ("Stalled", api.CLEANUP_BLOCKED)
+    # Released by hand, as documented: the finalizer goes without further cleanup.
+    flowruns.patch("cleanup-fails", {"metadata": {"annotations": {api.SKIP_CLEANUP_ANNOTATION: "true"}}})
+
+    # The lock freed, the waiting run runs and succeeds.
+    flowruns.patch("holds-lock", {"spec": {"cancel": True}})
+    kstatus, argocd = health.until(api.PLURAL, "waits-for-lock", "Current", "Healthy")
+    assert argocd == ("Healthy", "1 succeeded")
 
 
 def test_flows_and_cron_flow_runs_read_right_to_kstatus_and_argocd(

@@ -1,8 +1,10 @@
 -- Health of a flowrun.dev FlowRun, from the conditions the flowrun-operator writes: Stalled=True
--- (the run failed or was cancelled, or its spec is invalid) is Degraded, Ready=True (the run
--- succeeded) is Healthy, anything else (pending, running, cleaning up) is Progressing, each with
--- the operator's message. So is a generation the operator has not seen yet. Only the base and
--- table libraries are used (argocd-cm runs it with the others closed).
+-- (the run failed or was cancelled, or its spec is invalid, or a failed cleanup holds its deletion)
+-- is Degraded, Ready=True (the run succeeded) is Healthy, anything else (pending, running, cleaning
+-- up, deleting) is Progressing, each with the operator's message. So is a generation the operator
+-- has not seen yet. (Argo CD runs it on an object being deleted only while its hook finalizer is
+-- on; otherwise it says "Pending deletion" itself.) Only the base and table libraries are used
+-- (argocd-cm runs it with the others closed).
 local hs = {}
 
 local function find(conditions, kind)
