@@ -110,3 +110,41 @@ def test_time_without_progress_counts_only_while_the_api_server_answers(
             server.end_watches()
 
     asyncio.run(scenario())
+
+
+def test_an_outage_that_only_the_watches_probe_saw_is_not_counted_as_a_wedge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the soak: no pass was due and the liveness answer was not asked while the API server
+    # was away, so only the watches' shared probe saw the outage. Asked the moment the API server
+    # answers again, before the watches are back, the liveness answer counted their failures from
+    # before the outage (two outages back to back: 66 s against a bound of 60) and said "wedged".
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.02)
+    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 0.05)
+    server = fake_server()
+    down = threading.Event()
+
+    def refused(method: str, path: str) -> None:
+        if down.is_set():
+            raise ConnectionError("connection refused")
+
+    server.intercept = refused
+
+    async def scenario() -> None:
+        runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.3), kube_over(server, tmp_path))
+        runtime.start()
+        try:
+            await until("the caches filled", lambda: runtime.term)
+            down.set()
+            server.end_watches()
+            await until("the watches failing", lambda: all(runtime.caches.failing_since()))
+            await asyncio.sleep(0.5)  # longer than the bound; the liveness answer not asked meanwhile
+            assert runtime.caches.unanswered_at() is not None
+            down.clear()
+            after = await runtime.health()  # at once: the watches have not resumed yet
+            assert after.ok, after
+        finally:
+            await runtime.stop()
+            server.end_watches()
+
+    asyncio.run(scenario())

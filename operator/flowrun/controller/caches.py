@@ -100,7 +100,7 @@ class Caches:
         self.loop = asyncio.get_running_loop()
         self.listener = listener
         # Shared by every watch: an outage is one line a minute and one probe at a time, not one per watch.
-        failures = WatchFailures()
+        failures = self.watch_failures = WatchFailures()
         self.kind_watches = KindWatches(kube, self._on_loop(listener.other_child_event), failures)
         self.lock_claims = LockClaims()
         self.limits = Limits(kube, self._limit_changed, failures)
@@ -227,6 +227,10 @@ class Caches:
     def failing_since(self) -> list[float | None]:
         """When each informer's current run of failures began (None: it is not failing)."""
         return [informer.failing_since for informer in self.informers()]
+
+    def unanswered_at(self) -> float | None:
+        """When the watches' probe last found the API server not answering (None: never)."""
+        return self.watch_failures.unanswered_at
 
     def errors(self) -> list[ChildrenUnreadable]:
         """Why some kind cannot be listed (a namespace whose runs cannot be driven)."""

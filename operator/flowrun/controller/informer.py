@@ -108,10 +108,14 @@ class WatchFailures:
     `wait_until_answering(client, stopped)` returns once the API server answers a probe: the first
     informer to call it probes (with its own connections), jittered and backing off up to
     MAX_RETRY_SECONDS; those that call it meanwhile wait for that probe's success, and go on at
-    once when it has one (or when the prober stops: one of them probes then)."""
+    once when it has one (or when the prober stops: one of them probes then). `unanswered_at` is
+    the clock time a probe last failed: the liveness answer counts a watch's failures only from
+    the last moment the API server was seen not to answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = ThrottledLog(logger, LOG_EVERY_SECONDS)
+        self.unanswered_at: float | None = None
+        self._clock = clock
         self._changed = threading.Condition()
         self._probing = False
         self._probes_ended = 0  # probing turns that ended (a waiter goes on when one does)
@@ -131,6 +135,7 @@ class WatchFailures:
                     client.probe()
                     return
                 except Exception as error:  # still away: the informers' failure, logged with theirs
+                    self.unanswered_at = self._clock()
                     self.log.warning(f"the API server does not answer yet: {short(error)}")
                     stopped.wait(backoff.next())
         finally:

@@ -108,8 +108,9 @@ class Runtime:
 
     def _last_unanswered(self) -> float | None:
         """Loop time the API server was last seen not to answer: by a probe of the liveness answer,
-        or by the leader's passes (now, while they wait for it; or when their outage ended)."""
-        seen = [self._unanswered_at]
+        by the watches' probe, or by the leader's passes (now, while they wait for it; or when their
+        outage ended). The loop's clock is the watches' (time.monotonic)."""
+        seen = [self._unanswered_at, self.caches.unanswered_at()]
         if self.term is not None:
             queue = self.term.flowruns.queue
             seen += [self.loop.time() if queue.outage_started is not None else None, queue.outage_ended]
