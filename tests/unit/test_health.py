@@ -14,6 +14,7 @@ from flowrun.controller import informer as informer_module
 from flowrun.controller.health import Progress, judge, stalled
 from flowrun.controller.runtime import Runtime
 from flowrun.controller.settings import Settings
+from tests.unit.fake_api_server import FakeApiServer
 from tests.unit.runtime_harness import NS, fake_server, kube_over, until
 
 
@@ -71,14 +72,8 @@ def test_the_runtime_is_unhealthy_when_its_queue_stalls_while_the_api_server_ans
     asyncio.run(scenario())
 
 
-def test_time_without_progress_counts_only_while_the_api_server_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The watches fail through an outage and are not tried again at once when it ends: the moment
-    # the API server answers, they have been failing for longer than the bound, yet that is the
-    # outage, not a wedge. They are judged from then on: failing a bound longer, they are a wedge.
-    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 30.0)
-    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 30.0)
+def fake_server_that_goes_away() -> tuple[FakeApiServer, threading.Event]:
+    """A fake API server that refuses every connection while the event is set."""
     server = fake_server()
     down = threading.Event()
 
@@ -87,6 +82,18 @@ def test_time_without_progress_counts_only_while_the_api_server_answers(
             raise ConnectionError("connection refused")
 
     server.intercept = refused
+    return server, down
+
+
+def test_time_without_progress_counts_only_while_the_api_server_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watches fail through an outage and are not tried again at once when it ends: the moment
+    # the API server answers, they have been failing for longer than the bound, yet that is the
+    # outage, not a wedge. They are judged from then on: failing a bound longer, they are a wedge.
+    monkeypatch.setattr(informer_module, "RETRY_SECONDS", 30.0)
+    monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 30.0)
+    server, down = fake_server_that_goes_away()
 
     async def scenario() -> None:
         runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.3), kube_over(server, tmp_path))
@@ -121,14 +128,7 @@ def test_an_outage_that_only_the_watches_probe_saw_is_not_counted_as_a_wedge(
     # before the outage (two outages back to back: 66 s against a bound of 60) and said "wedged".
     monkeypatch.setattr(informer_module, "RETRY_SECONDS", 0.02)
     monkeypatch.setattr(informer_module, "MAX_RETRY_SECONDS", 0.05)
-    server = fake_server()
-    down = threading.Event()
-
-    def refused(method: str, path: str) -> None:
-        if down.is_set():
-            raise ConnectionError("connection refused")
-
-    server.intercept = refused
+    server, down = fake_server_that_goes_away()
 
     async def scenario() -> None:
         runtime = Runtime(Settings(namespaces=(NS,), stall_seconds=0.3), kube_over(server, tmp_path))
